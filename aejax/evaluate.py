@@ -1,0 +1,132 @@
+"""Test-set metrics of a trained autoencoder, in one compiled call over the test set.
+
+Definitions (all on images scaled to [0, 1]):
+- ``mse``: mean over test images and pixels of the squared error of the
+  reconstruction of the *clean* image;
+- ``sse_per_image``: the same error summed over each image's pixels, averaged over
+  images (Hinton & Salakhutdinov's "squared error per image");
+- ``psnr_db``: ``10 log10(1 / mse)`` — the PSNR of the test set's mean squared error;
+- ``bce``: pixel-wise binary cross-entropy (Keras's ``binary_crossentropy``);
+- ``code_mean_activation``: mean of |code| over test images and code units;
+- ``code_fraction_zero``: fraction of code units that are exactly 0.
+With a corruption, ``denoising`` gives the PSNR of the corrupted input and of the
+model's output on it, both against the clean image, and the loss terms are those
+of the training objective (corrupted input, clean target).
+"""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from aejax import corruption as corruption_lib, losses
+
+
+def psnr_db(mse: float) -> float:
+  """PSNR in dB of a mean squared error on [0, 1] images; infinite for mse == 0."""
+  return math.inf if mse <= 0 else 10.0 * math.log10(1.0 / mse)
+
+
+class Evaluator:
+  """Holds the padded test set on the device and one compiled evaluation."""
+
+  def __init__(self, model, weights: dict[str, float], corrupt, test_images: np.ndarray,
+               batch_size: int, key: jax.Array, test_labels: np.ndarray | None = None):
+    self.model, self.weights, self.corrupt = model, weights, corrupt
+    self.denoising = corrupt is not corruption_lib.identity
+    n = len(test_images)
+    batch_size = min(batch_size, n)
+    chunks = -(-n // batch_size)
+    pad = chunks * batch_size - n
+    padded = np.concatenate([test_images, np.zeros((pad, *test_images.shape[1:]),
+                                                   test_images.dtype)])
+    self.n = n
+    self._images = jax.device_put(padded.reshape(chunks, batch_size, *test_images.shape[1:]))
+    self._mask = jax.device_put((np.arange(chunks * batch_size) < n).reshape(chunks, batch_size))
+    self._key = key
+    self._sums = jax.jit(self._sums_impl)
+    self._grid_images = np.asarray(_one_per_label(test_images, test_labels))
+    self._cache: tuple[int, dict] | None = None
+
+  def _per_example(self, params, images_u8, key):
+    x = images_u8.astype(jnp.float32) / 255.0
+    apply = lambda inputs: self.model.apply({"params": params}, inputs)
+    reconstruction, code = apply(x)
+    recon = {"reconstruction": reconstruction, "target": x}
+    flat_code = code.reshape(code.shape[0], -1).astype(jnp.float32)
+    out = {
+        "mse": losses.mse(**recon),
+        "sse_per_image": losses.sse(**recon),
+        "bce": losses.binary_cross_entropy(**recon),
+        "code_mean_activation": jnp.mean(jnp.abs(flat_code), axis=-1),
+        "code_fraction_zero": jnp.mean(flat_code == 0, axis=-1),
+    }
+    objective = {"code": code, **recon}
+    if self.denoising:
+      noisy = self.corrupt(key, x)
+      denoised, noisy_code = apply(noisy)
+      out["mse_noisy"] = losses.mse(reconstruction=noisy, target=x)
+      out["mse_denoised"] = losses.mse(reconstruction=denoised, target=x)
+      objective = {"reconstruction": denoised, "target": x, "code": noisy_code}
+    terms = {f"term/{name}": losses.get(name)(objective) for name in self.weights}
+    out["term/loss"] = sum(self.weights[n] * terms[f"term/{n}"] for n in self.weights)
+    return {**out, **terms}
+
+  def _sums_impl(self, params):
+    def body(totals, chunk):
+      i, images, mask = chunk
+      values = self._per_example(params, images, jax.random.fold_in(self._key, i))
+      return jax.tree.map(lambda t, v: t + jnp.sum(jnp.where(mask, v, 0.0)), totals,
+                          values), None
+
+    shapes = jax.eval_shape(self._per_example, params, self._images[0], self._key)
+    zeros = jax.tree.map(lambda _: jnp.zeros((), jnp.float32), shapes)
+    indices = jnp.arange(self._images.shape[0])
+    totals, _ = jax.lax.scan(body, zeros, (indices, self._images, self._mask))
+    return totals
+
+  def _means(self, params) -> dict[str, float]:
+    sums = jax.device_get(self._sums(params))
+    return {k: float(v) / self.n for k, v in sums.items()}
+
+  def loss_terms(self, params) -> dict[str, float]:
+    """The training objective's terms on the test set (with the corruption)."""
+    means = self._means(params)
+    return {k.removeprefix("term/"): v for k, v in means.items() if k.startswith("term/")}
+
+  def results(self, params) -> dict:
+    means = self._means(params)
+    test = {k: means[k] for k in ("mse", "sse_per_image", "bce", "code_mean_activation",
+                                  "code_fraction_zero")}
+    test["psnr_db"] = psnr_db(means["mse"])
+    test["loss_terms"] = {k.removeprefix("term/"): v for k, v in means.items()
+                          if k.startswith("term/")}
+    out = {"test": test}
+    if self.denoising:
+      out["denoising"] = {"mse_noisy": means["mse_noisy"],
+                          "mse_denoised": means["mse_denoised"],
+                          "psnr_noisy_db": psnr_db(means["mse_noisy"]),
+                          "psnr_denoised_db": psnr_db(means["mse_denoised"])}
+    return out
+
+  def grid_rows(self, params) -> list[tuple[str, np.ndarray]]:
+    """Rows for the reconstruction grid: originals, (corrupted,) reconstructions."""
+    x = jnp.asarray(self._grid_images, jnp.float32) / 255.0
+    rows = [("original", x)]
+    if self.denoising:
+      x = self.corrupt(jax.random.fold_in(self._key, 1 << 30), x)
+      rows.append(("corrupted", x))
+    reconstruction, _ = self.model.apply({"params": params}, x)
+    rows.append(("denoised" if self.denoising else "reconstruction", reconstruction))
+    return [(title, np.asarray(images)) for title, images in rows]
+
+
+def _one_per_label(images: np.ndarray, labels: np.ndarray | None, n: int = 10) -> np.ndarray:
+  """The first test image of each label (the first ``n`` images without labels)."""
+  if labels is None:
+    return images[:n]
+  firsts = [np.flatnonzero(labels == label)[0] for label in np.unique(labels)[:n]]
+  return images[np.array(firsts)]
