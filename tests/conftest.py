@@ -1,0 +1,20 @@
+"""Shared test fixtures: the full-MNIST folder (optional) and small configs."""
+
+import os
+import pathlib
+
+import pytest
+
+# Tests must not grab every core or preallocate accelerator memory.
+os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+# Full MNIST, when present, sits beside the project (see README, "Data").
+MNIST_DIR = pathlib.Path(os.environ.get("AEJAX_TEST_MNIST_DIR", ROOT.parent / "shared" / "data" / "mnist"))
+
+
+@pytest.fixture
+def mnist_dir() -> pathlib.Path:
+  if not (MNIST_DIR / "train-images-idx3-ubyte.gz").exists():
+    pytest.skip(f"full MNIST not found at {MNIST_DIR} (set AEJAX_TEST_MNIST_DIR)")
+  return MNIST_DIR
