@@ -37,6 +37,7 @@ from aejax import losses, models, evaluate as evaluate_lib, plots
 # net inside lax.scan runs several times slower than one jitted step per batch,
 # while on GPU/TPU the scan removes the per-step dispatch cost.
 EPOCH_MODE_AUTO = {"cpu": "step"}
+PROGRESS_SECONDS = 30.0
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -193,9 +194,16 @@ def make_epoch_fns(train_step: Callable, n: int, batch_size: int, mode: str):
 
   def run_epoch(state, images, order, key):
     history = []
-    for _ in range(steps):
+    last_report = time.perf_counter()
+    for i in range(steps):
       state, metrics = compiled_step(state, images, order, key)
       history.append(metrics)
+      # Long epochs (a conv net on a CPU) report progress every ~30 s; waiting for one
+      # scalar that often costs nothing measurable.
+      if time.perf_counter() - last_report > PROGRESS_SECONDS and i + 1 < steps:
+        loss = float(metrics["loss"])
+        last_report = time.perf_counter()
+        logging.info("  step %d/%d of the epoch  loss %.5f", i + 1, steps, loss)
     return state, jax.tree.map(lambda *xs: jnp.stack(xs), *history)
 
   return start_epoch, run_epoch
