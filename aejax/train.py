@@ -59,9 +59,7 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   models.validate(config.model)
   losses.parse_weights(config.losses)
   corruption_lib.make(config.corruption.name, config.corruption.level)
-  if config.dataset not in data_lib.DATASETS:
-    raise ValueError(f"config.dataset={config.dataset!r} is unknown; "
-                     f"choose one of {list(data_lib.DATASETS)}.")
+  data_lib.validate_dataset_name(config.dataset)
   for key in ("num_epochs", "batch_size", "eval_batch_size"):
     if not isinstance(config[key], int) or config[key] <= 0:
       raise ValueError(f"config.{key} must be a positive integer, got {config[key]!r}.")

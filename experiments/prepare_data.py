@@ -1,0 +1,50 @@
+"""Prepares an MNIST-family dataset for tensorflow-datasets, without TensorFlow.
+
+From local IDX files (an offline machine):
+
+    python -m experiments.prepare_data --dataset=mnist --manual_dir=path/to/mnist
+
+or by downloading the canonical files, their sizes and sha256 checked:
+
+    python -m experiments.prepare_data --dataset=fashion_mnist
+
+The data goes to ``--data_dir``, else ``$TFDS_DATA_DIR``, else ``~/tensorflow_datasets``
+(as ``aejax_<dataset>/<version>/``), where ``--config.dataset=<dataset>`` finds it
+first. A dataset already prepared there is left as it is.
+"""
+
+import sys
+
+from absl import app, flags, logging
+
+from aejax import data
+
+_DATASET = flags.DEFINE_enum("dataset", "mnist", list(data.IDX_DATASETS), "Dataset to prepare.")
+_MANUAL_DIR = flags.DEFINE_string(
+    "manual_dir", None, "Folder holding the four IDX files (raw or .gz); "
+    "without it the files are downloaded.")
+_DATA_DIR = flags.DEFINE_string(
+    "data_dir", None, "TFDS data dir; default $TFDS_DATA_DIR, else ~/tensorflow_datasets.")
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  logging.set_verbosity(logging.INFO)
+  from aejax import tfds_data  # imports tensorflow_datasets: after flag parsing
+  name = _DATASET.value
+  if _MANUAL_DIR.value is None and not tfds_data.network_reachable(tfds_data.BUILDERS[name].URL):
+    print(f"error: {tfds_data.BUILDERS[name].URL} cannot be reached; pass --manual_dir=<folder "
+          "with the four IDX files> to prepare from local files.", file=sys.stderr)
+    sys.exit(1)
+  try:
+    folder = tfds_data.prepare(name, data_dir=_DATA_DIR.value, manual_dir=_MANUAL_DIR.value)
+  except (ValueError, data.DataError) as e:
+    print(f"error: {e}", file=sys.stderr)
+    sys.exit(1)
+  splits = tfds_data.split_sizes(folder)
+  print(f"{name}: {splits['train']} train and {splits['test']} test images prepared in {folder}")
+
+
+if __name__ == "__main__":
+  app.run(main)

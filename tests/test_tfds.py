@@ -1,0 +1,276 @@
+"""The MNIST family through tensorflow-datasets without TensorFlow: prepare, read, order.
+
+Nothing here reaches outside this machine: downloads are served from localhost, and
+the offline case uses a host under the reserved '.invalid' domain, whose DNS lookup
+fails at once.
+"""
+
+import gzip
+import hashlib
+import http.server
+import importlib.util
+import json
+import os
+import pathlib
+import socket
+import struct
+import subprocess
+import sys
+import threading
+
+import numpy as np
+import pytest
+import tensorflow_datasets as tfds
+
+from aejax import data, tfds_data, train
+from experiments.configs import base
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+UNREACHABLE_URL = "http://aejax-test.invalid/"
+
+
+def write_idx(path: pathlib.Path, array: np.ndarray, compress: bool = True) -> None:
+  raw = struct.pack(">BBBB", 0, 0, 8, array.ndim) + struct.pack(
+      f">{array.ndim}I", *array.shape) + array.astype(np.uint8).tobytes()
+  path.write_bytes(gzip.compress(raw) if compress else raw)
+
+
+def make_idx_folder(folder: pathlib.Path, n_train: int = 300, n_test: int = 50,
+                    seed: int = 0, compress: bool = True, image_shape=(28, 28),
+                    num_classes: int = 10) -> dict[str, np.ndarray]:
+  """Four random IDX files of the MNIST family's shape; returns what they hold."""
+  rng = np.random.default_rng(seed)
+  arrays = {"train_images": rng.integers(0, 256, (n_train, *image_shape), np.uint8),
+            "train_labels": rng.integers(0, num_classes, n_train, np.uint8),
+            "test_images": rng.integers(0, 256, (n_test, *image_shape), np.uint8),
+            "test_labels": rng.integers(0, num_classes, n_test, np.uint8)}
+  folder.mkdir(parents=True, exist_ok=True)
+  for key, array in arrays.items():
+    write_idx(folder / (data.IDX_FILES[key] + (".gz" if compress else "")), array, compress)
+  return arrays
+
+
+def sorted_rows(images: np.ndarray, labels: np.ndarray) -> np.ndarray:
+  """(label, pixels) rows in a canonical order: equal outputs = equal multisets."""
+  rows = np.ascontiguousarray(
+      np.concatenate([labels.reshape(-1, 1), images.reshape(len(images), -1)], axis=1),
+      dtype=np.uint8)
+  return np.sort(rows.view(f"V{rows.shape[1]}").ravel())
+
+
+def assert_same_multiset(ds: data.Dataset, expected: dict[str, np.ndarray]) -> None:
+  for split in ("train", "test"):
+    images, labels = getattr(ds, f"{split}_images"), getattr(ds, f"{split}_labels")
+    want_images = expected[f"{split}_images"]
+    assert images.dtype == np.uint8 and labels.dtype == np.uint8
+    assert images.shape == (*want_images.shape[:3], 1) and labels.shape == (len(want_images),)
+    np.testing.assert_array_equal(
+        sorted_rows(images, labels),
+        sorted_rows(want_images, expected[f"{split}_labels"]))
+
+
+@pytest.fixture
+def tfds_dir(tmp_path, monkeypatch) -> pathlib.Path:
+  """An empty TFDS data dir, and no IDX folder from the environment."""
+  folder = tmp_path / "tensorflow_datasets"
+  monkeypatch.setenv("TFDS_DATA_DIR", str(folder))
+  monkeypatch.delenv(data.ENV_DATA_DIR, raising=False)
+  return folder
+
+
+def test_full_mnist_prepares_and_reads_back_without_tensorflow(mnist_dir, tfds_dir):
+  folder = tfds_data.prepare("mnist", manual_dir=mnist_dir)
+  assert folder == tfds_dir / "aejax_mnist" / "1.0.0"
+  assert tfds_data.split_sizes(folder) == {"train": 60000, "test": 10000}
+  ds = tfds_data.load_prepared("mnist")
+  assert "tensorflow" not in sys.modules
+  assert (ds.name, ds.source, ds.location) == ("mnist", "tfds", str(folder))
+  idx = data.read_idx_folder(mnist_dir)
+  assert_same_multiset(ds, {k: getattr(idx, k)[..., 0] if k.endswith("images") else getattr(idx, k)
+                            for k in data.IDX_FILES})
+
+
+@pytest.mark.parametrize("name, compress", [("mnist", True), ("fashion_mnist", False),
+                                            ("kmnist", True)])
+def test_synthetic_idx_files_round_trip(name, compress, tfds_dir, tmp_path):
+  arrays = make_idx_folder(tmp_path / "idx", compress=compress)
+  folder = tfds_data.prepare(name, manual_dir=tmp_path / "idx")
+  assert folder.parent.name == f"aejax_{name}"
+  config = base.get_config()
+  config.dataset = name
+  train.validate_config(config)
+  ds = data.load(config)
+  assert "tensorflow" not in sys.modules
+  assert (ds.name, ds.source, ds.location) == (name, "tfds", str(folder))
+  assert ds.image_shape == (28, 28, 1)
+  assert_same_multiset(ds, arrays)
+  # tfds's own entry point reads the same files, with the label names of each set.
+  source = tfds.data_source(f"aejax_{name}", split="test", data_dir=tfds_dir, download=False)
+  assert len(source) == 50 and source[0]["image"].shape == (28, 28, 1)
+  names = tfds.builder_from_directory(str(folder)).info.features["label"].names
+  assert names[-1] == {"mnist": "9", "fashion_mnist": "Ankle boot", "kmnist": "wo"}[name]
+
+
+def test_malformed_manual_folders_are_refused(tfds_dir, tmp_path):
+  with pytest.raises(data.DataError, match="does not exist"):
+    tfds_data.prepare("mnist", manual_dir=tmp_path / "nowhere")
+  make_idx_folder(tmp_path / "partial")
+  (tmp_path / "partial" / "t10k-labels-idx1-ubyte.gz").unlink()
+  with pytest.raises(data.DataError, match="lacks t10k-labels-idx1-ubyte"):
+    tfds_data.prepare("mnist", manual_dir=tmp_path / "partial")
+
+  make_idx_folder(tmp_path / "big", image_shape=(32, 32))
+  with pytest.raises(data.DataError, match=r"uint8 \[N, 28, 28\]"):
+    tfds_data.prepare("mnist", manual_dir=tmp_path / "big")
+  make_idx_folder(tmp_path / "labels", num_classes=12, n_train=400)
+  with pytest.raises(data.DataError, match=r"labels must lie in \[0, 10\)"):
+    tfds_data.prepare("fashion_mnist", manual_dir=tmp_path / "labels")
+  make_idx_folder(tmp_path / "cut")
+  path = tmp_path / "cut" / "train-images-idx3-ubyte.gz"
+  path.write_bytes(gzip.compress(gzip.decompress(path.read_bytes())[:-28]))
+  with pytest.raises(data.DataError, match="truncated or corrupt"):
+    tfds_data.prepare("mnist", manual_dir=tmp_path / "cut")
+  assert not tfds_data.prepared_dir("mnist").exists()  # nothing half-made is left to read
+
+
+def test_the_canonical_checksums_are_the_installed_tfds_ones():
+  for name, builder in tfds_data.BUILDERS.items():
+    infos = builder.url_infos
+    assert set(builder.urls().values()) <= set(infos), name
+  mnist = tfds_data.AejaxMnist.url_infos[tfds_data.AejaxMnist.urls()["train_images"]]
+  assert mnist.size == 9912422
+  assert mnist.checksum == "440fcabf73cc546fa21475e81ea370265605f56be210a4024d2ca8f203523609"
+
+
+@pytest.fixture
+def local_server(tmp_path):
+  """Serves tmp_path/'served' on localhost; yields (folder, base URL)."""
+  folder = tmp_path / "served"
+  folder.mkdir()
+  handler = lambda *a, **k: http.server.SimpleHTTPRequestHandler(*a, directory=str(folder), **k)
+  server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+  thread = threading.Thread(target=server.serve_forever, daemon=True)
+  thread.start()
+  yield folder, f"http://127.0.0.1:{server.server_address[1]}/"
+  server.shutdown()
+  server.server_close()
+
+
+def test_download_checks_each_file_against_its_registered_checksum(
+    local_server, tfds_dir, monkeypatch):
+  served, url = local_server
+  arrays = make_idx_folder(served, seed=1)
+  infos = {}
+  for stem in data.IDX_FILES.values():
+    raw = (served / f"{stem}.gz").read_bytes()
+    infos[url + stem + ".gz"] = tfds.core.download.checksums.UrlInfo(
+        size=len(raw), checksum=hashlib.sha256(raw).hexdigest(), filename=f"{stem}.gz")
+
+  class LocalFashionMnist(tfds_data.AejaxFashionMnist, skip_registration=True):
+    URL = url
+    url_infos = infos
+
+  monkeypatch.setitem(tfds_data.BUILDERS, "fashion_mnist", LocalFashionMnist)
+  ds = tfds_data.download_and_load("fashion_mnist")
+  assert ds.source == "tfds" and ds.name == "fashion_mnist"
+  assert_same_multiset(ds, arrays)
+
+  # A file that differs from what is registered is refused, not prepared.
+  make_idx_folder(served, seed=2)
+  monkeypatch.setenv("TFDS_DATA_DIR", str(tfds_dir.parent / "other"))
+  with pytest.raises(data.DataError, match="NonMatchingChecksumError"):
+    tfds_data.download_and_load("fashion_mnist")
+
+
+def test_reachability_is_decided_quickly(monkeypatch):
+  assert not tfds_data.network_reachable(UNREACHABLE_URL)
+  with socket.socket() as listener:
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    assert tfds_data.network_reachable(f"http://127.0.0.1:{listener.getsockname()[1]}/")
+  # A connection that hangs (a firewall dropping packets) counts as unreachable
+  # once the timeout passes, however long the hung call would go on.
+  release = threading.Event()
+
+  def hanging_connection(*args, **kwargs):
+    release.wait(60)
+    raise OSError("released by the test")
+
+  monkeypatch.setattr(socket, "create_connection", hanging_connection)
+  try:
+    assert not tfds_data.network_reachable("http://example.test/", timeout_s=0.2)
+  finally:
+    release.set()
+
+
+def test_offline_with_no_local_data_falls_back_to_the_sample(tfds_dir, monkeypatch, caplog):
+  monkeypatch.setattr(tfds_data.AejaxMnist, "URL", UNREACHABLE_URL)
+  monkeypatch.setattr(tfds_data.AejaxKmnist, "URL", UNREACHABLE_URL)
+
+  def no_prepare(*args, **kwargs):
+    raise AssertionError("nothing may be downloaded or prepared offline")
+
+  monkeypatch.setattr(tfds_data, "prepare", no_prepare)
+  config = base.get_config()
+  ds = data.load(config)
+  assert ds.source == "bundled_sample"
+  assert "Offline" in caplog.text and "FULL MNIST NOT FOUND" in caplog.text
+  config.dataset = "kmnist"  # no sample of it: an error that says how to get it
+  with pytest.raises(data.DataError, match="prepare_data --dataset=kmnist --manual_dir"):
+    data.load(config)
+
+
+def test_prepared_tfds_data_comes_first_and_named_folders_must_exist(tfds_dir, tmp_path,
+                                                                      monkeypatch):
+  tfds_arrays = make_idx_folder(tmp_path / "for_tfds", seed=3)
+  tfds_data.prepare("mnist", manual_dir=tmp_path / "for_tfds")
+  make_idx_folder(tmp_path / "idx", seed=4)
+  config = base.get_config()
+  monkeypatch.setenv(data.ENV_DATA_DIR, str(tmp_path / "idx"))
+  ds = data.load(config)
+  assert ds.source == "tfds"
+  assert_same_multiset(ds, tfds_arrays)
+  config.dataset = "fashion_mnist"  # not prepared: the IDX folder
+  assert data.load(config).source == "idx"
+  config.data_dir = str(tmp_path / "missing")
+  with pytest.raises(data.DataError, match="does not exist"):
+    data.load(config)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("tensorflow") is not None,
+                    reason="TensorFlow is installed here")
+def test_tfds_catalog_names_without_tensorflow_say_which_extra_to_install():
+  config = base.get_config()
+  config.dataset = "tfds:cifar10"
+  for call in (train.validate_config, data.load):
+    with pytest.raises(ValueError, match=r'pip install "aejax\[tensorflow\]"'):
+      call(config)
+  config.dataset = "tfds:"
+  with pytest.raises(ValueError, match="names no dataset"):
+    train.validate_config(config)
+
+
+@pytest.mark.slow
+def test_cli_prepares_then_trains_on_tfds_data(tmp_path):
+  name = "mnist"
+  tfds_dir = tmp_path / "tensorflow_datasets"
+  make_idx_folder(tmp_path / "idx", n_train=256, n_test=64)
+  env = {**os.environ, "TFDS_DATA_DIR": str(tfds_dir), "AEJAX_DATA_DIR": ""}
+  prepare = subprocess.run(
+      [sys.executable, "-m", "experiments.prepare_data", f"--dataset={name}",
+       f"--manual_dir={tmp_path / 'idx'}"], cwd=ROOT, env=env, capture_output=True,
+      text=True, timeout=300)
+  assert prepare.returncode == 0, prepare.stderr[-3000:]
+  assert f"{name}: 256 train and 64 test images prepared in" in prepare.stdout
+  workdir = tmp_path / "run"
+  run = subprocess.run(
+      [sys.executable, "-m", "experiments.main", "--config=experiments/configs/vanilla.py",
+       f"--workdir={workdir}", f"--config.dataset={name}", "--config.num_epochs=1",
+       "--config.batch_size=64"], cwd=ROOT, env=env, capture_output=True, text=True,
+      timeout=300)
+  assert run.returncode == 0, run.stderr[-3000:]
+  results = json.loads((workdir / "results.json").read_text())
+  assert results["dataset"] == {
+      "name": name, "source": "tfds", "n_train": 256, "n_test": 64, "image_shape": [28, 28, 1],
+      "location": str(tfds_dir / f"aejax_{name}" / "1.0.0")}
+  assert np.isfinite(results["test"]["mse"])
