@@ -76,6 +76,18 @@ class MLPDecoder(nn.Module):
     return nn.sigmoid(x.astype(jnp.float32)).reshape(x.shape[0], *self.image_shape)
 
 
+def max_pool_2x2(x: jax.Array) -> jax.Array:
+  """2×2 max-pooling with stride 2 as a reshape and a max: [B, H, W, C] -> [B, H/2, W/2, C].
+
+  The same values as ``nn.max_pool(x, (2, 2), strides=(2, 2))``, but its gradient is
+  a plain broadcast rather than XLA's select-and-scatter, which made the whole conv
+  train step about 1.8× slower on XLA:CPU (measured: batch 128, 28×28, the article's
+  net). Where a window holds tied maxima the gradient is shared among them.
+  """
+  b, h, w, c = x.shape
+  return x.reshape(b, h // 2, 2, w // 2, 2, c).max(axis=(2, 4))
+
+
 class ConvEncoder(nn.Module):
   """(Conv 3×3 relu, 2×2 max-pool) per entry of ``features``: [B,H,W,C] -> [B,H/4,W/4,F]."""
 
@@ -88,7 +100,7 @@ class ConvEncoder(nn.Module):
     for f in self.features:
       x = nn.relu(nn.Conv(f, (3, 3), padding="SAME", kernel_init=self.kernel_init,
                           dtype=self.dtype)(x))
-      x = nn.max_pool(x, (2, 2), strides=(2, 2))
+      x = max_pool_2x2(x)
     return x
 
 

@@ -72,3 +72,9 @@ def test_linear_code_can_be_negative():
 def test_invalid_model_configs(overrides, shape, message):
   with pytest.raises(ValueError, match=message):
     models.validate(model_config(**overrides), shape)
+
+
+def test_max_pool_2x2_equals_flax_max_pool():
+  x = jax.random.normal(jax.random.key(0), (3, 8, 12, 5))
+  expected = models.nn.max_pool(x, (2, 2), strides=(2, 2))
+  assert jnp.array_equal(models.max_pool_2x2(x), expected)

@@ -18,14 +18,19 @@ what its model needs. Keys:
 - ``epoch_mode``: 'auto', 'scan' (the epoch as one compiled call) or 'step';
 - ``eval_batch_size``: test images per chunk of the one compiled evaluation.
 
-The Keras recipe of the article: ``--config.model.init=glorot_uniform
---config.schedule=constant --config.learning_rate=1e-3 --config.adam_eps=1e-7``.
+Every experiment config takes an optional argument after a colon:
+``--config experiments/configs/vanilla.py:keras`` trains with the Keras recipe the
+article used (``keras_recipe`` below) instead of aejax's defaults.
 """
 
 import ml_collections
 
 
+RECIPES = ("", "keras")
+
+
 def get_config() -> ml_collections.ConfigDict:
+  """The shared defaults (aejax's recipe)."""
   config = ml_collections.ConfigDict()
   config.name = "autoencoder"
   config.model = ml_collections.ConfigDict(dict(
@@ -47,4 +52,23 @@ def get_config() -> ml_collections.ConfigDict:
   config.corruption = ml_collections.ConfigDict(dict(name="none", level=0.0))
   config.epoch_mode = "auto"
   config.eval_batch_size = 1000
+  return config
+
+
+def apply_recipe(config: ml_collections.ConfigDict, recipe: str | None):
+  """Applies the recipe named after the config file's colon; returns the config.
+
+  'keras' is what Keras 3 does by default, as the article's code ran: glorot-uniform
+  kernels, Adam with a constant learning rate of 1e-3 and epsilon 1e-7, and MSE as
+  the reconstruction term.
+  """
+  if (recipe or "") not in RECIPES:
+    raise ValueError(f"Unknown recipe {recipe!r} after the config file's colon; "
+                     f"choose one of {[r for r in RECIPES if r]} or none.")
+  if recipe == "keras":
+    config.model.init = "glorot_uniform"
+    config.schedule = "constant"
+    config.learning_rate = 1e-3
+    config.adam_eps = 1e-7
+    config.losses = config.losses.replace("bce=", "mse=")
   return config

@@ -8,12 +8,12 @@ Launch:
 Expected on full MNIST (5 epochs, batch 128): RESULT_PENDING.
 """
 
-from experiments.configs import conv
+from experiments.configs import base, conv
 
 
-def get_config():
+def get_config(recipe=None):
   config = conv.get_config()
   config.name = "denoising"
   config.corruption.name = "gaussian"
   config.corruption.level = 0.5
-  return config
+  return base.apply_recipe(config, recipe)

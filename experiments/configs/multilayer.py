@@ -10,9 +10,9 @@ Expected on full MNIST (5 epochs, batch 128): test MSE RESULT_PENDING.
 from experiments.configs import base
 
 
-def get_config():
+def get_config(recipe=None):
   config = base.get_config()
   config.name = "multilayer"
   config.model.hidden = (128,)
   config.model.code_size = 64
-  return config
+  return base.apply_recipe(config, recipe)

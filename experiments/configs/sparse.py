@@ -13,10 +13,10 @@ Expected on full MNIST: test MSE RESULT_PENDING.
 from experiments.configs import base
 
 
-def get_config():
+def get_config(recipe=None):
   config = base.get_config()
   config.name = "sparse"
   config.model.code_size = 32
   config.losses = "mse=1, l1_activity=1e-4"
   config.num_epochs = 15
-  return config
+  return base.apply_recipe(config, recipe)
