@@ -332,14 +332,17 @@ def load_with_tensorflow(tfds_name: str) -> data_lib.Dataset:
     builder.download_and_prepare()
   if builder.info.supervised_keys is None or len(builder.info.supervised_keys) != 2:
     raise data_lib.DataError(f"tfds:{tfds_name} has no (image, label) supervised keys.")
-  missing = {"train", "test"} - set(builder.info.splits)
-  if missing:
-    raise data_lib.DataError(f"tfds:{tfds_name} lacks the split(s) {sorted(missing)}; "
-                             f"it has {sorted(builder.info.splits)}.")
   arrays = {}
   for split in ("train", "test"):
-    images, labels = tfds.as_numpy(
-        builder.as_dataset(split=split, batch_size=-1, as_supervised=True))
+    try:
+      # In batches rather than batch_size=-1 (one tensor through get_single_element),
+      # which aborted the process in a trial with TensorFlow 2.21.
+      batches = list(tfds.as_numpy(
+          builder.as_dataset(split=split, batch_size=1024, as_supervised=True)))
+    except (KeyError, ValueError) as e:  # TFDS's 'Unknown split' and the like
+      raise data_lib.DataError(f"tfds:{tfds_name} has no usable '{split}' split: {e}") from e
+    images = np.concatenate([images for images, _ in batches])
+    labels = np.concatenate([labels for _, labels in batches])
     if images.ndim == 3:  # grayscale stored without a channel axis
       images = images[..., None]
     if images.dtype != np.uint8 or images.ndim != 4:

@@ -250,6 +250,21 @@ def test_tfds_catalog_names_without_tensorflow_say_which_extra_to_install():
     train.validate_config(config)
 
 
+def test_tfds_catalog_names_with_tensorflow_give_uint8_arrays(tfds_dir, monkeypatch):
+  pytest.importorskip("tensorflow", reason='needs TensorFlow: pip install "aejax[tensorflow]"')
+  from tensorflow_datasets import testing as tfds_testing
+  # TFDS's own mock stands in for cifar10's download: random examples of its features.
+  monkeypatch.setattr(tfds_data, "network_reachable", lambda url, timeout_s=0: True)
+  config = base.get_config()
+  config.dataset = "tfds:cifar10"
+  train.validate_config(config)
+  with tfds_testing.mock_data(num_examples=12, policy=tfds_testing.MockPolicy.USE_CODE):
+    ds = data.load(config)
+  assert (ds.name, ds.source, ds.image_shape) == ("tfds:cifar10", "tfds", (32, 32, 3))
+  assert ds.train_images.shape == (12, 32, 32, 3) and ds.test_labels.shape == (12,)
+  assert ds.train_images.dtype == np.uint8 and ds.train_labels.dtype == np.uint8
+
+
 @pytest.mark.slow
 def test_cli_prepares_then_trains_on_tfds_data(tmp_path):
   name = "mnist"
