@@ -243,7 +243,11 @@ def split_sizes(folder: str | os.PathLike) -> dict[str, int]:
 
 
 def read_prepared(name: str, data_dir: str | os.PathLike | None = None) -> data_lib.Dataset:
-  """Reads a prepared dataset through ``tfds.data_source``: uint8 arrays, no TensorFlow."""
+  """Reads a prepared dataset into uint8 arrays, with no TensorFlow.
+
+  Through the builder's data source (what ``tfds.data_source`` returns), which
+  needs only the files, not this module's builder classes.
+  """
   folder = prepared_dir(name, data_dir)
   builder = tfds.builder_from_directory(str(folder))
   sources = builder.as_data_source()
@@ -251,7 +255,7 @@ def read_prepared(name: str, data_dir: str | os.PathLike | None = None) -> data_
   for split in ("train", "test"):
     source = sources[split]
     records = source.__getitems__(list(range(len(source))))
-    arrays[f"{split}_images"] = np.stack([r["image"] for r in records]).astype(np.uint8)
+    arrays[f"{split}_images"] = np.stack([r["image"] for r in records], dtype=np.uint8)
     arrays[f"{split}_labels"] = np.array([r["label"] for r in records], np.uint8)
   return data_lib.Dataset(name=name, source="tfds", location=str(folder), **arrays)
 
