@@ -128,3 +128,16 @@ def test_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path, mon
     train.train_and_evaluate(config, str(tmp_path))
   assert [p.name for p in (tmp_path / "checkpoints").iterdir()] == [str(good_step)]
   assert len(metrics_lines(tmp_path)) == 1
+
+
+def test_keras_recipe_after_the_colon():
+  from experiments.configs import conv, sparse, vanilla
+  keras = sparse.get_config("keras")
+  assert (keras.schedule, keras.learning_rate, keras.adam_eps, keras.model.init) == (
+      "constant", 1e-3, 1e-7, "glorot_uniform")
+  assert keras.losses == "mse=1, l1_activity=1e-4" and keras.model.code_size == 32
+  assert sparse.get_config().losses.startswith("bce=")
+  assert conv.get_config("keras").model.init == "glorot_uniform"
+  assert vanilla.get_config("") == vanilla.get_config()
+  with pytest.raises(ValueError, match="Unknown recipe 'pytorch'"):
+    vanilla.get_config("pytorch")
