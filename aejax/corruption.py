@@ -59,12 +59,12 @@ NAMES = ("none", *_KINDS)
 
 def make(name: str, level: float = 0.0) -> Corruption:
   """Returns the corruption ``name`` with its strength bound to ``level``."""
+  if name not in NAMES:
+    raise ValueError(f"Unknown corruption {name!r}; choose one of {list(NAMES)}.")
+  if not 0.0 <= level or (name in ("masking", "salt_and_pepper") and level > 1.0):
+    bound = "in [0, 1]" if name in ("masking", "salt_and_pepper") else "≥ 0"
+    raise ValueError(f"corruption.level for {name!r} must be {bound}, got {level}.")
   if name == "none":
     return identity
-  if name not in _KINDS:
-    raise ValueError(f"Unknown corruption {name!r}; choose one of {list(NAMES)}.")
-  if not 0.0 <= level or (name != "gaussian" and level > 1.0):
-    bound = "≥ 0" if name == "gaussian" else "in [0, 1]"
-    raise ValueError(f"corruption.level for {name!r} must be {bound}, got {level}.")
   fn, arg = _KINDS[name]
   return functools.partial(fn, **{arg: level})
