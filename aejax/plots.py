@@ -29,3 +29,111 @@ def reconstruction_grid(rows: list[tuple[str, np.ndarray]], path: str | pathlib.
   fig.tight_layout()
   fig.savefig(path, dpi=100)
   plt.close(fig)
+
+
+# ------------------------------------------------- figures of experiments.report
+
+_DIGIT_COLOURS = plt.get_cmap("tab10")
+
+
+def _save(fig, path: str | pathlib.Path, dpi: int = 90) -> None:
+  fig.tight_layout()
+  fig.savefig(path, dpi=dpi)
+  plt.close(fig)
+
+
+def training_curves(groups: dict[str, dict[str, list[dict]]], path: str | pathlib.Path,
+                    key: str = "loss") -> None:
+  """One panel per group: train (dashed) and test (solid) ``key`` per epoch, log scale.
+
+  ``groups``: ``{panel title: {run name: metrics.jsonl records}}``.
+  """
+  fig, axes = plt.subplots(1, len(groups), figsize=(4.6 * len(groups), 3.6), squeeze=False)
+  for ax, (title, runs) in zip(axes[0], groups.items()):
+    for i, (name, records) in enumerate(runs.items()):
+      epochs = [r["epoch"] for r in records]
+      colour = plt.get_cmap("tab10")(i % 10)
+      ax.plot(epochs, [r["test"][key] for r in records], "-", color=colour, label=name,
+              marker="." if len(records) < 3 else None)
+      ax.plot(epochs, [r["train"][key] for r in records], "--", color=colour, alpha=0.6)
+    ax.set_yscale("log")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel(f"{key} (solid: test, dashed: train)")
+    ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=7)
+  _save(fig, path)
+
+
+def code_maps_2d(panels: list[tuple[str, np.ndarray]], labels: np.ndarray,
+                 path: str | pathlib.Path, max_points: int = 5000) -> None:
+  """Side-by-side scatter plots of 2-D codes ``[N, 2]``, coloured by digit ``labels [N]``."""
+  fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 4.2), squeeze=False)
+  shown = slice(0, max_points)
+  for ax, (title, codes) in zip(axes[0], panels):
+    ax.scatter(codes[shown, 0], codes[shown, 1], c=labels[shown], cmap=_DIGIT_COLOURS,
+               vmin=-0.5, vmax=9.5, s=2, alpha=0.6, rasterized=True)
+    ax.set_title(title, fontsize=10)
+    ax.set_xticks([]), ax.set_yticks([])
+  handles = [plt.Line2D([], [], ls="", marker="o", color=_DIGIT_COLOURS(d), label=str(d))
+             for d in range(10)]
+  axes[0, -1].legend(handles=handles, fontsize=7, loc="center left", bbox_to_anchor=(1, 0.5),
+                     title="digit")
+  _save(fig, path)
+
+
+def error_vs_code_size(sizes: list[int], errors: dict[str, list[float]],
+                       sparsity: dict[str, list[float]], path: str | pathlib.Path) -> None:
+  """Left: squared error per image vs code size, one line per method (log-log, a
+  zero error drawn at the bottom). Right: code sparsity measures vs code size."""
+  fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.8))
+  positive = [v for values in errors.values() for v in values if v > 0]
+  floor = min(positive) / 3 if positive else 1e-3
+  for name, values in errors.items():
+    left.plot(sizes, [max(v, floor) for v in values], marker="o", label=name)
+  left.set_xscale("log", base=2), left.set_yscale("log")
+  left.set_xlabel("code size (units)"), left.set_ylabel("test squared error per image")
+  left.set_title("reconstruction error (0 drawn at the bottom)", fontsize=10)
+  left.legend(fontsize=8)
+  for name, values in sparsity.items():
+    right.plot(sizes, values, marker="o", label=name)
+  right.set_xscale("log", base=2)
+  right.set_xlabel("code size (units)"), right.set_ylabel("fraction")
+  right.set_ylim(-0.02, 1.02)
+  right.set_title("autoencoder code sparsity (test set)", fontsize=10)
+  right.legend(fontsize=8)
+  _save(fig, path)
+
+
+def denoising_curves(levels: list[float], scores: dict[str, dict[str, dict[str, list[float]]]],
+                     path: str | pathlib.Path) -> None:
+  """PSNR (top) and SSIM (bottom) vs noise level, one column per corruption.
+
+  ``scores``: ``{corruption: {series: {"psnr_db": [...], "ssim": [...]}}}``.
+  """
+  fig, axes = plt.subplots(2, len(scores), figsize=(4.2 * len(scores), 6.4), squeeze=False)
+  for c, (corruption, series) in enumerate(scores.items()):
+    for name, values in series.items():
+      axes[0, c].plot(levels, values["psnr_db"], marker="o", label=name)
+      axes[1, c].plot(levels, values["ssim"], marker="o", label=name)
+    axes[0, c].set_title(corruption, fontsize=10)
+    axes[0, c].set_ylabel("PSNR (dB)"), axes[1, c].set_ylabel("SSIM")
+    axes[1, c].set_xlabel("noise level")
+    axes[0, c].legend(fontsize=7)
+  _save(fig, path)
+
+
+def rate_distortion(panels: dict[str, dict[str, tuple[list[float], list[float]]]],
+                    path: str | pathlib.Path) -> None:
+  """PSNR vs bytes per image, one panel per data set: ``{data: {series: (bytes, psnr)}}``."""
+  fig, axes = plt.subplots(1, len(panels), figsize=(4.4 * len(panels), 3.8), squeeze=False,
+                           sharey=True)
+  styles = ["o-", "s--", "^-", "v-", "D-", "x-"]
+  for ax, (title, series) in zip(axes[0], panels.items()):
+    for i, (name, (sizes, psnrs)) in enumerate(series.items()):
+      ax.plot(sizes, psnrs, styles[i % len(styles)], label=name, markersize=4)
+    ax.set_xscale("log")
+    ax.set_xlabel("bytes per image"), ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3)
+  axes[0, 0].set_ylabel("PSNR (dB)")
+  axes[0, 0].legend(fontsize=7)
+  _save(fig, path)

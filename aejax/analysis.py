@@ -1,0 +1,326 @@
+"""Measuring trained runs against baselines: PCA, probes, PSNR/SSIM, JPEG, sparsity.
+
+Everything here works on NumPy arrays on the host, apart from the model's forward
+pass and SSIM, which run compiled on the device. Conventions (as in ``evaluate.py``):
+images are ``uint8 [N, H, W, C]`` on disk and float32 in [0, 1] for every metric;
+"squared error per image" (SSE) is summed over an image's pixels and averaged over
+images (Hinton & Salakhutdinov, 2006).
+
+- ``load_run(workdir)`` restores a trained run (its config.json and latest orbax
+  checkpoint) as a ``Run`` with ``encode``/``decode``/``reconstruct``.
+- PSNR is ``evaluate.psnr_db`` of the mean squared error over all images and
+  pixels: **infinite** (not capped) for identical images.
+- SSIM is dm-pix's (Wang et al. 2004: 11×11 Gaussian window, σ = 1.5, K1 = 0.01,
+  K2 = 0.03, valid region), averaged over images. dm-pix rather than scikit-image
+  because it is batched and jit-compiled next to the model (about 5× faster than
+  scikit-image's per-image loop on a 2-core CPU) while giving scikit-image's
+  ``structural_similarity(gaussian_weights=True, sigma=1.5,
+  use_sample_covariance=False, data_range=1)`` to 1e-6, which the tests check.
+- PCA is scikit-learn's, fit on the training images.
+- Probes: scikit-learn's logistic regression (on standardised features) and
+  k-nearest neighbours (Euclidean, on the features as they are).
+- JPEG is Pillow's; an autoencoder's "file" is its code, uniformly quantized per
+  unit to ``bits`` bits between the unit's minimum and maximum on training images.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import pathlib
+import warnings
+from typing import Any
+
+import dm_pix
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from PIL import Image
+from sklearn import decomposition, exceptions, linear_model, neighbors, pipeline, preprocessing
+
+from aejax import checkpoint, corruption as corruption_lib, data as data_lib
+from aejax import evaluate, models, train
+
+# ------------------------------------------------------------------ a trained run
+
+
+class Run:
+  """A trained autoencoder: its config, model and restored parameters.
+
+  ``encode(images [N, H, W, C] float in [0, 1]) -> codes [N, ...]``,
+  ``decode(codes) -> images``, ``reconstruct(images) -> images``; all NumPy in and
+  out, run in fixed-size compiled batches (the last one padded) so that any N
+  reuses one compilation.
+  """
+
+  def __init__(self, workdir: pathlib.Path, config: ml_collections.ConfigDict,
+               model: models.Autoencoder, params: Any, step: int, batch_size: int = 1000):
+    self.workdir, self.config, self.model = workdir, config, model
+    self.params, self.step, self.batch_size = params, step, batch_size
+    apply = lambda method: jax.jit(
+        lambda params, x: model.apply({"params": params}, x, method=method))
+    self._encode = apply(models.Autoencoder.encode)
+    self._decode = apply(models.Autoencoder.decode)
+
+  def _batched(self, fn, inputs: np.ndarray) -> np.ndarray:
+    inputs = np.asarray(inputs, np.float32)
+    outputs = []
+    for start in range(0, len(inputs), self.batch_size):
+      chunk = inputs[start:start + self.batch_size]
+      pad = self.batch_size - len(chunk)
+      padded = np.concatenate([chunk, np.zeros((pad, *chunk.shape[1:]), chunk.dtype)])
+      outputs.append(np.asarray(fn(self.params, padded))[:len(chunk)])
+    return np.concatenate(outputs)
+
+  def encode(self, images: np.ndarray) -> np.ndarray:
+    return self._batched(self._encode, images)
+
+  def decode(self, codes: np.ndarray) -> np.ndarray:
+    return self._batched(self._decode, codes)
+
+  def reconstruct(self, images: np.ndarray) -> np.ndarray:
+    return self.decode(self.encode(images))
+
+
+def load_run(workdir: str | pathlib.Path) -> Run:
+  """Restores the run in ``workdir`` (config.json + the latest checkpoint)."""
+  workdir = pathlib.Path(workdir)
+  config_path = workdir / "config.json"
+  if not config_path.is_file():
+    raise FileNotFoundError(
+        f"{workdir} has no config.json, so it is not a run's workdir; train one with "
+        "`python -m experiments.main --config <config> --workdir <dir>`.")
+  config = ml_collections.ConfigDict(json.loads(config_path.read_text()))
+  image_shape = _image_shape(workdir, config)
+  model = models.build(config.model, image_shape)
+  # The optimizer state's structure depends on the schedule, not on its length.
+  optimizer = train.make_optimizer(config, steps_per_epoch=100)
+  target = train.init_state(model, optimizer, image_shape, jax.random.key(0))
+  mngr = checkpoint.manager(workdir)
+  try:
+    state = checkpoint.restore_latest(mngr, target)
+  finally:
+    mngr.close()
+  if state is None:
+    raise FileNotFoundError(f"{workdir} holds no checkpoint yet; train the run first.")
+  return Run(workdir, config, model, state.params, int(state.step))
+
+
+def _image_shape(workdir: pathlib.Path, config) -> tuple[int, int, int]:
+  results_path = workdir / "results.json"
+  if results_path.is_file():
+    return tuple(json.loads(results_path.read_text())["dataset"]["image_shape"])
+  return data_lib.load(config).image_shape
+
+
+# ------------------------------------------------------------- images and errors
+
+
+def to_float(images: np.ndarray) -> np.ndarray:
+  """uint8 [N, ...] -> float32 in [0, 1]."""
+  return np.asarray(images, np.float32) / 255.0
+
+
+def flat(images: np.ndarray) -> np.ndarray:
+  """[N, ...] -> [N, D]."""
+  return np.asarray(images).reshape(len(images), -1)
+
+
+def sse_per_image(*, reference: np.ndarray, reconstruction: np.ndarray) -> np.ndarray:
+  """Squared error summed over each image's pixels: [N, ...] x2 -> [N]."""
+  diff = flat(reconstruction).astype(np.float64) - flat(reference)
+  return np.sum(np.square(diff), axis=1)
+
+
+def mse(*, reference: np.ndarray, reconstruction: np.ndarray) -> float:
+  """Mean over images and pixels of the squared error."""
+  return float(np.mean(sse_per_image(reference=reference, reconstruction=reconstruction))
+               / flat(reference).shape[1])
+
+
+def psnr_db(*, reference: np.ndarray, reconstruction: np.ndarray) -> float:
+  """PSNR of the mean squared error over all images, for [0, 1] images; inf if equal."""
+  return evaluate.psnr_db(mse(reference=reference, reconstruction=reconstruction))
+
+
+_ssim_batch = jax.jit(lambda a, b: dm_pix.ssim(a, b, max_val=1.0))
+
+
+def ssim(*, reference: np.ndarray, reconstruction: np.ndarray, batch_size: int = 1000) -> float:
+  """Mean SSIM over images [N, H, W, C] in [0, 1] (H, W ≥ 11); 1 for identical images."""
+  reference = np.asarray(reference, np.float32)
+  reconstruction = np.asarray(reconstruction, np.float32)
+  if reference.shape != reconstruction.shape or reference.ndim != 4:
+    raise ValueError(f"ssim needs two [N, H, W, C] arrays of one shape, got "
+                     f"{reference.shape} and {reconstruction.shape}.")
+  total = 0.0
+  for start in range(0, len(reference), batch_size):
+    total += float(jnp.sum(_ssim_batch(reference[start:start + batch_size],
+                                       reconstruction[start:start + batch_size])))
+  return total / len(reference)
+
+
+# ----------------------------------------------------------------------------- PCA
+
+
+def fit_pca(train_flat: np.ndarray, n_components: int) -> decomposition.PCA:
+  """PCA of the training images [N, D] with min(n_components, D, N) components.
+
+  ``covariance_eigh`` diagonalises the D×D covariance: exact, and fast for N ≫ D.
+  """
+  n = min(n_components, train_flat.shape[1], train_flat.shape[0])
+  return decomposition.PCA(n_components=n, svd_solver="covariance_eigh").fit(train_flat)
+
+
+def pca_reconstruct(pca: decomposition.PCA, x_flat: np.ndarray) -> np.ndarray:
+  """Projects [N, D] onto the components and back: the rank-k reconstruction."""
+  return pca.inverse_transform(pca.transform(x_flat))
+
+
+# -------------------------------------------------------------- codes as features
+
+
+def probe_accuracy(train_features: np.ndarray, train_labels: np.ndarray,
+                   test_features: np.ndarray, test_labels: np.ndarray, *,
+                   n_neighbors: int = 5, max_iter: int = 300) -> dict[str, float]:
+  """Test accuracy of a logistic-regression probe and of k-NN on features [N, F].
+
+  The logistic regression sees standardised features (lbfgs converges on them);
+  k-NN uses Euclidean distance on the features as they are.
+  """
+  train_features, test_features = flat(train_features), flat(test_features)
+  logistic = pipeline.make_pipeline(preprocessing.StandardScaler(),
+                                    linear_model.LogisticRegression(max_iter=max_iter))
+  with warnings.catch_warnings():
+    # A probe stopped at max_iter is still a probe; the limit is stated in the report.
+    warnings.simplefilter("ignore", exceptions.ConvergenceWarning)
+    logistic.fit(train_features, train_labels)
+  knn = neighbors.KNeighborsClassifier(n_neighbors=n_neighbors).fit(train_features,
+                                                                     train_labels)
+  return {"logistic": float(logistic.score(test_features, test_labels)),
+          "knn": float(knn.score(test_features, test_labels))}
+
+
+# ------------------------------------------------------------------------ sparsity
+
+
+def code_sparsity(codes: np.ndarray) -> dict[str, float]:
+  """Sparsity of codes [N, K] (any trailing shape is flattened to K units).
+
+  ``mean_activation``: mean |code|; ``fraction_zero``: per example, the fraction of
+  units exactly 0 (1 − L0/K), averaged; ``active_per_example``: mean L0;
+  ``never_active``: units that are 0 for every example; ``units``: K.
+  """
+  codes = flat(codes)
+  zero = codes == 0
+  return {"mean_activation": float(np.mean(np.abs(codes))),
+          "fraction_zero": float(np.mean(zero)),
+          "active_per_example": float(np.mean(np.sum(~zero, axis=1))),
+          "never_active": int(np.sum(np.all(zero, axis=0))),
+          "units": int(codes.shape[1])}
+
+
+# --------------------------------------------------------------------- compression
+
+
+def code_range(codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+  """Per-unit minimum and maximum of codes [N, K]: the quantizer's range, [K] each."""
+  codes = flat(codes)
+  return codes.min(axis=0), codes.max(axis=0)
+
+
+def _step(low: np.ndarray, high: np.ndarray, bits: int) -> np.ndarray:
+  span = np.asarray(high, np.float64) - low
+  # A unit constant on the training set needs no levels; any step then decodes to low.
+  return np.where(span > 0, span / (2 ** bits - 1), 1.0)
+
+
+def quantize(codes: np.ndarray, low: np.ndarray, high: np.ndarray, bits: int) -> np.ndarray:
+  """Codes [N, K] -> integers in [0, 2**bits - 1]: uniform levels from low to high per unit.
+
+  Values outside [low, high] are clipped first.
+  """
+  if not 1 <= bits <= 16:
+    raise ValueError(f"bits must be in [1, 16], got {bits}.")
+  codes = flat(codes).astype(np.float64)
+  levels = np.rint((np.clip(codes, low, high) - low) / _step(low, high, bits))
+  return levels.astype(np.uint16)
+
+
+def dequantize(levels: np.ndarray, low: np.ndarray, high: np.ndarray, bits: int) -> np.ndarray:
+  """Inverse of ``quantize``: [N, K] integers -> float32 codes; error ≤ step/2 in range."""
+  return (low + levels * _step(low, high, bits)).astype(np.float32)
+
+
+def code_bytes(units: int, bits: int) -> int:
+  """Bytes to store one image's code: ``units × bits`` bits, rounded up to whole bytes."""
+  return math.ceil(units * bits / 8)
+
+
+def jpeg_roundtrip(images: np.ndarray, quality: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+  """Encodes each grey image [N, H, W, 1] uint8 as a JPEG with Pillow and decodes it.
+
+  Returns ``(decoded uint8 [N, H, W, 1], file_bytes [N], scan_bytes [N])``:
+  ``file_bytes`` is the whole file Pillow writes (headers, quantisation and Huffman
+  tables included); ``scan_bytes`` only its entropy-coded scan, what each image
+  would cost if the tables were shared by all images.
+  """
+  if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] != 1:
+    raise ValueError(f"jpeg_roundtrip needs grey uint8 images [N, H, W, 1], got "
+                     f"{images.dtype} {images.shape}.")
+  decoded = np.empty_like(images)
+  file_bytes = np.empty(len(images), np.int64)
+  scan_bytes = np.empty(len(images), np.int64)
+  for i, image in enumerate(images):
+    buffer = io.BytesIO()
+    Image.fromarray(image[..., 0], mode="L").save(buffer, format="JPEG", quality=quality)
+    encoded = buffer.getvalue()
+    decoded[i, ..., 0] = np.asarray(Image.open(io.BytesIO(encoded)))
+    file_bytes[i] = len(encoded)
+    scan_bytes[i] = entropy_coded_bytes(encoded)
+  return decoded, file_bytes, scan_bytes
+
+
+def entropy_coded_bytes(jpeg: bytes) -> int:
+  """Bytes of a baseline JPEG's scan: after the SOS segment, up to the EOI marker."""
+  position = 2  # after SOI
+  while position + 4 <= len(jpeg):
+    marker = jpeg[position:position + 2]
+    length = int.from_bytes(jpeg[position + 2:position + 4], "big")
+    if marker == b"\xff\xda":  # start of scan
+      return len(jpeg) - 2 - (position + 2 + length)
+    position += 2 + length
+  raise ValueError("not a baseline JPEG: no start-of-scan marker found.")
+
+
+# ------------------------------------------------------- data it was not trained on
+
+
+def inverted(images: np.ndarray) -> np.ndarray:
+  """White digits on black become black digits on white: uint8 255 − x."""
+  return (255 - images).astype(np.uint8)
+
+
+def shifted(images: np.ndarray, pixels: int = 4) -> np.ndarray:
+  """Moves each image [N, H, W, C] ``pixels`` right and down, filling with 0."""
+  out = np.zeros_like(images)
+  out[:, pixels:, pixels:] = images[:, :images.shape[1] - pixels, :images.shape[2] - pixels]
+  return out
+
+
+# ---------------------------------------------------------------------- denoising
+
+
+def corrupt(images: np.ndarray, name: str, level: float, key: jax.Array,
+            batch_size: int = 1000) -> np.ndarray:
+  """``corruption.make(name, level)`` applied to float images [N, ...], batch by batch.
+
+  Each batch's key is ``fold_in(key, batch index)``, so the result depends only on
+  the key, never on what ran before.
+  """
+  fn = jax.jit(corruption_lib.make(name, level))
+  return np.concatenate([
+      np.asarray(fn(jax.random.fold_in(key, i), images[start:start + batch_size]))
+      for i, start in enumerate(range(0, len(images), batch_size))])
