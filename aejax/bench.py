@@ -1,0 +1,244 @@
+"""Speed measurements of aejax's training, built from the core's own pieces.
+
+Every JAX number here comes from the code a run uses: ``models.build``,
+``train.make_loss_fn``, ``train.make_train_step``, ``train.make_epoch_fns``,
+``train.init_state``, ``train.make_optimizer`` and ``evaluate.Evaluator``; nothing
+is re-implemented for the benchmark. ``aejax.bench_torch`` holds the PyTorch eager
+twins of the same four models for a side-by-side comparison.
+
+A measurement trains for ``num_epochs`` epochs and reports the median seconds of
+the epochs after the first (the first one compiles); ``compile_s`` is the first
+epoch's seconds minus that median. Images are ``uint8 [N, 28, 28, 1]``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import resource
+import time
+from typing import Any
+
+import jax
+import ml_collections
+import numpy as np
+
+from aejax import corruption as corruption_lib, data as data_lib, evaluate as evaluate_lib
+from aejax import losses, models, train
+
+EPOCH_MODES = ("auto", "scan", "step")
+
+
+@dataclasses.dataclass
+class Measurement:
+  """One model trained for a few epochs by one framework; seconds are wall time."""
+  framework: str  # 'aejax' or 'pytorch'
+  model: str
+  epoch_mode: str  # 'scan' / 'step' (aejax, resolved), 'eager' (pytorch)
+  compute_dtype: str
+  num_images: int
+  batch_size: int
+  epoch_seconds: list[float]
+  compile_s: float | None  # first epoch minus the median of the others
+  peak_device_bytes: int | None  # None where the backend does not report it
+  peak_rss_bytes: int  # the process's peak resident memory so far
+  final_loss: float  # mean train loss over the last epoch
+  test_mse: float  # clean-input MSE on the test images after training
+  device: str
+
+  @property
+  def median_epoch_s(self) -> float:
+    return float(np.median(self.epoch_seconds[1:]))
+
+  @property
+  def examples_per_s(self) -> float:
+    steps = self.num_images // self.batch_size
+    return steps * self.batch_size / self.median_epoch_s
+
+  def record(self) -> dict[str, Any]:
+    return {**dataclasses.asdict(self), "median_epoch_s": self.median_epoch_s,
+            "examples_per_s": self.examples_per_s}
+
+
+def benchmark_config(config: ml_collections.ConfigDict, *, batch_size: int,
+                     num_epochs: int, compute_dtype: str = "float32"
+                     ) -> ml_collections.ConfigDict:
+  """An experiment's config with the benchmark's sizes and a constant learning rate.
+
+  Constant rather than the configs' cosine schedule so that the PyTorch twin (plain
+  ``torch.optim.Adam`` at the same rate) does the same arithmetic per step.
+  """
+  config = ml_collections.ConfigDict(config.to_dict())
+  config.batch_size = batch_size
+  config.num_epochs = num_epochs
+  config.schedule = "constant"
+  config.model.compute_dtype = compute_dtype
+  train.validate_config(config)
+  return config
+
+
+def benchmark_images(num_images: int, data_dir: str | None = None
+                     ) -> tuple[np.ndarray, np.ndarray, str]:
+  """``(train uint8 [num_images, 28, 28, 1], test uint8 [M, 28, 28, 1], source)``.
+
+  Real MNIST from ``data_dir`` when given (its first ``num_images`` training images,
+  repeated past 60,000), else the bundled 6,000-image sample repeated up to the size:
+  the cost of an epoch depends on the shapes, not on which digits they hold.
+  """
+  if num_images <= 0:
+    raise ValueError(f"num_images must be positive, got {num_images}.")
+  dataset = data_lib.read_idx_folder(data_dir) if data_dir else data_lib.load_sample()
+  source = (f"MNIST from --data_dir ({len(dataset.train_images)} training images)"
+            if data_dir else "the bundled 6,000-image MNIST sample")
+  n = len(dataset.train_images)
+  if num_images > n:
+    source += f", repeated to {num_images}"
+  reps = math.ceil(num_images / n)
+  images = np.concatenate([dataset.train_images] * reps)[:num_images] if reps > 1 \
+      else dataset.train_images[:num_images]
+  return np.ascontiguousarray(images), dataset.test_images, source
+
+
+def peak_device_bytes() -> int | None:
+  """The default device's peak allocation, where the backend reports one (not CPU)."""
+  stats = jax.local_devices()[0].memory_stats()
+  return None if not stats or "peak_bytes_in_use" not in stats else int(
+      stats["peak_bytes_in_use"])
+
+
+def peak_rss_bytes() -> int:
+  return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux: KiB
+
+
+def device_name() -> str:
+  device = jax.local_devices()[0]
+  return f"{device.platform}: {device.device_kind}"
+
+
+class JaxTrainer:
+  """The core's train step and epoch functions for one config, on the device."""
+
+  def __init__(self, config, images: np.ndarray, epoch_mode: str, seed: int = 0):
+    self.config = config
+    self.model = models.build(config.model, images.shape[1:])
+    self.weights = losses.parse_weights(config.losses)
+    self.corrupt = corruption_lib.make(config.corruption.name, config.corruption.level)
+    self.n = len(images)
+    steps_per_epoch = self.n // config.batch_size
+    optimizer = train.make_optimizer(config, steps_per_epoch)
+    train_step = train.make_train_step(
+        train.make_loss_fn(self.model, self.weights, self.corrupt), optimizer)
+    self.mode = epoch_mode if epoch_mode != "auto" else train.resolve_epoch_mode(config)
+    self.start_epoch, self.run_epoch = train.make_epoch_fns(
+        train_step, self.n, config.batch_size, self.mode)
+    init_key, self.shuffle_key, self.noise_key, self.eval_key = jax.random.split(
+        jax.random.key(seed), 4)
+    self.state = train.init_state(self.model, optimizer, images.shape[1:], init_key)
+    self.images = jax.device_put(images)
+
+  def epoch(self) -> dict[str, np.ndarray]:
+    """Trains one epoch; returns its per-step metrics on the host."""
+    order = self.start_epoch(self.state, self.shuffle_key)
+    self.state, history = self.run_epoch(self.state, self.images, order, self.noise_key)
+    return jax.device_get(history)
+
+  def evaluator(self, test_images: np.ndarray) -> evaluate_lib.Evaluator:
+    return evaluate_lib.Evaluator(self.model, self.weights, self.corrupt, test_images,
+                                  self.config.eval_batch_size, self.eval_key)
+
+
+def time_jax(name: str, config, images: np.ndarray, test_images: np.ndarray, *,
+             epoch_mode: str) -> Measurement:
+  """Trains ``config``'s model (called ``name``) for ``config.num_epochs`` epochs.
+
+  ``config`` comes from ``benchmark_config``; each epoch is timed.
+  """
+  trainer = JaxTrainer(config, images, epoch_mode)
+  seconds = []
+  for _ in range(config.num_epochs):
+    t0 = time.perf_counter()
+    history = trainer.epoch()  # device_get waits for the epoch to finish
+    seconds.append(time.perf_counter() - t0)
+  train.check_finite(history, int(trainer.state.step) - len(history["loss"]))
+  test = trainer.evaluator(test_images).results(trainer.state.params)["test"]
+  median = float(np.median(seconds[1:]))
+  return Measurement(
+      framework="aejax", model=name, epoch_mode=trainer.mode,
+      compute_dtype=config.model.compute_dtype, num_images=len(images),
+      batch_size=config.batch_size, epoch_seconds=seconds,
+      compile_s=max(seconds[0] - median, 0.0), peak_device_bytes=peak_device_bytes(),
+      peak_rss_bytes=peak_rss_bytes(), final_loss=float(np.mean(history["loss"])),
+      test_mse=test["mse"], device=device_name())
+
+
+def time_to_quality(config, images: np.ndarray, test_images: np.ndarray, *,
+                    target_mse: float, epoch_mode: str = "auto") -> dict[str, Any]:
+  """Wall seconds for ``config``'s model to reach test MSE ``target_mse``.
+
+  The clock starts before the model is built and stops when the test MSE, measured
+  after each epoch, is at or below the target: model init, the compilation of the
+  epoch and of the evaluation, training and every evaluation are inside. The
+  config's own schedule, batch size and epochs are kept (it stops at its last epoch
+  when the target is never reached).
+  """
+  t0 = time.perf_counter()
+  trainer = JaxTrainer(config, images, epoch_mode)
+  evaluator = trainer.evaluator(test_images)
+  curve = []
+  for epoch in range(1, config.num_epochs + 1):
+    trainer.epoch()
+    mse = evaluator.results(trainer.state.params)["test"]["mse"]
+    curve.append({"epoch": epoch, "seconds": time.perf_counter() - t0, "test_mse": mse})
+    if mse <= target_mse:
+      break
+  return {"target_mse": target_mse, "reached": curve[-1]["test_mse"] <= target_mse,
+          "seconds": curve[-1]["seconds"], "epochs": len(curve), "curve": curve,
+          "epoch_mode": trainer.mode, "batch_size": config.batch_size,
+          "num_images": len(images), "device": device_name()}
+
+
+def enable_compilation_cache(cache_dir: str) -> None:
+  """JAX's persistent compilation cache in ``cache_dir``, for every compiled function.
+
+  The default thresholds skip programs that compile in under a second, which on a
+  CPU is most of ours; they are lowered to cache everything.
+  """
+  jax.config.update("jax_compilation_cache_dir", cache_dir)
+  jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+  jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+
+
+# --------------------------------------------------------------------- printing
+
+
+def _mib(n: int | None) -> str:
+  return "n/a" if n is None else f"{n / 2**20:.0f} MiB"
+
+
+def table(measurements: list[Measurement]) -> str:
+  """A Markdown table, one row per measurement."""
+  head = ("| framework | model | epoch | dtype | images | s/epoch | examples/s | compile s "
+          "| peak device mem | peak RSS | final loss | test MSE |")
+  rows = [head, "|" + "---|" * (head.count("|") - 1)]
+  for m in measurements:
+    compile_s = "–" if m.compile_s is None else f"{m.compile_s:.2f}"
+    rows.append(
+        f"| {m.framework} | {m.model} | {m.epoch_mode} | {m.compute_dtype} | {m.num_images} "
+        f"| {m.median_epoch_s:.4g} | {m.examples_per_s:,.0f} | {compile_s} "
+        f"| {_mib(m.peak_device_bytes)} | {_mib(m.peak_rss_bytes)} | {m.final_loss:.5f} "
+        f"| {m.test_mse:.5f} |")
+  return "\n".join(rows)
+
+
+def ratios(measurements: list[Measurement]) -> list[str]:
+  """For each model timed by both frameworks: how many times faster aejax's epoch is."""
+  lines = []
+  for torch_m in (m for m in measurements if m.framework == "pytorch"):
+    for m in measurements:
+      if m.framework == "aejax" and m.model == torch_m.model and \
+          m.num_images == torch_m.num_images and m.batch_size == torch_m.batch_size:
+        lines.append(
+            f"{m.model} ({m.epoch_mode}, {m.compute_dtype}): aejax {m.median_epoch_s:.4g} s "
+            f"vs PyTorch eager {torch_m.median_epoch_s:.4g} s per epoch: "
+            f"{torch_m.median_epoch_s / m.median_epoch_s:.2f}x")
+  return lines

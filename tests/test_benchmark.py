@@ -1,0 +1,162 @@
+"""The benchmark: no host↔device traffic inside an epoch; the command, its JSON and errors.
+
+Behaviour only: what the benchmark reports and that it reports it, never how fast.
+"""
+
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+
+from aejax import bench, corruption, data, losses, models, train
+from experiments import benchmark
+from experiments.configs import vanilla
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+N, BATCH = 96, 32
+
+
+def run_benchmark(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+  cmd = [sys.executable, "-m", "experiments.benchmark", *args]
+  proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600,
+                        env={**os.environ, "AEJAX_DATA_DIR": ""})
+  if check and proc.returncode != 0:
+    raise AssertionError(f"{' '.join(cmd)} failed:\n{proc.stderr[-3000:]}")
+  return proc
+
+
+@pytest.mark.parametrize("mode", ["scan", "step"])
+def test_an_epoch_moves_nothing_between_host_and_device(mode, monkeypatch):
+  """Once the images are on the device, a whole epoch (compiling included) runs with
+  every implicit transfer forbidden, noise and progress reporting included."""
+  # A progress line at every step: its loss read must be an explicit transfer.
+  monkeypatch.setattr(train, "PROGRESS_SECONDS", 0.0)
+  config = vanilla.get_config()
+  config.model.update(code_size=8, hidden=(16,))
+  net = models.build(config.model, (28, 28, 1))
+  optimizer = train.make_optimizer(config, N // BATCH)
+  loss_fn = train.make_loss_fn(net, losses.parse_weights("mse=1"),
+                               corruption.make("gaussian", 0.5))
+  start_epoch, run_epoch = train.make_epoch_fns(train.make_train_step(loss_fn, optimizer),
+                                                N, BATCH, mode)
+  state = train.init_state(net, optimizer, (28, 28, 1), jax.random.key(0))
+  images = jax.device_put(np.random.default_rng(0).integers(0, 256, (N, 28, 28, 1), np.uint8))
+  shuffle_key, noise_key = jax.random.key(1), jax.random.key(2)
+  for _ in range(2):  # the first epoch compiles, the second reuses
+    with jax.transfer_guard("disallow"):
+      order = start_epoch(state, shuffle_key)
+      state, history = run_epoch(state, images, order, noise_key)
+      jax.block_until_ready((state, history))
+  assert int(state.step) == 2 * (N // BATCH)
+  assert np.all(np.isfinite(jax.device_get(history["loss"])))
+
+
+def test_benchmark_images_take_or_repeat_the_data():
+  sample = data.load_sample().train_images
+  few, test, source = bench.benchmark_images(100)
+  np.testing.assert_array_equal(few, sample[:100])
+  assert few.dtype == np.uint8 and test.shape[1:] == (28, 28, 1) and "sample" in source
+  many, _, source = bench.benchmark_images(len(sample) + 10)
+  assert many.shape == (len(sample) + 10, 28, 28, 1) and "repeated" in source
+  np.testing.assert_array_equal(many[len(sample):], sample[:10])
+  with pytest.raises(ValueError, match="num_images"):
+    bench.benchmark_images(0)
+
+
+def test_scan_and_step_measurements_agree_on_the_loss():
+  images, test_images, _ = bench.benchmark_images(2 * N)
+  config = bench.benchmark_config(vanilla.get_config(), batch_size=BATCH, num_epochs=2)
+  measured = [bench.time_jax("vanilla", config, images, test_images, epoch_mode=mode)
+              for mode in ("scan", "step")]
+  for m in measured:
+    assert len(m.epoch_seconds) == 2 and m.median_epoch_s > 0 and m.compile_s >= 0
+    assert m.examples_per_s == pytest.approx(2 * N / m.median_epoch_s)
+    assert m.peak_rss_bytes > 0 and 0 < m.test_mse < 1
+  assert [m.epoch_mode for m in measured] == ["scan", "step"]
+  assert measured[0].final_loss == pytest.approx(measured[1].final_loss, rel=1e-4)
+  table = bench.table(measured)
+  assert table.count("\n") == 3 and "| aejax | vanilla | scan |" in table
+
+
+def test_time_to_quality_stops_at_the_target_or_at_the_last_epoch():
+  images, test_images, _ = bench.benchmark_images(2 * N)
+  config = vanilla.get_config()
+  config.batch_size, config.num_epochs = BATCH, 3
+  easy = bench.time_to_quality(config, images, test_images, target_mse=1.0)
+  assert easy["reached"] and easy["epochs"] == 1 and easy["seconds"] > 0
+  never = bench.time_to_quality(config, images, test_images, target_mse=0.0)
+  assert not never["reached"] and never["epochs"] == 3
+  seconds = [point["seconds"] for point in never["curve"]]
+  assert seconds == sorted(seconds)
+
+
+def test_command_writes_table_and_json(tmp_path):
+  out = tmp_path / "bench.json"
+  proc = run_benchmark("--models=multilayer", "--num_images=512", "--num_epochs=2",
+                       "--epoch_modes=auto,scan", f"--json={out}")
+  report = json.loads(out.read_text())
+  rows = report["measurements"]
+  assert [(r["model"], r["epoch_mode"]) for r in rows] == [
+      ("multilayer", train.resolve_epoch_mode(vanilla.get_config())), ("multilayer", "scan")]
+  for r in rows:
+    assert r["num_images"] == 512 and r["batch_size"] == 256 and r["median_epoch_s"] > 0
+    assert np.isfinite(r["final_loss"]) and len(r["epoch_seconds"]) == 2
+  assert report["jax"] == jax.__version__
+  assert "| aejax | multilayer | scan | float32 | 512 |" in proc.stdout
+
+
+def test_time_to_quality_command_warms_the_compilation_cache(tmp_path):
+  out = tmp_path / "ttq.json"
+  run_benchmark("--models=", "--time_to_quality", "--target_mse=1.0", f"--json={out}")
+  runs = json.loads(out.read_text())["time_to_quality"]
+  assert runs["cold"]["cache_entries_at_start"] == 0
+  assert runs["warm_cache"]["cache_entries_at_start"] > 0
+  assert all(r["reached"] and r["epochs"] == 1 for r in runs.values())
+
+
+@pytest.mark.parametrize("flag, message", [
+    ("--models=vanilla,resnet", "unknown ['resnet']"),
+    ("--num_epochs=1", "--num_epochs must be >= 2"),
+    ("--batch_size=1000", "--batch_size must be in"),
+    ("--epoch_modes=fast", "--epoch_modes"),
+])
+def test_bad_flags_are_refused_before_any_compute(flag, message):
+  proc = run_benchmark(flag, "--num_images=512", check=False)
+  assert proc.returncode == 1 and message in proc.stderr and "s/epoch" not in proc.stdout
+
+
+def test_every_benchmark_model_has_a_config():
+  assert set(benchmark.MODEL_CONFIGS) == {"vanilla", "multilayer", "conv", "denoising"}
+
+
+# ------------------------------------------------------------- PyTorch (optional)
+
+
+@pytest.mark.parametrize("name", sorted(benchmark.MODEL_CONFIGS))
+def test_torch_twin_has_the_same_parameter_count(name):
+  pytest.importorskip("torch", reason="PyTorch is the optional 'bench' extra")
+  from aejax import bench_torch
+  config = benchmark.MODEL_CONFIGS[name].get_config()
+  params = jax.eval_shape(models.build(config.model, (28, 28, 1)).init, jax.random.key(0),
+                          jax.ShapeDtypeStruct((1, 28, 28, 1), np.float32))
+  jax_count = sum(np.prod(p.shape) for p in jax.tree.leaves(params))
+  torch_count = sum(p.numel() for p in bench_torch.build(config.model).parameters())
+  assert torch_count == jax_count
+
+
+def test_compare_torch_prints_the_ratio(tmp_path):
+  pytest.importorskip("torch", reason="PyTorch is the optional 'bench' extra")
+  out = tmp_path / "bench.json"
+  proc = run_benchmark("--models=vanilla", "--num_images=512", "--num_epochs=2",
+                       "--compare=torch", f"--json={out}")
+  rows = json.loads(out.read_text())["measurements"]
+  assert [r["framework"] for r in rows] == ["aejax", "pytorch"]
+  torch_row = rows[1]
+  assert torch_row["epoch_mode"] == "eager" and torch_row["compile_s"] is None
+  assert 0 < torch_row["test_mse"] < 1 and np.isfinite(torch_row["final_loss"])
+  assert "vs PyTorch eager" in proc.stdout
