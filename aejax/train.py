@@ -71,6 +71,8 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   if not 0 <= config.warmup_epochs <= config.num_epochs:
     raise ValueError(f"config.warmup_epochs must be in [0, num_epochs], "
                      f"got {config.warmup_epochs}.")
+  if not config.get("weight_decay", 0.0) >= 0:
+    raise ValueError(f"config.weight_decay must be >= 0, got {config.weight_decay}.")
   if config.epoch_mode not in ("auto", "scan", "step"):
     raise ValueError(f"config.epoch_mode={config.epoch_mode!r}: use auto, scan or step.")
 
@@ -101,6 +103,12 @@ def make_optimizer(config, steps_per_epoch: int) -> optax.GradientTransformation
         init_value=0.0, peak_value=config.learning_rate,
         warmup_steps=int(config.warmup_epochs * steps_per_epoch),
         decay_steps=total, end_value=config.learning_rate * config.final_lr_fraction)
+  # Decoupled weight decay (AdamW) only where a config has the key (deep.py), so
+  # every other config, and the runs it saved, keep plain Adam's state.
+  weight_decay = config.get("weight_decay", 0.0)
+  if weight_decay:
+    return optax.adamw(lr, b1=config.adam_b1, b2=config.adam_b2, eps=config.adam_eps,
+                       weight_decay=weight_decay)
   return optax.adam(lr, b1=config.adam_b1, b2=config.adam_b2, eps=config.adam_eps)
 
 

@@ -2,8 +2,12 @@
 
 784-1000-500-250-30-250-500-1000-784: relu hidden layers, a LINEAR 30-unit code (as
 theirs), a sigmoid output; trained end to end with Adam on MSE (no RBM
-pretraining), a one-epoch linear warm-up, then cosine decay over 40 epochs.
-About 2.8 M parameters.
+pretraining), a one-epoch linear warm-up, then cosine decay over 40 epochs, with
+decoupled weight decay (AdamW, 0.05). About 2.8 M parameters.
+
+Why the weight decay: without it (``--config.weight_decay=0``, plain Adam, same
+schedule) this net reached 1.96 squared error per image on the training set but
+3.58 on the test set after 40 epochs: it overfits.
 
 Launch (also trained by ``python -m experiments.report``, into ``<runs>/deep``):
     python -m experiments.main --config experiments/configs/deep.py \
@@ -26,4 +30,5 @@ def get_config():
   config.num_epochs = 40
   config.learning_rate = 2e-3
   config.warmup_epochs = 1.0
+  config.weight_decay = 0.05
   return config
