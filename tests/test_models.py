@@ -3,6 +3,7 @@
 import jax
 import jax.numpy as jnp
 import ml_collections
+import numpy as np
 import pytest
 
 from aejax import models
@@ -64,7 +65,8 @@ def test_linear_code_can_be_negative():
     (dict(code_size=-3), None, "code_size must be > 0"),
     (dict(name="transformer"), None, "model.name='transformer' is unknown"),
     (dict(hidden=(128, 0)), None, "hidden widths must be > 0"),
-    (dict(init="zeros"), None, "init='zeros' is unknown"),
+    (dict(init="zeros"), None, "init=.zeros. is unknown"),
+    (dict(output_bias="ones"), None, "output_bias=.ones."),
     (dict(code_activation="tanh2"), None, "code_activation"),
     (dict(name="conv"), (30, 30, 1), "divisible by 4"),
     (dict(name="conv", conv_features=()), None, "conv_features"),
@@ -78,3 +80,19 @@ def test_max_pool_2x2_equals_flax_max_pool():
   x = jax.random.normal(jax.random.key(0), (3, 8, 12, 5))
   expected = models.nn.max_pool(x, (2, 2), strides=(2, 2))
   assert jnp.array_equal(models.max_pool_2x2(x), expected)
+
+
+@pytest.mark.parametrize("name", ["mlp", "conv"])
+def test_data_mean_output_bias_starts_at_the_mean_image(name):
+  pixel_mean = jax.random.uniform(jax.random.key(2), (8, 8, 1), minval=0.05, maxval=0.95)
+  config = model_config(name=name, output_bias="data_mean")
+  model = models.build(config, (8, 8, 1), pixel_mean=np.asarray(pixel_mean))
+  params = model.init(jax.random.key(0), jnp.zeros((1, 8, 8, 1)))["params"]
+  # With the decoder's weights zeroed only its last bias speaks.
+  zeroed = jax.tree_util.tree_map_with_path(
+      lambda path, p: p if "bias" in str(path[-1]) else jnp.zeros_like(p), params)
+  out = model.apply({"params": zeroed}, jnp.zeros((1, 8, 8, 1)))[0][0]
+  expected = pixel_mean if name == "mlp" else jnp.full_like(pixel_mean, pixel_mean.mean())
+  np.testing.assert_allclose(out, expected, rtol=1e-5)
+  assert models.build(model_config(name=name), (8, 8, 1)).decoder.output_bias_init is (
+      models.nn.initializers.zeros)  # no data, no data-dependent init

@@ -6,7 +6,8 @@ what its model needs. Keys:
 - ``name``: the experiment's name, written into results.json;
 - ``model``: ``name`` ('mlp' or 'conv'), ``hidden`` (encoder widths before the code,
   mirrored by the decoder), ``code_size``, ``code_activation``, ``conv_features``,
-  ``init`` (kernel initializer), ``compute_dtype``;
+  ``init`` (kernel initializer), ``output_bias`` ('data_mean': the decoder starts at
+  the training set's mean image; 'zeros' as Keras), ``compute_dtype``;
 - ``dataset`` ('mnist' or 'mnist_sample'), ``data_dir`` (a folder of IDX files;
   empty: ``$AEJAX_DATA_DIR``, then tensorflow-datasets, then the bundled sample);
 - ``num_epochs``, ``batch_size``, ``learning_rate``, ``seed``;
@@ -35,7 +36,8 @@ def get_config() -> ml_collections.ConfigDict:
   config.name = "autoencoder"
   config.model = ml_collections.ConfigDict(dict(
       name="mlp", hidden=(), code_size=64, code_activation="relu",
-      conv_features=(32, 32), init="glorot_uniform", compute_dtype="float32"))
+      conv_features=(32, 32), init="glorot_uniform", output_bias="data_mean",
+      compute_dtype="float32"))
   config.dataset = "mnist"
   config.data_dir = ""
   config.num_epochs = 5
@@ -67,6 +69,7 @@ def apply_recipe(config: ml_collections.ConfigDict, recipe: str | None):
                      f"choose one of {[r for r in RECIPES if r]} or none.")
   if recipe == "keras":
     config.model.init = "glorot_uniform"
+    config.model.output_bias = "zeros"
     config.schedule = "constant"
     config.learning_rate = 1e-3
     config.adam_eps = 1e-7
