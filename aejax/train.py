@@ -290,7 +290,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   work = _Workdir(pathlib.Path(workdir))
   work.check_config(config)
 
-  model = models.build(config.model, dataset.image_shape)
+  model = models.build(config.model, dataset.image_shape,
+                       pixel_mean=dataset.train_images.mean(0) / 255.0)
   weights = losses.parse_weights(config.losses)
   corrupt = corruption_lib.make(config.corruption.name, config.corruption.level)
   n_train = len(dataset.train_images)
