@@ -19,7 +19,9 @@ under ``flock`` (see README, "Performance").
 """
 
 import json
+import os
 import pathlib
+import platform
 import subprocess
 import sys
 import tempfile
@@ -198,8 +200,11 @@ def main(argv):
   if _TTQ_CHILD.value:
     pathlib.Path(_JSON.value).write_text(json.dumps(time_to_quality_child(), indent=2))
     return
+  # The load average says whether other work shared the CPU during the timings.
   report = {"jax": jax.__version__, "device": bench.device_name(),
-            "command": " ".join(["python -m experiments.benchmark", *sys.argv[1:]])}
+            "machine": f"{os.cpu_count()}-core {platform.machine()} CPU",
+            "command": " ".join(["python -m experiments.benchmark", *sys.argv[1:]]),
+            "load_average_at_start": os.getloadavg()[0]}
   measurements = measure_models() if _MODELS.value else []
   if measurements:
     print("\n" + bench.table(measurements))
@@ -212,6 +217,10 @@ def main(argv):
     points = scaling()
     print("\n" + scaling_table(points))
     report["scaling"] = points
+  report["load_average_at_end"] = os.getloadavg()[0]
+  print(f"\n{report['machine']}, jax {jax.__version__}; 1-minute load average "
+        f"{report['load_average_at_start']:.1f} at start, {report['load_average_at_end']:.1f} "
+        "at end")
   if _JSON.value:
     pathlib.Path(_JSON.value).write_text(json.dumps(report, indent=2) + "\n")
 
