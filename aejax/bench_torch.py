@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from aejax import bench
+from aejax import bench, models
 
 
 def _dense_autoencoder(hidden: tuple[int, ...], code_size: int) -> nn.Module:
@@ -43,8 +43,8 @@ def _conv_autoencoder(features: tuple[int, ...]) -> nn.Module:
   return nn.Sequential(*layers)
 
 
-def build(model_config) -> nn.Module:
-  """The PyTorch twin of ``aejax.models.build(model_config, (28, 28, 1))``."""
+def build(model_config, pixel_mean: np.ndarray | None = None) -> nn.Module:
+  """The PyTorch twin of ``aejax.models.build(model_config, (28, 28, 1), pixel_mean)``."""
   if model_config.name == "mlp":
     net = _dense_autoencoder(tuple(model_config.hidden), model_config.code_size)
   else:
@@ -53,6 +53,10 @@ def build(model_config) -> nn.Module:
     if isinstance(module, (nn.Linear, nn.Conv2d)):
       nn.init.xavier_uniform_(module.weight)  # Keras's and aejax's glorot_uniform
       nn.init.zeros_(module.bias)
+  output = [m for m in net.modules() if isinstance(m, (nn.Linear, nn.Conv2d))][-1]
+  bias = models.output_bias_init(model_config, pixel_mean)(None, tuple(output.bias.shape))
+  with torch.no_grad():  # aejax's output bias: zeros, or the mean image's logits
+    output.bias.copy_(torch.tensor(np.asarray(bias), dtype=torch.float32))
   return net
 
 
@@ -70,7 +74,7 @@ def time_torch(name: str, config, images: np.ndarray, test_images: np.ndarray
                      "--compute_dtype=float32.")
   device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
   torch.manual_seed(config.seed)
-  net = build(config.model).to(device)
+  net = build(config.model, pixel_mean=images.mean(0) / 255.0).to(device)
   optimizer = torch.optim.Adam(net.parameters(), lr=config.learning_rate,
                                betas=(config.adam_b1, config.adam_b2), eps=config.adam_eps)
   to_tensor = lambda x: torch.from_numpy(

@@ -138,15 +138,20 @@ def test_every_benchmark_model_has_a_config():
 
 
 @pytest.mark.parametrize("name", sorted(benchmark.MODEL_CONFIGS))
-def test_torch_twin_has_the_same_parameter_count(name):
+def test_torch_twin_has_the_same_parameters_and_output_bias(name):
   pytest.importorskip("torch", reason="PyTorch is the optional 'bench' extra")
   from aejax import bench_torch
   config = benchmark.MODEL_CONFIGS[name].get_config()
-  params = jax.eval_shape(models.build(config.model, (28, 28, 1)).init, jax.random.key(0),
-                          jax.ShapeDtypeStruct((1, 28, 28, 1), np.float32))
-  jax_count = sum(np.prod(p.shape) for p in jax.tree.leaves(params))
-  torch_count = sum(p.numel() for p in bench_torch.build(config.model).parameters())
-  assert torch_count == jax_count
+  pixel_mean = data.load_sample().train_images.mean(0) / 255.0
+  params = models.build(config.model, (28, 28, 1), pixel_mean=pixel_mean).init(
+      jax.random.key(0), np.zeros((1, 28, 28, 1), np.float32))["params"]
+  twin = bench_torch.build(config.model, pixel_mean=pixel_mean)
+  assert sum(p.numel() for p in twin.parameters()) == sum(
+      np.prod(p.shape) for p in jax.tree.leaves(params))
+  decoder = params["decoder"]
+  jax_bias = decoder[max(decoder, key=lambda name: int(name.split("_")[-1]))]["bias"]
+  torch_bias = list(twin.parameters())[-1].detach().numpy()
+  np.testing.assert_allclose(torch_bias, jax_bias, rtol=1e-6)
 
 
 def test_compare_torch_prints_the_ratio(tmp_path):
