@@ -7,7 +7,9 @@ Launch:
     python -m experiments.main --config experiments/configs/sparse.py \
         --workdir runs/sparse --config.data_dir=<MNIST folder>
 
-Expected on full MNIST: test MSE RESULT_PENDING.
+Reached on full MNIST (15 epochs, batch 128; ``bash scripts/train_all.sh``):
+test MSE 0.00959 and mean |code| 1.51 with these defaults (vanilla's: 6.24);
+0.01086 with ``sparse.py:keras`` (MSE + L1, the Keras recipe; Keras 3: 0.0109).
 """
 
 from experiments.configs import base
@@ -20,8 +22,9 @@ def get_config(recipe=None):
   config.num_epochs = 15
   # Binary cross-entropy as the reconstruction term, as in Chollet's Keras sparse
   # example: its gradient through the sigmoid output does not vanish where the
-  # output saturates. With MSE + L1 this 32-unit net stalled at test MSE 0.0101-0.0106
-  # for every learning rate, schedule and Adam setting we tried (MSE alone: 0.0098).
+  # output saturates. With --config.losses="mse=1, l1_activity=1e-4" and these
+  # settings the test MSE was 0.01147; with the zero output bias and learning rates
+  # 3e-3 to 3e-2 (and Adam, warm-up variants) it stalled at 0.0101-0.0110.
   config.losses = "bce=1, l1_activity=1e-4"
   config.learning_rate = 1e-2
   config.warmup_epochs = 1.0
