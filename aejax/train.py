@@ -68,9 +68,10 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   if config.schedule not in SCHEDULES:
     raise ValueError(f"config.schedule={config.schedule!r} is unknown; "
                      f"choose one of {list(SCHEDULES)}.")
-  if not 0 <= config.warmup_epochs <= config.num_epochs:
-    raise ValueError(f"config.warmup_epochs must be in [0, num_epochs], "
-                     f"got {config.warmup_epochs}.")
+  if config.schedule == "cosine" and not 0 <= config.warmup_epochs < config.num_epochs:
+    raise ValueError(f"config.warmup_epochs must be ≥ 0 and below num_epochs="
+                     f"{config.num_epochs} (the cosine decay follows the warm-up), got "
+                     f"{config.warmup_epochs}; lower --config.warmup_epochs.")
   if not config.get("weight_decay", 0.0) >= 0:
     raise ValueError(f"config.weight_decay must be >= 0, got {config.weight_decay}.")
   if config.epoch_mode not in ("auto", "scan", "step"):
