@@ -2,8 +2,8 @@
 measures each claim against its baseline and writes REPORT.md with its figures.
 
     python -m experiments.report --workdir docs --runs_dir runs/report \
-        --data_dir ../shared/data/mnist          # full MNIST (about 45 min on 2 CPU cores)
-    python -m experiments.report --workdir /tmp/report --quick   # bundled sample, 1 epoch
+        --data_dir path/to/mnist          # full MNIST (about 45 min on 2 CPU cores)
+    python -m experiments.report --workdir report_quick --quick   # bundled sample, 1 epoch
 
 Runs live in ``--runs_dir`` (default ``<workdir>/runs``), one workdir each; a run
 that is already trained is resumed, i.e. only evaluated again, so a second call
