@@ -29,11 +29,17 @@ from absl import app, flags, logging
 from aejax import analysis, data as data_lib, losses, plots, train
 from experiments.configs import base, conv, deep, denoising, multilayer, sparse, vanilla
 
-_WORKDIR = flags.DEFINE_string("workdir", None, "Folder for REPORT.md, report.json, figures.")
-_RUNS_DIR = flags.DEFINE_string("runs_dir", "", "Folder of the runs (default <workdir>/runs).")
-_DATA_DIR = flags.DEFINE_string("data_dir", "", "Folder of the MNIST IDX files "
-                                "(default: $AEJAX_DATA_DIR, then the bundled sample).")
-_QUICK = flags.DEFINE_bool("quick", False, "Bundled sample, 1 epoch per run, small sweeps.")
+
+
+def _define_flags() -> None:
+  """Defines the command's flags; only when run as a program, so that importing this
+  module (tests, notebooks, next to experiments.benchmark) clashes with no flags."""
+  flags.DEFINE_string("workdir", None, "Folder for REPORT.md, report.json, figures.")
+  flags.DEFINE_string("runs_dir", "", "Folder of the runs (default <workdir>/runs).")
+  flags.DEFINE_string("data_dir", "", "Folder of the MNIST IDX files "
+                      "(default: $AEJAX_DATA_DIR, then the bundled sample).")
+  flags.DEFINE_bool("quick", False, "Bundled sample, 1 epoch per run, small sweeps.")
+  flags.mark_flags_as_required(["workdir"])
 
 # Hinton & Salakhutdinov, Science 313:504 (2006), MNIST test, squared error per image.
 HS_PCA30_SSE = 13.87
@@ -522,7 +528,8 @@ def main(argv):
     handler.addFilter(lambda r: r.levelno >= pylogging.WARNING or "orbax" not in r.pathname)
   command = " ".join(["python -m experiments.report", *map(shlex.quote, sys.argv[1:])])
   try:
-    make_report(_WORKDIR.value, _RUNS_DIR.value, _DATA_DIR.value, _QUICK.value, command)
+    FLAGS = flags.FLAGS
+    make_report(FLAGS.workdir, FLAGS.runs_dir, FLAGS.data_dir, FLAGS.quick, command)
   except (ValueError, FileNotFoundError, data_lib.DataError, train.NonFiniteLossError) as e:
     logging.error("%s", e)
     print(f"error: {e}", file=sys.stderr)
@@ -530,5 +537,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  flags.mark_flags_as_required(["workdir"])
+  _define_flags()
   app.run(main)

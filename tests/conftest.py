@@ -18,3 +18,9 @@ def mnist_dir() -> pathlib.Path:
   if not (MNIST_DIR / "train-images-idx3-ubyte.gz").exists():
     pytest.skip(f"full MNIST not found at {MNIST_DIR} (set AEJAX_TEST_MNIST_DIR)")
   return MNIST_DIR
+
+
+@pytest.fixture(autouse=True)
+def isolated_tfds_data_dir(tmp_path_factory, monkeypatch):
+  """No test reads or writes data someone prepared in ~/tensorflow_datasets."""
+  monkeypatch.setenv("TFDS_DATA_DIR", str(tmp_path_factory.mktemp("tfds_data_dir")))
