@@ -61,8 +61,9 @@ def make(name: str, level: float = 0.0) -> Corruption:
   """Returns the corruption ``name`` with its strength bound to ``level``."""
   if name not in NAMES:
     raise ValueError(f"Unknown corruption {name!r}; choose one of {list(NAMES)}.")
-  if not 0.0 <= level or (name in ("masking", "salt_and_pepper") and level > 1.0):
-    bound = "in [0, 1]" if name in ("masking", "salt_and_pepper") else "≥ 0"
+  is_rate = name in ("masking", "salt_and_pepper")  # a fraction of pixels
+  if not 0.0 <= level or (is_rate and level > 1.0):
+    bound = "in [0, 1]" if is_rate else "≥ 0"
     raise ValueError(f"corruption.level for {name!r} must be {bound}, got {level}.")
   if name == "none":
     return identity
