@@ -36,6 +36,7 @@ class Measurement:
   model: str
   epoch_mode: str  # 'scan' / 'step' (aejax, resolved), 'eager' (pytorch)
   compute_dtype: str
+  microbatch_size: int  # examples per gradient chunk (the batch size: no chunking)
   num_images: int
   batch_size: int
   epoch_seconds: list[float]
@@ -67,8 +68,8 @@ class Measurement:
 
 
 def benchmark_config(config: ml_collections.ConfigDict, *, batch_size: int,
-                     num_epochs: int, compute_dtype: str = "float32"
-                     ) -> ml_collections.ConfigDict:
+                     num_epochs: int, compute_dtype: str = "float32",
+                     microbatch_size: int = 0) -> ml_collections.ConfigDict:
   """An experiment's config with the benchmark's sizes and a constant learning rate.
 
   Constant rather than the configs' cosine schedule so that the PyTorch twin (plain
@@ -79,6 +80,7 @@ def benchmark_config(config: ml_collections.ConfigDict, *, batch_size: int,
   config.num_epochs = num_epochs
   config.schedule = "constant"
   config.model.compute_dtype = compute_dtype
+  config.microbatch_size = microbatch_size
   train.validate_config(config)
   return config
 
@@ -134,8 +136,10 @@ class JaxTrainer:
     self.n = len(images)
     steps_per_epoch = self.n // config.batch_size
     optimizer = train.make_optimizer(config, steps_per_epoch)
-    train_step = train.make_train_step(
-        train.make_loss_fn(self.model, self.weights, self.corrupt), optimizer)
+    self.microbatch_size = train.resolve_microbatch_size(config, self.model,
+                                                         images.shape[1:])
+    train_step = train.make_train_step(train.make_loss_fn(self.model, self.weights),
+                                       optimizer, self.corrupt, self.microbatch_size)
     self.mode = epoch_mode if epoch_mode != "auto" else train.resolve_epoch_mode(config)
     self.start_epoch, self.run_epoch = train.make_epoch_fns(
         train_step, self.n, config.batch_size, self.mode)
@@ -172,7 +176,8 @@ def time_jax(name: str, config, images: np.ndarray, test_images: np.ndarray, *,
   median = float(np.median(seconds[1:]))
   return Measurement(
       framework="aejax", model=name, epoch_mode=trainer.mode,
-      compute_dtype=config.model.compute_dtype, num_images=len(images),
+      compute_dtype=config.model.compute_dtype,
+      microbatch_size=trainer.microbatch_size, num_images=len(images),
       batch_size=config.batch_size, epoch_seconds=seconds,
       compile_s=max(seconds[0] - median, 0.0), peak_device_bytes=peak_device_bytes(),
       peak_rss_bytes=peak_rss_bytes(), final_loss=float(np.mean(history["loss"])),
@@ -201,7 +206,8 @@ def time_to_quality(config, images: np.ndarray, test_images: np.ndarray, *,
       break
   return {"target_mse": target_mse, "reached": curve[-1]["test_mse"] <= target_mse,
           "seconds": curve[-1]["seconds"], "epochs": len(curve), "curve": curve,
-          "epoch_mode": trainer.mode, "batch_size": config.batch_size,
+          "epoch_mode": trainer.mode, "microbatch_size": trainer.microbatch_size,
+          "batch_size": config.batch_size,
           "num_images": len(images), "device": device_name()}
 
 
@@ -225,14 +231,15 @@ def _mib(n: int | None) -> str:
 
 def table(measurements: list[Measurement]) -> str:
   """A Markdown table, one row per measurement."""
-  head = ("| framework | model | epoch | dtype | images | s/epoch | best s | examples/s "
+  head = ("| framework | model | epoch | dtype | chunk | images | s/epoch | best s | examples/s "
           "| compile s "
           "| peak device mem | peak RSS | final loss | test MSE |")
   rows = [head, "|" + "---|" * (head.count("|") - 1)]
   for m in measurements:
     compile_s = "–" if m.compile_s is None else f"{m.compile_s:.2f}"
     rows.append(
-        f"| {m.framework} | {m.model} | {m.epoch_mode} | {m.compute_dtype} | {m.num_images} "
+        f"| {m.framework} | {m.model} | {m.epoch_mode} | {m.compute_dtype} "
+        f"| {m.microbatch_size} | {m.num_images} "
         f"| {m.median_epoch_s:.4g} | {m.best_epoch_s:.4g} | {m.examples_per_s:,.0f} "
         f"| {compile_s} "
         f"| {_mib(m.peak_device_bytes)} | {_mib(m.peak_rss_bytes)} | {m.final_loss:.5f} "
@@ -248,7 +255,8 @@ def ratios(measurements: list[Measurement]) -> list[str]:
       if m.framework == "aejax" and m.model == torch_m.model and \
           m.num_images == torch_m.num_images and m.batch_size == torch_m.batch_size:
         lines.append(
-            f"{m.model} ({m.epoch_mode}, {m.compute_dtype}): aejax {m.median_epoch_s:.4g} s "
+            f"{m.model} ({m.epoch_mode}, {m.compute_dtype}, chunk {m.microbatch_size}): "
+            f"aejax {m.median_epoch_s:.4g} s "
             f"vs PyTorch eager {torch_m.median_epoch_s:.4g} s per epoch (median): "
             f"{torch_m.median_epoch_s / m.median_epoch_s:.2f}x; fastest epochs "
             f"{m.best_epoch_s:.4g} vs {torch_m.best_epoch_s:.4g} s: "

@@ -115,6 +115,7 @@ def time_torch(name: str, config, images: np.ndarray, test_images: np.ndarray
   peak = int(torch.cuda.max_memory_allocated(device)) if device.type == "cuda" else None
   return bench.Measurement(
       framework="pytorch", model=name, epoch_mode="eager", compute_dtype="float32",
+      microbatch_size=batch_size,
       num_images=n, batch_size=batch_size, epoch_seconds=seconds,
       compile_s=None, peak_device_bytes=peak, peak_rss_bytes=bench.peak_rss_bytes(),
       final_loss=final_loss, test_mse=test_mse,

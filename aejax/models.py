@@ -145,6 +145,20 @@ class Autoencoder(nn.Module):
     return self.decode(code), code
 
 
+def largest_activation_bytes(model: nn.Module, image_shape: tuple[int, ...]) -> int:
+  """Bytes of the largest output of any submodule, for one example (shapes only:
+  nothing is computed)."""
+  x = jax.ShapeDtypeStruct((1, *image_shape), jnp.float32)
+
+  def intermediates(x):
+    variables = model.init(jax.random.key(0), x)
+    return model.apply(variables, x, capture_intermediates=True,
+                       mutable=["intermediates"])[1]
+
+  return max(leaf.size * leaf.dtype.itemsize
+             for leaf in jax.tree.leaves(jax.eval_shape(intermediates, x)))
+
+
 MODELS = ("mlp", "conv")
 
 

@@ -40,6 +40,8 @@ MODEL_CONFIGS = {"vanilla": vanilla, "multilayer": multilayer, "conv": conv,
 _MODELS = flags.DEFINE_list("models", list(MODEL_CONFIGS), "Models to time (may be empty).")
 _EPOCH_MODES = flags.DEFINE_list("epoch_modes", ["auto"], "Epoch modes: auto, scan, step.")
 _DTYPES = flags.DEFINE_list("compute_dtypes", ["float32"], "float32, bfloat16 (params stay fp32).")
+_MICROBATCH = flags.DEFINE_list("microbatch_sizes", ["0"], "Gradient chunk sizes "
+                                "(config.microbatch_size; 0 = auto, the batch size = none).")
 _BATCH_SIZE = flags.DEFINE_integer("batch_size", 256, "Images per step.")
 _NUM_IMAGES = flags.DEFINE_integer("num_images", 60000, "Training images per epoch.")
 _DATA_DIR = flags.DEFINE_string("data_dir", "", "MNIST IDX folder; empty: the bundled "
@@ -75,6 +77,11 @@ def validate() -> None:
   bad_dtypes = [d for d in _DTYPES.value if d not in ("float32", "bfloat16", "float16")]
   if bad_dtypes or not _DTYPES.value:
     raise ValueError(f"--compute_dtypes: use float32, bfloat16 or float16, got {_DTYPES.value}.")
+  chunks = [int(c) for c in _MICROBATCH.value if c.strip().isdigit()]
+  if len(chunks) != len(_MICROBATCH.value) or not chunks or any(
+      c and _BATCH_SIZE.value % c for c in chunks):
+    raise ValueError(f"--microbatch_sizes: use 0 (auto) or divisors of --batch_size="
+                     f"{_BATCH_SIZE.value}, got {_MICROBATCH.value}.")
   if _NUM_EPOCHS.value < 2:
     raise ValueError(f"--num_epochs must be >= 2 (the first one compiles), got "
                      f"{_NUM_EPOCHS.value}.")
@@ -98,14 +105,17 @@ def measure_models() -> list[bench.Measurement]:
   measurements = []
   for name in _MODELS.value:
     for dtype in _DTYPES.value:
-      config = bench.benchmark_config(MODEL_CONFIGS[name].get_config(),
-                                      batch_size=_BATCH_SIZE.value,
-                                      num_epochs=_NUM_EPOCHS.value, compute_dtype=dtype)
-      for mode in _EPOCH_MODES.value:
-        m = bench.time_jax(name, config, images, test_images, epoch_mode=mode)
-        measurements.append(m)
-        print(f"  aejax {name} {m.epoch_mode} {dtype}: {m.median_epoch_s:.4g} s/epoch "
-              f"(epochs {['%.3g' % s for s in m.epoch_seconds]})", flush=True)
+      for chunk in map(int, _MICROBATCH.value):
+        config = bench.benchmark_config(MODEL_CONFIGS[name].get_config(),
+                                        batch_size=_BATCH_SIZE.value,
+                                        num_epochs=_NUM_EPOCHS.value, compute_dtype=dtype,
+                                        microbatch_size=chunk)
+        for mode in _EPOCH_MODES.value:
+          m = bench.time_jax(name, config, images, test_images, epoch_mode=mode)
+          measurements.append(m)
+          print(f"  aejax {name} {m.epoch_mode} {dtype} chunk {m.microbatch_size}: "
+                f"{m.median_epoch_s:.4g} s/epoch "
+                f"(epochs {['%.3g' % s for s in m.epoch_seconds]})", flush=True)
     if _COMPARE.value == "torch":
       from aejax import bench_torch  # only here: PyTorch is an optional extra
       config = bench.benchmark_config(MODEL_CONFIGS[name].get_config(),

@@ -40,10 +40,10 @@ def test_an_epoch_moves_nothing_between_host_and_device(mode, monkeypatch):
   config.model.update(code_size=8, hidden=(16,))
   net = models.build(config.model, (28, 28, 1))
   optimizer = train.make_optimizer(config, N // BATCH)
-  loss_fn = train.make_loss_fn(net, losses.parse_weights("mse=1"),
-                               corruption.make("gaussian", 0.5))
-  start_epoch, run_epoch = train.make_epoch_fns(train.make_train_step(loss_fn, optimizer),
-                                                N, BATCH, mode)
+  loss_fn = train.make_loss_fn(net, losses.parse_weights("mse=1"))
+  step = train.make_train_step(loss_fn, optimizer, corruption.make("gaussian", 0.5),
+                               microbatch_size=BATCH // 2)
+  start_epoch, run_epoch = train.make_epoch_fns(step, N, BATCH, mode)
   state = train.init_state(net, optimizer, (28, 28, 1), jax.random.key(0))
   images = jax.device_put(np.random.default_rng(0).integers(0, 256, (N, 28, 28, 1), np.uint8))
   shuffle_key, noise_key = jax.random.key(1), jax.random.key(2)

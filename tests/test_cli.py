@@ -102,6 +102,8 @@ def test_cli_rejects_bad_values_before_compute(tmp_path):
     ("learning_rate", 0.0, "learning_rate must be > 0"),
     ("schedule", "linear", "schedule='linear' is unknown"),
     ("epoch_mode", "fast", "epoch_mode='fast'"),
+    ("microbatch_size", 100, "microbatch_size must be 0 \\(auto\\) or a divisor of batch_size=128"),
+    ("microbatch_size", -1, "microbatch_size must be 0"),
     ("warmup_epochs", 5.0, "warmup_epochs must be ≥ 0 and below num_epochs=5"),
 ])
 def test_invalid_config_values_raise(key, value, message):
@@ -125,8 +127,8 @@ def test_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path, mon
 
   def poisoned(*args):
     loss_fn = real(*args)
-    def nan_loss(params, images, key):
-      total, terms = loss_fn(params, images, key)
+    def nan_loss(params, inputs, targets):
+      total, terms = loss_fn(params, inputs, targets)
       return total, {**terms, "mse": terms["mse"] * np.nan}
     return nan_loss
 

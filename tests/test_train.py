@@ -4,6 +4,7 @@ import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
 from aejax import corruption, losses, models, train
@@ -12,15 +13,16 @@ from experiments.configs import base
 N, BATCH = 64, 16
 
 
-def setup(loss_spec="mse=1, l1_activity=1e-3", corrupt=("gaussian", 0.5), seed=0, **model):
+def setup(loss_spec="mse=1, l1_activity=1e-3", corrupt=("gaussian", 0.5), seed=0,
+          microbatch_size=None, **model):
   config = base.get_config()
   config.model.update(model or dict(code_size=16, hidden=(32,)))
   config.learning_rate = 1e-2
   config.num_epochs = 2
   net = models.build(config.model, (28, 28, 1))
   optimizer = train.make_optimizer(config, N // BATCH)
-  loss_fn = train.make_loss_fn(net, losses.parse_weights(loss_spec), corruption.make(*corrupt))
-  step = train.make_train_step(loss_fn, optimizer)
+  loss_fn = train.make_loss_fn(net, losses.parse_weights(loss_spec))
+  step = train.make_train_step(loss_fn, optimizer, corruption.make(*corrupt), microbatch_size)
   state = train.init_state(net, optimizer, (28, 28, 1), jax.random.key(seed))
   rng = np.random.default_rng(0)
   images = rng.integers(0, 256, (N, 28, 28, 1), dtype=np.uint8)
@@ -106,3 +108,54 @@ def test_check_finite_names_step_and_term():
   with pytest.raises(train.NonFiniteLossError, match=r"'l1_activity' became inf at step 12"):
     train.check_finite(history, first_step=10)
   train.check_finite({"loss": np.ones(3)}, 0)
+
+
+@pytest.mark.parametrize("model", [dict(code_size=16, hidden=(32,)),
+                                   dict(name="conv", conv_features=(4, 4))])
+def test_microbatched_step_equals_the_whole_batch_step(model):
+  """Chunks of the batch give the same gradient (the noise is drawn for the whole
+  batch first). Plain SGD with rate 1, so the update *is* the gradient (Adam's first
+  step would blow float rounding of near-zero gradients up to ±lr)."""
+  config = base.get_config()
+  config.model.update(model)
+  net = models.build(config.model, (28, 28, 1))
+  loss_fn = train.make_loss_fn(net, losses.parse_weights("mse=1, l1_activity=1e-3"))
+  state = train.init_state(net, optax.sgd(1.0), (28, 28, 1), jax.random.key(0))
+  images = np.random.default_rng(0).integers(0, 256, (BATCH, 28, 28, 1), dtype=np.uint8)
+  results = []
+  for size in (None, BATCH, BATCH // 4, 1):
+    step = train.make_train_step(loss_fn, optax.sgd(1.0), corruption.make("gaussian", 0.5),
+                                 microbatch_size=size)
+    new_state, metrics = jax.jit(step)(state, images, jax.random.key(3))
+    grads = jax.tree.map(jnp.subtract, state.params, new_state.params)
+    results.append((grads, metrics))
+  scale = max(float(jnp.max(jnp.abs(g))) for g in jax.tree.leaves(results[0][0]))
+  for grads, metrics in results[1:]:
+    chex.assert_trees_all_close(grads, results[0][0], rtol=1e-4, atol=1e-5 * scale)
+    chex.assert_trees_all_close(metrics, results[0][1], rtol=1e-5)
+
+
+def test_a_microbatch_size_that_does_not_divide_the_batch_is_refused():
+  step, state, images = setup(microbatch_size=5)
+  with pytest.raises(ValueError, match="microbatch_size=5 does not divide the batch of 16"):
+    step(state, images[:BATCH], jax.random.key(0))
+
+
+def test_auto_microbatch_size_keeps_a_chunks_activations_small_on_cpu(monkeypatch):
+  config = base.get_config()
+  config.batch_size = 256
+  mlp = models.build(config.model, (28, 28, 1))
+  config.model.name = "conv"
+  conv = models.build(config.model, (28, 28, 1))
+  # The conv net's largest activation: 28×28×32 float32 per image.
+  assert models.largest_activation_bytes(conv, (28, 28, 1)) == 28 * 28 * 32 * 4
+  monkeypatch.setattr(jax, "default_backend", lambda: "cpu")
+  assert train.resolve_microbatch_size(config, conv, (28, 28, 1)) == 16
+  assert train.resolve_microbatch_size(config, mlp, (28, 28, 1)) == 256
+  config.batch_size = 257  # prime: chunks of 1 would be 257 unrolled copies
+  assert train.resolve_microbatch_size(config, conv, (28, 28, 1)) == 257
+  config.batch_size, config.microbatch_size = 256, 64
+  assert train.resolve_microbatch_size(config, conv, (28, 28, 1)) == 64
+  config.microbatch_size = 0
+  monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
+  assert train.resolve_microbatch_size(config, conv, (28, 28, 1)) == 256

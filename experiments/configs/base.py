@@ -17,6 +17,9 @@ what its model needs. Keys:
 - ``corruption``: ``name`` ('none', 'gaussian', 'masking', 'salt_and_pepper') and
   ``level`` (gaussian noise factor, or the fraction of pixels hit);
 - ``epoch_mode``: 'auto', 'scan' (the epoch as one compiled call) or 'step';
+- ``microbatch_size``: computes each batch's gradient in chunks of this many
+  examples (the same update up to rounding); 0 = auto: on a CPU, chunks small
+  enough for the caches (``train.resolve_microbatch_size``), else the whole batch;
 - ``eval_batch_size``: test images per chunk of the one compiled evaluation.
 
 Every experiment config takes an optional argument after a colon:
@@ -53,6 +56,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.losses = "mse=1"
   config.corruption = ml_collections.ConfigDict(dict(name="none", level=0.0))
   config.epoch_mode = "auto"
+  config.microbatch_size = 0
   config.eval_batch_size = 1000
   return config
 
