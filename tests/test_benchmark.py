@@ -98,16 +98,16 @@ def test_time_to_quality_stops_at_the_target_or_at_the_last_epoch():
 def test_command_writes_table_and_json(tmp_path):
   out = tmp_path / "bench.json"
   proc = run_benchmark("--models=multilayer", "--num_images=512", "--num_epochs=2",
-                       "--epoch_modes=auto,scan", f"--json={out}")
+                       "--epoch_modes=auto,step", f"--json={out}")
   report = json.loads(out.read_text())
   rows = report["measurements"]
   assert [(r["model"], r["epoch_mode"]) for r in rows] == [
-      ("multilayer", train.resolve_epoch_mode(vanilla.get_config())), ("multilayer", "scan")]
+      ("multilayer", train.resolve_epoch_mode(vanilla.get_config())), ("multilayer", "step")]
   for r in rows:
     assert r["num_images"] == 512 and r["batch_size"] == 256 and r["median_epoch_s"] > 0
     assert np.isfinite(r["final_loss"]) and len(r["epoch_seconds"]) == 2
   assert report["jax"] == jax.__version__
-  assert "| aejax | multilayer | scan | float32 | 512 |" in proc.stdout
+  assert "| aejax | multilayer | step | float32 | 256 | 512 |" in proc.stdout
 
 
 def test_time_to_quality_command_warms_the_compilation_cache(tmp_path):

@@ -123,7 +123,7 @@ def test_microbatched_step_equals_the_whole_batch_step(model):
   state = train.init_state(net, optax.sgd(1.0), (28, 28, 1), jax.random.key(0))
   images = np.random.default_rng(0).integers(0, 256, (BATCH, 28, 28, 1), dtype=np.uint8)
   results = []
-  for size in (None, BATCH, BATCH // 4, 1):
+  for size in (None, BATCH, BATCH // 4, BATCH // 8):
     step = train.make_train_step(loss_fn, optax.sgd(1.0), corruption.make("gaussian", 0.5),
                                  microbatch_size=size)
     new_state, metrics = jax.jit(step)(state, images, jax.random.key(3))
@@ -159,3 +159,16 @@ def test_auto_microbatch_size_keeps_a_chunks_activations_small_on_cpu(monkeypatc
   config.microbatch_size = 0
   monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
   assert train.resolve_microbatch_size(config, conv, (28, 28, 1)) == 256
+
+
+def test_auto_epoch_mode_keeps_conv_nets_out_of_loops_on_cpu(monkeypatch):
+  config = base.get_config()
+  monkeypatch.setattr(jax, "default_backend", lambda: "cpu")
+  assert train.resolve_epoch_mode(config) == "scan"
+  config.model.name = "conv"
+  assert train.resolve_epoch_mode(config) == "step"
+  config.epoch_mode = "scan"
+  assert train.resolve_epoch_mode(config) == "scan"
+  config.epoch_mode = "auto"
+  monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
+  assert train.resolve_epoch_mode(config) == "scan"
