@@ -123,7 +123,7 @@ def test_microbatched_step_equals_the_whole_batch_step(model):
   state = train.init_state(net, optax.sgd(1.0), (28, 28, 1), jax.random.key(0))
   images = np.random.default_rng(0).integers(0, 256, (BATCH, 28, 28, 1), dtype=np.uint8)
   results = []
-  for size in (None, BATCH, BATCH // 4, BATCH // 8):
+  for size in (None, BATCH // 4, BATCH // 8):
     step = train.make_train_step(loss_fn, optax.sgd(1.0), corruption.make("gaussian", 0.5),
                                  microbatch_size=size)
     new_state, metrics = jax.jit(step)(state, images, jax.random.key(3))
