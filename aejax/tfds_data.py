@@ -61,8 +61,12 @@ def default_data_dir() -> pathlib.Path:
 class _IdxBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
   """Prepares one MNIST-family dataset from its four IDX files, TensorFlow-free."""
 
-  VERSION = tfds.core.Version("1.0.0")
-  RELEASE_NOTES = {"1.0.0": "uint8 [28, 28, 1] tensors parsed with NumPy; no TensorFlow."}
+  VERSION = tfds.core.Version("1.1.0")
+  RELEASE_NOTES = {
+      "1.0.0": "uint8 [28, 28, 1] tensors parsed with NumPy; no TensorFlow.",
+      "1.1.0": "Each example keeps its position in the IDX file ('index'), so reading "
+               "gives the source order back (TFDS stores records in hash order).",
+  }
   MANUAL_DOWNLOAD_INSTRUCTIONS = (
       "Put the four IDX files (train-images-idx3-ubyte, train-labels-idx1-ubyte, "
       "t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte; raw or .gz) in one folder and "
@@ -103,6 +107,8 @@ class _IdxBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
             "image": tfds.features.Tensor(shape=IMAGE_SHAPE, dtype=np.uint8,
                                           encoding=tfds.features.Encoding.BYTES),
             "label": tfds.features.ClassLabel(names=self.CLASS_NAMES),
+            "index": tfds.features.Scalar(dtype=np.int64,
+                                          doc="Position in the source IDX file."),
         }),
         supervised_keys=("image", "label"),
         homepage=self.HOMEPAGE,
@@ -128,7 +134,7 @@ class _IdxBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
 
   def _generate_examples(self, images: np.ndarray, labels: np.ndarray):
     for index, (image, label) in enumerate(zip(images, labels)):
-      yield index, {"image": image[..., None], "label": int(label)}
+      yield index, {"image": image[..., None], "label": int(label), "index": index}
 
 
 class AejaxMnist(_IdxBuilder):
@@ -246,7 +252,9 @@ def read_prepared(name: str, data_dir: str | os.PathLike | None = None) -> data_
   """Reads a prepared dataset into uint8 arrays, with no TensorFlow.
 
   Through the builder's data source (what ``tfds.data_source`` returns), which
-  needs only the files, not this module's builder classes.
+  needs only the files, not this module's builder classes. Examples come back in
+  the source files' order (by their stored 'index'), so a run draws the same
+  batches from a prepared copy as from the IDX files.
   """
   folder = prepared_dir(name, data_dir)
   builder = tfds.builder_from_directory(str(folder))
@@ -255,6 +263,7 @@ def read_prepared(name: str, data_dir: str | os.PathLike | None = None) -> data_
   for split in ("train", "test"):
     source = sources[split]
     records = source.__getitems__(list(range(len(source))))
+    records.sort(key=lambda r: int(r["index"]))
     arrays[f"{split}_images"] = np.stack([r["image"] for r in records], dtype=np.uint8)
     arrays[f"{split}_labels"] = np.array([r["label"] for r in records], np.uint8)
   return data_lib.Dataset(name=name, source="tfds", location=str(folder), **arrays)

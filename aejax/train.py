@@ -299,14 +299,19 @@ class _Workdir:
     self.metrics_path = path / "metrics.jsonl"
     self._tb = None
 
+  # Keys a resumed run may change: more epochs, and how the same arithmetic is laid
+  # out (equal up to float rounding; absent from runs saved before they existed).
+  RESUMABLE_KEYS = ("num_epochs", "epoch_mode", "microbatch_size", "eval_batch_size")
+
   def check_config(self, config) -> None:
-    """Refuses to continue a run made with a different config (num_epochs may grow)."""
+    """Refuses to continue a run made with a different config (``RESUMABLE_KEYS``
+    excepted)."""
     saved_path = self.path / "config.json"
     if saved_path.exists():
       saved = json.loads(saved_path.read_text())
       now = json.loads(config.to_json())
       diff = sorted(k for k in set(saved) | set(now)
-                    if k != "num_epochs" and saved.get(k) != now.get(k))
+                    if k not in self.RESUMABLE_KEYS and saved.get(k) != now.get(k))
       if diff:
         raise ValueError(
             f"{self.path} holds a run made with a different config (keys {diff} "

@@ -43,6 +43,8 @@ _DTYPES = flags.DEFINE_list("compute_dtypes", ["float32"], "float32, bfloat16 (p
 _MICROBATCH = flags.DEFINE_list("microbatch_sizes", ["0"], "Gradient chunk sizes "
                                 "(config.microbatch_size; 0 = auto, the batch size = none).")
 _BATCH_SIZE = flags.DEFINE_integer("batch_size", 256, "Images per step.")
+_LEARNING_RATE = flags.DEFINE_float("learning_rate", 1e-3, "Adam's constant rate, both "
+                                    "frameworks (the configs' schedules are not used).")
 _NUM_IMAGES = flags.DEFINE_integer("num_images", 60000, "Training images per epoch.")
 _DATA_DIR = flags.DEFINE_string("data_dir", "", "MNIST IDX folder; empty: the bundled "
                                 "sample, repeated up to --num_images.")
@@ -82,6 +84,8 @@ def validate() -> None:
       c and _BATCH_SIZE.value % c for c in chunks):
     raise ValueError(f"--microbatch_sizes: use 0 (auto) or divisors of --batch_size="
                      f"{_BATCH_SIZE.value}, got {_MICROBATCH.value}.")
+  if not _LEARNING_RATE.value > 0:
+    raise ValueError(f"--learning_rate must be > 0, got {_LEARNING_RATE.value}.")
   if _NUM_EPOCHS.value < 2:
     raise ValueError(f"--num_epochs must be >= 2 (the first one compiles), got "
                      f"{_NUM_EPOCHS.value}.")
@@ -109,7 +113,8 @@ def measure_models() -> list[bench.Measurement]:
         config = bench.benchmark_config(MODEL_CONFIGS[name].get_config(),
                                         batch_size=_BATCH_SIZE.value,
                                         num_epochs=_NUM_EPOCHS.value, compute_dtype=dtype,
-                                        microbatch_size=chunk)
+                                        microbatch_size=chunk,
+                                        learning_rate=_LEARNING_RATE.value)
         for mode in _EPOCH_MODES.value:
           m = bench.time_jax(name, config, images, test_images, epoch_mode=mode)
           measurements.append(m)
@@ -120,7 +125,8 @@ def measure_models() -> list[bench.Measurement]:
       from aejax import bench_torch  # only here: PyTorch is an optional extra
       config = bench.benchmark_config(MODEL_CONFIGS[name].get_config(),
                                       batch_size=_BATCH_SIZE.value,
-                                      num_epochs=_NUM_EPOCHS.value)
+                                      num_epochs=_NUM_EPOCHS.value,
+                                      learning_rate=_LEARNING_RATE.value)
       m = bench_torch.time_torch(name, config, images, test_images)
       measurements.append(m)
       print(f"  pytorch {name} eager: {m.median_epoch_s:.4g} s/epoch "
@@ -165,7 +171,8 @@ def scaling() -> list[dict]:
   def point(axis, value, name, config, n):
     images, test_images, _ = bench.benchmark_images(n, _DATA_DIR.value)
     config = bench.benchmark_config(config, batch_size=_BATCH_SIZE.value,
-                                    num_epochs=_SCALING_EPOCHS.value)
+                                    num_epochs=_SCALING_EPOCHS.value,
+                                    learning_rate=_LEARNING_RATE.value)
     m = bench.time_jax(name, config, images, test_images, epoch_mode="auto")
     record = {"axis": axis, "value": value, "model": name, "num_images": n,
               "epoch_mode": m.epoch_mode, "median_epoch_s": m.median_epoch_s,

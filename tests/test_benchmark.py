@@ -105,6 +105,7 @@ def test_command_writes_table_and_json(tmp_path):
       ("multilayer", train.resolve_epoch_mode(vanilla.get_config())), ("multilayer", "step")]
   for r in rows:
     assert r["num_images"] == 512 and r["batch_size"] == 256 and r["median_epoch_s"] > 0
+    assert r["microbatch_size"] == 256  # auto: a dense net's batch fits the caches whole
     assert np.isfinite(r["final_loss"]) and len(r["epoch_seconds"]) == 2
   assert report["jax"] == jax.__version__
   assert "| aejax | multilayer | step | float32 | 256 | 512 |" in proc.stdout
@@ -124,6 +125,8 @@ def test_time_to_quality_command_warms_the_compilation_cache(tmp_path):
     ("--num_epochs=1", "--num_epochs must be >= 2"),
     ("--batch_size=1000", "--batch_size must be in"),
     ("--epoch_modes=fast", "--epoch_modes"),
+    ("--microbatch_sizes=0,100", "--microbatch_sizes: use 0 (auto) or divisors"),
+    ("--learning_rate=0", "--learning_rate must be > 0"),
 ])
 def test_bad_flags_are_refused_before_any_compute(flag, message):
   proc = run_benchmark(flag, "--num_images=512", check=False)
