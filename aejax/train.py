@@ -42,8 +42,9 @@ from aejax import losses, models, evaluate as evaluate_lib, plots
 EPOCH_MODE_AUTO = {("cpu", "conv"): "step"}
 # microbatch_size=0 ('auto') on a CPU: chunks whose largest activation stays under
 # this many bytes. The conv net's 28×28×32 activations are 25 MB each at batch 256;
-# in chunks of 16 (1.6 MB) its step ran about 1.8× faster on a 2-core CPU (measured
-# with `python -m experiments.benchmark --models=conv --microbatch_sizes=0,256`).
+# in chunks of 16 (1.6 MB) its epoch ran 2.1× faster on a 2-core CPU (measured with
+# `python -m experiments.benchmark --models=conv --microbatch_sizes=0,256
+# --num_images=12800 --num_epochs=3`; chunks of 8 were as fast but compiled slower).
 # GPUs and TPUs take the whole batch at once.
 CPU_MICROBATCH_BYTES = 2 * 2**20
 MAX_MICROBATCHES = 32  # beyond this the unrolled step compiles too slowly to pay
