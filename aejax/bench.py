@@ -134,8 +134,8 @@ class JaxTrainer:
   def __init__(self, config, images: np.ndarray, epoch_mode: str, seed: int = 0):
     self.config = config
     # As train_and_evaluate does: the training images' mean sets the output bias.
-    self.pixel_mean = images.mean(0) / 255.0
-    self.model = models.build(config.model, images.shape[1:], pixel_mean=self.pixel_mean)
+    self.model = models.build(config.model, images.shape[1:],
+                              pixel_mean=images.mean(0) / 255.0)
     self.weights = losses.parse_weights(config.losses)
     self.corrupt = corruption_lib.make(config.corruption.name, config.corruption.level)
     self.n = len(images)

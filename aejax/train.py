@@ -285,9 +285,8 @@ def resolve_microbatch_size(config, model: models.Autoencoder,
   batch = config.batch_size
   if jax.default_backend() != "cpu":
     return batch
-  per_example = models.largest_activation_bytes(model, image_shape)
-  size = max(d for d in range(1, batch + 1)
-             if batch % d == 0 and d * per_example <= max(CPU_MICROBATCH_BYTES, per_example))
+  fits = max(1, CPU_MICROBATCH_BYTES // models.largest_activation_bytes(model, image_shape))
+  size = max(d for d in range(1, batch + 1) if batch % d == 0 and d <= fits)
   return size if batch // size <= MAX_MICROBATCHES else batch
 
 

@@ -167,18 +167,21 @@ class Study:
     return float(np.mean(analysis.sse_per_image(
         reference=images, reconstruction=self.runs[name].reconstruct(images))))
 
+  def pca_sse(self, pca) -> float:
+    """Mean squared error per test image of ``pca``'s reconstruction."""
+    return float(np.mean(analysis.sse_per_image(
+        reference=self.test_flat, reconstruction=analysis.pca_reconstruct(pca, self.test_flat))))
+
   # --------------------------------------------------------------- 1 and 2
 
   def section_pca_and_sweep(self) -> str:
     pca30 = self.pca(30)
-    pca30_sse = float(np.mean(analysis.sse_per_image(
-        reference=self.test_flat, reconstruction=analysis.pca_reconstruct(pca30, self.test_flat))))
+    pca30_sse = self.pca_sse(pca30)
     rows, pca_errors, ae_errors, fraction_zero, never_active = [], [], [], [], []
     sweep = {}
     for k in self.plan.sweep_sizes:
       pca = self.pca(k)
-      pca_sse = float(np.mean(analysis.sse_per_image(
-          reference=self.test_flat, reconstruction=analysis.pca_reconstruct(pca, self.test_flat))))
+      pca_sse = self.pca_sse(pca)
       name = f"vanilla_k{k}"
       ae_sse = self.sse(name)
       sparsity = analysis.code_sparsity(self.codes(name, "test"))
