@@ -6,8 +6,8 @@ images are ``uint8 [N, H, W, C]`` on disk and float32 in [0, 1] for every metric
 "squared error per image" (SSE) is summed over an image's pixels and averaged over
 images (Hinton & Salakhutdinov, 2006).
 
-- ``load_run(workdir)`` restores a trained run (its config.json and latest orbax
-  checkpoint) as a ``Run`` with ``encode``/``decode``/``reconstruct``.
+- ``load_run(workdir)`` restores a trained run (its newest orbax checkpoint: config,
+  data shape and parameters) as a ``Run`` with ``encode``/``decode``/``reconstruct``.
 - PSNR is ``evaluate.psnr_db`` of the mean squared error over all images and
   pixels: **infinite** (not capped) for identical images.
 - SSIM is dm-pix's (Wang et al. 2004: 11×11 Gaussian window, σ = 1.5, K1 = 0.01,
@@ -40,8 +40,8 @@ import numpy as np
 from PIL import Image
 from sklearn import decomposition, exceptions, linear_model, neighbors, pipeline, preprocessing
 
-from aejax import checkpoint, corruption as corruption_lib, data as data_lib
-from aejax import evaluate, models, train
+from aejax import checkpoint, corruption as corruption_lib, data as data_lib, engine, evaluate
+from aejax.objective import to_float  # noqa: F401 (the report scales images with it)
 
 # ------------------------------------------------------------------ a trained run
 
@@ -56,13 +56,15 @@ class Run:
   """
 
   def __init__(self, workdir: pathlib.Path, config: ml_collections.ConfigDict,
-               model: models.Autoencoder, params: Any, step: int, batch_size: int = 1000):
+               model: Any, params: Any, step: int, meta: dict | None = None,
+               batch_size: int = 1000):
     self.workdir, self.config, self.model = workdir, config, model
     self.params, self.step, self.batch_size = params, step, batch_size
+    self.meta = meta or {}
     apply = lambda method: jax.jit(
         lambda params, x: model.apply({"params": params}, x, method=method))
-    self._encode = apply(models.Autoencoder.encode)
-    self._decode = apply(models.Autoencoder.decode)
+    self._encode = apply("encode")
+    self._decode = apply("decode")
 
   def _batched(self, fn, inputs: np.ndarray) -> np.ndarray:
     inputs = np.asarray(inputs, np.float32)
@@ -85,42 +87,29 @@ class Run:
 
 
 def load_run(workdir: str | pathlib.Path) -> Run:
-  """Restores the run in ``workdir`` (config.json + the latest checkpoint)."""
+  """Restores the trained model in ``workdir`` from its newest checkpoint: the config
+  and data shape come from the checkpoint's metadata, the parameters from their own
+  item (no optimizer is built or read)."""
   workdir = pathlib.Path(workdir)
-  config_path = workdir / "config.json"
-  if not config_path.is_file():
-    raise FileNotFoundError(
-        f"{workdir} has no config.json, so it is not a run's workdir; train one with "
-        "`python -m experiments.main --config <config> --workdir <dir>`.")
-  config = ml_collections.ConfigDict(json.loads(config_path.read_text()))
-  image_shape = _image_shape(workdir, config)
-  model = models.build(config.model, image_shape)
-  # The optimizer state's structure depends on the schedule, not on its length.
-  optimizer = train.make_optimizer(config, steps_per_epoch=100)
-  target = train.init_state(model, optimizer, image_shape, jax.random.key(0))
   mngr = checkpoint.manager(workdir)
   try:
-    state = checkpoint.restore_latest(mngr, target)
+    step = mngr.latest_step()
+    if step is None:
+      raise FileNotFoundError(
+          f"{workdir} holds no checkpoint, so no trained run; train one with "
+          "`python -m experiments.main --config <config> --workdir <dir>`.")
+    meta = checkpoint.read_meta(mngr, step)
+    config = ml_collections.ConfigDict(meta["config"])
+    spec = data_lib.DataSpec(image_shape=tuple(meta["data"]["image_shape"]),
+                             n_train=meta["data"]["n_train"])
+    run = engine.setup(config, spec)
+    params, meta = checkpoint.restore_params(mngr, step, run.state.params)
   finally:
     mngr.close()
-  if state is None:
-    raise FileNotFoundError(f"{workdir} holds no checkpoint yet; train the run first.")
-  return Run(workdir, config, model, state.params, int(state.step))
-
-
-def _image_shape(workdir: pathlib.Path, config) -> tuple[int, int, int]:
-  results_path = workdir / "results.json"
-  if results_path.is_file():
-    return tuple(json.loads(results_path.read_text())["dataset"]["image_shape"])
-  return data_lib.load(config).image_shape
+  return Run(workdir, config, run.model, params, step, meta)
 
 
 # ------------------------------------------------------------- images and errors
-
-
-def to_float(images: np.ndarray) -> np.ndarray:
-  """uint8 [N, ...] -> float32 in [0, 1]."""
-  return np.asarray(images, np.float32) / 255.0
 
 
 def flat(images: np.ndarray) -> np.ndarray:

@@ -1,35 +1,133 @@
-"""Orbax checkpoints behind three functions: ``manager``, ``save``, ``restore_latest``.
+"""Orbax checkpoints of a run: parameters, optimizer state and the run's metadata.
 
-A checkpoint is the whole train state (step, parameters, optimizer state), saved
-synchronously and atomically by orbax (written to a temporary folder, then renamed),
-so a run killed at any moment leaves its last complete checkpoint intact.
+Each checkpoint is one orbax ``Composite`` of three items, saved synchronously and
+atomically (written to a temporary folder, then renamed), so a run killed at any
+moment leaves its last complete checkpoint intact:
+
+- ``params``: the model's parameters, their own item, so a trained model restores
+  without an optimizer (``restore_params``);
+- ``opt_state``: the optimizer's state;
+- ``meta``: JSON: the config, the data record, the seconds trained, the history of
+  the run's segments. The checkpoint, not metrics.jsonl, is the source of truth on
+  resume.
+
+The checkpoint's step number is the train state's step. ``restore_newest`` walks
+back past checkpoints that cannot be read, moving them aside.
 """
 
 from __future__ import annotations
 
 import pathlib
-from typing import Any
+from typing import Any, Callable
 
 import jax
 import orbax.checkpoint as ocp
+from absl import logging
+
+ITEMS = ("params", "opt_state", "meta")
 
 
 def manager(workdir: str | pathlib.Path, max_to_keep: int = 2) -> ocp.CheckpointManager:
   directory = pathlib.Path(workdir).absolute() / "checkpoints"
   options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True,
                                          enable_async_checkpointing=False)
-  return ocp.CheckpointManager(directory, options=options)
+  return ocp.CheckpointManager(directory, options=options, item_names=ITEMS)
 
 
-def save(mngr: ocp.CheckpointManager, step: int, state: Any) -> None:
-  mngr.save(step, args=ocp.args.StandardSave(state), force=True)
+def save(mngr: ocp.CheckpointManager, step: int, params: Any, opt_state: Any,
+         meta: dict) -> None:
+  mngr.save(step, args=ocp.args.Composite(
+      params=ocp.args.StandardSave(params), opt_state=ocp.args.StandardSave(opt_state),
+      meta=ocp.args.JsonSave(meta)), force=True)
   mngr.wait_until_finished()
 
 
-def restore_latest(mngr: ocp.CheckpointManager, target: Any) -> Any | None:
-  """The latest checkpoint, with ``target``'s structure, shapes and shardings; None if none."""
-  step = mngr.latest_step()
-  if step is None:
-    return None
-  abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, target)
-  return mngr.restore(step, args=ocp.args.StandardRestore(abstract))
+def _abstract(tree: Any) -> Any:
+  return jax.tree.map(ocp.utils.to_shape_dtype_struct, tree)
+
+
+def restore(mngr: ocp.CheckpointManager, step: int, params: Any, opt_state: Any
+            ) -> tuple[Any, Any, dict]:
+  """``(params, opt_state, meta)`` of checkpoint ``step``, with the targets' structure,
+  shapes and shardings (arrays or ``jax.ShapeDtypeStruct``s)."""
+  restored = mngr.restore(step, args=ocp.args.Composite(
+      params=ocp.args.StandardRestore(_abstract(params)),
+      opt_state=ocp.args.StandardRestore(_abstract(opt_state)),
+      meta=ocp.args.JsonRestore()))
+  return restored["params"], restored["opt_state"], dict(restored["meta"])
+
+
+def restore_params(mngr: ocp.CheckpointManager, step: int, params: Any) -> tuple[Any, dict]:
+  """``(params, meta)`` of checkpoint ``step``: no optimizer needed."""
+  restored = mngr.restore(step, args=ocp.args.Composite(
+      params=ocp.args.StandardRestore(_abstract(params)), meta=ocp.args.JsonRestore()))
+  return restored["params"], dict(restored["meta"])
+
+
+def read_meta(mngr: ocp.CheckpointManager, step: int) -> dict:
+  """The ``meta`` item of checkpoint ``step`` alone (no arrays are read)."""
+  restored = mngr.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))
+  return dict(restored["meta"])
+
+
+def _older_format(mngr: ocp.CheckpointManager, step: int) -> bool:
+  folder = pathlib.Path(mngr.directory) / str(step)
+  return (folder / "default").is_dir() and not (folder / "meta").exists()
+
+
+def move_aside(mngr: ocp.CheckpointManager, step: int) -> pathlib.Path:
+  """Moves checkpoint ``step`` out of the manager's sight, into ``checkpoints_corrupt/``
+  beside it (never deleted); returns where it went."""
+  source = pathlib.Path(mngr.directory) / str(step)
+  aside = source.parent.parent / "checkpoints_corrupt"
+  aside.mkdir(exist_ok=True)
+  target, n = aside / str(step), 1
+  while target.exists():
+    target, n = aside / f"{step}.{n}", n + 1
+  source.rename(target)
+  mngr.reload()
+  return target
+
+
+class OlderCheckpointError(Exception):
+  """A checkpoint written by an older aejax, before runs kept their metadata in it."""
+
+
+def restore_newest(mngr: ocp.CheckpointManager, params: Any, opt_state: Any,
+                   check_meta: Callable[[int, dict], None] | None = None,
+                   ) -> tuple[int, Any, Any, dict] | None:
+  """``(step, params, opt_state, meta)`` of the newest checkpoint that restores; None
+  when there is none.
+
+  Walks back from the newest checkpoint: one that cannot be read (a kill or a disk
+  fault left it incomplete) is logged, moved aside (``move_aside``) and the one before
+  it tried. ``check_meta(step, meta)`` runs before any array is read and may raise to
+  refuse the run (a different config or data): that is not corruption, and nothing is
+  moved.
+  """
+  for step in sorted(mngr.all_steps(), reverse=True):
+    if _older_format(mngr, step):
+      raise OlderCheckpointError(
+          f"{mngr.directory} holds checkpoints written by an older aejax (without the "
+          "run's metadata); they cannot be resumed. Use a new --workdir.")
+    try:
+      meta = read_meta(mngr, step)
+    except Exception as e:  # noqa: BLE001 - whatever orbax raises for a broken file
+      _corrupt(mngr, step, e)
+      continue
+    if check_meta is not None:
+      check_meta(step, meta)
+    try:
+      restored_params, restored_opt_state, meta = restore(mngr, step, params, opt_state)
+    except Exception as e:  # noqa: BLE001
+      _corrupt(mngr, step, e)
+      continue
+    return step, restored_params, restored_opt_state, meta
+  return None
+
+
+def _corrupt(mngr: ocp.CheckpointManager, step: int, error: Exception) -> None:
+  reason = str(error).strip().splitlines()[0][:300] if str(error).strip() else type(error).__name__
+  where = move_aside(mngr, step)
+  logging.warning("Checkpoint %d cannot be restored (%s: %s); moved it to %s and trying "
+                  "the one before it.", step, type(error).__name__, reason, where)

@@ -10,8 +10,9 @@ Definitions (all on images scaled to [0, 1]):
 - ``code_mean_activation``: mean of |code| over test images and code units;
 - ``code_fraction_zero``: fraction of code units that are exactly 0.
 With a corruption, ``denoising`` gives the PSNR of the corrupted input and of the
-model's output on it, both against the clean image, and the loss terms are those
-of the training objective (corrupted input, clean target).
+model's output on it, both against the clean image. The loss terms are the training
+objective's (``objective.Objective``, the same object the train step uses), with the
+corrupted input and the clean target.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from aejax import corruption as corruption_lib, losses
+from aejax.objective import Objective, to_float
 
 
 def psnr_db(mse: float) -> float:
@@ -33,9 +35,9 @@ def psnr_db(mse: float) -> float:
 class Evaluator:
   """Holds the padded test set on the device and one compiled evaluation."""
 
-  def __init__(self, model, weights: dict[str, float], corrupt, test_images: np.ndarray,
+  def __init__(self, objective: Objective, corrupt, test_images: np.ndarray,
                batch_size: int, key: jax.Array, test_labels: np.ndarray | None = None):
-    self.model, self.weights, self.corrupt = model, weights, corrupt
+    self.objective, self.corrupt = objective, corrupt
     self.denoising = corrupt is not corruption_lib.identity
     n = len(test_images)
     batch_size = min(batch_size, n)
@@ -49,14 +51,15 @@ class Evaluator:
     self._key = key
     self._sums = jax.jit(self._sums_impl)
     self._grid_images = np.asarray(_one_per_label(test_images, test_labels))
-    self._cache: tuple[int, dict] | None = None
 
   def _per_example(self, params, images_u8, key):
-    x = images_u8.astype(jnp.float32) / 255.0
-    apply = lambda inputs: self.model.apply({"params": params}, inputs)
-    reconstruction, code = apply(x)
-    recon = {"reconstruction": reconstruction, "target": x}
-    flat_code = code.reshape(code.shape[0], -1).astype(jnp.float32)
+    # The keys as in the train step: the corruption's, and a fold of it for the model.
+    x = to_float(images_u8)
+    model_key = jax.random.fold_in(key, 1)
+    _, terms, outputs = self.objective.per_example(params, {"inputs": x, "target": x},
+                                                   model_key)
+    recon = {"reconstruction": outputs["reconstruction"], "target": x}
+    flat_code = outputs["code"].reshape(len(x), -1).astype(jnp.float32)
     out = {
         "mse": losses.mse(**recon),
         "sse_per_image": losses.sse(**recon),
@@ -64,16 +67,15 @@ class Evaluator:
         "code_mean_activation": jnp.mean(jnp.abs(flat_code), axis=-1),
         "code_fraction_zero": jnp.mean(flat_code == 0, axis=-1),
     }
-    objective = {"code": code, **recon}
     if self.denoising:
       noisy = self.corrupt(key, x)
-      denoised, noisy_code = apply(noisy)
+      _, terms, denoised = self.objective.per_example(
+          params, {"inputs": noisy, "target": x}, model_key)
       out["mse_noisy"] = losses.mse(reconstruction=noisy, target=x)
-      out["mse_denoised"] = losses.mse(reconstruction=denoised, target=x)
-      objective = {"reconstruction": denoised, "target": x, "code": noisy_code}
-    terms = {f"term/{name}": losses.get(name)(objective) for name in self.weights}
-    out["term/loss"] = sum(self.weights[n] * terms[f"term/{n}"] for n in self.weights)
-    return {**out, **terms}
+      out["mse_denoised"] = losses.mse(reconstruction=denoised["reconstruction"], target=x)
+    weights = self.objective.weights
+    out["term/loss"] = sum(weights[name] * terms[name] for name in weights)
+    return {**out, **{f"term/{name}": value for name, value in terms.items()}}
 
   def _sums_impl(self, params):
     def body(totals, chunk):
@@ -114,13 +116,14 @@ class Evaluator:
 
   def grid_rows(self, params) -> list[tuple[str, np.ndarray]]:
     """Rows for the reconstruction grid: originals, (corrupted,) reconstructions."""
-    x = jnp.asarray(self._grid_images, jnp.float32) / 255.0
+    x = to_float(jnp.asarray(self._grid_images))
     rows = [("original", x)]
+    key = jax.random.fold_in(self._key, 1 << 30)
     if self.denoising:
-      x = self.corrupt(jax.random.fold_in(self._key, 1 << 30), x)
+      x = self.corrupt(key, x)
       rows.append(("corrupted", x))
-    reconstruction, _ = self.model.apply({"params": params}, x)
-    rows.append(("denoised" if self.denoising else "reconstruction", reconstruction))
+    outputs = self.objective.outputs(params, x, jax.random.fold_in(key, 1))
+    rows.append(("denoised" if self.denoising else "reconstruction", outputs["reconstruction"]))
     return [(title, np.asarray(images)) for title, images in rows]
 
 

@@ -1,12 +1,14 @@
 """Loss terms: small pure functions of arrays that return one value per example.
 
 Every term takes keyword arrays and returns shape ``[batch]``; the caller weights
-and reduces (``train.make_loss_fn`` sums ``weight * term.mean()`` over the terms a
-config names). No term knows about a model: a reconstruction term sees
-``reconstruction`` and ``target``, an activity term sees ``code``.
+and reduces (``objective.Objective`` sums ``weight * term.mean()`` over the terms a
+config names). No term knows about a model: it reads named arrays from the model's
+output dict (``reconstruction``, ``code``, a VAE's ``mean``...) and the batch
+(``inputs``, what the encoder saw, and ``target``).
 
-To add a term, write the function here and register it in ``LOSS_TERMS`` with the
-names of the arrays it reads; a config can then name it in ``config.losses``.
+To add a term, write the function and ``register`` it with the names of the arrays it
+reads (here, or in the file of the model family whose outputs it reads); a config can
+then name it in ``config.losses``.
 """
 
 from __future__ import annotations
@@ -87,13 +89,19 @@ LOSS_TERMS: dict[str, LossTerm] = {
 }
 
 
+def register(name: str, fn: Callable[..., jax.Array], reads: tuple[str, ...]) -> LossTerm:
+  """Registers ``fn`` as the loss term ``name`` reading the arrays ``reads``."""
+  LOSS_TERMS[name] = term = LossTerm(fn, tuple(reads))
+  return term
+
+
 def get(name: str) -> LossTerm:
   try:
     return LOSS_TERMS[name]
   except KeyError:
     raise ValueError(
         f"Unknown loss term {name!r}; known terms: {sorted(LOSS_TERMS)}. "
-        "Register new terms in aejax/losses.py:LOSS_TERMS.") from None
+        "Register new terms with aejax.losses.register.") from None
 
 
 def parse_weights(spec: str) -> dict[str, float]:

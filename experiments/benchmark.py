@@ -30,7 +30,8 @@ import jax
 import numpy as np
 from absl import app, flags
 
-from aejax import bench, data
+from aejax import data
+from experiments import bench
 from experiments.configs import conv, denoising, multilayer, vanilla
 
 # The four models of the speed table, by benchmark name.
@@ -122,7 +123,7 @@ def measure_models() -> list[bench.Measurement]:
                 f"{m.median_epoch_s:.4g} s/epoch "
                 f"(epochs {['%.3g' % s for s in m.epoch_seconds]})", flush=True)
     if _COMPARE.value == "torch":
-      from aejax import bench_torch  # only here: PyTorch is an optional extra
+      from experiments import bench_torch  # only here: PyTorch is an optional extra
       config = bench.benchmark_config(MODEL_CONFIGS[name].get_config(),
                                       batch_size=_BATCH_SIZE.value,
                                       num_epochs=_NUM_EPOCHS.value,
@@ -189,7 +190,7 @@ def scaling() -> list[dict]:
     point("vanilla code size", code_size, "vanilla", config, _NUM_IMAGES.value)
   for width in map(int, _SCALING_CONV_WIDTHS.value):
     config = conv.get_config()
-    config.model.conv_features = (width, width)
+    config.model.features = (width, width)
     point("conv width", width, "conv", config, 6000)
   return points
 

@@ -4,21 +4,50 @@
     python -m experiments.main --config experiments/configs/conv.py --workdir runs/conv \
         --config.data_dir=<folder with the MNIST IDX files> --config.num_epochs=3
 
-Running the same command again resumes from the workdir's latest checkpoint.
+Running the same command again resumes from the workdir's latest checkpoint. To go
+on from it with other optimizer settings (e.g. a lower learning rate after a NaN
+stop), add --continue_with_changes; the change is recorded in the run's history.
 """
 
 import logging as pylogging
+import re
 import sys
 
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from aejax import data, train
+from aejax import train
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.",
                                           lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Folder for checkpoints, metrics and results.")
+_CONTINUE = flags.DEFINE_bool(
+    "continue_with_changes", False,
+    "Resume the workdir's run with changed optimizer settings (learning_rate, "
+    "final_lr_fraction, warmup_epochs, adam_*, weight_decay), recorded in its history.")
 flags.mark_flags_as_required(["config", "workdir"])
+
+
+def _fail(message: str, code: int = 1):
+  print(f"error: {message}", file=sys.stderr)
+  sys.exit(code)
+
+
+def parse_flags(argv):
+  """absl's parsing, with an unknown config key (``--config.num_epoch``) as one line
+  with ml_collections' suggestion instead of a traceback."""
+  try:
+    return flags.FLAGS(argv)
+  except (AttributeError, KeyError) as e:
+    detail = str(e).strip("'\"").replace("\\n", " ").replace("\\'", "'").replace('\\"', '"')
+    match = re.match(r"^'?([\w]+)'?", detail)
+    key = match.group(1) if match else ""
+    named = [a.split("=")[0] for a in argv if re.match(rf"--config\.([\w.]+\.)?{key}(=|$)", a)]
+    hint = detail[detail.index("Did you mean"):] if "Did you mean" in detail else (
+        "the config has no such key")
+    _fail(f"{named[0] if named else key}: unknown config key; {hint}", code=2)
+  except flags.Error as e:
+    _fail(f"{e}. Pass --helpshort to see the flags.", code=2)
 
 
 def _quiet_libraries(record) -> bool:
@@ -33,12 +62,12 @@ def main(argv):
   for handler in (logging.get_absl_handler(), *pylogging.getLogger().handlers):
     handler.addFilter(_quiet_libraries)
   try:
-    train.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
-  except (ValueError, data.DataError, train.NonFiniteLossError) as e:
+    train.train_and_evaluate(_CONFIG.value, _WORKDIR.value,
+                             continue_with_changes=_CONTINUE.value)
+  except train.USER_ERRORS as e:
     logging.error("%s", e)
-    print(f"error: {e}", file=sys.stderr)
-    sys.exit(1)
+    _fail(str(e))
 
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=parse_flags)

@@ -26,7 +26,7 @@ import ml_collections
 import numpy as np
 from absl import app, flags, logging
 
-from aejax import analysis, data as data_lib, losses, plots, train
+from aejax import analysis, data as data_lib, engine, losses, plots, train
 from experiments.configs import base, conv, deep, denoising, multilayer, sparse, vanilla
 
 
@@ -287,7 +287,7 @@ class Study:
     rows.append(["none (clean input)", 0, "∞", *[analysis.psnr_db(reference=self.test,
                  reconstruction=clean[m]) for m in models], 1.0,
                  *[analysis.ssim(reference=self.test, reconstruction=clean[m]) for m in models]])
-    grid = [("clean", self.test_u8[_one_per_digit(self.test_labels)] / 255.0)]
+    grid = [("clean", analysis.to_float(self.test_u8[_one_per_digit(self.test_labels)]))]
     for c, corruption in enumerate(CORRUPTIONS):
       series = {"noisy input": {"psnr_db": [], "ssim": []},
                 **{f"{m} model output": {"psnr_db": [], "ssim": []} for m in models}}
@@ -485,7 +485,7 @@ def make_report(workdir: str | pathlib.Path, runs_dir: str | pathlib.Path | None
   plan = QUICK if quick else FULL
   configs = run_configs(plan, data_dir)
   for config in configs.values():  # every user error before any compute
-    train.validate_config(config)
+    engine.validate_config(config)
   dataset = data_lib.load(next(iter(configs.values())))
   out.mkdir(parents=True, exist_ok=True)
   started = time.perf_counter()
@@ -533,7 +533,7 @@ def main(argv):
   try:
     FLAGS = flags.FLAGS
     make_report(FLAGS.workdir, FLAGS.runs_dir, FLAGS.data_dir, FLAGS.quick, command)
-  except (ValueError, FileNotFoundError, data_lib.DataError, train.NonFiniteLossError) as e:
+  except (FileNotFoundError, *train.USER_ERRORS) as e:
     logging.error("%s", e)
     print(f"error: {e}", file=sys.stderr)
     sys.exit(1)

@@ -4,22 +4,23 @@ Not an experiment itself: each config file calls ``base.get_config()`` and chang
 what its model needs. Keys:
 
 - ``name``: the experiment's name, written into results.json;
-- ``model``: ``name`` ('mlp' or 'conv'), ``hidden`` (encoder widths before the code,
-  mirrored by the decoder), ``code_size``, ``code_activation``, ``conv_features``,
-  ``init`` (kernel initializer), ``output_bias`` ('data_mean': the decoder starts at
-  the training set's mean image; 'zeros' as Keras), ``compute_dtype``;
-- ``dataset`` ('mnist' or 'mnist_sample'), ``data_dir`` (a folder of IDX files;
-  empty: ``$AEJAX_DATA_DIR``, then tensorflow-datasets, then the bundled sample);
+- ``model``: ``name`` (a registered family: ``aejax.models.names()``) and that
+  family's own keys, which its module documents (``aejax/models/<family>.py``); a key
+  the family does not read is an error. ``models.default_config(name)`` gives a
+  family's block with its defaults;
+- ``dataset`` ('mnist', 'fashion_mnist', 'kmnist', 'mnist_sample' or tfds:<name>),
+  ``data_dir`` (a folder of IDX files; empty: ``$AEJAX_DATA_DIR``, then
+  tensorflow-datasets, then the bundled sample);
 - ``num_epochs``, ``batch_size``, ``learning_rate``, ``seed``;
-- ``schedule`` ('constant' as Keras, or 'cosine' with ``warmup_epochs`` and
-  ``final_lr_fraction``), ``adam_b1``, ``adam_b2``, ``adam_eps``;
+- ``schedule`` ('constant' as Keras, or 'cosine' with ``warmup_epochs``, clamped to
+  half of the run, and ``final_lr_fraction``), ``adam_b1``, ``adam_b2``, ``adam_eps``;
 - ``losses``: the loss terms and weights, e.g. ``"mse=1, l1_activity=1e-4"``;
 - ``corruption``: ``name`` ('none', 'gaussian', 'masking', 'salt_and_pepper') and
   ``level`` (gaussian noise factor, or the fraction of pixels hit);
 - ``epoch_mode``: 'auto', 'scan' (the epoch as one compiled call) or 'step';
 - ``microbatch_size``: computes each batch's gradient in chunks of this many
   examples (the same update up to rounding); 0 = auto: on a CPU, chunks small
-  enough for the caches (``train.resolve_microbatch_size``), else the whole batch;
+  enough for the caches (``engine.resolve_microbatch_size``), else the whole batch;
 - ``eval_batch_size``: test images per chunk of the one compiled evaluation.
 
 Every experiment config takes an optional argument after a colon:
@@ -29,18 +30,16 @@ article used (``keras_recipe`` below) instead of aejax's defaults.
 
 import ml_collections
 
+from aejax import models
 
 RECIPES = ("", "keras")
 
 
-def get_config() -> ml_collections.ConfigDict:
-  """The shared defaults (aejax's recipe)."""
+def get_config(model: str = "mlp") -> ml_collections.ConfigDict:
+  """The shared defaults (aejax's recipe), with family ``model``'s block."""
   config = ml_collections.ConfigDict()
   config.name = "autoencoder"
-  config.model = ml_collections.ConfigDict(dict(
-      name="mlp", hidden=(), code_size=64, code_activation="relu",
-      conv_features=(32, 32), init="glorot_uniform", output_bias="data_mean",
-      compute_dtype="float32"))
+  config.model = models.default_config(model)
   config.dataset = "mnist"
   config.data_dir = ""
   config.num_epochs = 5
@@ -65,8 +64,8 @@ def apply_recipe(config: ml_collections.ConfigDict, recipe: str | None):
   """Applies the recipe named after the config file's colon; returns the config.
 
   'keras' is what Keras 3 does by default, as the article's code ran: glorot-uniform
-  kernels, Adam with a constant learning rate of 1e-3 and epsilon 1e-7, and MSE as
-  the reconstruction term.
+  kernels, zero biases, Adam with a constant learning rate of 1e-3 and epsilon 1e-7,
+  and MSE as the reconstruction term.
   """
   if (recipe or "") not in RECIPES:
     raise ValueError(f"Unknown recipe {recipe!r} after the config file's colon; "

@@ -37,7 +37,7 @@ import tensorflow_datasets as tfds
 from absl import logging
 from tensorflow_datasets.core.utils import py_utils
 
-from aejax import data as data_lib
+from aejax.data import core as data_lib
 
 IMAGE_SHAPE = (28, 28, 1)
 NUM_CLASSES = 10

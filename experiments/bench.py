@@ -1,10 +1,9 @@
 """Speed measurements of aejax's training, built from the core's own pieces.
 
-Every JAX number here comes from the code a run uses: ``models.build``,
-``train.make_loss_fn``, ``train.make_train_step``, ``train.make_epoch_fns``,
-``train.init_state``, ``train.make_optimizer`` and ``evaluate.Evaluator``; nothing
-is re-implemented for the benchmark. ``aejax.bench_torch`` holds the PyTorch eager
-twins of the same four models for a side-by-side comparison.
+Every JAX number here comes from the code a run uses: ``engine.setup`` (model,
+optimizer, objective, compiled step and epoch functions) and its evaluator; nothing
+is re-implemented for the benchmark. ``experiments.bench_torch`` holds the PyTorch
+eager twins of the same four models for a side-by-side comparison.
 
 A measurement trains for ``num_epochs`` epochs and reports the median seconds of
 the epochs after the first (the first one compiles); ``compile_s`` is the first
@@ -23,10 +22,10 @@ import jax
 import ml_collections
 import numpy as np
 
-from aejax import corruption as corruption_lib, data as data_lib, evaluate as evaluate_lib
-from aejax import losses, models, train
+from aejax import data as data_lib, engine, evaluate as evaluate_lib
+from aejax import step as step_lib
 
-EPOCH_MODES = ("auto", "scan", "step")
+EPOCH_MODES = engine.EPOCH_MODES
 
 
 @dataclasses.dataclass
@@ -86,7 +85,7 @@ def benchmark_config(config: ml_collections.ConfigDict, *, batch_size: int,
   config.learning_rate = learning_rate
   config.model.compute_dtype = compute_dtype
   config.microbatch_size = microbatch_size
-  train.validate_config(config)
+  engine.validate_config(config)
   return config
 
 
@@ -129,39 +128,30 @@ def device_name() -> str:
 
 
 class JaxTrainer:
-  """The core's train step and epoch functions for one config, on the device."""
+  """A run's own setup (``engine.setup``) for one config, its images on the device."""
 
   def __init__(self, config, images: np.ndarray, epoch_mode: str, seed: int = 0):
+    config = ml_collections.ConfigDict(config.to_dict())
+    config.epoch_mode, config.seed = epoch_mode, seed
     self.config = config
-    # As train_and_evaluate does: the training images' mean sets the output bias.
-    self.model = models.build(config.model, images.shape[1:],
-                              pixel_mean=images.mean(0) / 255.0)
-    self.weights = losses.parse_weights(config.losses)
-    self.corrupt = corruption_lib.make(config.corruption.name, config.corruption.level)
-    self.n = len(images)
-    steps_per_epoch = self.n // config.batch_size
-    optimizer = train.make_optimizer(config, steps_per_epoch)
-    self.microbatch_size = train.resolve_microbatch_size(config, self.model,
-                                                         images.shape[1:])
-    train_step = train.make_train_step(train.make_loss_fn(self.model, self.weights),
-                                       optimizer, self.corrupt, self.microbatch_size)
-    self.mode = epoch_mode if epoch_mode != "auto" else train.resolve_epoch_mode(config)
-    self.start_epoch, self.run_epoch = train.make_epoch_fns(
-        train_step, self.n, config.batch_size, self.mode)
-    init_key, self.shuffle_key, self.noise_key, self.eval_key = jax.random.split(
-        jax.random.key(seed), 4)
-    self.state = train.init_state(self.model, optimizer, images.shape[1:], init_key)
+    self.dataset = data_lib.Dataset(
+        name="benchmark", source="benchmark", location="", train_images=images,
+        train_labels=np.zeros(len(images), np.uint8), test_images=images[:1],
+        test_labels=np.zeros(1, np.uint8))
+    self.run = engine.setup(config, self.dataset)
+    self.mode, self.microbatch_size = self.run.epoch_mode, self.run.microbatch_size
+    self.state = self.run.state
     self.images = jax.device_put(images)
 
   def epoch(self) -> dict[str, np.ndarray]:
     """Trains one epoch; returns its per-step metrics on the host."""
-    order = self.start_epoch(self.state, self.shuffle_key)
-    self.state, history = self.run_epoch(self.state, self.images, order, self.noise_key)
+    order = self.run.start_epoch(self.state, self.run.keys.shuffle)
+    self.state, history = self.run.run_epoch(self.state, self.images, order,
+                                             self.run.keys.noise)
     return jax.device_get(history)
 
   def evaluator(self, test_images: np.ndarray) -> evaluate_lib.Evaluator:
-    return evaluate_lib.Evaluator(self.model, self.weights, self.corrupt, test_images,
-                                  self.config.eval_batch_size, self.eval_key)
+    return self.run.evaluator(test_images)
 
 
 def time_jax(name: str, config, images: np.ndarray, test_images: np.ndarray, *,
@@ -176,7 +166,7 @@ def time_jax(name: str, config, images: np.ndarray, test_images: np.ndarray, *,
     t0 = time.perf_counter()
     history = trainer.epoch()  # device_get waits for the epoch to finish
     seconds.append(time.perf_counter() - t0)
-  train.check_finite(history, int(trainer.state.step) - len(history["loss"]))
+  step_lib.check_finite(history, int(trainer.state.step) - len(history["loss"]))
   test = trainer.evaluator(test_images).results(trainer.state.params)["test"]
   median = float(np.median(seconds[1:]))
   return Measurement(

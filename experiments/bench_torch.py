@@ -17,7 +17,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from aejax import bench, models
+from aejax import data
+from aejax.models import layers
+from experiments import bench
 
 
 def _dense_autoencoder(hidden: tuple[int, ...], code_size: int) -> nn.Module:
@@ -48,13 +50,14 @@ def build(model_config, pixel_mean: np.ndarray | None = None) -> nn.Module:
   if model_config.name == "mlp":
     net = _dense_autoencoder(tuple(model_config.hidden), model_config.code_size)
   else:
-    net = _conv_autoencoder(tuple(model_config.conv_features))
+    net = _conv_autoencoder(tuple(model_config.features))
   for module in net.modules():
     if isinstance(module, (nn.Linear, nn.Conv2d)):
       nn.init.xavier_uniform_(module.weight)  # Keras's and aejax's glorot_uniform
       nn.init.zeros_(module.bias)
   output = [m for m in net.modules() if isinstance(m, (nn.Linear, nn.Conv2d))][-1]
-  bias = models.output_bias_init(model_config, pixel_mean)(None, tuple(output.bias.shape))
+  bias = layers.output_bias_init(model_config, pixel_mean, per_channel=model_config.name == "conv")(
+      None, tuple(output.bias.shape))
   with torch.no_grad():  # aejax's output bias: zeros, or the mean image's logits
     output.bias.copy_(torch.tensor(np.asarray(bias), dtype=torch.float32))
   return net
@@ -74,7 +77,7 @@ def time_torch(name: str, config, images: np.ndarray, test_images: np.ndarray
                      "--compute_dtype=float32.")
   device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
   torch.manual_seed(config.seed)
-  net = build(config.model, pixel_mean=images.mean(0) / 255.0).to(device)
+  net = build(config.model, pixel_mean=data.pixel_mean(images)).to(device)
   optimizer = torch.optim.Adam(net.parameters(), lr=config.learning_rate,
                                betas=(config.adam_b1, config.adam_b2), eps=config.adam_eps)
   to_tensor = lambda x: torch.from_numpy(

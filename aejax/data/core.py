@@ -1,44 +1,26 @@
-"""Datasets as uint8 arrays, with a record of where they came from.
+"""Datasets as uint8 arrays with a record of where they came from; the IDX reader.
 
-``load(config)`` is the one place data is found. For the MNIST family
-(``dataset='mnist'``, ``'fashion_mnist'``, ``'kmnist'``) it tries, in order:
-
-1. tensorflow-datasets' data dir (``$TFDS_DATA_DIR``, else ``~/tensorflow_datasets``),
-   when it holds the dataset prepared by ``aejax.tfds_data`` (no TensorFlow needed);
-2. a folder of IDX files (``config.data_dir``, else ``$AEJAX_DATA_DIR``); a folder
-   that was named but is missing, or misses files, is an error, never a fallback;
-3. a download through tensorflow-datasets, only when the files' host answers within
-   seconds (an offline machine says so and goes on at once);
-4. for ``mnist`` only, the real MNIST sample bundled in this package (6,000 training
-   and 1,000 test images), with a loud warning that says how to get the full set.
-
-``dataset='mnist_sample'`` asks for the bundled sample directly; ``'tfds:<name>'``
-any image dataset of the TFDS catalog, which needs TensorFlow
-(``pip install "aejax[tensorflow]"``).
-
-Images are ``uint8 [N, H, W, C]`` and labels ``uint8 [N]``: scaling to [0, 1]
-happens on the device (``train.py``).
+The bottom of ``aejax.data``: it imports nothing else of aejax. Images are
+``uint8 [N, H, W, C]`` and labels ``uint8 [N]``; scaling to [0, 1] happens on the
+device (``aejax.objective.to_float``).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import gzip
-import importlib.util
+import functools
+import hashlib
 import os
 import pathlib
 from typing import Any
 
 import numpy as np
-from absl import logging
 
 ENV_DATA_DIR = "AEJAX_DATA_DIR"
-SAMPLE_DIR = pathlib.Path(__file__).parent / "sample"
-# The MNIST family (IDX files, TensorFlow-free TFDS builders) and the bundled sample;
-# besides these, 'tfds:<name>' names any dataset of the TFDS catalog.
+SAMPLE_DIR = pathlib.Path(__file__).parents[1] / "sample"
+# The MNIST family (IDX files, TensorFlow-free TFDS builders).
 IDX_DATASETS = ("mnist", "fashion_mnist", "kmnist")
-DATASETS = (*IDX_DATASETS, "mnist_sample")
-TFDS_PREFIX = "tfds:"
 
 # IDX file stems of the MNIST family; each may be stored raw or gzip-compressed.
 IDX_FILES = {
@@ -60,7 +42,12 @@ class DataError(Exception):
   """Data that was asked for cannot be read; the message says what to do."""
 
 
-@dataclasses.dataclass(frozen=True)
+def pixel_mean(images: np.ndarray) -> np.ndarray:
+  """The mean of uint8 images ``[N, H, W, C]``: float ``[H, W, C]`` in [0, 1]."""
+  return images.mean(0) / 255.0
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
 class Dataset:
   name: str
   source: str  # 'idx', 'tfds' or 'bundled_sample'
@@ -74,11 +61,40 @@ class Dataset:
   def image_shape(self) -> tuple[int, int, int]:
     return tuple(self.train_images.shape[1:])
 
+  @property
+  def n_train(self) -> int:
+    return len(self.train_images)
+
+  @functools.cached_property
+  def pixel_mean(self) -> np.ndarray:
+    """The training images' mean, float ``[H, W, C]`` in [0, 1]."""
+    return pixel_mean(self.train_images)
+
+  @functools.cached_property
+  def fingerprint(self) -> str:
+    """sha256 of the uint8 train and test images and labels, with their shapes: the
+    data's identity, whatever file or folder it was read from."""
+    digest = hashlib.sha256()
+    for array in (self.train_images, self.train_labels, self.test_images, self.test_labels):
+      digest.update(repr((array.shape, array.dtype.str)).encode())
+      digest.update(np.ascontiguousarray(array).data)
+    return digest.hexdigest()
+
   def record(self) -> dict[str, Any]:
-    """What ``results.json`` says about the data."""
+    """What ``results.json`` and the checkpoints say about the data."""
     return {"name": self.name, "source": self.source, "location": self.location,
             "n_train": int(len(self.train_images)), "n_test": int(len(self.test_images)),
-            "image_shape": list(self.image_shape)}
+            "image_shape": list(self.image_shape), "fingerprint": self.fingerprint}
+
+
+@dataclasses.dataclass(frozen=True)
+class DataSpec:
+  """What a model and its optimizer need to know of a dataset, without the data
+  (restoring a trained run): ``image_shape`` and ``n_train``; no ``pixel_mean``."""
+
+  image_shape: tuple[int, ...]
+  n_train: int
+  pixel_mean: np.ndarray | None = None
 
 
 # ---------------------------------------------------------------------------- IDX
@@ -142,7 +158,7 @@ def read_idx_folder(folder: str | os.PathLike, name: str = "mnist",
                  test_labels=arrays["test_labels"].astype(np.uint8))
 
 
-# --------------------------------------------------------------------------- load
+# ------------------------------------------------------------------- the sample
 
 
 def load_sample() -> Dataset:
@@ -151,79 +167,3 @@ def load_sample() -> Dataset:
   return dataclasses.replace(ds, location="aejax/sample")
 
 
-def validate_dataset_name(name: str) -> None:
-  """Raises ValueError, naming ``config.dataset``, for a name ``load`` cannot serve."""
-  if name.startswith(TFDS_PREFIX):
-    if not name[len(TFDS_PREFIX):]:
-      raise ValueError(f"config.dataset={name!r} names no dataset: use tfds:<name>, "
-                       "e.g. tfds:cifar10.")
-    if importlib.util.find_spec("tensorflow") is None:
-      raise ValueError(
-          f"config.dataset={name!r} needs TensorFlow, which tensorflow-datasets uses to "
-          'prepare and decode its catalog: pip install "aejax[tensorflow]". '
-          f"({', '.join(IDX_DATASETS)} need no TensorFlow.)")
-  elif name not in DATASETS:
-    raise ValueError(f"config.dataset={name!r} is unknown; choose one of "
-                     f"{list(DATASETS)} or tfds:<name>.")
-
-
-def _tfds_data():
-  """``aejax.tfds_data``, or None with a warning when tensorflow-datasets is unusable."""
-  try:
-    from aejax import tfds_data  # imports tensorflow_datasets: heavy, so only here
-  except ImportError as e:
-    logging.warning("tensorflow-datasets cannot be imported (%s); skipping it.", e)
-    return None
-  return tfds_data
-
-
-def _try_tfds(name: str) -> Dataset | None:
-  """``name`` from TFDS's data dir when it is prepared there, else None."""
-  tfds_data = _tfds_data()
-  return None if tfds_data is None else tfds_data.load_prepared(name)
-
-
-def _try_tfds_download(name: str) -> Dataset | None:
-  """``name`` downloaded and prepared through TFDS; None when offline."""
-  tfds_data = _tfds_data()
-  return None if tfds_data is None else tfds_data.download_and_load(name)
-
-
-def load(config) -> Dataset:
-  """Returns the dataset ``config.dataset`` names, from the first source that has it."""
-  name = config.dataset
-  validate_dataset_name(name)
-  if name == "mnist_sample":
-    return load_sample()
-  if name.startswith(TFDS_PREFIX):
-    from aejax import tfds_data
-    return tfds_data.load_with_tensorflow(name[len(TFDS_PREFIX):])
-
-  data_dir = config.get("data_dir") or os.environ.get(ENV_DATA_DIR)
-  if data_dir and not pathlib.Path(data_dir).expanduser().is_dir():
-    read_idx_folder(data_dir, name=name)  # raises: a named folder must exist
-
-  ds = _try_tfds(name)
-  if ds is not None:
-    if data_dir:
-      logging.info("%s: using the copy prepared for tensorflow-datasets in %s rather "
-                   "than the IDX files in %s.", name, ds.location, data_dir)
-    return ds
-  if data_dir:
-    return read_idx_folder(data_dir, name=name)
-  ds = _try_tfds_download(name)
-  if ds is not None:
-    return ds
-
-  if name != "mnist":
-    raise DataError(
-        f"{name} was not found: it is not prepared in tensorflow-datasets' data dir, no "
-        f"IDX folder was named (config.data_dir or {ENV_DATA_DIR}) and it cannot be "
-        f"downloaded from here. With its four IDX files in a folder, either pass "
-        f"--config.data_dir=<folder> or prepare it once: python -m "
-        f"experiments.prepare_data --dataset={name} --manual_dir=<folder>.")
-  logging.warning(
-      "\n" + "!" * 78 + "\n"
-      "FULL MNIST NOT FOUND: training on the bundled 6,000-image sample instead.\n"
-      "Results will not match the full data set's. %s\n" + "!" * 78, _FULL_DATA_HINT)
-  return load_sample()

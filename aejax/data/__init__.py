@@ -1,0 +1,12 @@
+"""Datasets: ``load(config)`` finds one (``sources``); ``Dataset`` and the IDX reader
+(``core``) are at the bottom, the TensorFlow-free TFDS builders (``tfds_builders``)
+above them, imported only where needed."""
+
+from aejax.data.core import (ENV_DATA_DIR, IDX_DATASETS, IDX_FILES, SAMPLE_DIR, DataError,
+                             DataSpec, Dataset, find_idx_file, load_sample, pixel_mean,
+                             read_idx, read_idx_folder)
+from aejax.data.sources import DATASETS, TFDS_PREFIX, load, validate_dataset_name
+
+__all__ = ["ENV_DATA_DIR", "IDX_DATASETS", "IDX_FILES", "SAMPLE_DIR", "DataError", "DataSpec",
+           "Dataset", "find_idx_file", "load_sample", "pixel_mean", "read_idx", "read_idx_folder",
+           "DATASETS", "TFDS_PREFIX", "load", "validate_dataset_name"]

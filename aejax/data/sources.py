@@ -1,0 +1,108 @@
+"""Where data comes from: ``load(config)`` is the one place a dataset is found.
+
+For the MNIST family (``dataset='mnist'``, ``'fashion_mnist'``, ``'kmnist'``) it
+tries, in order:
+
+1. a folder of IDX files named by ``config.data_dir``, else ``$AEJAX_DATA_DIR``; a
+   folder that was named is used or is an error (missing, lacking files, truncated),
+   never skipped for another source;
+2. tensorflow-datasets' data dir (``$TFDS_DATA_DIR``, else ``~/tensorflow_datasets``),
+   when it holds the dataset prepared by ``aejax.data.tfds_builders`` (no TensorFlow
+   needed);
+3. a download through tensorflow-datasets, only when the files' host answers within
+   seconds (an offline machine says so and goes on at once);
+4. for ``mnist`` only, the real MNIST sample bundled in this package (6,000 training
+   and 1,000 test images), with a loud warning that says how to get the full set.
+
+``dataset='mnist_sample'`` asks for the bundled sample directly; ``'tfds:<name>'``
+any image dataset of the TFDS catalog, which needs TensorFlow
+(``pip install "aejax[tensorflow]"``). The TFDS builders are imported only here and
+only when needed: tensorflow-datasets is slow to import.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import pathlib
+
+from absl import logging
+
+from aejax.data.core import (DataError, Dataset, ENV_DATA_DIR, IDX_DATASETS,
+                             _FULL_DATA_HINT, load_sample, read_idx_folder)
+
+# Besides these, 'tfds:<name>' names any dataset of the TFDS catalog.
+DATASETS = (*IDX_DATASETS, "mnist_sample")
+TFDS_PREFIX = "tfds:"
+
+
+def validate_dataset_name(name: str) -> None:
+  """Raises ValueError, naming ``config.dataset``, for a name ``load`` cannot serve."""
+  if name.startswith(TFDS_PREFIX):
+    if not name[len(TFDS_PREFIX):]:
+      raise ValueError(f"config.dataset={name!r} names no dataset: use tfds:<name>, "
+                       "e.g. tfds:cifar10.")
+    if importlib.util.find_spec("tensorflow") is None:
+      raise ValueError(
+          f"config.dataset={name!r} needs TensorFlow, which tensorflow-datasets uses to "
+          'prepare and decode its catalog: pip install "aejax[tensorflow]". '
+          f"({', '.join(IDX_DATASETS)} need no TensorFlow.)")
+  elif name not in DATASETS:
+    raise ValueError(f"config.dataset={name!r} is unknown; choose one of "
+                     f"{list(DATASETS)} or tfds:<name>.")
+
+
+def _tfds_data():
+  """``aejax.data.tfds_builders``, or None with a warning when tensorflow-datasets is unusable."""
+  try:
+    from aejax.data import tfds_builders as tfds_data  # heavy, so only here
+  except ImportError as e:
+    logging.warning("tensorflow-datasets cannot be imported (%s); skipping it.", e)
+    return None
+  return tfds_data
+
+
+def _try_tfds(name: str) -> Dataset | None:
+  """``name`` from TFDS's data dir when it is prepared there, else None."""
+  tfds_data = _tfds_data()
+  return None if tfds_data is None else tfds_data.load_prepared(name)
+
+
+def _try_tfds_download(name: str) -> Dataset | None:
+  """``name`` downloaded and prepared through TFDS; None when offline."""
+  tfds_data = _tfds_data()
+  return None if tfds_data is None else tfds_data.download_and_load(name)
+
+
+def load(config) -> Dataset:
+  """Returns the dataset ``config.dataset`` names, from the first source that has it."""
+  name = config.dataset
+  validate_dataset_name(name)
+  if name == "mnist_sample":
+    return load_sample()
+  if name.startswith(TFDS_PREFIX):
+    from aejax.data import tfds_builders
+    return tfds_builders.load_with_tensorflow(name[len(TFDS_PREFIX):])
+
+  data_dir = config.get("data_dir") or os.environ.get(ENV_DATA_DIR)
+  if data_dir:
+    return read_idx_folder(data_dir, name=name)  # a named folder wins, or is an error
+  ds = _try_tfds(name)
+  if ds is not None:
+    return ds
+  ds = _try_tfds_download(name)
+  if ds is not None:
+    return ds
+
+  if name != "mnist":
+    raise DataError(
+        f"{name} was not found: it is not prepared in tensorflow-datasets' data dir, no "
+        f"IDX folder was named (config.data_dir or {ENV_DATA_DIR}) and it cannot be "
+        f"downloaded from here. With its four IDX files in a folder, either pass "
+        f"--config.data_dir=<folder> or prepare it once: python -m "
+        f"experiments.prepare_data --dataset={name} --manual_dir=<folder>.")
+  logging.warning(
+      "\n" + "!" * 78 + "\n"
+      "FULL MNIST NOT FOUND: training on the bundled 6,000-image sample instead.\n"
+      "Results will not match the full data set's. %s\n" + "!" * 78, _FULL_DATA_HINT)
+  return load_sample()

@@ -1,0 +1,201 @@
+"""One wiring of a run: ``setup(config, dataset)`` builds everything a run needs.
+
+``train.train_and_evaluate``, the benchmark and ``analysis.load_run`` all start here,
+so they train, time and restore the same thing. ``validate_config`` checks every
+value a run reads before any compute, naming the key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import optax
+
+from aejax import corruption as corruption_lib, data as data_lib, evaluate, losses, models
+from aejax import step as step_lib
+from aejax.objective import Objective
+
+# microbatch_size=0 ('auto') on a CPU: chunks whose largest activation stays under
+# this many bytes. The conv net's 28×28×32 activations are 25 MB each at batch 256;
+# in chunks of 16 (1.6 MB) its epoch ran 2.1× faster on a 2-core CPU (measured with
+# `python -m experiments.benchmark --models=conv --microbatch_sizes=0,256
+# --num_images=12800 --num_epochs=3`; chunks of 8 were as fast but compiled slower).
+# GPUs and TPUs take the whole batch at once.
+CPU_MICROBATCH_BYTES = 2 * 2**20
+MAX_MICROBATCHES = 32  # beyond this the unrolled step compiles too slowly to pay
+EPOCH_MODES = ("auto", "scan", "step")
+
+
+# ----------------------------------------------------------------------- config
+
+
+def _finite(value) -> bool:
+  return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _require(ok: bool, key: str, value, what: str) -> None:
+  if not ok:
+    raise ValueError(f"config.{key} {what}, got {value!r}.")
+
+
+def validate_config(config: ml_collections.ConfigDict) -> None:
+  """Raises ValueError naming the key for any value a run cannot use, before compute."""
+  models.validate(config.model)
+  losses.parse_weights(config.losses)
+  _require(_finite(config.corruption.level), "corruption.level", config.corruption.level,
+           "must be a finite number")
+  corruption_lib.make(config.corruption.name, config.corruption.level)
+  data_lib.validate_dataset_name(config.dataset)
+  for key in ("num_epochs", "batch_size", "eval_batch_size"):
+    value = config[key]
+    _require(isinstance(value, int) and not isinstance(value, bool) and value > 0, key, value,
+             "must be a positive integer")
+  _require(isinstance(config.seed, int) and not isinstance(config.seed, bool), "seed",
+           config.seed, "must be an integer")
+  _require(_finite(config.learning_rate) and config.learning_rate > 0, "learning_rate",
+           config.learning_rate, "must be > 0")
+  if config.schedule not in step_lib.SCHEDULES:
+    raise ValueError(f"config.schedule={config.schedule!r} is unknown; "
+                     f"choose one of {list(step_lib.SCHEDULES)}.")
+  _require(_finite(config.warmup_epochs) and config.warmup_epochs >= 0, "warmup_epochs",
+           config.warmup_epochs, "must be ≥ 0 (it is clamped to half of the run)")
+  _require(_finite(config.final_lr_fraction) and 0 <= config.final_lr_fraction <= 1,
+           "final_lr_fraction", config.final_lr_fraction, "must lie in [0, 1]")
+  for key in ("adam_b1", "adam_b2"):
+    _require(_finite(config[key]) and 0 <= config[key] < 1, key, config[key],
+             "must lie in [0, 1)")
+  _require(_finite(config.adam_eps) and config.adam_eps > 0, "adam_eps", config.adam_eps,
+           "must be > 0 (Adam divides by sqrt(v) + eps)")
+  weight_decay = config.get("weight_decay", 0.0)
+  _require(_finite(weight_decay) and weight_decay >= 0, "weight_decay", weight_decay,
+           "must be a finite number ≥ 0")
+  microbatch = config.get("microbatch_size", 0)
+  _require(isinstance(microbatch, int) and microbatch >= 0 and not (
+      microbatch and config.batch_size % microbatch), "microbatch_size", microbatch,
+      f"must be 0 (auto) or a divisor of batch_size={config.batch_size}")
+  if config.epoch_mode not in EPOCH_MODES:
+    raise ValueError(f"config.epoch_mode={config.epoch_mode!r}: use auto, scan or step.")
+
+
+def validate_against_data(config, dataset) -> None:
+  models.validate(config.model, dataset.image_shape)
+  if config.batch_size > dataset.n_train:
+    raise ValueError(f"config.batch_size={config.batch_size} is larger than the "
+                     f"{dataset.n_train} training images of {dataset.name}.")
+
+
+# ----------------------------------------------------------------- backend rules
+
+
+def resolve_epoch_mode(config) -> str:
+  """``config.epoch_mode``, or for 'auto' the family's CPU mode on XLA:CPU, else
+  'scan' (on GPU/TPU the scan removes the per-step dispatch cost)."""
+  if config.epoch_mode != "auto":
+    return config.epoch_mode
+  if jax.default_backend() == "cpu":
+    return models.get(config.model.name).cpu_epoch_mode
+  return "scan"
+
+
+def resolve_microbatch_size(config, model, image_shape: tuple[int, ...]) -> int:
+  """The chunk size of a train step's batch: ``config.microbatch_size``, or for 0
+  ('auto') on a CPU the largest divisor of the batch size whose largest activation
+  fits ``CPU_MICROBATCH_BYTES`` (the whole batch on other backends)."""
+  if config.get("microbatch_size", 0):
+    return config.microbatch_size
+  batch = config.batch_size
+  if jax.default_backend() != "cpu":
+    return batch
+  activation = models.largest_activation_bytes(model, config.model, image_shape)
+  fits = max(1, CPU_MICROBATCH_BYTES // activation)
+  size = max(d for d in range(1, batch + 1) if batch % d == 0 and d <= fits)
+  return size if batch // size <= MAX_MICROBATCHES else batch
+
+
+# ------------------------------------------------------------------- the setup
+
+
+@dataclasses.dataclass(frozen=True)
+class Keys:
+  """The run's random streams, split once from ``config.seed``."""
+  init: jax.Array  # parameters
+  shuffle: jax.Array  # epoch order: fold_in(shuffle, epoch)
+  noise: jax.Array  # corruption and model sampling: fold_in(noise, step)
+  eval: jax.Array  # the test set's corruption and sampling
+
+  @classmethod
+  def from_seed(cls, seed: int) -> "Keys":
+    return cls(*jax.random.split(jax.random.key(seed), 4))
+
+
+@dataclasses.dataclass(frozen=True)
+class Setup:
+  """Everything a run needs, built once from its config and data."""
+
+  config: ml_collections.ConfigDict
+  family: models.Family
+  model: Any
+  optimizer: optax.GradientTransformation
+  objective: Objective
+  corrupt: corruption_lib.Corruption
+  steps_per_epoch: int
+  epoch_mode: str  # resolved: 'scan' or 'step'
+  microbatch_size: int  # resolved
+  train_step: Callable  # (state, uint8 batch, key) -> (state, metrics)
+  start_epoch: Callable  # (state, shuffle_key) -> order
+  run_epoch: Callable  # (state, images, order, noise_key) -> (state, history)
+  state: step_lib.TrainState  # the initial state
+  keys: Keys
+  mesh: Any = None
+
+  def evaluator(self, test_images, test_labels=None) -> evaluate.Evaluator:
+    return evaluate.Evaluator(self.objective, self.corrupt, test_images,
+                              self.config.eval_batch_size, self.keys.eval, test_labels)
+
+
+def setup(config: ml_collections.ConfigDict, dataset, mesh=None) -> Setup:
+  """Builds a run's model, optimizer, objective, step, epoch functions, initial state
+  and keys. ``dataset`` is a ``data.Dataset`` or, to restore a trained model without
+  its data, a ``data.DataSpec`` (``image_shape``, ``n_train``).
+
+  ``mesh`` is reserved for data-parallel training; only one device (None) is
+  supported so far.
+  """
+  if mesh is not None:
+    raise NotImplementedError("setup(mesh=...): data-parallel training is not built yet.")
+  validate_config(config)
+  validate_against_data(config, dataset)
+  image_shape = tuple(dataset.image_shape)
+  family = models.get(config.model.name)
+  model = models.build(config.model, image_shape, pixel_mean=dataset.pixel_mean)
+  objective = Objective(model, config.model, losses.parse_weights(config.losses))
+  corrupt = corruption_lib.make(config.corruption.name, config.corruption.level)
+  steps_per_epoch = dataset.n_train // config.batch_size
+  optimizer = step_lib.make_optimizer(config, steps_per_epoch)
+  microbatch = resolve_microbatch_size(config, model, image_shape)
+  train_step = step_lib.make_train_step(objective, optimizer, corrupt, microbatch)
+  mode = resolve_epoch_mode(config)
+  start_epoch, run_epoch = step_lib.make_epoch_fns(
+      train_step, dataset.n_train, config.batch_size, mode)
+  keys = Keys.from_seed(config.seed)
+  params = models.init_params(model, config.model, image_shape, keys.init)
+  state = step_lib.TrainState(step=jnp.zeros((), jnp.int32), params=params,
+                              opt_state=optimizer.init(params))
+  _check_objective(objective, params, image_shape)
+  return Setup(config=config, family=family, model=model, optimizer=optimizer,
+               objective=objective, corrupt=corrupt, steps_per_epoch=steps_per_epoch,
+               epoch_mode=mode, microbatch_size=microbatch, train_step=train_step,
+               start_epoch=start_epoch, run_epoch=run_epoch, state=state, keys=keys,
+               mesh=mesh)
+
+
+def _check_objective(objective: Objective, params, image_shape) -> None:
+  """Traces the objective on shapes only, so that a loss term reading an array the
+  model does not output fails here, before any compute."""
+  x = jax.ShapeDtypeStruct((2, *image_shape), jnp.float32)
+  jax.eval_shape(objective, params, {"inputs": x, "target": x}, jax.random.key(0))

@@ -1,0 +1,18 @@
+"""Autoencoder families, one file each, found by name in the registry.
+
+    model = models.build(config.model, image_shape, pixel_mean)
+    outputs = model.apply({"params": params}, x, rngs=models.rngs(config.model, key))
+    outputs["reconstruction"], outputs["code"], ...
+
+See ``registry.py`` for the contract a family keeps. To add one, write its module
+(a ``Family`` passed to ``registry.register``) and import it below.
+"""
+
+from aejax.models.registry import (Family, build, default_config, get, init_params,
+                                   largest_activation_bytes, names, register, rngs, validate)
+
+# The families that ship with aejax; importing a module registers it.
+from aejax.models import conv, mlp  # noqa: E402,F401
+
+__all__ = ["Family", "build", "default_config", "get", "init_params",
+           "largest_activation_bytes", "names", "register", "rngs", "validate"]

@@ -1,0 +1,141 @@
+"""The model registry: a family is a name, its config block, a builder and what the
+engine needs to know about it.
+
+A family registers itself when its module is imported (``aejax/models/__init__.py``
+imports the families that ship with aejax; a user's file may call ``register`` too).
+Nothing outside ``aejax/models/`` names a family: the engine asks the registry.
+
+The contract a family's module keeps (``build`` returns it):
+
+- ``model.apply({"params": p}, x, rngs=...)`` with ``x`` float ``[B, H, W, C]`` in
+  [0, 1] returns a dict of arrays with a leading batch axis, holding at least
+  ``reconstruction`` (``x``'s shape, in [0, 1]) and ``code``, plus whatever its loss
+  terms read (a VAE's ``mean`` and ``logvar``);
+- ``model.encode(x) -> code`` and ``model.decode(code) -> reconstruction`` as methods
+  (``apply(..., method="encode")``), for analysis;
+- randomness only through Flax rngs named in ``Family.rng_streams``; the objective
+  folds one key per stream from the step's key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable, Mapping
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+ModelConfig = ml_collections.ConfigDict
+
+
+@dataclasses.dataclass(frozen=True)
+class Family:
+  """A registered model family.
+
+  ``defaults``: the keys of its ``config.model`` block besides ``name``, with default
+  values; a key outside them is an error. ``build(model_config, image_shape,
+  pixel_mean)`` makes the module (``pixel_mean``, the training images' mean as
+  ``[H, W, C]`` in [0, 1], or None when restoring, may set its initial output).
+  ``check(model_config, image_shape)`` raises ValueError naming the key for values
+  ``build`` cannot use (``image_shape`` is None before the data is known).
+  ``cpu_epoch_mode``: how ``epoch_mode='auto'`` runs an epoch on XLA:CPU ('scan': one
+  compiled loop; 'step': one compiled step per batch, for models XLA:CPU runs slowly
+  inside a loop). ``rng_streams``: the Flax rng names ``apply`` draws from.
+  """
+
+  name: str
+  defaults: Mapping[str, Any]
+  build: Callable[[ModelConfig, tuple[int, ...], np.ndarray | None], nn.Module]
+  check: Callable[[ModelConfig, tuple[int, ...] | None], None] = lambda c, s: None
+  cpu_epoch_mode: str = "scan"
+  rng_streams: tuple[str, ...] = ()
+
+
+_FAMILIES: dict[str, Family] = {}
+
+
+def register(family: Family) -> Family:
+  """Adds ``family`` under its name (a second registration of a name replaces it)."""
+  if family.cpu_epoch_mode not in ("scan", "step"):
+    raise ValueError(f"Family {family.name!r}: cpu_epoch_mode must be 'scan' or 'step'.")
+  if "name" in family.defaults:
+    raise ValueError(f"Family {family.name!r}: 'name' is not a config key of its own.")
+  _FAMILIES[family.name] = family
+  return family
+
+
+def names() -> list[str]:
+  return sorted(_FAMILIES)
+
+
+def get(name: str) -> Family:
+  try:
+    return _FAMILIES[name]
+  except KeyError:
+    raise ValueError(f"config.model.name={name!r} is unknown; choose one of {names()}, "
+                     "or register a family (aejax/models/registry.py).") from None
+
+
+def default_config(name: str, **overrides) -> ModelConfig:
+  """The ``config.model`` block of family ``name``: its defaults, then ``overrides``."""
+  config = ModelConfig({"name": name, **get(name).defaults})
+  for key, value in overrides.items():
+    config[key] = value  # ConfigDict refuses keys it does not have
+  return config
+
+
+def validate(model_config, image_shape: tuple[int, ...] | None = None) -> Family:
+  """Raises ValueError naming the key for anything the family cannot build; returns it."""
+  family = get(model_config.name)
+  unread = sorted(set(model_config.keys()) - {"name"} - set(family.defaults))
+  if unread:
+    raise ValueError(
+        f"config.model has keys that model {family.name!r} does not read: {unread}; "
+        f"its keys are {sorted(family.defaults)}.")
+  family.check(_complete(model_config, family), image_shape)
+  return family
+
+
+def _complete(model_config, family: Family) -> ModelConfig:
+  """The block with the family's defaults for keys it lacks (configs saved before a
+  key existed)."""
+  return ModelConfig({**family.defaults, **model_config.to_dict()})
+
+
+def build(model_config, image_shape: tuple[int, ...],
+          pixel_mean: np.ndarray | None = None) -> nn.Module:
+  """The one place a model is made from a config's ``model`` block."""
+  family = validate(model_config, image_shape)
+  return family.build(_complete(model_config, family), tuple(image_shape), pixel_mean)
+
+
+def rngs(model_config, key: jax.Array) -> dict[str, jax.Array]:
+  """One key per rng stream the model draws from, folded from ``key``."""
+  streams = get(model_config.name).rng_streams
+  return {name: jax.random.fold_in(key, i) for i, name in enumerate(streams)}
+
+
+def init_params(model: nn.Module, model_config, image_shape, key: jax.Array):
+  """The model's initial parameters for images of ``image_shape``."""
+  x = jnp.zeros((1, *image_shape), jnp.float32)
+  return model.init({"params": key, **rngs(model_config, key)}, x)["params"]
+
+
+def largest_activation_bytes(model: nn.Module, model_config,
+                             image_shape: tuple[int, ...]) -> int:
+  """Bytes of the largest output of any submodule, for one example (shapes only:
+  nothing is computed)."""
+  x = jax.ShapeDtypeStruct((1, *image_shape), jnp.float32)
+
+  def intermediates(x):
+    key = jax.random.key(0)
+    streams = {"params": key, **rngs(model_config, key)}
+    variables = model.init(streams, x)
+    return model.apply(variables, x, rngs=rngs(model_config, key),
+                       capture_intermediates=True, mutable=["intermediates"])[1]
+
+  return max(leaf.size * leaf.dtype.itemsize
+             for leaf in jax.tree.leaves(jax.eval_shape(intermediates, x)))

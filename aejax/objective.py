@@ -1,0 +1,74 @@
+"""The objective: the weighted sum of a config's loss terms on a model's outputs.
+
+One ``Objective`` serves the train step and the evaluator, so the test set's terms
+are the training terms by construction:
+
+    loss, terms, outputs = objective(params, batch, key)              # batch means
+    loss, terms, outputs = objective.per_example(params, batch, key)  # [B] each
+
+``batch`` holds ``inputs`` (what the encoder sees: the corrupted images of a
+denoising model) and ``target`` (what the decoder should give back), float
+``[B, H, W, C]`` in [0, 1]. ``key`` feeds the model's rng streams (a VAE's sample);
+models that draw nothing ignore it. A term reads named arrays from the model's output
+dict and the batch (``LossTerm.reads``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import flax.linen as nn
+import jax
+import numpy as np
+
+from aejax import losses, models
+
+
+def to_float(images):
+  """uint8 [0, 255] -> float32 [0, 1]: the one place images are scaled (on the device
+  for a jax.Array, on the host for a NumPy array)."""
+  return images.astype(np.float32) / np.float32(255.0)
+
+
+@dataclasses.dataclass(frozen=True)
+class Objective:
+  model: nn.Module
+  model_config: Any  # the config's ``model`` block: which rng streams to feed
+  weights: dict[str, float]  # loss term name -> weight, as ``losses.parse_weights`` gives
+
+  def outputs(self, params, inputs: jax.Array, key: jax.Array) -> dict[str, jax.Array]:
+    """The model's output dict for float ``inputs`` [B, H, W, C]."""
+    return self.model.apply({"params": params}, inputs,
+                            rngs=models.rngs(self.model_config, key))
+
+  def per_example(self, params, batch: dict[str, jax.Array], key: jax.Array):
+    """``(loss [B], {term: [B]}, outputs)``: the weighted sum per example."""
+    outputs = self.outputs(params, batch["inputs"], key)
+    values = self.terms(outputs, batch)
+    return self._weighted(values), values, outputs
+
+  def __call__(self, params, batch: dict[str, jax.Array], key: jax.Array):
+    """``(loss, {term: value}, outputs)``, each term averaged over the batch, so the
+    loss of a batch is the mean of its equal-sized chunks' losses."""
+    outputs = self.outputs(params, batch["inputs"], key)
+    terms = {name: value.mean() for name, value in self.terms(outputs, batch).items()}
+    return self._weighted(terms), terms, outputs
+
+  def terms(self, outputs: dict[str, jax.Array], batch: dict[str, jax.Array]
+            ) -> dict[str, jax.Array]:
+    """Each term's per-example values ``[B]`` on a model's outputs and its batch."""
+    arrays = {**outputs, **batch}
+    values = {}
+    for name in self.weights:
+      term = losses.get(name)
+      missing = [a for a in term.reads if a not in arrays]
+      if missing:
+        raise ValueError(
+            f"Loss term {name!r} reads {missing}, which model {self.model_config.name!r} "
+            f"does not output (it gives {sorted(outputs)}, plus 'inputs' and 'target').")
+      values[name] = term(arrays)
+    return values
+
+  def _weighted(self, values: dict[str, jax.Array]) -> jax.Array:
+    return sum(self.weights[name] * values[name] for name in self.weights)

@@ -1,0 +1,201 @@
+"""The pure pieces of training: the train state, the optimizer, the train step, epochs.
+
+The train step is ``(state, batch, key) -> (state, metrics)``: jit-compiled, pure,
+with its randomness from ``jax.random.fold_in(key, state.step)`` so that a resumed
+run draws the same noise at the same step. Its loss is the ``Objective`` (the
+weighted sum of the config's loss terms); each term is reported in the metrics.
+
+The dataset lives on the device as uint8 and is scaled to [0, 1] there. An epoch's
+batch order is a permutation drawn on the device from ``fold_in(seed, epoch)``,
+and each step picks its batch by ``state.step``, so there is no host↔device
+traffic inside an epoch. The epoch runs either as one compiled ``lax.scan`` or as
+one compiled step per batch (``make_epoch_fns``).
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from typing import Any, Callable
+
+import flax
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from absl import logging
+
+from aejax import corruption as corruption_lib
+from aejax.objective import Objective, to_float
+
+PROGRESS_SECONDS = 30.0
+
+
+class NonFiniteLossError(FloatingPointError):
+  """The loss became NaN or infinite; the message names the step and the term."""
+
+
+@flax.struct.dataclass
+class TrainState:
+  step: jax.Array  # int32 scalar: optimizer steps taken
+  params: Any
+  opt_state: Any
+
+
+# ------------------------------------------------------------------- optimizer
+
+SCHEDULES = ("constant", "cosine")
+# A warm-up takes at most this fraction of a run, so that any positive num_epochs
+# trains (the cosine decay needs steps after the warm-up).
+MAX_WARMUP_FRACTION = 0.5
+
+
+def warmup_steps(config, steps_per_epoch: int) -> int:
+  """``config.warmup_epochs`` in steps, clamped to half of the run (with a log line)."""
+  total = config.num_epochs * steps_per_epoch
+  steps = int(config.warmup_epochs * steps_per_epoch)
+  limit = int(MAX_WARMUP_FRACTION * total)
+  if steps > limit:
+    logging.info("The warm-up of %g epochs is longer than half of this %d-epoch run: "
+                 "warming up for %d steps (half of the run) instead.",
+                 config.warmup_epochs, config.num_epochs, limit)
+    return limit
+  return steps
+
+
+def make_optimizer(config, steps_per_epoch: int) -> optax.GradientTransformation:
+  """Adam with the config's learning-rate schedule.
+
+  'constant' is Keras's default; 'cosine' warms up linearly for ``warmup_epochs``
+  (at most half of the run) then decays to ``learning_rate * final_lr_fraction``.
+  """
+  if config.schedule == "constant":
+    lr = config.learning_rate
+  else:
+    lr = optax.warmup_cosine_decay_schedule(
+        init_value=0.0, peak_value=config.learning_rate,
+        warmup_steps=warmup_steps(config, steps_per_epoch),
+        decay_steps=config.num_epochs * steps_per_epoch,
+        end_value=config.learning_rate * config.final_lr_fraction)
+  # Decoupled weight decay (AdamW) only where a config has the key (deep.py), so
+  # every other config keeps plain Adam's state.
+  weight_decay = config.get("weight_decay", 0.0)
+  if weight_decay:
+    return optax.adamw(lr, b1=config.adam_b1, b2=config.adam_b2, eps=config.adam_eps,
+                       weight_decay=weight_decay)
+  return optax.adam(lr, b1=config.adam_b1, b2=config.adam_b2, eps=config.adam_eps)
+
+
+# ------------------------------------------------------------------- the step
+
+
+def make_train_step(objective: Objective, optimizer: optax.GradientTransformation,
+                    corrupt: corruption_lib.Corruption = corruption_lib.identity,
+                    microbatch_size: int | None = None) -> Callable:
+  """``train_step(state, batch, key) -> (state, metrics)``; batch uint8 [B, H, W, C].
+
+  Pure: jit it, scan it, shard it. ``corrupt(key, images)`` makes the encoder's input
+  from the whole batch, with ``key`` folded with the step number; the model's rng
+  streams get ``fold_in(key, 1)``, folded again with the chunk's index. ``metrics``
+  holds the total 'loss' and each term.
+
+  ``microbatch_size`` (a divisor of B) computes the batch's gradient as the mean of
+  its chunks' gradients, one chunk after another: the same update up to float
+  rounding (the noise is drawn for the whole batch first; a model that samples draws
+  per chunk), with each chunk's activations small enough to stay in a CPU's caches.
+  The chunks are unrolled, not a ``lax.scan``: on XLA:CPU a conv net's step ran
+  several times slower inside a loop (see ``engine.resolve_microbatch_size``).
+  """
+
+  def loss_fn(params, inputs, target, key):
+    loss, terms, _ = objective(params, {"inputs": inputs, "target": target}, key)
+    return loss, terms
+
+  grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+
+  def train_step(state: TrainState, batch: jax.Array, key: jax.Array):
+    key = jax.random.fold_in(key, state.step)
+    target = to_float(batch)
+    inputs = corrupt(key, target)
+    model_key = jax.random.fold_in(key, 1)
+    size = microbatch_size or len(batch)
+    if len(batch) % size:
+      raise ValueError(f"microbatch_size={size} does not divide the batch of {len(batch)}.")
+    chunks = [grad_fn(state.params, inputs[i:i + size], target[i:i + size],
+                      jax.random.fold_in(model_key, i // size))
+              for i in range(0, len(batch), size)]
+    (total, values), grads = jax.tree.map(lambda *xs: sum(xs) / len(xs), *chunks)
+    updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    new_state = TrainState(step=state.step + 1, params=params, opt_state=opt_state)
+    return new_state, {"loss": total, **values}
+
+  return train_step
+
+
+# ------------------------------------------------------------------ the epoch
+
+
+def epoch_permutation(key: jax.Array, step: jax.Array, n: int, batch_size: int) -> jax.Array:
+  """The batch order of the epoch that ``step`` falls in: int32 [steps, batch_size].
+
+  Depends only on the epoch number, so a resumed run sees the same order.
+  """
+  steps = n // batch_size
+  epoch = step // steps
+  perm = jax.random.permutation(jax.random.fold_in(key, epoch), n)
+  return perm[: steps * batch_size].reshape(steps, batch_size)
+
+
+def make_epoch_fns(train_step: Callable, n: int, batch_size: int, mode: str):
+  """Returns ``(start_epoch, run_epoch)``, both compiled.
+
+  ``start_epoch(state, shuffle_key) -> order``; ``run_epoch(state, images, order, key)
+  -> (state, metrics stacked over steps)``. In 'scan' mode run_epoch is one call; in
+  'step' mode it dispatches one compiled step per batch (no host sync in between).
+  """
+  steps = n // batch_size
+  start_epoch = jax.jit(lambda state, key: epoch_permutation(key, state.step, n, batch_size))
+
+  def indexed_step(state, images, order, key):
+    batch = images[order[state.step % steps]]
+    return train_step(state, batch, key)
+
+  if mode == "scan":
+    @functools.partial(jax.jit, donate_argnums=0)
+    def run_epoch(state, images, order, key):
+      return jax.lax.scan(lambda s, _: indexed_step(s, images, order, key), state,
+                          length=steps)
+    return start_epoch, run_epoch
+
+  compiled_step = jax.jit(indexed_step, donate_argnums=0)
+
+  def run_epoch(state, images, order, key):
+    history = []
+    last_report = time.perf_counter()
+    for i in range(steps):
+      state, metrics = compiled_step(state, images, order, key)
+      history.append(metrics)
+      # Long epochs (a conv net on a CPU) report progress every ~30 s; waiting for one
+      # scalar that often costs nothing measurable. An explicit device_get, the one
+      # transfer an epoch makes on purpose (jax.transfer_guard allows only those).
+      if time.perf_counter() - last_report > PROGRESS_SECONDS and i + 1 < steps:
+        loss = float(jax.device_get(metrics["loss"]))
+        last_report = time.perf_counter()
+        logging.info("  step %d/%d of the epoch  loss %.5f", i + 1, steps, loss)
+    return state, jax.tree.map(lambda *xs: jnp.stack(xs), *history)
+
+  return start_epoch, run_epoch
+
+
+def check_finite(history: dict[str, np.ndarray], first_step: int) -> None:
+  """Raises NonFiniteLossError naming the first step and term that went NaN/inf."""
+  for i in range(len(history["loss"])):
+    bad = [name for name, values in history.items() if not np.isfinite(values[i])]
+    if bad:
+      name = next((b for b in bad if b != "loss"), "loss")
+      raise NonFiniteLossError(
+          f"Loss term {name!r} became {history[name][i]} at step {first_step + i + 1}. "
+          "Training stopped; the last good checkpoint is kept. To go on from it with a "
+          "lower learning rate, rerun with --config.learning_rate=<lower> "
+          "--continue_with_changes (see README, Reliability), or check the data.")

@@ -1,0 +1,140 @@
+"""A run's workdir: the lock, the config and its history, results.json and pictures.
+
+What a workdir guarantees (README, "Reliability"):
+
+- **One run at a time.** ``Workdir`` holds an OS file lock (``flock`` on ``.lock``) for
+  the whole run; a second run in the same folder stops with one line naming the
+  holder's pid. The OS drops the lock of a killed process, so the next run takes over.
+- **The past is never rewritten.** config.json is the config the run started with.
+  A resumed run may change only ``LAYOUT_KEYS`` (the same arithmetic laid out
+  differently, or more epochs) and, when asked explicitly, ``CONTINUE_KEYS`` (the
+  optimizer's settings, e.g. a lower learning rate after a NaN stop); each resumed
+  segment and what it changed is recorded in the checkpoint and in results.json.
+- **Only process 0 writes** files here; every process takes the lock on its own host.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import pathlib
+
+import jax
+
+# Keys a resumed run may change freely: how the same arithmetic is laid out (equal up
+# to float rounding), where the (fingerprinted, so identical) data is read from, and
+# more epochs.
+LAYOUT_KEYS = ("num_epochs", "epoch_mode", "microbatch_size", "eval_batch_size", "data_dir")
+# Keys a resumed run may change with --continue_with_changes: the optimizer's
+# settings (its state keeps its structure).
+CONTINUE_KEYS = ("learning_rate", "final_lr_fraction", "warmup_epochs", "adam_b1",
+                 "adam_b2", "adam_eps", "weight_decay")
+
+
+class WorkdirError(Exception):
+  """The workdir cannot be used as asked; the message says why and what to do."""
+
+
+def _flatten(tree: dict, prefix: str = "") -> dict:
+  flat = {}
+  for key, value in tree.items():
+    if isinstance(value, dict):
+      flat.update(_flatten(value, f"{prefix}{key}."))
+    else:
+      flat[f"{prefix}{key}"] = value
+  return flat
+
+
+def config_changes(saved: dict, now: dict) -> dict[str, list]:
+  """``{key: [saved value, new value]}`` for every (dotted) key that differs."""
+  saved, now = _flatten(saved), _flatten(now)
+  # JSON turns tuples into lists: compare through JSON.
+  norm = lambda v: json.loads(json.dumps(v))
+  return {k: [saved.get(k), now.get(k)] for k in sorted(set(saved) | set(now))
+          if norm(saved.get(k)) != norm(now.get(k))}
+
+
+def check_changes(path, changes: dict[str, list], trained_epochs: int,
+                  continue_with_changes: bool) -> None:
+  """Raises WorkdirError for a change a resumed run may not make."""
+  allowed = set(LAYOUT_KEYS) | (set(CONTINUE_KEYS) if continue_with_changes else set())
+  refused = sorted(k for k in changes if k not in allowed)
+  if refused:
+    listed = ", ".join(f"{k}: {changes[k][0]!r} -> {changes[k][1]!r}" for k in refused)
+    optimizer_only = all(k in CONTINUE_KEYS for k in refused)
+    hint = (" To go on from the last checkpoint with these optimizer settings, add "
+            "--continue_with_changes." if optimizer_only else "")
+    raise WorkdirError(
+        f"{path} holds a run made with a different config ({listed}).{hint} Otherwise "
+        "use a new --workdir, or delete this one to start over.")
+  if "num_epochs" in changes and changes["num_epochs"][1] < trained_epochs:
+    raise WorkdirError(
+        f"{path} has already trained {trained_epochs} epochs; --config.num_epochs="
+        f"{changes['num_epochs'][1]} would train fewer. Use num_epochs ≥ {trained_epochs}, "
+        "or a new --workdir.")
+
+
+class Workdir:
+  """The folder of one run, locked while open (``with Workdir(path) as work:``)."""
+
+  def __init__(self, path: str | os.PathLike):
+    self.path = pathlib.Path(path)
+    self.writes = jax.process_index() == 0
+    self._lock = None
+
+  def __enter__(self) -> "Workdir":
+    try:
+      self.path.mkdir(parents=True, exist_ok=True)
+      lock = open(self.path / ".lock", "a+")
+    except OSError as e:
+      raise WorkdirError(f"--workdir {self.path} cannot be used: {e.strerror or e}. "
+                         "Name a folder you can write to.") from None
+    try:
+      fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+      lock.seek(0)
+      holder = lock.read().strip() or "unknown"
+      lock.close()
+      raise WorkdirError(f"{self.path} is in use by another run (pid {holder}); wait for "
+                         "it to finish, or use another --workdir.") from None
+    lock.seek(0)
+    lock.truncate()
+    lock.write(f"{os.getpid()}\n")
+    lock.flush()
+    self._lock = lock
+    return self
+
+  def __exit__(self, *exc) -> None:
+    if self._lock is not None:
+      fcntl.flock(self._lock, fcntl.LOCK_UN)
+      self._lock.close()
+      self._lock = None
+
+  # ------------------------------------------------------------------ the config
+
+  @property
+  def config_path(self) -> pathlib.Path:
+    return self.path / "config.json"
+
+  def saved_config(self) -> dict | None:
+    """config.json's contents; None if there is none. A file that cannot be read is
+    an error naming it."""
+    if not self.config_path.exists():
+      return None
+    try:
+      return json.loads(self.config_path.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+      raise WorkdirError(
+          f"{self.config_path} cannot be read ({e}). If this workdir holds checkpoints, "
+          "its config is restored from them; otherwise delete the file or use another "
+          "--workdir.") from None
+
+  def write_json(self, name: str, content) -> None:
+    """Writes ``name`` atomically (a temporary file, then a rename); process 0 only."""
+    if not self.writes:
+      return
+    target = self.path / name
+    tmp = target.with_name(target.name + ".tmp")
+    tmp.write_text(json.dumps(content, indent=2) + "\n")
+    os.replace(tmp, target)
