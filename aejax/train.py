@@ -154,6 +154,9 @@ def _finish(run: engine.Setup, state, meta: dict, dataset, evaluator, work) -> d
       "segments": meta["segments"],
       **evaluator.results(state.params),
   }
+  if run.family.evaluate is not None:
+    results["model_eval"] = run.family.evaluate(run.model, state.params, dataset,
+                                                jax.random.fold_in(run.keys.eval, 2))
   work.write_json("results.json", results)
   if work.writes:
     plots.reconstruction_grid(evaluator.grid_rows(state.params),

@@ -44,6 +44,8 @@ class Family:
   ``cpu_epoch_mode``: how ``epoch_mode='auto'`` runs an epoch on XLA:CPU ('scan': one
   compiled loop; 'step': one compiled step per batch, for models XLA:CPU runs slowly
   inside a loop). ``rng_streams``: the Flax rng names ``apply`` draws from.
+  ``evaluate(model, params, dataset, key) -> {name: value}``: the family's own test
+  figures (a VAE's importance-sampled NLL), written to results.json's ``model_eval``.
   """
 
   name: str
@@ -52,6 +54,7 @@ class Family:
   check: Callable[[ModelConfig, tuple[int, ...] | None], None] = lambda c, s: None
   cpu_epoch_mode: str = "scan"
   rng_streams: tuple[str, ...] = ()
+  evaluate: Callable[[nn.Module, Any, Any, jax.Array], dict] | None = None
 
 
 _FAMILIES: dict[str, Family] = {}
