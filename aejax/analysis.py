@@ -56,13 +56,13 @@ class Run:
   """
 
   def __init__(self, workdir: pathlib.Path, config: ml_collections.ConfigDict,
-               model: Any, params: Any, step: int, meta: dict | None = None,
+               model: Any, variables: Any, step: int, meta: dict | None = None,
                batch_size: int = 1000):
     self.workdir, self.config, self.model = workdir, config, model
-    self.params, self.step, self.batch_size = params, step, batch_size
+    self.variables, self.step, self.batch_size = variables, step, batch_size
     self.meta = meta or {}
     apply = lambda method: jax.jit(
-        lambda params, x: model.apply({"params": params}, x, method=method))
+        lambda variables, x: model.apply(variables, x, method=method))
     self._encode = apply("encode")
     self._decode = apply("decode")
 
@@ -73,7 +73,7 @@ class Run:
       chunk = inputs[start:start + self.batch_size]
       pad = self.batch_size - len(chunk)
       padded = np.concatenate([chunk, np.zeros((pad, *chunk.shape[1:]), chunk.dtype)])
-      outputs.append(np.asarray(fn(self.params, padded))[:len(chunk)])
+      outputs.append(np.asarray(fn(self.variables, padded))[:len(chunk)])
     return np.concatenate(outputs)
 
   def encode(self, images: np.ndarray) -> np.ndarray:
@@ -103,10 +103,10 @@ def load_run(workdir: str | pathlib.Path) -> Run:
     spec = data_lib.DataSpec(image_shape=tuple(meta["data"]["image_shape"]),
                              n_train=meta["data"]["n_train"])
     run = engine.setup(config, spec)
-    params, meta = checkpoint.restore_params(mngr, step, run.state.params)
+    variables, meta = checkpoint.restore_variables(mngr, step, run.state.variables)
   finally:
     mngr.close()
-  return Run(workdir, config, run.model, params, step, meta)
+  return Run(workdir, config, run.model, variables, step, meta)
 
 
 # ------------------------------------------------------------- images and errors

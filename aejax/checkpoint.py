@@ -4,8 +4,9 @@ Each checkpoint is one orbax ``Composite`` of three items, saved synchronously a
 atomically (written to a temporary folder, then renamed), so a run killed at any
 moment leaves its last complete checkpoint intact:
 
-- ``params``: the model's parameters, their own item, so a trained model restores
-  without an optimizer (``restore_params``);
+- ``variables``: the model's Flax variables (``{"params": ..., <state collections>}``),
+  their own item, so a trained model restores without an optimizer
+  (``restore_variables``);
 - ``opt_state``: the optimizer's state;
 - ``meta``: JSON: the config, the data record, the seconds trained, the history of
   the run's segments. The checkpoint, not metrics.jsonl, is the source of truth on
@@ -24,7 +25,7 @@ import jax
 import orbax.checkpoint as ocp
 from absl import logging
 
-ITEMS = ("params", "opt_state", "meta")
+ITEMS = ("variables", "opt_state", "meta")
 
 
 def manager(workdir: str | pathlib.Path, max_to_keep: int = 2) -> ocp.CheckpointManager:
@@ -34,11 +35,11 @@ def manager(workdir: str | pathlib.Path, max_to_keep: int = 2) -> ocp.Checkpoint
   return ocp.CheckpointManager(directory, options=options, item_names=ITEMS)
 
 
-def save(mngr: ocp.CheckpointManager, step: int, params: Any, opt_state: Any,
+def save(mngr: ocp.CheckpointManager, step: int, variables: Any, opt_state: Any,
          meta: dict) -> None:
   mngr.save(step, args=ocp.args.Composite(
-      params=ocp.args.StandardSave(params), opt_state=ocp.args.StandardSave(opt_state),
-      meta=ocp.args.JsonSave(meta)), force=True)
+      variables=ocp.args.StandardSave(variables),
+      opt_state=ocp.args.StandardSave(opt_state), meta=ocp.args.JsonSave(meta)), force=True)
   mngr.wait_until_finished()
 
 
@@ -46,22 +47,23 @@ def _abstract(tree: Any) -> Any:
   return jax.tree.map(ocp.utils.to_shape_dtype_struct, tree)
 
 
-def restore(mngr: ocp.CheckpointManager, step: int, params: Any, opt_state: Any
+def restore(mngr: ocp.CheckpointManager, step: int, variables: Any, opt_state: Any
             ) -> tuple[Any, Any, dict]:
-  """``(params, opt_state, meta)`` of checkpoint ``step``, with the targets' structure,
-  shapes and shardings (arrays or ``jax.ShapeDtypeStruct``s)."""
+  """``(variables, opt_state, meta)`` of checkpoint ``step``, with the targets'
+  structure, shapes and shardings (arrays or ``jax.ShapeDtypeStruct``s)."""
   restored = mngr.restore(step, args=ocp.args.Composite(
-      params=ocp.args.StandardRestore(_abstract(params)),
+      variables=ocp.args.StandardRestore(_abstract(variables)),
       opt_state=ocp.args.StandardRestore(_abstract(opt_state)),
       meta=ocp.args.JsonRestore()))
-  return restored["params"], restored["opt_state"], dict(restored["meta"])
+  return restored["variables"], restored["opt_state"], dict(restored["meta"])
 
 
-def restore_params(mngr: ocp.CheckpointManager, step: int, params: Any) -> tuple[Any, dict]:
-  """``(params, meta)`` of checkpoint ``step``: no optimizer needed."""
+def restore_variables(mngr: ocp.CheckpointManager, step: int, variables: Any
+                      ) -> tuple[Any, dict]:
+  """``(variables, meta)`` of checkpoint ``step``: no optimizer needed."""
   restored = mngr.restore(step, args=ocp.args.Composite(
-      params=ocp.args.StandardRestore(_abstract(params)), meta=ocp.args.JsonRestore()))
-  return restored["params"], dict(restored["meta"])
+      variables=ocp.args.StandardRestore(_abstract(variables)), meta=ocp.args.JsonRestore()))
+  return restored["variables"], dict(restored["meta"])
 
 
 def read_meta(mngr: ocp.CheckpointManager, step: int) -> dict:
@@ -93,10 +95,10 @@ class OlderCheckpointError(Exception):
   """A checkpoint written by an older aejax, before runs kept their metadata in it."""
 
 
-def restore_newest(mngr: ocp.CheckpointManager, params: Any, opt_state: Any,
+def restore_newest(mngr: ocp.CheckpointManager, variables: Any, opt_state: Any,
                    check_meta: Callable[[int, dict], None] | None = None,
                    ) -> tuple[int, Any, Any, dict] | None:
-  """``(step, params, opt_state, meta)`` of the newest checkpoint that restores; None
+  """``(step, variables, opt_state, meta)`` of the newest checkpoint that restores; None
   when there is none.
 
   Walks back from the newest checkpoint: one that cannot be read (a kill or a disk
@@ -118,11 +120,11 @@ def restore_newest(mngr: ocp.CheckpointManager, params: Any, opt_state: Any,
     if check_meta is not None:
       check_meta(step, meta)
     try:
-      restored_params, restored_opt_state, meta = restore(mngr, step, params, opt_state)
+      restored = restore(mngr, step, variables, opt_state)
     except Exception as e:  # noqa: BLE001
       _corrupt(mngr, step, e)
       continue
-    return step, restored_params, restored_opt_state, meta
+    return (step, *restored)
   return None
 
 

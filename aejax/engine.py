@@ -183,10 +183,11 @@ def setup(config: ml_collections.ConfigDict, dataset, mesh=None) -> Setup:
   start_epoch, run_epoch = step_lib.make_epoch_fns(
       train_step, dataset.n_train, config.batch_size, mode)
   keys = Keys.from_seed(config.seed)
-  params = models.init_params(model, config.model, image_shape, keys.init)
+  variables = models.init_variables(model, config.model, image_shape, keys.init)
+  params = variables.pop("params")
   state = step_lib.TrainState(step=jnp.zeros((), jnp.int32), params=params,
-                              opt_state=optimizer.init(params))
-  _check_objective(objective, params, image_shape)
+                              opt_state=optimizer.init(params), model_state=variables)
+  _check_objective(objective, state, image_shape)
   return Setup(config=config, family=family, model=model, optimizer=optimizer,
                objective=objective, corrupt=corrupt, steps_per_epoch=steps_per_epoch,
                epoch_mode=mode, microbatch_size=microbatch, train_step=train_step,
@@ -194,8 +195,9 @@ def setup(config: ml_collections.ConfigDict, dataset, mesh=None) -> Setup:
                mesh=mesh)
 
 
-def _check_objective(objective: Objective, params, image_shape) -> None:
+def _check_objective(objective: Objective, state: step_lib.TrainState, image_shape) -> None:
   """Traces the objective on shapes only, so that a loss term reading an array the
   model does not output fails here, before any compute."""
   x = jax.ShapeDtypeStruct((2, *image_shape), jnp.float32)
-  jax.eval_shape(objective, params, {"inputs": x, "target": x}, jax.random.key(0))
+  jax.eval_shape(objective, state.params, {"inputs": x, "target": x}, jax.random.key(0),
+                 state.model_state)

@@ -52,12 +52,13 @@ class Evaluator:
     self._sums = jax.jit(self._sums_impl)
     self._grid_images = np.asarray(_one_per_label(test_images, test_labels))
 
-  def _per_example(self, params, images_u8, key):
+  def _per_example(self, variables, images_u8, key):
     # The keys as in the train step: the corruption's, and a fold of it for the model.
     x = to_float(images_u8)
     model_key = jax.random.fold_in(key, 1)
+    params, state = _split(variables)
     _, terms, outputs = self.objective.per_example(params, {"inputs": x, "target": x},
-                                                   model_key)
+                                                   model_key, state)
     recon = {"reconstruction": outputs["reconstruction"], "target": x}
     flat_code = outputs["code"].reshape(len(x), -1).astype(jnp.float32)
     out = {
@@ -70,37 +71,38 @@ class Evaluator:
     if self.denoising:
       noisy = self.corrupt(key, x)
       _, terms, denoised = self.objective.per_example(
-          params, {"inputs": noisy, "target": x}, model_key)
+          params, {"inputs": noisy, "target": x}, model_key, state)
       out["mse_noisy"] = losses.mse(reconstruction=noisy, target=x)
       out["mse_denoised"] = losses.mse(reconstruction=denoised["reconstruction"], target=x)
     weights = self.objective.weights
     out["term/loss"] = sum(weights[name] * terms[name] for name in weights)
     return {**out, **{f"term/{name}": value for name, value in terms.items()}}
 
-  def _sums_impl(self, params):
+  def _sums_impl(self, variables):
     def body(totals, chunk):
       i, images, mask = chunk
-      values = self._per_example(params, images, jax.random.fold_in(self._key, i))
+      values = self._per_example(variables, images, jax.random.fold_in(self._key, i))
       return jax.tree.map(lambda t, v: t + jnp.sum(jnp.where(mask, v, 0.0)), totals,
                           values), None
 
-    shapes = jax.eval_shape(self._per_example, params, self._images[0], self._key)
+    shapes = jax.eval_shape(self._per_example, variables, self._images[0], self._key)
     zeros = jax.tree.map(lambda _: jnp.zeros((), jnp.float32), shapes)
     indices = jnp.arange(self._images.shape[0])
     totals, _ = jax.lax.scan(body, zeros, (indices, self._images, self._mask))
     return totals
 
-  def _means(self, params) -> dict[str, float]:
-    sums = jax.device_get(self._sums(params))
+  def _means(self, variables) -> dict[str, float]:
+    sums = jax.device_get(self._sums(variables))
     return {k: float(v) / self.n for k, v in sums.items()}
 
-  def loss_terms(self, params) -> dict[str, float]:
+  def loss_terms(self, variables) -> dict[str, float]:
     """The training objective's terms on the test set (with the corruption)."""
-    means = self._means(params)
+    means = self._means(variables)
     return {k.removeprefix("term/"): v for k, v in means.items() if k.startswith("term/")}
 
-  def results(self, params) -> dict:
-    means = self._means(params)
+  def results(self, variables) -> dict:
+    """Test-set metrics of the model with ``variables`` (``{"params": ...}``)."""
+    means = self._means(variables)
     test = {k: means[k] for k in ("mse", "sse_per_image", "bce", "code_mean_activation",
                                   "code_fraction_zero")}
     test["psnr_db"] = psnr_db(means["mse"])
@@ -114,7 +116,7 @@ class Evaluator:
                           "psnr_denoised_db": psnr_db(means["mse_denoised"])}
     return out
 
-  def grid_rows(self, params) -> list[tuple[str, np.ndarray]]:
+  def grid_rows(self, variables) -> list[tuple[str, np.ndarray]]:
     """Rows for the reconstruction grid: originals, (corrupted,) reconstructions."""
     x = to_float(jnp.asarray(self._grid_images))
     rows = [("original", x)]
@@ -122,9 +124,15 @@ class Evaluator:
     if self.denoising:
       x = self.corrupt(key, x)
       rows.append(("corrupted", x))
-    outputs = self.objective.outputs(params, x, jax.random.fold_in(key, 1))
+    params, state = _split(variables)
+    outputs = self.objective.outputs(params, x, jax.random.fold_in(key, 1), state)
     rows.append(("denoised" if self.denoising else "reconstruction", outputs["reconstruction"]))
     return [(title, np.asarray(images)) for title, images in rows]
+
+
+def _split(variables: dict) -> tuple[dict, dict]:
+  """Flax variables -> (params, the other collections)."""
+  return variables["params"], {k: v for k, v in variables.items() if k != "params"}
 
 
 def _one_per_label(images: np.ndarray, labels: np.ndarray | None, n: int = 10) -> np.ndarray:

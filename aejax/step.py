@@ -40,6 +40,12 @@ class TrainState:
   step: jax.Array  # int32 scalar: optimizer steps taken
   params: Any
   opt_state: Any
+  model_state: Any = flax.struct.field(default_factory=dict)  # Family.state_collections
+
+  @property
+  def variables(self) -> dict:
+    """What ``model.apply`` takes: ``{"params": ..., <state collections>}``."""
+    return {"params": self.params, **self.model_state}
 
 
 # ------------------------------------------------------------------- optimizer
@@ -107,9 +113,10 @@ def make_train_step(objective: Objective, optimizer: optax.GradientTransformatio
   several times slower inside a loop (see ``engine.resolve_microbatch_size``).
   """
 
-  def loss_fn(params, inputs, target, key):
-    loss, terms, _ = objective(params, {"inputs": inputs, "target": target}, key)
-    return loss, terms
+  def loss_fn(params, model_state, inputs, target, key):
+    loss, terms, outputs = objective(params, {"inputs": inputs, "target": target}, key,
+                                     model_state)
+    return loss, (terms, outputs.get("new_state", model_state))
 
   grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
 
@@ -121,13 +128,17 @@ def make_train_step(objective: Objective, optimizer: optax.GradientTransformatio
     size = microbatch_size or len(batch)
     if len(batch) % size:
       raise ValueError(f"microbatch_size={size} does not divide the batch of {len(batch)}.")
-    chunks = [grad_fn(state.params, inputs[i:i + size], target[i:i + size],
-                      jax.random.fold_in(model_key, i // size))
+    chunks = [grad_fn(state.params, state.model_state, inputs[i:i + size],
+                      target[i:i + size], jax.random.fold_in(model_key, i // size))
               for i in range(0, len(batch), size)]
-    (total, values), grads = jax.tree.map(lambda *xs: sum(xs) / len(xs), *chunks)
+    # The chunks' mean: of the losses and gradients, and of the model state each chunk
+    # updated from the same old state (an EMA of the whole batch's statistics).
+    (total, (values, model_state)), grads = jax.tree.map(
+        lambda *xs: sum(xs) / len(xs) if len(xs) > 1 else xs[0], *chunks)
     updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
-    new_state = TrainState(step=state.step + 1, params=params, opt_state=opt_state)
+    new_state = TrainState(step=state.step + 1, params=params, opt_state=opt_state,
+                           model_state=model_state)
     return new_state, {"loss": total, **values}
 
   return train_step

@@ -61,7 +61,7 @@ def _resume(run: engine.Setup, mngr, work, dataset, continue_with_changes: bool)
     workdir_lib.check_changes(work.path, changes, trained, continue_with_changes)
     _check_data(work, meta["data"], dataset)
 
-  restored = checkpoint.restore_newest(mngr, run.state.params, run.state.opt_state, check)
+  restored = checkpoint.restore_newest(mngr, run.state.variables, run.state.opt_state, check)
   if restored is None:
     saved = work.saved_config()
     if saved is not None:  # a run that stopped before its first checkpoint
@@ -73,9 +73,10 @@ def _resume(run: engine.Setup, mngr, work, dataset, continue_with_changes: bool)
     work.write_json("config.json", now)
     return run.state, meta
 
-  step, params, opt_state, meta = restored
+  step, variables, opt_state, meta = restored
+  params = variables.pop("params")
   state = run.state.replace(step=jax.numpy.asarray(step, jax.numpy.int32), params=params,
-                            opt_state=opt_state)
+                            opt_state=opt_state, model_state=variables)
   trained = step // run.steps_per_epoch
   changes = workdir_lib.config_changes(meta["config"], now)
   if changes:
@@ -128,11 +129,11 @@ def _train(run: engine.Setup, state, meta: dict, dataset, evaluator, mngr, write
     meta["train_seconds"] += seconds
     record = {"epoch": epoch + 1, "step": int(state.step),
               "train": {k: float(np.mean(v)) for k, v in history.items()},
-              "test": evaluator.loss_terms(state.params), "seconds": seconds,
+              "test": evaluator.loss_terms(state.variables), "seconds": seconds,
               "train_seconds": meta["train_seconds"],
               "examples_per_second": examples / seconds}
     meta["record"] = record
-    checkpoint.save(mngr, int(state.step), state.params, state.opt_state, meta)
+    checkpoint.save(mngr, int(state.step), state.variables, state.opt_state, meta)
     writer.write_epoch(record, config.num_epochs)
   return state
 
@@ -152,14 +153,14 @@ def _finish(run: engine.Setup, state, meta: dict, dataset, evaluator, work) -> d
       "backend": jax.default_backend(),
       "train_seconds": meta["train_seconds"],
       "segments": meta["segments"],
-      **evaluator.results(state.params),
+      **evaluator.results(state.variables),
   }
   if run.family.evaluate is not None:
-    results["model_eval"] = run.family.evaluate(run.model, state.params, dataset,
+    results["model_eval"] = run.family.evaluate(run.model, state.variables, dataset,
                                                 jax.random.fold_in(run.keys.eval, 2))
   work.write_json("results.json", results)
   if work.writes:
-    plots.reconstruction_grid(evaluator.grid_rows(state.params),
+    plots.reconstruction_grid(evaluator.grid_rows(state.variables),
                               work.path / "reconstructions.png")
   logging.info("Wrote %s: test mse %.5f, psnr %.2f dB.", work.path / "results.json",
                results["test"]["mse"], results["test"]["psnr_db"])

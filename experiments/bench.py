@@ -167,7 +167,7 @@ def time_jax(name: str, config, images: np.ndarray, test_images: np.ndarray, *,
     history = trainer.epoch()  # device_get waits for the epoch to finish
     seconds.append(time.perf_counter() - t0)
   step_lib.check_finite(history, int(trainer.state.step) - len(history["loss"]))
-  test = trainer.evaluator(test_images).results(trainer.state.params)["test"]
+  test = trainer.evaluator(test_images).results(trainer.state.variables)["test"]
   median = float(np.median(seconds[1:]))
   return Measurement(
       framework="aejax", model=name, epoch_mode=trainer.mode,
@@ -195,7 +195,7 @@ def time_to_quality(config, images: np.ndarray, test_images: np.ndarray, *,
   curve = []
   for epoch in range(1, config.num_epochs + 1):
     trainer.epoch()
-    mse = evaluator.results(trainer.state.params)["test"]["mse"]
+    mse = evaluator.results(trainer.state.variables)["test"]["mse"]
     curve.append({"epoch": epoch, "seconds": time.perf_counter() - t0, "test_mse": mse})
     if mse <= target_mse:
       break

@@ -14,7 +14,12 @@ The contract a family's module keeps (``build`` returns it):
 - ``model.encode(x) -> code`` and ``model.decode(code) -> reconstruction`` as methods
   (``apply(..., method="encode")``), for analysis;
 - randomness only through Flax rngs named in ``Family.rng_streams``; the objective
-  folds one key per stream from the step's key.
+  folds one key per stream from the step's key;
+- variables other than ``params`` (an EMA codebook, activity counters) only in the
+  collections named in ``Family.state_collections``: the train step applies the model
+  with them mutable and keeps what it returns; evaluation applies it with them
+  frozen (``self.is_mutable_collection(name)`` tells the module which). They are
+  checkpointed with the parameters.
 """
 
 from __future__ import annotations
@@ -44,8 +49,10 @@ class Family:
   ``cpu_epoch_mode``: how ``epoch_mode='auto'`` runs an epoch on XLA:CPU ('scan': one
   compiled loop; 'step': one compiled step per batch, for models XLA:CPU runs slowly
   inside a loop). ``rng_streams``: the Flax rng names ``apply`` draws from.
-  ``evaluate(model, params, dataset, key) -> {name: value}``: the family's own test
-  figures (a VAE's importance-sampled NLL), written to results.json's ``model_eval``.
+  ``state_collections``: the non-parameter variable collections the model updates
+  while training. ``evaluate(model, variables, dataset, key) -> {name: value}``: the
+  family's own test figures (a VAE's importance-sampled NLL), written to results.json's
+  ``model_eval``; ``variables`` is ``{"params": ..., <state collections>}``.
   """
 
   name: str
@@ -54,6 +61,7 @@ class Family:
   check: Callable[[ModelConfig, tuple[int, ...] | None], None] = lambda c, s: None
   cpu_epoch_mode: str = "scan"
   rng_streams: tuple[str, ...] = ()
+  state_collections: tuple[str, ...] = ()
   evaluate: Callable[[nn.Module, Any, Any, jax.Array], dict] | None = None
 
 
@@ -121,10 +129,13 @@ def rngs(model_config, key: jax.Array) -> dict[str, jax.Array]:
   return {name: jax.random.fold_in(key, i) for i, name in enumerate(streams)}
 
 
-def init_params(model: nn.Module, model_config, image_shape, key: jax.Array):
-  """The model's initial parameters for images of ``image_shape``."""
+def init_variables(model: nn.Module, model_config, image_shape, key: jax.Array) -> dict:
+  """The model's initial variables for images of ``image_shape``: ``{"params": ...}``
+  plus its state collections."""
   x = jnp.zeros((1, *image_shape), jnp.float32)
-  return model.init({"params": key, **rngs(model_config, key)}, x)["params"]
+  variables = model.init({"params": key, **rngs(model_config, key)}, x)
+  kept = ("params", *get(model_config.name).state_collections)
+  return {name: variables[name] for name in kept if name in variables}
 
 
 def largest_activation_bytes(model: nn.Module, model_config,
