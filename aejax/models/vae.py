@@ -60,8 +60,12 @@ def bernoulli_log_likelihood(logits: jax.Array, x: jax.Array, event_ndim: int) -
 
   ``x log σ(l) + (1 - x) log(1 - σ(l)) = x l - softplus(l)``: exact for any logit,
   where the log of a sigmoid output would lose everything beyond about ±17.
+  softplus is written out as ``max(l, 0) + log1p(exp(-|l|))``: on XLA:CPU this ran
+  the 5,000-sample NLL about twice as fast as ``jnp.logaddexp(0, l)`` or
+  ``jax.nn.softplus`` (the output layer's logits dominate it).
   """
-  per_pixel = x * logits - jnp.logaddexp(0.0, logits)
+  softplus = jnp.maximum(logits, 0.0) + jnp.log1p(jnp.exp(-jnp.abs(logits)))
+  per_pixel = x * logits - softplus
   return per_pixel.sum(axis=tuple(range(-event_ndim, 0)))
 
 
