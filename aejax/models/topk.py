@@ -1,0 +1,210 @@
+"""The TopK sparse autoencoder (Makhzani & Frey 2014, "k-Sparse Autoencoders"; Gao et
+al. 2024, "Scaling and evaluating sparse autoencoders") with Gao's AuxK loss.
+
+For a flattened image x [D]:
+
+    pre  = W_enc (x - b_pre) + b_enc                  [width]
+    code = relu of the k largest entries of pre, 0 elsewhere
+    out  = W_dec code + b_pre                         [D], W_dec's columns unit norm
+
+so at most k code units are nonzero per example (exactly k when the k largest
+pre-activations are positive). ``b_pre`` starts at the training set's mean image
+(Gao starts it at the geometric median; the mean is the cheaper stand-in).
+``W_dec`` is stored unnormalized and divided by its columns' norms in every forward
+pass: the gradient through that division is the raw gradient with the component
+along each column removed, which is the projection Gao apply by hand after each
+step, and Adam's updates cannot grow a column's norm to shrink its code. ``W_enc``
+starts as ``W_dec``'s transpose (Gao §A.1), which with unit columns makes each
+pre-activation the projection of the centred image on its unit's decoder direction.
+
+Output (``config.model.output``): 'linear' (default) returns ``out`` clipped to
+[0, 1] with a straight-through gradient: its value is the clipped image, its
+gradient that of the linear map, so a pixel the linear output overshoots still pulls
+its latents back. It keeps the model Gao's (a linear decoder whose residual the AuxK
+latents can reconstruct additively). 'sigmoid' returns ``sigmoid(W_dec code +
+b_out)`` with ``b_out`` at the mean image's logits, as the article's dense nets; its
+AuxK target is the pixel residual, which the AuxK latents fit linearly (a first-order
+stand-in). On full MNIST the linear output trained to a lower test MSE at every k we
+tried (the k = 32, width 1024 figure is in ``experiments/configs/topk.py``).
+
+Dead latents and AuxK (Gao §A.2): the state collection 'activity' holds, per code
+unit, how many training examples have passed since it last fired
+(``examples_since_fired`` [width], float32 so that the train step can average it
+over a batch's chunks). A unit is dead once that count reaches ``dead_after``. The
+auxiliary code keeps the ``k_aux`` largest pre-activations among dead units (relu);
+the term ``auxk`` is the mean squared error between its decoding ``W_dec z_aux`` (no
+bias) and the main reconstruction's residual ``target - reconstruction`` (held
+constant), so gradients reach exactly the dead units' encoder rows and decoder
+columns. With no dead unit the auxiliary code is zero and so is the term's gradient.
+Gao weight it 1/32 (``losses='mse=1, auxk=0.03125'``).
+
+When the train step splits a batch into chunks, each chunk counts from the same old
+state and the step keeps the chunks' mean: a unit silent in the whole batch advances
+by the chunk size, not the batch size (``dead_after`` is then in chunk examples).
+Dense models on a CPU take the whole batch in one chunk at the shipped batch sizes.
+
+Output dict of ``apply`` for ``x`` [B, H, W, C]:
+- ``reconstruction`` [B, H, W, C] in [0, 1];
+- ``code`` [B, width]: the sparse code; ``pre_activation`` [B, width];
+- ``auxk_reconstruction`` [B, H, W, C]: the dead units' decoding (no bias).
+
+Config block (``config.model``): ``width``, ``k``, ``k_aux``, ``dead_after``,
+``output``.
+"""
+
+from __future__ import annotations
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from aejax import losses
+from aejax.models import layers, registry
+
+OUTPUTS = ("linear", "sigmoid")
+
+
+# ---------------------------------------------------------------- loss terms
+
+
+def auxk(*, auxk_reconstruction: jax.Array, reconstruction: jax.Array,
+         target: jax.Array) -> jax.Array:
+  """Gao's AuxK loss per example: mean over pixels of
+  ``(auxk_reconstruction - stop_gradient(target - reconstruction))²``.
+
+  Arrays [B, ...] -> [B]. The residual is a constant: the term trains the dead units
+  to explain what the live ones miss, and does not move the live ones.
+  """
+  residual = jax.lax.stop_gradient(target.astype(jnp.float32)
+                                   - reconstruction.astype(jnp.float32))
+  diff = auxk_reconstruction.astype(jnp.float32) - residual
+  return jnp.mean(jnp.square(diff.reshape(diff.shape[0], -1)), axis=-1)
+
+
+losses.register("auxk", auxk, ("auxk_reconstruction", "reconstruction", "target"))
+
+
+# -------------------------------------------------------------------- helpers
+
+
+def top_k_code(pre: jax.Array, k: int) -> jax.Array:
+  """relu of the ``k`` largest entries of each row of ``pre``, 0 elsewhere:
+  [B, N] -> [B, N]. Exactly the k positions ``lax.top_k`` picks (ties broken by
+  index), so at most k entries are nonzero. The gradient reaches those k only."""
+  values, indices = jax.lax.top_k(pre, k)
+  rows = jnp.arange(pre.shape[0])[:, None]
+  return jnp.zeros_like(pre).at[rows, indices].set(nn.relu(values))
+
+
+def clip_straight_through(x: jax.Array) -> jax.Array:
+  """``clip(x, 0, 1)`` in value, identity in gradient. Written as
+  ``sg(clip(x)) + (x - sg(x))`` so that the value is exactly the clipped one."""
+  return jax.lax.stop_gradient(jnp.clip(x, 0.0, 1.0)) + (x - jax.lax.stop_gradient(x))
+
+
+def unit_columns(w: jax.Array) -> jax.Array:
+  """``w`` [N, D] with each row (a code unit's decoder direction) scaled to norm 1."""
+  return w / jnp.linalg.norm(w, axis=-1, keepdims=True)
+
+
+# -------------------------------------------------------------------- module
+
+
+class TopKAutoencoder(nn.Module):
+  """See the module docstring. ``pixel_mean`` [D] initialises ``b_pre`` (and, for
+  the sigmoid output, the output bias at its logits)."""
+
+  image_shape: tuple[int, ...]
+  width: int
+  k: int
+  k_aux: int = 256
+  dead_after: int = 20_000
+  output: str = "linear"
+  pixel_mean: tuple[float, ...] | None = None
+
+  def setup(self):
+    d = layers.flat_size(self.image_shape)
+    mean = (np.zeros(d, np.float32) if self.pixel_mean is None
+            else np.asarray(self.pixel_mean, np.float32).reshape(d))
+    self.pre_bias = self.param("pre_bias", lambda key, shape: jnp.asarray(mean), (d,))
+    # Decoder rows: directions drawn uniformly on the sphere, stored at norm 1. The
+    # stored scale sets the effective step size (Adam moves each entry by about the
+    # learning rate whatever its size, and the forward pass divides by the norm).
+    self.decoder_kernel = self.param(
+        "decoder_kernel", lambda key, shape: unit_columns(jax.random.normal(key, shape)),
+        (self.width, d))
+    decoder_kernel = self.decoder_kernel
+    self.encoder_kernel = self.param(
+        "encoder_kernel", lambda key, shape: unit_columns(decoder_kernel).T, (d, self.width))
+    self.encoder_bias = self.param("encoder_bias", nn.initializers.zeros, (self.width,))
+    if self.output == "sigmoid":
+      self.output_bias = self.param("output_bias", layers.mean_logit_init(
+          None if self.pixel_mean is None else mean.reshape(*self.image_shape), False),
+                                    (d,))
+    self.examples_since_fired = self.variable(
+        "activity", "examples_since_fired", jnp.zeros, (self.width,), jnp.float32)
+
+  def pre_activation(self, x: jax.Array) -> jax.Array:
+    """[B, H, W, C] -> [B, width]."""
+    flat = x.reshape(x.shape[0], -1).astype(jnp.float32)
+    return (flat - self.pre_bias) @ self.encoder_kernel + self.encoder_bias
+
+  def encode(self, x: jax.Array) -> jax.Array:
+    """The sparse code: [B, H, W, C] -> [B, width]."""
+    return top_k_code(self.pre_activation(x), self.k)
+
+  def decode_linear(self, code: jax.Array, bias: bool = True) -> jax.Array:
+    """``W_dec code (+ b_pre)``, flat: [B, width] -> [B, D]."""
+    out = code @ unit_columns(self.decoder_kernel)
+    return out + self.pre_bias if bias and self.output == "linear" else out
+
+  def decode(self, code: jax.Array) -> jax.Array:
+    """[B, width] -> [B, H, W, C] in [0, 1]."""
+    out = self.decode_linear(code)
+    image = (nn.sigmoid(out + self.output_bias) if self.output == "sigmoid"
+             else clip_straight_through(out))
+    return image.reshape(code.shape[0], *self.image_shape)
+
+  def __call__(self, x: jax.Array) -> dict[str, jax.Array]:
+    pre = self.pre_activation(x)
+    code = top_k_code(pre, self.k)
+    dead = self.examples_since_fired.value >= self.dead_after
+    k_aux = min(self.k_aux, self.width)
+    # Live units enter as -inf: relu makes them 0 when fewer than k_aux units are dead.
+    aux_code = top_k_code(jnp.where(dead, pre, -jnp.inf), k_aux)
+    if self.is_mutable_collection("activity") and not self.is_initializing():
+      fired = jnp.any(code > 0, axis=0)
+      self.examples_since_fired.value = jnp.where(
+          fired, 0.0, self.examples_since_fired.value + x.shape[0])
+    return {
+        "reconstruction": self.decode(code),
+        "code": code,
+        "pre_activation": pre,
+        "auxk_reconstruction": self.decode_linear(aux_code, bias=False).reshape(x.shape),
+    }
+
+
+# ------------------------------------------------------------------- family
+
+
+def build(config, image_shape, pixel_mean) -> TopKAutoencoder:
+  mean = None if pixel_mean is None else tuple(float(v) for v in np.ravel(pixel_mean))
+  return TopKAutoencoder(image_shape=tuple(image_shape), width=config.width, k=config.k,
+                         k_aux=config.k_aux, dead_after=config.dead_after,
+                         output=config.output, pixel_mean=mean)
+
+
+def check(config, image_shape) -> None:
+  for key in ("width", "k", "k_aux", "dead_after"):
+    layers.check_positive_ints(config, key)
+  if config.k > config.width:
+    raise ValueError(f"config.model.k={config.k} is larger than config.model.width="
+                     f"{config.width}; choose k ≤ width.")
+  layers.check_choice(config, "output", OUTPUTS)
+
+
+registry.register(registry.Family(
+    name="topk",
+    defaults=dict(width=1024, k=32, k_aux=256, dead_after=20_000, output="linear"),
+    build=build, check=check, state_collections=("activity",)))
