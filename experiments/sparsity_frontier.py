@@ -1,0 +1,148 @@
+"""Sparsity against reconstruction: TopK autoencoders for several k against L1-penalised
+relu autoencoders over a λ sweep, at each code width.
+
+    python -m experiments.sparsity_frontier --data_dir=path/to/mnist \
+        --workdir=runs/frontier --num_epochs=3
+
+trains, per width in ``--widths``: TopK (with AuxK) for each k in ``--ks`` (k ≤ width),
+TopK without AuxK at the widest width, and the mlp family with ``mse=1,
+l1_activity=λ`` for each λ in ``--l1_weights``; all with the same optimizer, epochs
+and batch size. Each run lives in ``<workdir>/<name>`` (a rerun skips finished runs).
+It prints two Markdown tables and writes them with every run's figures to
+``<workdir>/frontier.json`` and ``frontier.md``:
+
+- every run: test MSE, L0, fraction of variance explained, dead fraction (units that
+  never fire over the training set), training seconds;
+- TopK against L1 at equal L0: the L1 frontier's test MSE at the TopK run's L0,
+  interpolated linearly in log L0 between the two L1 runs around it (blank outside
+  the λ sweep's range).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import math
+import pathlib
+
+from absl import app, flags, logging
+
+from aejax import analysis, code_stats, data as data_lib, train
+from experiments.configs import base, topk as topk_config
+
+_DATA_DIR = flags.DEFINE_string("data_dir", "", "Folder of the MNIST IDX files "
+                                "(empty: $AEJAX_DATA_DIR, then the usual search).")
+_DATASET = flags.DEFINE_string("dataset", "mnist", "config.dataset of every run.")
+_WORKDIR = flags.DEFINE_string("workdir", "runs/frontier", "Folder for the runs and tables.")
+_NUM_EPOCHS = flags.DEFINE_integer("num_epochs", 3, "Epochs of every run.")
+_BATCH_SIZE = flags.DEFINE_integer("batch_size", 128, "Batch size of every run.")
+_LEARNING_RATE = flags.DEFINE_float("learning_rate", 1e-3, "Peak learning rate (cosine).")
+_KS = flags.DEFINE_list("ks", ["4", "8", "16", "32", "64"], "TopK's k values.")
+_WIDTHS = flags.DEFINE_list("widths", ["32", "1024"], "Code widths.")
+_L1_WEIGHTS = flags.DEFINE_list("l1_weights", ["1e-6", "3e-6", "1e-5", "3e-5", "1e-4"],
+                                "λ of the L1 activity term (mse=1, l1_activity=λ).")
+_AUXK_WEIGHT = flags.DEFINE_float("auxk_weight", 1 / 32, "Weight of the AuxK term.")
+
+
+def run_configs() -> list[tuple[str, dict, object]]:
+  """``(name, description, config)`` for every run, the widest width first."""
+  widths = sorted((int(w) for w in _WIDTHS.value), reverse=True)
+  runs = []
+  for width in widths:
+    for k in (int(k) for k in _KS.value):
+      if k > width:
+        continue
+      for aux in ((True, False) if width == widths[0] else (True,)):
+        config = topk_config.get_config()
+        config.model.width, config.model.k = width, k
+        config.losses = f"mse=1, auxk={_AUXK_WEIGHT.value}" if aux else "mse=1"
+        name = f"topk_w{width}_k{k}" + ("" if aux else "_noaux")
+        runs.append((name, {"model": "topk", "width": width, "k": k, "auxk": aux}, config))
+    for weight in _L1_WEIGHTS.value:
+      config = base.get_config("mlp")
+      config.model.code_size = width
+      config.losses = f"mse=1, l1_activity={weight}"
+      runs.append((f"l1_w{width}_lambda{weight}",
+                   {"model": "l1", "width": width, "l1_weight": float(weight)}, config))
+  for name, _, config in runs:
+    config.name = name
+    config.dataset = _DATASET.value
+    config.data_dir = _DATA_DIR.value
+    config.num_epochs = _NUM_EPOCHS.value
+    config.batch_size = _BATCH_SIZE.value
+    config.learning_rate = _LEARNING_RATE.value
+  return runs
+
+
+def measure(name: str, config, root: pathlib.Path, dataset) -> dict:
+  """Trains (or finds) one run and returns its test MSE, code statistics and seconds."""
+  workdir = root / name
+  results = train.train_and_evaluate(config, str(workdir))
+  restored = analysis.load_run(workdir)
+  stats = code_stats.code_statistics(
+      functools.partial(restored.model.apply, method="encode"),
+      functools.partial(restored.model.apply, method="decode"), restored.variables,
+      dataset.train_images, dataset.test_images, config.eval_batch_size)
+  return {"test_mse": results["test"]["mse"], "train_seconds": results["train_seconds"],
+          "epochs": results["epochs"], **stats}
+
+
+def l1_mse_at(l0: float, l1_runs: list[dict]) -> float | None:
+  """The L1 frontier's test MSE at ``l0``, linear in log L0 between the L1 runs around
+  it; None outside their range."""
+  points = sorted((r["l0"], r["test_mse"]) for r in l1_runs if r["l0"] > 0)
+  for (a, ma), (b, mb) in zip(points, points[1:]):
+    if a <= l0 <= b:
+      t = 0.0 if b == a else (math.log(l0) - math.log(a)) / (math.log(b) - math.log(a))
+      return ma + t * (mb - ma)
+  return None
+
+
+def tables(rows: list[dict]) -> str:
+  lines = ["| run | width | setting | L0 | test MSE | FVE | dead fraction | train s |",
+           "|---|---:|---|---:|---:|---:|---:|---:|"]
+  for r in rows:
+    setting = (f"k={r['k']}" + ("" if r["auxk"] else ", no AuxK") if r["model"] == "topk"
+               else f"λ={r['l1_weight']:g}")
+    lines.append(f"| {r['model']} | {r['width']} | {setting} | {r['l0']:.1f} | "
+                 f"{r['test_mse']:.5f} | {r['fraction_variance_explained']:.3f} | "
+                 f"{r['dead_fraction']:.3f} | {r['train_seconds']:.0f} |")
+  lines += ["", "| width | k | TopK L0 | TopK MSE | L1 MSE at that L0 | TopK ≤ L1 |",
+            "|---:|---:|---:|---:|---:|---|"]
+  for r in rows:
+    if r["model"] != "topk" or not r["auxk"]:
+      continue
+    l1 = l1_mse_at(r["l0"], [s for s in rows if s["model"] == "l1" and s["width"] == r["width"]])
+    verdict = "" if l1 is None else ("yes" if r["test_mse"] <= l1 else "no")
+    l1_text = "—" if l1 is None else f"{l1:.5f}"
+    lines.append(f"| {r['width']} | {r['k']} | {r['l0']:.1f} | {r['test_mse']:.5f} | "
+                 f"{l1_text} | {verdict} |")
+  return "\n".join(lines)
+
+
+def main(argv):
+  del argv
+  logging.set_verbosity(logging.WARNING)
+  root = pathlib.Path(_WORKDIR.value)
+  root.mkdir(parents=True, exist_ok=True)
+  runs = run_configs()
+  dataset = data_lib.load(runs[0][2])
+  out_json = root / "frontier.json"
+  done = json.loads(out_json.read_text())["runs"] if out_json.exists() else {}
+  rows = []
+  for name, description, config in runs:
+    if name not in done:
+      done[name] = {**description, **measure(name, config, root, dataset)}
+      out_json.write_text(json.dumps({"runs": done}, indent=1))
+      print(f"{name}: L0 {done[name]['l0']:.1f}  test MSE {done[name]['test_mse']:.5f}  "
+            f"dead {done[name]['dead_fraction']:.3f}", flush=True)
+    rows.append(done[name])
+  markdown = tables(rows)
+  print(markdown)
+  (root / "frontier.md").write_text(markdown + "\n")
+  out_json.write_text(json.dumps({"runs": done, "dataset": dataset.record()["name"],
+                                  "num_epochs": _NUM_EPOCHS.value}, indent=1))
+
+
+if __name__ == "__main__":
+  app.run(main)
