@@ -31,7 +31,7 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   logging.set_verbosity(logging.INFO)
-  from aejax import tfds_data  # imports tensorflow_datasets: after flag parsing
+  from aejax.data import tfds_builders as tfds_data  # imports TFDS: after flag parsing
   name = _DATASET.value
   if _MANUAL_DIR.value is None and not tfds_data.network_reachable(tfds_data.BUILDERS[name].URL):
     print(f"error: {tfds_data.BUILDERS[name].URL} cannot be reached; pass --manual_dir=<folder "

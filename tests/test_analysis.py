@@ -176,8 +176,14 @@ def test_load_run_restores_the_trained_model(tmp_path):
   sse = analysis.sse_per_image(reference=test, reconstruction=run.decode(codes))
   assert np.mean(sse) == pytest.approx(results["test"]["sse_per_image"], rel=1e-4)
   assert json.loads((tmp_path / "config.json").read_text())["model"]["code_size"] == 16
+  # Everything comes from the checkpoint: no config.json or results.json is needed.
+  (tmp_path / "config.json").unlink()
+  (tmp_path / "results.json").unlink()
+  again = analysis.load_run(tmp_path)
+  assert again.config.model.code_size == 16 and again.meta["data"]["n_train"] == 6000
+  np.testing.assert_array_equal(again.encode(test[:5]), codes[:5])
 
 
 def test_load_run_says_what_is_missing(tmp_path):
-  with pytest.raises(FileNotFoundError, match="config.json"):
+  with pytest.raises(FileNotFoundError, match="holds no checkpoint"):
     analysis.load_run(tmp_path)

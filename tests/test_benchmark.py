@@ -13,8 +13,8 @@ import jax
 import numpy as np
 import pytest
 
-from aejax import bench, corruption, data, losses, models, train
-from experiments import benchmark
+from aejax import data, engine, models, step as step_lib
+from experiments import bench, benchmark
 from experiments.configs import vanilla
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -35,22 +35,18 @@ def test_an_epoch_moves_nothing_between_host_and_device(mode, monkeypatch):
   """Once the images are on the device, a whole epoch (compiling included) runs with
   every implicit transfer forbidden, noise and progress reporting included."""
   # A progress line at every step: its loss read must be an explicit transfer.
-  monkeypatch.setattr(train, "PROGRESS_SECONDS", 0.0)
+  monkeypatch.setattr(step_lib, "PROGRESS_SECONDS", 0.0)
   config = vanilla.get_config()
   config.model.update(code_size=8, hidden=(16,))
-  net = models.build(config.model, (28, 28, 1))
-  optimizer = train.make_optimizer(config, N // BATCH)
-  loss_fn = train.make_loss_fn(net, losses.parse_weights("mse=1"))
-  step = train.make_train_step(loss_fn, optimizer, corruption.make("gaussian", 0.5),
-                               microbatch_size=BATCH // 2)
-  start_epoch, run_epoch = train.make_epoch_fns(step, N, BATCH, mode)
-  state = train.init_state(net, optimizer, (28, 28, 1), jax.random.key(0))
+  config.batch_size, config.microbatch_size, config.epoch_mode = BATCH, BATCH // 2, mode
+  config.corruption.name, config.corruption.level = "gaussian", 0.5
+  run = engine.setup(config, data.DataSpec(image_shape=(28, 28, 1), n_train=N))
+  state = run.state
   images = jax.device_put(np.random.default_rng(0).integers(0, 256, (N, 28, 28, 1), np.uint8))
-  shuffle_key, noise_key = jax.random.key(1), jax.random.key(2)
   for _ in range(2):  # the first epoch compiles, the second reuses
     with jax.transfer_guard("disallow"):
-      order = start_epoch(state, shuffle_key)
-      state, history = run_epoch(state, images, order, noise_key)
+      order = run.start_epoch(state, run.keys.shuffle)
+      state, history = run.run_epoch(state, images, order, run.keys.noise)
       jax.block_until_ready((state, history))
   assert int(state.step) == 2 * (N // BATCH)
   assert np.all(np.isfinite(jax.device_get(history["loss"])))
@@ -102,7 +98,7 @@ def test_command_writes_table_and_json(tmp_path):
   report = json.loads(out.read_text())
   rows = report["measurements"]
   assert [(r["model"], r["epoch_mode"]) for r in rows] == [
-      ("multilayer", train.resolve_epoch_mode(vanilla.get_config())), ("multilayer", "step")]
+      ("multilayer", engine.resolve_epoch_mode(vanilla.get_config())), ("multilayer", "step")]
   for r in rows:
     assert r["num_images"] == 512 and r["batch_size"] == 256 and r["median_epoch_s"] > 0
     assert r["microbatch_size"] == 256  # auto: a dense net's batch fits the caches whole
@@ -143,11 +139,11 @@ def test_every_benchmark_model_has_a_config():
 @pytest.mark.parametrize("name", sorted(benchmark.MODEL_CONFIGS))
 def test_torch_twin_has_the_same_parameters_and_output_bias(name):
   pytest.importorskip("torch", reason="PyTorch is the optional 'bench' extra")
-  from aejax import bench_torch
+  from experiments import bench_torch
   config = benchmark.MODEL_CONFIGS[name].get_config()
-  pixel_mean = data.load_sample().train_images.mean(0) / 255.0
-  params = models.build(config.model, (28, 28, 1), pixel_mean=pixel_mean).init(
-      jax.random.key(0), np.zeros((1, 28, 28, 1), np.float32))["params"]
+  pixel_mean = data.load_sample().pixel_mean
+  model = models.build(config.model, (28, 28, 1), pixel_mean=pixel_mean)
+  params = models.init_variables(model, config.model, (28, 28, 1), jax.random.key(0))["params"]
   twin = bench_torch.build(config.model, pixel_mean=pixel_mean)
   assert sum(p.numel() for p in twin.parameters()) == sum(
       np.prod(p.shape) for p in jax.tree.leaves(params))

@@ -94,8 +94,8 @@ def test_bundled_sample_is_a_subset_of_full_mnist(mnist_dir):
 def test_load_order(tmp_path, monkeypatch, caplog):
   config = base.get_config()
   monkeypatch.delenv(data.ENV_DATA_DIR, raising=False)
-  monkeypatch.setattr(data, "_try_tfds", lambda name: None)
-  monkeypatch.setattr(data, "_try_tfds_download", lambda name: None)  # even when online
+  monkeypatch.setattr(data.sources, "_try_tfds", lambda name: None)
+  monkeypatch.setattr(data.sources, "_try_tfds_download", lambda name: None)  # even online
   ds = data.load(config)  # nothing given: the sample, loudly
   assert ds.source == "bundled_sample" and "FULL MNIST NOT FOUND" in caplog.text
 

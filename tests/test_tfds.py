@@ -22,7 +22,8 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
-from aejax import data, tfds_data, train
+from aejax import data, engine
+from aejax.data import tfds_builders as tfds_data
 from experiments.configs import base
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -90,7 +91,7 @@ def test_synthetic_idx_files_round_trip(name, compress, tfds_dir, tmp_path):
   assert folder.parent.name == f"aejax_{name}"
   config = base.get_config()
   config.dataset = name
-  train.validate_config(config)
+  engine.validate_config(config)
   ds = data.load(config)
   assert "tensorflow" not in sys.modules
   assert (ds.name, ds.source, ds.location) == (name, "tfds", str(folder))
@@ -212,17 +213,25 @@ def test_offline_with_no_local_data_falls_back_to_the_sample(tfds_dir, monkeypat
     data.load(config)
 
 
-def test_prepared_tfds_data_comes_first_and_named_folders_must_exist(tfds_dir, tmp_path,
-                                                                      monkeypatch):
+def test_a_named_folder_wins_over_a_prepared_copy_which_wins_over_the_rest(tfds_dir, tmp_path,
+                                                                           monkeypatch):
+  """Issue 11, finding 2: an explicitly named IDX folder is used even when TFDS's data
+  dir holds a (here smaller, different) prepared copy; a missing named folder is an
+  error, never a fallback."""
   tfds_arrays = make_idx_folder(tmp_path / "for_tfds", seed=3)
   tfds_data.prepare("mnist", manual_dir=tmp_path / "for_tfds")
-  make_idx_folder(tmp_path / "idx", seed=4)
+  idx_arrays = make_idx_folder(tmp_path / "idx", seed=4)
   config = base.get_config()
-  monkeypatch.setenv(data.ENV_DATA_DIR, str(tmp_path / "idx"))
-  ds = data.load(config)
+  monkeypatch.delenv(data.ENV_DATA_DIR, raising=False)
+  ds = data.load(config)  # nothing named: the prepared copy
   assert ds.source == "tfds"
   assert_same_examples(ds, tfds_arrays)
-  config.dataset = "fashion_mnist"  # not prepared: the IDX folder
+  config.data_dir = str(tmp_path / "idx")
+  ds = data.load(config)
+  assert ds.source == "idx" and ds.location == str(tmp_path / "idx")
+  assert_same_examples(ds, idx_arrays)
+  config.data_dir = ""
+  monkeypatch.setenv(data.ENV_DATA_DIR, str(tmp_path / "idx"))
   assert data.load(config).source == "idx"
   config.data_dir = str(tmp_path / "missing")
   with pytest.raises(data.DataError, match="does not exist"):
@@ -234,12 +243,12 @@ def test_prepared_tfds_data_comes_first_and_named_folders_must_exist(tfds_dir, t
 def test_tfds_catalog_names_without_tensorflow_say_which_extra_to_install():
   config = base.get_config()
   config.dataset = "tfds:cifar10"
-  for call in (train.validate_config, data.load):
+  for call in (engine.validate_config, data.load):
     with pytest.raises(ValueError, match=r'pip install "aejax\[tensorflow\]"'):
       call(config)
   config.dataset = "tfds:"
   with pytest.raises(ValueError, match="names no dataset"):
-    train.validate_config(config)
+    engine.validate_config(config)
 
 
 def test_tfds_catalog_names_with_tensorflow_give_uint8_arrays(tfds_dir, monkeypatch):
@@ -249,7 +258,7 @@ def test_tfds_catalog_names_with_tensorflow_give_uint8_arrays(tfds_dir, monkeypa
   monkeypatch.setattr(tfds_data, "network_reachable", lambda url, timeout_s=0: True)
   config = base.get_config()
   config.dataset = "tfds:cifar10"
-  train.validate_config(config)
+  engine.validate_config(config)
   with tfds_testing.mock_data(num_examples=12, policy=tfds_testing.MockPolicy.USE_CODE):
     ds = data.load(config)
   assert (ds.name, ds.source, ds.image_shape) == ("tfds:cifar10", "tfds", (32, 32, 3))
@@ -277,7 +286,9 @@ def test_cli_prepares_then_trains_on_tfds_data(tmp_path):
       timeout=300)
   assert run.returncode == 0, run.stderr[-3000:]
   results = json.loads((workdir / "results.json").read_text())
+  # The same images read from the IDX files have the same fingerprint.
+  fingerprint = data.read_idx_folder(tmp_path / "idx").fingerprint
   assert results["dataset"] == {
       "name": name, "source": "tfds", "n_train": 256, "n_test": 64, "image_shape": [28, 28, 1],
-      "location": str(tfds_dir / f"aejax_{name}" / "1.1.0")}
+      "location": str(tfds_dir / f"aejax_{name}" / "1.1.0"), "fingerprint": fingerprint}
   assert np.isfinite(results["test"]["mse"])

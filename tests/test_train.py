@@ -1,4 +1,5 @@
-"""The train step: pure, jit-invariant, deterministic, learning; epochs; NaN handling."""
+"""The train step: pure, jit-invariant, deterministic, learning; epochs; NaN handling;
+the objective and the engine's backend rules."""
 
 import chex
 import jax
@@ -7,26 +8,34 @@ import numpy as np
 import optax
 import pytest
 
-from aejax import corruption, losses, models, train
+from aejax import corruption, data, engine, losses, models, step as step_lib
+from aejax.objective import Objective
 from experiments.configs import base
 
 N, BATCH = 64, 16
+SPEC = data.DataSpec(image_shape=(28, 28, 1), n_train=N)
 
 
-def setup(loss_spec="mse=1, l1_activity=1e-3", corrupt=("gaussian", 0.5), seed=0,
-          microbatch_size=None, **model):
+def model_block(name="mlp", **overrides):
+  return models.default_config(name, **(overrides or (
+      dict(code_size=16, hidden=(32,)) if name == "mlp" else {})))
+
+
+def make_config(loss_spec="mse=1, l1_activity=1e-3", corrupt=("gaussian", 0.5), seed=0,
+                microbatch_size=0, name="mlp", **model):
   config = base.get_config()
-  config.model.update(model or dict(code_size=16, hidden=(32,)))
-  config.learning_rate = 1e-2
-  config.num_epochs = 2
-  net = models.build(config.model, (28, 28, 1))
-  optimizer = train.make_optimizer(config, N // BATCH)
-  loss_fn = train.make_loss_fn(net, losses.parse_weights(loss_spec))
-  step = train.make_train_step(loss_fn, optimizer, corruption.make(*corrupt), microbatch_size)
-  state = train.init_state(net, optimizer, (28, 28, 1), jax.random.key(seed))
-  rng = np.random.default_rng(0)
-  images = rng.integers(0, 256, (N, 28, 28, 1), dtype=np.uint8)
-  return step, state, images
+  config.model = model_block(name, **model)
+  config.learning_rate, config.num_epochs, config.batch_size = 1e-2, 2, BATCH
+  config.losses, config.seed, config.microbatch_size = loss_spec, seed, microbatch_size
+  config.corruption.name, config.corruption.level = corrupt
+  return config
+
+
+def setup(*args, **kwargs):
+  """The engine's train step and initial state for a small config, and random images."""
+  run = engine.setup(make_config(*args, **kwargs), SPEC)
+  images = np.random.default_rng(0).integers(0, 256, (N, 28, 28, 1), dtype=np.uint8)
+  return run.train_step, run.state, images
 
 
 class TrainStepTest(chex.TestCase):
@@ -45,9 +54,9 @@ class TrainStepTest(chex.TestCase):
     assert int(new_state.step) == 1
 
 
-@pytest.mark.parametrize("model", [dict(code_size=16, hidden=(32,)), dict(name="conv")])
-def test_one_step_on_a_fixed_batch_lowers_the_loss(model):
-  step, state, images = setup(corrupt=("none", 0.0), **model)
+@pytest.mark.parametrize("name", ["mlp", "conv"])
+def test_one_step_on_a_fixed_batch_lowers_the_loss(name):
+  step, state, images = setup(corrupt=("none", 0.0), name=name)
   step = jax.jit(step)
   key = jax.random.key(0)
   _, before = step(state, images[:BATCH], key)
@@ -60,7 +69,7 @@ def test_same_seed_same_parameters_other_seed_other_parameters():
   runs = []
   for seed in (0, 0, 1):
     step, state, images = setup(seed=seed)
-    start, run = train.make_epoch_fns(step, N, BATCH, "step")
+    start, run = step_lib.make_epoch_fns(step, N, BATCH, "step")
     state, _ = run(state, jnp.asarray(images), start(state, jax.random.key(seed)),
                    jax.random.key(seed))
     runs.append(state.params)
@@ -73,7 +82,7 @@ def test_scan_and_step_epochs_agree():
   results = {}
   for mode in ("scan", "step"):
     step, state, images = setup()
-    start, run = train.make_epoch_fns(step, N, BATCH, mode)
+    start, run = step_lib.make_epoch_fns(step, N, BATCH, mode)
     for _ in range(2):
       state, history = run(state, jnp.asarray(images), start(state, jax.random.key(1)),
                            jax.random.key(2))
@@ -96,36 +105,36 @@ def test_noise_depends_on_step_not_on_call_order():
 
 def test_epoch_order_is_a_permutation_fixed_by_the_epoch():
   key = jax.random.key(0)
-  first = train.epoch_permutation(key, jnp.asarray(0), 70, 16)
+  first = step_lib.epoch_permutation(key, jnp.asarray(0), 70, 16)
   assert first.shape == (4, 16) and len(np.unique(first)) == 64
-  np.testing.assert_array_equal(first, train.epoch_permutation(key, jnp.asarray(3), 70, 16))
-  assert not np.array_equal(first, train.epoch_permutation(key, jnp.asarray(4), 70, 16))
+  np.testing.assert_array_equal(first, step_lib.epoch_permutation(key, jnp.asarray(3), 70, 16))
+  assert not np.array_equal(first, step_lib.epoch_permutation(key, jnp.asarray(4), 70, 16))
 
 
 def test_check_finite_names_step_and_term():
   history = {"loss": np.array([1.0, np.nan]), "mse": np.array([1.0, 2.0]),
              "l1_activity": np.array([3.0, np.inf])}
-  with pytest.raises(train.NonFiniteLossError, match=r"'l1_activity' became inf at step 12"):
-    train.check_finite(history, first_step=10)
-  train.check_finite({"loss": np.ones(3)}, 0)
+  with pytest.raises(step_lib.NonFiniteLossError, match=r"'l1_activity' became inf at step 12"):
+    step_lib.check_finite(history, first_step=10)
+  step_lib.check_finite({"loss": np.ones(3)}, 0)
 
 
-@pytest.mark.parametrize("model", [dict(code_size=16, hidden=(32,)),
-                                   dict(name="conv", conv_features=(4, 4))])
-def test_microbatched_step_equals_the_whole_batch_step(model):
+@pytest.mark.parametrize("name, model", [("mlp", {}), ("conv", dict(features=(4, 4)))])
+def test_microbatched_step_equals_the_whole_batch_step(name, model):
   """Chunks of the batch give the same gradient (the noise is drawn for the whole
   batch first). Plain SGD with rate 1, so the update *is* the gradient (Adam's first
   step would blow float rounding of near-zero gradients up to ±lr)."""
-  config = base.get_config()
-  config.model.update(model)
-  net = models.build(config.model, (28, 28, 1))
-  loss_fn = train.make_loss_fn(net, losses.parse_weights("mse=1, l1_activity=1e-3"))
-  state = train.init_state(net, optax.sgd(1.0), (28, 28, 1), jax.random.key(0))
+  block = model_block(name, **model)
+  net = models.build(block, (28, 28, 1))
+  objective = Objective(net, block, losses.parse_weights("mse=1, l1_activity=1e-3"))
+  params = models.init_variables(net, block, (28, 28, 1), jax.random.key(0))["params"]
+  state = step_lib.TrainState(step=jnp.zeros((), jnp.int32), params=params,
+                              opt_state=optax.sgd(1.0).init(params))
   images = np.random.default_rng(0).integers(0, 256, (BATCH, 28, 28, 1), dtype=np.uint8)
   results = []
   for size in (None, BATCH // 4, BATCH // 8):
-    step = train.make_train_step(loss_fn, optax.sgd(1.0), corruption.make("gaussian", 0.5),
-                                 microbatch_size=size)
+    step = step_lib.make_train_step(objective, optax.sgd(1.0),
+                                    corruption.make("gaussian", 0.5), microbatch_size=size)
     new_state, metrics = jax.jit(step)(state, images, jax.random.key(3))
     grads = jax.tree.map(jnp.subtract, state.params, new_state.params)
     results.append((grads, metrics))
@@ -136,39 +145,92 @@ def test_microbatched_step_equals_the_whole_batch_step(model):
 
 
 def test_a_microbatch_size_that_does_not_divide_the_batch_is_refused():
-  step, state, images = setup(microbatch_size=5)
+  run = engine.setup(make_config(), SPEC)
+  step = step_lib.make_train_step(run.objective, run.optimizer, run.corrupt, 5)
+  images = np.zeros((BATCH, 28, 28, 1), np.uint8)
   with pytest.raises(ValueError, match="microbatch_size=5 does not divide the batch of 16"):
-    step(state, images[:BATCH], jax.random.key(0))
+    step(run.state, images, jax.random.key(0))
 
 
 def test_auto_microbatch_size_keeps_a_chunks_activations_small_on_cpu(monkeypatch):
   config = base.get_config()
   config.batch_size = 256
   mlp = models.build(config.model, (28, 28, 1))
-  config.model.name = "conv"
+  config.model = models.default_config("conv")
   conv = models.build(config.model, (28, 28, 1))
-  # The conv net's largest activation: 28×28×32 float32 per image.
-  assert models.largest_activation_bytes(conv, (28, 28, 1)) == 28 * 28 * 32 * 4
   monkeypatch.setattr(jax, "default_backend", lambda: "cpu")
-  assert train.resolve_microbatch_size(config, conv, (28, 28, 1)) == 16
-  assert train.resolve_microbatch_size(config, mlp, (28, 28, 1)) == 256
+  assert engine.resolve_microbatch_size(config, conv, (28, 28, 1)) == 16
+  config.model = models.default_config("mlp")
+  assert engine.resolve_microbatch_size(config, mlp, (28, 28, 1)) == 256
+  config.model = models.default_config("conv")
   config.batch_size = 257  # prime: chunks of 1 would be 257 unrolled copies
-  assert train.resolve_microbatch_size(config, conv, (28, 28, 1)) == 257
+  assert engine.resolve_microbatch_size(config, conv, (28, 28, 1)) == 257
   config.batch_size, config.microbatch_size = 256, 64
-  assert train.resolve_microbatch_size(config, conv, (28, 28, 1)) == 64
+  assert engine.resolve_microbatch_size(config, conv, (28, 28, 1)) == 64
   config.microbatch_size = 0
   monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
-  assert train.resolve_microbatch_size(config, conv, (28, 28, 1)) == 256
+  assert engine.resolve_microbatch_size(config, conv, (28, 28, 1)) == 256
 
 
-def test_auto_epoch_mode_keeps_conv_nets_out_of_loops_on_cpu(monkeypatch):
+def test_auto_epoch_mode_comes_from_the_family(monkeypatch):
   config = base.get_config()
   monkeypatch.setattr(jax, "default_backend", lambda: "cpu")
-  assert train.resolve_epoch_mode(config) == "scan"
-  config.model.name = "conv"
-  assert train.resolve_epoch_mode(config) == "step"
+  assert engine.resolve_epoch_mode(config) == "scan"
+  config.model = models.default_config("conv")
+  assert models.get("conv").cpu_epoch_mode == "step"
+  assert engine.resolve_epoch_mode(config) == "step"
   config.epoch_mode = "scan"
-  assert train.resolve_epoch_mode(config) == "scan"
+  assert engine.resolve_epoch_mode(config) == "scan"
   config.epoch_mode = "auto"
   monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
-  assert train.resolve_epoch_mode(config) == "scan"
+  assert engine.resolve_epoch_mode(config) == "scan"
+
+
+@pytest.mark.parametrize("num_epochs, warmup_epochs, steps", [(1, 1.0, 2), (15, 1.0, 4),
+                                                              (2, 0.2, 0), (3, 5.0, 6)])
+def test_the_warm_up_is_clamped_to_half_of_the_run(num_epochs, warmup_epochs, steps):
+  """Any positive num_epochs trains on every config (sparse.py warms up for 1 epoch)."""
+  config = base.get_config()
+  config.num_epochs, config.warmup_epochs = num_epochs, warmup_epochs
+  assert step_lib.warmup_steps(config, 4) == steps
+  lr = step_lib.make_optimizer(config, 4)
+  del lr  # builds: optax refuses a warm-up as long as the decay
+
+
+def test_the_objective_serves_training_and_evaluation_with_the_same_terms():
+  run = engine.setup(make_config(corrupt=("none", 0.0)), SPEC)
+  x = jax.random.uniform(jax.random.key(0), (8, 28, 28, 1))
+  batch, key = {"inputs": x, "target": x}, jax.random.key(1)
+  loss, terms, outputs = run.objective(run.state.params, batch, key)
+  per_loss, per_terms, _ = run.objective.per_example(run.state.params, batch, key)
+  assert per_loss.shape == (8,) and {k: v.shape for k, v in per_terms.items()} == {
+      "mse": (8,), "l1_activity": (8,)}
+  np.testing.assert_allclose(loss, per_loss.mean(), rtol=1e-6)
+  np.testing.assert_allclose(terms["mse"], losses.mse(reconstruction=outputs["reconstruction"],
+                                                      target=x).mean(), rtol=1e-6)
+
+
+def test_a_term_reading_an_array_the_model_lacks_fails_at_setup():
+  losses.register("needs_mean", lambda *, mean: mean.sum(-1), ("mean",))
+  try:
+    with pytest.raises(ValueError, match=r"'needs_mean' reads \['mean'\], which model 'mlp'"):
+      engine.setup(make_config(loss_spec="mse=1, needs_mean=1"), SPEC)
+  finally:
+    del losses.LOSS_TERMS["needs_mean"]
+
+
+def test_a_second_epoch_compiles_nothing():
+  """chex.assert_max_traces on the step inside both epoch modes and on the evaluation:
+  a second epoch (and a second evaluation) traces nothing new."""
+  for mode in ("scan", "step"):
+    chex.clear_trace_counter()
+    run = engine.setup(make_config(), SPEC)
+    traced_step = chex.assert_max_traces(run.train_step, n=1)
+    start, run_epoch = step_lib.make_epoch_fns(traced_step, N, BATCH, mode)
+    state, images = run.state, jnp.asarray(np.zeros((N, 28, 28, 1), np.uint8))
+    for _ in range(2):
+      state, _ = run_epoch(state, images, start(state, run.keys.shuffle), run.keys.noise)
+    evaluator = run.evaluator(np.zeros((10, 28, 28, 1), np.uint8))
+    evaluator._per_example = chex.assert_max_traces(evaluator._per_example, n=2)
+    for _ in range(2):  # eval_shape + the scan body: 2 traces, then none
+      evaluator.loss_terms(state.variables)

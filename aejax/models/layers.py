@@ -95,7 +95,8 @@ def check_positive_ints(model_config, key: str, allow_empty: bool = True) -> Non
   values = tuple(value) if isinstance(value, (tuple, list)) else (value,)
   if (not values and not allow_empty) or any(
       not isinstance(v, int) or isinstance(v, bool) or v <= 0 for v in values):
-    raise ValueError(f"config.model.{key} must be positive integers, got {value!r}.")
+    what = "positive integers" if isinstance(value, (tuple, list)) else "a positive integer"
+    raise ValueError(f"config.model.{key} must be {what}, got {value!r}.")
 
 
 def flat_size(image_shape) -> int:
