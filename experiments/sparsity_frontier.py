@@ -4,10 +4,10 @@ relu autoencoders over a λ sweep, at each code width.
     python -m experiments.sparsity_frontier --data_dir=path/to/mnist \
         --workdir=runs/frontier --num_epochs=3
 
-trains, per width in ``--widths``: TopK (with AuxK) for each k in ``--ks`` (k ≤ width),
-TopK without AuxK at the widest width, and the mlp family with ``mse=1,
-l1_activity=λ`` for each λ in ``--l1_weights``; all with the same optimizer, epochs
-and batch size. Each run lives in ``<workdir>/<name>`` (a rerun skips finished runs).
+trains, per width in ``--widths`` (widest first): TopK (with AuxK) for each k in
+``--ks`` (k ≤ width), the mlp family with ``mse=1, l1_activity=λ`` for each λ in
+``--l1_weights``, and at the widest width TopK without AuxK for each k in
+``--noaux_ks``; all with the same optimizer, epochs and batch size. Each run lives in ``<workdir>/<name>`` (a rerun skips finished runs).
 It prints two Markdown tables and writes them with every run's figures to
 ``<workdir>/frontier.json`` and ``frontier.md``:
 
@@ -41,6 +41,8 @@ _KS = flags.DEFINE_list("ks", ["4", "8", "16", "32", "64"], "TopK's k values.")
 _WIDTHS = flags.DEFINE_list("widths", ["32", "1024"], "Code widths.")
 _L1_WEIGHTS = flags.DEFINE_list("l1_weights", ["1e-6", "3e-6", "1e-5", "3e-5", "1e-4"],
                                 "λ of the L1 activity term (mse=1, l1_activity=λ).")
+_NOAUX_KS = flags.DEFINE_list("noaux_ks", ["32"], "The k values also trained without "
+                              "AuxK, at the widest width (dead fraction with and without).")
 _AUXK_WEIGHT = flags.DEFINE_float("auxk_weight", 1 / 32, "Weight of the AuxK term.")
 
 
@@ -50,20 +52,16 @@ def run_configs() -> list[tuple[str, dict, object]]:
   runs = []
   for width in widths:
     for k in (int(k) for k in _KS.value):
-      if k > width:
-        continue
-      for aux in ((True, False) if width == widths[0] else (True,)):
-        config = topk_config.get_config()
-        config.model.width, config.model.k = width, k
-        config.losses = f"mse=1, auxk={_AUXK_WEIGHT.value}" if aux else "mse=1"
-        name = f"topk_w{width}_k{k}" + ("" if aux else "_noaux")
-        runs.append((name, {"model": "topk", "width": width, "k": k, "auxk": aux}, config))
+      if k <= width:
+        runs.append(_topk(width, k, aux=True))
     for weight in _L1_WEIGHTS.value:
       config = base.get_config("mlp")
       config.model.code_size = width
       config.losses = f"mse=1, l1_activity={weight}"
       runs.append((f"l1_w{width}_lambda{weight}",
                    {"model": "l1", "width": width, "l1_weight": float(weight)}, config))
+    if width == widths[0]:
+      runs += [_topk(width, int(k), aux=False) for k in _NOAUX_KS.value if int(k) <= width]
   for name, _, config in runs:
     config.name = name
     config.dataset = _DATASET.value
@@ -72,6 +70,14 @@ def run_configs() -> list[tuple[str, dict, object]]:
     config.batch_size = _BATCH_SIZE.value
     config.learning_rate = _LEARNING_RATE.value
   return runs
+
+
+def _topk(width: int, k: int, aux: bool):
+  config = topk_config.get_config()
+  config.model.width, config.model.k = width, k
+  config.losses = f"mse=1, auxk={_AUXK_WEIGHT.value}" if aux else "mse=1"
+  name = f"topk_w{width}_k{k}" + ("" if aux else "_noaux")
+  return name, {"model": "topk", "width": width, "k": k, "auxk": aux}, config
 
 
 def measure(name: str, config, root: pathlib.Path, dataset) -> dict:
