@@ -6,6 +6,7 @@ import os
 import pathlib
 import subprocess
 import sys
+import types
 
 import chex
 import jax
@@ -15,6 +16,7 @@ import pytest
 from scipy.special import logsumexp
 
 from aejax import engine, losses, models
+from aejax.objective import Objective
 from aejax.models import vae
 from experiments.configs import vae as vae_config
 
@@ -89,7 +91,6 @@ def test_outputs_have_the_documented_shapes_and_ranges():
 
 def test_the_objective_reads_every_term_from_the_model():
   config, model, params = tiny(num_samples=2)
-  from aejax.objective import Objective
   objective = Objective(model, config, losses.parse_weights(
       "bernoulli_nll=1, kl_normal=0.5, iwae=1"))
   x = grey(3)
@@ -152,7 +153,7 @@ def test_iwae_with_one_sample_is_the_negative_single_sample_elbo():
   """On the same draw: iwae(k=1) = bernoulli_nll + log q(z|x) - log p(z), whose
   expectation is bernoulli_nll + kl_normal (-ELBO); averaged over many draws it
   lands within the Monte-Carlo error of the analytic-KL form."""
-  draws = 4000
+  draws = 1000
   config, model, params = tiny(num_samples=draws)
   out = apply(config, model, params, grey(3))
   per_draw = jax.vmap(lambda l, z: vae.iwae(
@@ -286,3 +287,14 @@ def test_cli_run_writes_the_nll_and_elbo(tmp_path):
   assert 60 < figures["nll"] < 300 and figures["nll"] < -figures["elbo"] + 1.0
   line = json.loads((tmp_path / "metrics.jsonl").read_text().splitlines()[0])
   assert set(line["test"]) == {"loss", "bernoulli_nll", "kl_normal"}
+
+
+def test_figures_prior_samples_and_the_2d_latent_map(tmp_path):
+  config, model, params = tiny(latent_size=2)
+  images = np.asarray(grey(30) * 255, np.uint8)
+  dataset = types.SimpleNamespace(test_images=images, test_labels=np.arange(30) % 10)
+  written = vae.write_figures(model, params, dataset, jax.random.key(6), tmp_path)
+  assert written == ["prior_samples.png", "latent_map.png", "latent_codes.png"]
+  for name in written:
+    assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+  assert vae.latent_map(model, params, n=5).shape == (5, 5, *IMAGE)
