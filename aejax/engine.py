@@ -66,6 +66,9 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
            config.warmup_epochs, "must be ≥ 0 (it is clamped to half of the run)")
   _require(_finite(config.final_lr_fraction) and 0 <= config.final_lr_fraction <= 1,
            "final_lr_fraction", config.final_lr_fraction, "must lie in [0, 1]")
+  if config.schedule == "exponential":
+    _require(config.final_lr_fraction > 0, "final_lr_fraction", config.final_lr_fraction,
+             "must be > 0 for the exponential schedule")
   for key in ("adam_b1", "adam_b2"):
     _require(_finite(config[key]) and 0 <= config[key] < 1, key, config[key],
              "must lie in [0, 1)")

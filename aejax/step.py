@@ -50,7 +50,7 @@ class TrainState:
 
 # ------------------------------------------------------------------- optimizer
 
-SCHEDULES = ("constant", "cosine")
+SCHEDULES = ("constant", "cosine", "exponential")
 # A warm-up takes at most this fraction of a run, so that any positive num_epochs
 # trains (the cosine decay needs steps after the warm-up).
 MAX_WARMUP_FRACTION = 0.5
@@ -73,10 +73,16 @@ def make_optimizer(config, steps_per_epoch: int) -> optax.GradientTransformation
   """Adam with the config's learning-rate schedule.
 
   'constant' is Keras's default; 'cosine' warms up linearly for ``warmup_epochs``
-  (at most half of the run) then decays to ``learning_rate * final_lr_fraction``.
+  (at most half of the run) then decays to ``learning_rate * final_lr_fraction``;
+  'exponential' decays geometrically from ``learning_rate`` to ``learning_rate *
+  final_lr_fraction`` over the run (Burda et al.'s VAE schedule; no warm-up).
   """
   if config.schedule == "constant":
     lr = config.learning_rate
+  elif config.schedule == "exponential":
+    lr = optax.exponential_decay(init_value=config.learning_rate,
+                                 transition_steps=config.num_epochs * steps_per_epoch,
+                                 decay_rate=config.final_lr_fraction)
   else:
     lr = optax.warmup_cosine_decay_schedule(
         init_value=0.0, peak_value=config.learning_rate,

@@ -162,6 +162,9 @@ def _finish(run: engine.Setup, state, meta: dict, dataset, evaluator, work) -> d
   if work.writes:
     plots.reconstruction_grid(evaluator.grid_rows(state.variables),
                               work.path / "reconstructions.png")
+    if run.family.figures is not None:
+      run.family.figures(run.model, state.variables, dataset,
+                         jax.random.fold_in(run.keys.eval, 3), work.path)
   logging.info("Wrote %s: test mse %.5f, psnr %.2f dB.", work.path / "results.json",
                results["test"]["mse"], results["test"]["psnr_db"])
   return results

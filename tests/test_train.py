@@ -234,3 +234,22 @@ def test_a_second_epoch_compiles_nothing():
     evaluator._per_example = chex.assert_max_traces(evaluator._per_example, n=2)
     for _ in range(2):  # eval_shape + the scan body: 2 traces, then none
       evaluator.loss_terms(state.variables)
+
+
+def test_the_exponential_schedule_decays_to_the_final_fraction():
+  config = base.get_config()
+  config.schedule, config.learning_rate, config.final_lr_fraction = "exponential", 1e-3, 0.1
+  config.num_epochs = 10
+  engine.validate_config(config)
+  optimizer = step_lib.make_optimizer(config, steps_per_epoch=100)
+  params = {"w": jnp.zeros(())}
+  state = optimizer.init(params)
+  steps = {0: 1e-3, 500: 1e-3 * 0.1 ** 0.5, 1000: 1e-4}  # geometric over the 1,000 steps
+  for t in range(1001):
+    # Adam's update of a constant gradient is the learning rate of its step.
+    updates, state = optimizer.update({"w": jnp.ones(())}, state, params)
+    if t in steps:
+      np.testing.assert_allclose(-updates["w"], steps[t], rtol=1e-3)
+  config.final_lr_fraction = 0.0
+  with pytest.raises(ValueError, match="final_lr_fraction must be > 0 for the exponential"):
+    engine.validate_config(config)

@@ -53,6 +53,8 @@ class Family:
   while training. ``evaluate(model, variables, dataset, key) -> {name: value}``: the
   family's own test figures (a VAE's importance-sampled NLL), written to results.json's
   ``model_eval``; ``variables`` is ``{"params": ..., <state collections>}``.
+  ``figures(model, variables, dataset, key, folder) -> [file names]``: the family's own
+  pictures (a VAE's samples from the prior), written into the workdir.
   """
 
   name: str
@@ -63,6 +65,7 @@ class Family:
   rng_streams: tuple[str, ...] = ()
   state_collections: tuple[str, ...] = ()
   evaluate: Callable[[nn.Module, Any, Any, jax.Array], dict] | None = None
+  figures: Callable[..., list[str]] | None = None
 
 
 _FAMILIES: dict[str, Family] = {}
