@@ -82,11 +82,15 @@ def move_aside(mngr: ocp.CheckpointManager, step: int) -> pathlib.Path:
   beside it (never deleted); returns where it went."""
   source = pathlib.Path(mngr.directory) / str(step)
   aside = source.parent.parent / "checkpoints_corrupt"
-  aside.mkdir(exist_ok=True)
   target, n = aside / str(step), 1
   while target.exists():
     target, n = aside / f"{step}.{n}", n + 1
-  source.rename(target)
+  if jax.process_index() == 0:
+    aside.mkdir(exist_ok=True)
+    source.rename(target)
+  if jax.process_count() > 1:
+    from jax.experimental import multihost_utils
+    multihost_utils.sync_global_devices(f"aejax: checkpoint {step} moved aside")
   mngr.reload()
   return target
 

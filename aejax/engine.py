@@ -1,8 +1,14 @@
-"""One wiring of a run: ``setup(config, dataset)`` builds everything a run needs.
+"""One wiring of a run: ``setup(config, dataset, mesh)`` builds everything a run needs.
 
 ``train.train_and_evaluate``, the benchmark and ``analysis.load_run`` all start here,
 so they train, time and restore the same thing. ``validate_config`` checks every
 value a run reads before any compute, naming the key.
+
+Data parallelism: one mesh over every device of every process, with one axis,
+``data`` (``make_mesh``; one device is a mesh of one, the same code path). The
+parameters, optimizer state, keys and the uint8 train set are replicated; each batch
+is sharded on ``data``, so XLA partitions the step by examples and inserts the
+gradient's all-reduce. ``config.batch_size`` is the global batch.
 """
 
 from __future__ import annotations
@@ -14,7 +20,9 @@ from typing import Any, Callable
 import jax
 import jax.numpy as jnp
 import ml_collections
+import numpy as np
 import optax
+from jax.sharding import NamedSharding, PartitionSpec as P
 
 from aejax import corruption as corruption_lib, data as data_lib, evaluate, losses, models
 from aejax import step as step_lib
@@ -85,8 +93,16 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     raise ValueError(f"config.epoch_mode={config.epoch_mode!r}: use auto, scan or step.")
 
 
-def validate_against_data(config, dataset) -> None:
+def validate_against_data(config, dataset, num_devices: int = 1) -> None:
   models.validate(config.model, dataset.image_shape)
+  if config.batch_size % num_devices:
+    raise ValueError(f"config.batch_size={config.batch_size} is the global batch and must "
+                     f"divide by the {num_devices} devices it is sharded over; use a "
+                     f"multiple of {num_devices}.")
+  microbatch = config.get("microbatch_size", 0)
+  if microbatch and microbatch % num_devices:
+    raise ValueError(f"config.microbatch_size={microbatch} (examples per gradient chunk, "
+                     f"over all devices) must divide by the {num_devices} devices.")
   if config.batch_size > dataset.n_train:
     raise ValueError(f"config.batch_size={config.batch_size} is larger than the "
                      f"{dataset.n_train} training images of {dataset.name}.")
@@ -105,19 +121,22 @@ def resolve_epoch_mode(config) -> str:
   return "scan"
 
 
-def resolve_microbatch_size(config, model, image_shape: tuple[int, ...]) -> int:
-  """The chunk size of a train step's batch: ``config.microbatch_size``, or for 0
-  ('auto') on a CPU the largest divisor of the batch size whose largest activation
-  fits ``CPU_MICROBATCH_BYTES`` (the whole batch on other backends)."""
+def resolve_microbatch_size(config, model, image_shape: tuple[int, ...],
+                            num_devices: int = 1) -> int:
+  """The chunk size of a train step's (global) batch: ``config.microbatch_size``, or
+  for 0 ('auto') on a CPU the chunk whose largest activation on each device fits
+  ``CPU_MICROBATCH_BYTES``: the largest divisor of the per-device batch that fits,
+  times the device count (the whole batch on other backends)."""
   if config.get("microbatch_size", 0):
     return config.microbatch_size
   batch = config.batch_size
   if jax.default_backend() != "cpu":
     return batch
+  local = batch // num_devices
   activation = models.largest_activation_bytes(model, config.model, image_shape)
   fits = max(1, CPU_MICROBATCH_BYTES // activation)
-  size = max(d for d in range(1, batch + 1) if batch % d == 0 and d <= fits)
-  return size if batch // size <= MAX_MICROBATCHES else batch
+  size = max(d for d in range(1, local + 1) if local % d == 0 and d <= fits)
+  return batch if local // size > MAX_MICROBATCHES else size * num_devices
 
 
 # ------------------------------------------------------------------- the setup
@@ -132,8 +151,33 @@ class Keys:
   eval: jax.Array  # the test set's corruption and sampling
 
   @classmethod
-  def from_seed(cls, seed: int) -> "Keys":
-    return cls(*jax.random.split(jax.random.key(seed), 4))
+  def from_seed(cls, seed: int, mesh=None) -> "Keys":
+    """Made inside ``jit`` with a replicated output: a key cannot be ``device_put``
+    onto a sharding that spans processes."""
+    split = lambda: tuple(jax.random.split(jax.random.key(seed), 4))
+    out = None if mesh is None else NamedSharding(mesh, P())
+    return cls(*jax.jit(split, out_shardings=out)())
+
+
+def make_mesh() -> jax.sharding.Mesh:
+  """One mesh over every device of every process, with one axis, ``data``."""
+  return jax.make_mesh((jax.device_count(),), ("data",),
+                       axis_types=(jax.sharding.AxisType.Auto,))
+
+
+def replicate(mesh, array: np.ndarray) -> jax.Array:
+  """A host array (the same on every process) as a global array replicated on every
+  device of ``mesh``."""
+  array = np.asarray(array)
+  return jax.make_array_from_callback(array.shape, NamedSharding(mesh, P()),
+                                      lambda index: array[index])
+
+
+def shard(mesh, array: np.ndarray, spec: P) -> jax.Array:
+  """A host array (the same on every process) as a global array sharded by ``spec``."""
+  array = np.asarray(array)
+  return jax.make_array_from_callback(array.shape, NamedSharding(mesh, spec),
+                                      lambda index: array[index])
 
 
 @dataclasses.dataclass(frozen=True)
@@ -154,25 +198,32 @@ class Setup:
   run_epoch: Callable  # (state, images, order, noise_key) -> (state, history)
   state: step_lib.TrainState  # the initial state
   keys: Keys
-  mesh: Any = None
+  mesh: jax.sharding.Mesh
 
   def evaluator(self, test_images, test_labels=None) -> evaluate.Evaluator:
     return evaluate.Evaluator(self.objective, self.corrupt, test_images,
-                              self.config.eval_batch_size, self.keys.eval, test_labels)
+                              self.config.eval_batch_size, self.keys.eval, test_labels,
+                              mesh=self.mesh)
+
+  def put_images(self, images: np.ndarray) -> jax.Array:
+    """The uint8 train set, replicated on every device (``config.input='device'``)."""
+    return replicate(self.mesh, images)
+
+  def record(self) -> dict:
+    """What results.json says about where the run trained."""
+    return {"backend": jax.default_backend(), "num_devices": self.mesh.size,
+            "num_processes": jax.process_count(), "mesh": dict(self.mesh.shape)}
 
 
 def setup(config: ml_collections.ConfigDict, dataset, mesh=None) -> Setup:
   """Builds a run's model, optimizer, objective, step, epoch functions, initial state
   and keys. ``dataset`` is a ``data.Dataset`` or, to restore a trained model without
-  its data, a ``data.DataSpec`` (``image_shape``, ``n_train``).
-
-  ``mesh`` is reserved for data-parallel training; only one device (None) is
-  supported so far.
+  its data, a ``data.DataSpec`` (``image_shape``, ``n_train``). ``mesh``: the devices
+  to train on (``make_mesh()``, every device of every process, by default).
   """
-  if mesh is not None:
-    raise NotImplementedError("setup(mesh=...): data-parallel training is not built yet.")
+  mesh = make_mesh() if mesh is None else mesh
   validate_config(config)
-  validate_against_data(config, dataset)
+  validate_against_data(config, dataset, mesh.size)
   image_shape = tuple(dataset.image_shape)
   family = models.get(config.model.name)
   model = models.build(config.model, image_shape, pixel_mean=dataset.pixel_mean)
@@ -180,16 +231,22 @@ def setup(config: ml_collections.ConfigDict, dataset, mesh=None) -> Setup:
   corrupt = corruption_lib.make(config.corruption.name, config.corruption.level)
   steps_per_epoch = dataset.n_train // config.batch_size
   optimizer = step_lib.make_optimizer(config, steps_per_epoch)
-  microbatch = resolve_microbatch_size(config, model, image_shape)
+  microbatch = resolve_microbatch_size(config, model, image_shape, mesh.size)
   train_step = step_lib.make_train_step(objective, optimizer, corrupt, microbatch)
   mode = resolve_epoch_mode(config)
+  replicated = NamedSharding(mesh, P())
   start_epoch, run_epoch = step_lib.make_epoch_fns(
-      train_step, dataset.n_train, config.batch_size, mode)
-  keys = Keys.from_seed(config.seed)
-  variables = models.init_variables(model, config.model, image_shape, keys.init)
-  params = variables.pop("params")
-  state = step_lib.TrainState(step=jnp.zeros((), jnp.int32), params=params,
-                              opt_state=optimizer.init(params), model_state=variables)
+      train_step, dataset.n_train, config.batch_size, mode,
+      batch_sharding=NamedSharding(mesh, P("data")), replicated=replicated)
+  keys = Keys.from_seed(config.seed, mesh)
+
+  def init(key):
+    variables = models.init_variables(model, config.model, image_shape, key)
+    params = variables.pop("params")
+    return step_lib.TrainState(step=jnp.zeros((), jnp.int32), params=params,
+                               opt_state=optimizer.init(params), model_state=variables)
+
+  state = jax.jit(init, out_shardings=replicated)(keys.init)
   _check_objective(objective, state, image_shape)
   return Setup(config=config, family=family, model=model, optimizer=optimizer,
                objective=objective, corrupt=corrupt, steps_per_epoch=steps_per_epoch,

@@ -22,6 +22,7 @@ import math
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import NamedSharding, PartitionSpec as P
 
 from aejax import corruption as corruption_lib, losses
 from aejax.objective import Objective, to_float
@@ -36,21 +37,31 @@ class Evaluator:
   """Holds the padded test set on the device and one compiled evaluation."""
 
   def __init__(self, objective: Objective, corrupt, test_images: np.ndarray,
-               batch_size: int, key: jax.Array, test_labels: np.ndarray | None = None):
+               batch_size: int, key: jax.Array, test_labels: np.ndarray | None = None,
+               mesh: jax.sharding.Mesh | None = None):
     self.objective, self.corrupt = objective, corrupt
     self.denoising = corrupt is not corruption_lib.identity
+    mesh = mesh or jax.make_mesh((1,), ("data",), devices=jax.devices()[:1],
+                                 axis_types=(jax.sharding.AxisType.Auto,))
     n = len(test_images)
-    batch_size = min(batch_size, n)
+    devices = mesh.size
+    # Each chunk is sharded over the devices: a multiple of their number, padded.
+    batch_size = -(-min(batch_size, n) // devices) * devices
     chunks = -(-n // batch_size)
     pad = chunks * batch_size - n
     padded = np.concatenate([test_images, np.zeros((pad, *test_images.shape[1:]),
                                                    test_images.dtype)])
     self.n = n
-    self._images = jax.device_put(padded.reshape(chunks, batch_size, *test_images.shape[1:]))
-    self._mask = jax.device_put((np.arange(chunks * batch_size) < n).reshape(chunks, batch_size))
+    spec = P(None, "data")
+    self._images = _global(mesh, padded.reshape(chunks, batch_size, *test_images.shape[1:]),
+                           spec)
+    self._mask = _global(mesh, (np.arange(chunks * batch_size) < n).reshape(
+        chunks, batch_size), spec)
     self._key = key
-    self._sums = jax.jit(self._sums_impl)
-    self._grid_images = np.asarray(_one_per_label(test_images, test_labels))
+    self._sums = jax.jit(self._sums_impl, out_shardings=NamedSharding(mesh, P()))
+    self._grid = jax.jit(self._grid_impl, out_shardings=NamedSharding(mesh, P()))
+    self._grid_images = _global(mesh, np.asarray(_one_per_label(test_images, test_labels)),
+                                P())
 
   def _per_example(self, variables, images_u8, key):
     # The keys as in the train step: the corruption's, and a fold of it for the model.
@@ -78,21 +89,23 @@ class Evaluator:
     out["term/loss"] = sum(weights[name] * terms[name] for name in weights)
     return {**out, **{f"term/{name}": value for name, value in terms.items()}}
 
-  def _sums_impl(self, variables):
+  def _sums_impl(self, variables, all_images, all_masks, key):
+    # The test set comes in as arguments: a jitted function may not close over arrays
+    # that span processes.
     def body(totals, chunk):
       i, images, mask = chunk
-      values = self._per_example(variables, images, jax.random.fold_in(self._key, i))
+      values = self._per_example(variables, images, jax.random.fold_in(key, i))
       return jax.tree.map(lambda t, v: t + jnp.sum(jnp.where(mask, v, 0.0)), totals,
                           values), None
 
-    shapes = jax.eval_shape(self._per_example, variables, self._images[0], self._key)
+    shapes = jax.eval_shape(self._per_example, variables, all_images[0], key)
     zeros = jax.tree.map(lambda _: jnp.zeros((), jnp.float32), shapes)
-    indices = jnp.arange(self._images.shape[0])
-    totals, _ = jax.lax.scan(body, zeros, (indices, self._images, self._mask))
+    indices = jnp.arange(all_images.shape[0])
+    totals, _ = jax.lax.scan(body, zeros, (indices, all_images, all_masks))
     return totals
 
   def _means(self, variables) -> dict[str, float]:
-    sums = jax.device_get(self._sums(variables))
+    sums = jax.device_get(self._sums(variables, self._images, self._mask, self._key))
     return {k: float(v) / self.n for k, v in sums.items()}
 
   def loss_terms(self, variables) -> dict[str, float]:
@@ -118,16 +131,28 @@ class Evaluator:
 
   def grid_rows(self, variables) -> list[tuple[str, np.ndarray]]:
     """Rows for the reconstruction grid: originals, (corrupted,) reconstructions."""
-    x = to_float(jnp.asarray(self._grid_images))
-    rows = [("original", x)]
-    key = jax.random.fold_in(self._key, 1 << 30)
+    rows = jax.device_get(self._grid(variables, self._grid_images, self._key))
+    titles = ["original", *(["corrupted"] if self.denoising else []),
+              "denoised" if self.denoising else "reconstruction"]
+    return [(title, np.asarray(images)) for title, images in zip(titles, rows)]
+
+  def _grid_impl(self, variables, images_u8, key):
+    x = to_float(images_u8)
+    rows = [x]
+    key = jax.random.fold_in(key, 1 << 30)
     if self.denoising:
       x = self.corrupt(key, x)
-      rows.append(("corrupted", x))
+      rows.append(x)
     params, state = _split(variables)
-    outputs = self.objective.outputs(params, x, jax.random.fold_in(key, 1), state)
-    rows.append(("denoised" if self.denoising else "reconstruction", outputs["reconstruction"]))
-    return [(title, np.asarray(images)) for title, images in rows]
+    rows.append(self.objective.outputs(params, x, jax.random.fold_in(key, 1), state)[
+        "reconstruction"])
+    return rows
+
+
+def _global(mesh, array: np.ndarray, spec) -> jax.Array:
+  """A host array (the same on every process) laid out over ``mesh`` by ``spec``."""
+  return jax.make_array_from_callback(array.shape, NamedSharding(mesh, spec),
+                                      lambda index: array[index])
 
 
 def _split(variables: dict) -> tuple[dict, dict]:

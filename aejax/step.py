@@ -134,9 +134,14 @@ def make_train_step(objective: Objective, optimizer: optax.GradientTransformatio
     size = microbatch_size or len(batch)
     if len(batch) % size:
       raise ValueError(f"microbatch_size={size} does not divide the batch of {len(batch)}.")
-    chunks = [grad_fn(state.params, state.model_state, inputs[i:i + size],
-                      target[i:i + size], jax.random.fold_in(model_key, i // size))
-              for i in range(0, len(batch), size)]
+    # Strided chunks (rows i, i + n, i + 2n, ...): with the batch sharded on the data
+    # axis each device keeps its own rows, where contiguous slices would move rows
+    # between devices (in a trial on 8 devices: ~56 collective-permutes, 3.5× slower).
+    n = len(batch) // size
+    chunk = lambda x, i: x.reshape(size, n, *x.shape[1:])[:, i]
+    chunks = [grad_fn(state.params, state.model_state, chunk(inputs, i), chunk(target, i),
+                      jax.random.fold_in(model_key, i))
+              for i in range(n)]
     # The chunks' mean: of the losses and gradients, and of the model state each chunk
     # updated from the same old state (an EMA of the whole batch's statistics).
     (total, (values, model_state)), grads = jax.tree.map(
@@ -164,28 +169,37 @@ def epoch_permutation(key: jax.Array, step: jax.Array, n: int, batch_size: int) 
   return perm[: steps * batch_size].reshape(steps, batch_size)
 
 
-def make_epoch_fns(train_step: Callable, n: int, batch_size: int, mode: str):
+def make_epoch_fns(train_step: Callable, n: int, batch_size: int, mode: str,
+                   batch_sharding=None, replicated=None):
   """Returns ``(start_epoch, run_epoch)``, both compiled.
 
   ``start_epoch(state, shuffle_key) -> order``; ``run_epoch(state, images, order, key)
   -> (state, metrics stacked over steps)``. In 'scan' mode run_epoch is one call; in
   'step' mode it dispatches one compiled step per batch (no host sync in between).
+  ``batch_sharding``: how each gathered batch is laid out over the devices (sharded
+  on the data axis); ``replicated``: the sharding of the state, order and metrics.
   """
   steps = n // batch_size
-  start_epoch = jax.jit(lambda state, key: epoch_permutation(key, state.step, n, batch_size))
+  start_epoch = jax.jit(lambda state, key: epoch_permutation(key, state.step, n, batch_size),
+                        out_shardings=replicated)
 
   def indexed_step(state, images, order, key):
     batch = images[order[state.step % steps]]
+    if batch_sharding is not None:
+      batch = jax.lax.with_sharding_constraint(batch, batch_sharding)
     return train_step(state, batch, key)
 
   if mode == "scan":
-    @functools.partial(jax.jit, donate_argnums=0)
+    @functools.partial(jax.jit, donate_argnums=0, out_shardings=replicated)
     def run_epoch(state, images, order, key):
       return jax.lax.scan(lambda s, _: indexed_step(s, images, order, key), state,
                           length=steps)
     return start_epoch, run_epoch
 
-  compiled_step = jax.jit(indexed_step, donate_argnums=0)
+  compiled_step = jax.jit(indexed_step, donate_argnums=0, out_shardings=replicated)
+  # Stacked under jit: an eager op cannot read arrays that span processes.
+  stack = jax.jit(lambda history: jax.tree.map(lambda *xs: jnp.stack(xs), *history),
+                  out_shardings=replicated)
 
   def run_epoch(state, images, order, key):
     history = []
@@ -200,7 +214,7 @@ def make_epoch_fns(train_step: Callable, n: int, batch_size: int, mode: str):
         loss = float(jax.device_get(metrics["loss"]))
         last_report = time.perf_counter()
         logging.info("  step %d/%d of the epoch  loss %.5f", i + 1, steps, loss)
-    return state, jax.tree.map(lambda *xs: jnp.stack(xs), *history)
+    return state, stack(history)
 
   return start_epoch, run_epoch
 

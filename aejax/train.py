@@ -116,7 +116,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
 
 def _train(run: engine.Setup, state, meta: dict, dataset, evaluator, mngr, writer):
   config = run.config
-  train_images = jax.device_put(dataset.train_images)
+  train_images = run.put_images(dataset.train_images)
   examples = run.steps_per_epoch * config.batch_size
   for epoch in range(int(state.step) // run.steps_per_epoch, config.num_epochs):
     t0 = time.perf_counter()
@@ -150,7 +150,7 @@ def _finish(run: engine.Setup, state, meta: dict, dataset, evaluator, work) -> d
       "corruption": config.corruption.to_dict(),
       "epoch_mode": run.epoch_mode,
       "microbatch_size": run.microbatch_size,
-      "backend": jax.default_backend(),
+      **run.record(),
       "train_seconds": meta["train_seconds"],
       "segments": meta["segments"],
       **evaluator.results(state.variables),

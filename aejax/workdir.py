@@ -10,7 +10,8 @@ What a workdir guarantees (README, "Reliability"):
   differently, or more epochs) and, when asked explicitly, ``CONTINUE_KEYS`` (the
   optimizer's settings, e.g. a lower learning rate after a NaN stop); each resumed
   segment and what it changed is recorded in the checkpoint and in results.json.
-- **Only process 0 writes** files here; every process takes the lock on its own host.
+- **Only process 0 writes** files here and holds the lock; the other processes of
+  the same run share the workdir without it.
 """
 
 from __future__ import annotations
@@ -86,6 +87,8 @@ class Workdir:
   def __enter__(self) -> "Workdir":
     try:
       self.path.mkdir(parents=True, exist_ok=True)
+      if not self.writes:
+        return self
       lock = open(self.path / ".lock", "a+")
     except OSError as e:
       raise WorkdirError(f"--workdir {self.path} cannot be used: {e.strerror or e}. "

@@ -7,6 +7,11 @@
 Running the same command again resumes from the workdir's latest checkpoint. To go
 on from it with other optimizer settings (e.g. a lower learning rate after a NaN
 stop), add --continue_with_changes; the change is recorded in the run's history.
+
+A run uses every device it sees. Across several processes (hosts), start the same
+command on each with --coordinator_address=HOST:PORT --num_processes=N
+--process_id=I, or --distributed=auto on clusters JAX detects (SLURM, Open MPI, TPU
+pods); CPU processes talk through gloo.
 """
 
 import logging as pylogging
@@ -25,6 +30,13 @@ _CONTINUE = flags.DEFINE_bool(
     "continue_with_changes", False,
     "Resume the workdir's run with changed optimizer settings (learning_rate, "
     "final_lr_fraction, warmup_epochs, adam_*, weight_decay), recorded in its history.")
+_COORDINATOR = flags.DEFINE_string("coordinator_address", None,
+                                   "HOST:PORT of process 0, for a run over several processes.")
+_NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Processes in the run.")
+_PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index, from 0.")
+_DISTRIBUTED = flags.DEFINE_enum("distributed", "off", ["off", "auto"],
+                                 "'auto': jax.distributed.initialize() with the cluster's "
+                                 "own settings (SLURM, Open MPI, TPU pods).")
 flags.mark_flags_as_required(["config", "workdir"])
 
 
@@ -55,9 +67,33 @@ def _quiet_libraries(record) -> bool:
   return record.levelno >= pylogging.WARNING or "orbax" not in record.pathname
 
 
+def initialize_distributed() -> None:
+  """``jax.distributed.initialize``, before anything touches a device, when asked."""
+  explicit = (_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
+  given = [v is not None for v in explicit]
+  if any(given) and not all(given):
+    _fail("--coordinator_address, --num_processes and --process_id go together: give all "
+          "three (or --distributed=auto), or none.", code=2)
+  if all(given) and _DISTRIBUTED.value == "auto":
+    _fail("give either --distributed=auto or the three process flags, not both.", code=2)
+  if not all(given) and _DISTRIBUTED.value == "off":
+    return
+  import jax  # only now: initialize must come before the backends start
+  jax.config.update("jax_cpu_collectives_implementation", "gloo")
+  if all(given):
+    jax.distributed.initialize(coordinator_address=_COORDINATOR.value,
+                               num_processes=_NUM_PROCESSES.value,
+                               process_id=_PROCESS_ID.value)
+  else:
+    jax.distributed.initialize()
+  logging.info("Process %d of %d; %d devices in all.", jax.process_index(),
+               jax.process_count(), jax.device_count())
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  initialize_distributed()
   logging.set_verbosity(logging.INFO)
   for handler in (logging.get_absl_handler(), *pylogging.getLogger().handlers):
     handler.addFilter(_quiet_libraries)
