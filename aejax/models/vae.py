@@ -344,10 +344,12 @@ def latent_map(model: VAE, params, n: int = 15) -> np.ndarray:
 def write_figures(model: VAE, params, dataset, key: jax.Array, folder) -> list[str]:
   """Writes prior_samples.png (a 10×10 grid) and, for a 2-unit code, latent_map.png
   (decoded prior quantiles) and latent_codes.png (test posterior means by digit)
-  into ``folder``; returns the file names."""
+  into ``folder``; returns the file names. ``params``: the parameters, or the Flax
+  variables that hold them."""
   import pathlib
 
   from aejax import plots
+  params = params.get("params", params) if isinstance(params, dict) else params
   folder = pathlib.Path(folder)
   samples = prior_samples(model, params, key, 100)
   plots.reconstruction_grid([("", samples[i:i + 10]) for i in range(0, 100, 10)],
@@ -403,4 +405,5 @@ registry.register(registry.Family(
     defaults=dict(hidden=(200, 200), latent_size=50, activation="tanh", num_samples=1,
                   binarize=True, eval_nll_samples=5000, eval_binarization_seed=0,
                   init="glorot_uniform", output_bias="data_mean", compute_dtype="float32"),
-    build=build, check=check, rng_streams=("binarize", "sample"), evaluate=evaluate))
+    build=build, check=check, rng_streams=("binarize", "sample"), evaluate=evaluate,
+    figures=write_figures))
