@@ -45,6 +45,7 @@ class Measurement:
   final_loss: float  # mean train loss over the last epoch
   test_mse: float  # clean-input MSE on the test images after training
   device: str
+  num_devices: int = 1  # data-parallel over this many devices
 
   @property
   def median_epoch_s(self) -> float:
@@ -61,9 +62,14 @@ class Measurement:
     steps = self.num_images // self.batch_size
     return steps * self.batch_size / self.median_epoch_s
 
+  @property
+  def examples_per_s_per_device(self) -> float:
+    return self.examples_per_s / self.num_devices
+
   def record(self) -> dict[str, Any]:
     return {**dataclasses.asdict(self), "median_epoch_s": self.median_epoch_s,
-            "best_epoch_s": self.best_epoch_s, "examples_per_s": self.examples_per_s}
+            "best_epoch_s": self.best_epoch_s, "examples_per_s": self.examples_per_s,
+            "examples_per_s_per_device": self.examples_per_s_per_device}
 
 
 def benchmark_config(config: ml_collections.ConfigDict, *, batch_size: int,
@@ -130,7 +136,8 @@ def device_name() -> str:
 class JaxTrainer:
   """A run's own setup (``engine.setup``) for one config, its images on the device."""
 
-  def __init__(self, config, images: np.ndarray, epoch_mode: str, seed: int = 0):
+  def __init__(self, config, images: np.ndarray, epoch_mode: str, seed: int = 0,
+               num_devices: int = 1):
     config = ml_collections.ConfigDict(config.to_dict())
     config.epoch_mode, config.seed = epoch_mode, seed
     self.config = config
@@ -138,10 +145,12 @@ class JaxTrainer:
         name="benchmark", source="benchmark", location="", train_images=images,
         train_labels=np.zeros(len(images), np.uint8), test_images=images[:1],
         test_labels=np.zeros(1, np.uint8))
-    self.run = engine.setup(config, self.dataset)
+    mesh = jax.make_mesh((num_devices,), ("data",), devices=jax.devices()[:num_devices],
+                         axis_types=(jax.sharding.AxisType.Auto,))
+    self.run = engine.setup(config, self.dataset, mesh)
     self.mode, self.microbatch_size = self.run.epoch_mode, self.run.microbatch_size
     self.state = self.run.state
-    self.images = jax.device_put(images)
+    self.images = self.run.put_images(images)
 
   def epoch(self) -> dict[str, np.ndarray]:
     """Trains one epoch; returns its per-step metrics on the host."""
@@ -155,12 +164,13 @@ class JaxTrainer:
 
 
 def time_jax(name: str, config, images: np.ndarray, test_images: np.ndarray, *,
-             epoch_mode: str) -> Measurement:
-  """Trains ``config``'s model (called ``name``) for ``config.num_epochs`` epochs.
+             epoch_mode: str, num_devices: int = 1) -> Measurement:
+  """Trains ``config``'s model (called ``name``) for ``config.num_epochs`` epochs,
+  data-parallel over the first ``num_devices`` devices.
 
   ``config`` comes from ``benchmark_config``; each epoch is timed.
   """
-  trainer = JaxTrainer(config, images, epoch_mode)
+  trainer = JaxTrainer(config, images, epoch_mode, num_devices=num_devices)
   seconds = []
   for _ in range(config.num_epochs):
     t0 = time.perf_counter()
@@ -176,7 +186,7 @@ def time_jax(name: str, config, images: np.ndarray, test_images: np.ndarray, *,
       batch_size=config.batch_size, epoch_seconds=seconds,
       compile_s=max(seconds[0] - median, 0.0), peak_device_bytes=peak_device_bytes(),
       peak_rss_bytes=peak_rss_bytes(), final_loss=float(np.mean(history["loss"])),
-      test_mse=test["mse"], device=device_name())
+      test_mse=test["mse"], device=device_name(), num_devices=num_devices)
 
 
 def time_to_quality(config, images: np.ndarray, test_images: np.ndarray, *,
@@ -226,16 +236,17 @@ def _mib(n: int | None) -> str:
 
 def table(measurements: list[Measurement]) -> str:
   """A Markdown table, one row per measurement."""
-  head = ("| framework | model | epoch | dtype | chunk | images | s/epoch | best s | examples/s "
-          "| compile s "
+  head = ("| framework | model | devices | epoch | dtype | chunk | images | s/epoch | best s "
+          "| examples/s | per device | compile s "
           "| peak device mem | peak RSS | final loss | test MSE |")
   rows = [head, "|" + "---|" * (head.count("|") - 1)]
   for m in measurements:
     compile_s = "–" if m.compile_s is None else f"{m.compile_s:.2f}"
     rows.append(
-        f"| {m.framework} | {m.model} | {m.epoch_mode} | {m.compute_dtype} "
+        f"| {m.framework} | {m.model} | {m.num_devices} | {m.epoch_mode} | {m.compute_dtype} "
         f"| {m.microbatch_size} | {m.num_images} "
         f"| {m.median_epoch_s:.4g} | {m.best_epoch_s:.4g} | {m.examples_per_s:,.0f} "
+        f"| {m.examples_per_s_per_device:,.0f} "
         f"| {compile_s} "
         f"| {_mib(m.peak_device_bytes)} | {_mib(m.peak_rss_bytes)} | {m.final_loss:.5f} "
         f"| {m.test_mse:.5f} |")
@@ -247,7 +258,7 @@ def ratios(measurements: list[Measurement]) -> list[str]:
   lines = []
   for torch_m in (m for m in measurements if m.framework == "pytorch"):
     for m in measurements:
-      if m.framework == "aejax" and m.model == torch_m.model and \
+      if m.framework == "aejax" and m.model == torch_m.model and m.num_devices == 1 and \
           m.num_images == torch_m.num_images and m.batch_size == torch_m.batch_size:
         lines.append(
             f"{m.model} ({m.epoch_mode}, {m.compute_dtype}, chunk {m.microbatch_size}): "

@@ -10,7 +10,9 @@ For each model and epoch mode: the median seconds of the epochs after the first,
 examples per second, compile time (first epoch minus that median), peak device
 memory where the backend reports it (not on CPU: 'n/a'), the process's peak RSS,
 the last epoch's mean train loss and the test MSE. ``--compare=torch`` times the
-PyTorch eager twins (``aejax/bench_torch.py``) in the same run and prints the ratio.
+PyTorch eager twins (``experiments/bench_torch.py``) in the same run and prints the ratio.
+``--devices=1,2,4,8`` trains data-parallel on the first N devices (forced CPU devices
+on a CPU host: there the figure is the overhead of partitioning, not a speed-up).
 ``--time_to_quality`` times the vanilla model at its default config to a test MSE,
 compilation included, in two fresh processes: cold, then with JAX's persistent
 compilation cache warm. ``--scaling`` times the vanilla model against data size and
@@ -43,7 +45,9 @@ _EPOCH_MODES = flags.DEFINE_list("epoch_modes", ["auto"], "Epoch modes: auto, sc
 _DTYPES = flags.DEFINE_list("compute_dtypes", ["float32"], "float32, bfloat16 (params stay fp32).")
 _MICROBATCH = flags.DEFINE_list("microbatch_sizes", ["0"], "Gradient chunk sizes "
                                 "(config.microbatch_size; 0 = auto, the batch size = none).")
-_BATCH_SIZE = flags.DEFINE_integer("batch_size", 256, "Images per step.")
+_BATCH_SIZE = flags.DEFINE_integer("batch_size", 256, "Images per step (over all devices).")
+_DEVICES = flags.DEFINE_list("devices", ["1"], "Device counts to train on, data-parallel "
+                             "(on a CPU, that many forced CPU devices).")
 _LEARNING_RATE = flags.DEFINE_float("learning_rate", 1e-3, "Adam's constant rate, both "
                                     "frameworks (the configs' schedules are not used).")
 _NUM_IMAGES = flags.DEFINE_integer("num_images", 60000, "Training images per epoch.")
@@ -93,6 +97,14 @@ def validate() -> None:
   if not 0 < _BATCH_SIZE.value <= _NUM_IMAGES.value:
     raise ValueError(f"--batch_size must be in [1, --num_images={_NUM_IMAGES.value}], "
                      f"got {_BATCH_SIZE.value}.")
+  counts = [int(d) for d in _DEVICES.value if d.strip().isdigit()]
+  if len(counts) != len(_DEVICES.value) or not counts or any(
+      c < 1 or _BATCH_SIZE.value % c for c in counts):
+    raise ValueError(f"--devices: use positive divisors of --batch_size={_BATCH_SIZE.value}, "
+                     f"got {_DEVICES.value}.")
+  if max(counts) > jax.device_count():
+    raise ValueError(f"--devices={_DEVICES.value}: this host has {jax.device_count()} "
+                     f"{jax.default_backend()} devices.")
   if _DATA_DIR.value and not pathlib.Path(_DATA_DIR.value).is_dir():
     raise ValueError(f"--data_dir={_DATA_DIR.value} is not a folder.")
   if _COMPARE.value == "torch":
@@ -117,11 +129,13 @@ def measure_models() -> list[bench.Measurement]:
                                         microbatch_size=chunk,
                                         learning_rate=_LEARNING_RATE.value)
         for mode in _EPOCH_MODES.value:
-          m = bench.time_jax(name, config, images, test_images, epoch_mode=mode)
-          measurements.append(m)
-          print(f"  aejax {name} {m.epoch_mode} {dtype} chunk {m.microbatch_size}: "
-                f"{m.median_epoch_s:.4g} s/epoch "
-                f"(epochs {['%.3g' % s for s in m.epoch_seconds]})", flush=True)
+          for devices in map(int, _DEVICES.value):
+            m = bench.time_jax(name, config, images, test_images, epoch_mode=mode,
+                               num_devices=devices)
+            measurements.append(m)
+            print(f"  aejax {name} {m.epoch_mode} {dtype} chunk {m.microbatch_size} on "
+                  f"{devices} device(s): {m.median_epoch_s:.4g} s/epoch "
+                  f"(epochs {['%.3g' % s for s in m.epoch_seconds]})", flush=True)
     if _COMPARE.value == "torch":
       from experiments import bench_torch  # only here: PyTorch is an optional extra
       config = bench.benchmark_config(MODEL_CONFIGS[name].get_config(),
@@ -210,6 +224,10 @@ def scaling_table(points: list[dict]) -> str:
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  # Before the backend starts: on a CPU host, as many CPU devices as --devices asks.
+  counts = [int(d) for d in _DEVICES.value if d.strip().isdigit()]
+  if counts and max(counts) > 1 and "JAX_NUM_CPU_DEVICES" not in os.environ:
+    jax.config.update("jax_num_cpu_devices", max(counts))
   try:
     validate()
   except ValueError as e:

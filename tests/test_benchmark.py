@@ -76,7 +76,7 @@ def test_scan_and_step_measurements_agree_on_the_loss():
   assert [m.epoch_mode for m in measured] == ["scan", "step"]
   assert measured[0].final_loss == pytest.approx(measured[1].final_loss, rel=1e-4)
   table = bench.table(measured)
-  assert table.count("\n") == 3 and "| aejax | vanilla | scan |" in table
+  assert table.count("\n") == 3 and "| aejax | vanilla | 1 | scan |" in table
 
 
 def test_time_to_quality_stops_at_the_target_or_at_the_last_epoch():
@@ -104,7 +104,7 @@ def test_command_writes_table_and_json(tmp_path):
     assert r["microbatch_size"] == 256  # auto: a dense net's batch fits the caches whole
     assert np.isfinite(r["final_loss"]) and len(r["epoch_seconds"]) == 2
   assert report["jax"] == jax.__version__
-  assert "| aejax | multilayer | step | float32 | 256 | 512 |" in proc.stdout
+  assert "| aejax | multilayer | 1 | step | float32 | 256 | 512 |" in proc.stdout
 
 
 def test_time_to_quality_command_warms_the_compilation_cache(tmp_path):
@@ -116,6 +116,18 @@ def test_time_to_quality_command_warms_the_compilation_cache(tmp_path):
   assert all(r["reached"] and r["epochs"] == 1 for r in runs.values())
 
 
+def test_devices_flag_trains_data_parallel_and_reports_per_device(tmp_path):
+  out = tmp_path / "bench.json"
+  proc = run_benchmark("--models=vanilla", "--num_images=512", "--num_epochs=2",
+                       "--devices=1,4", f"--json={out}")
+  rows = json.loads(out.read_text())["measurements"]
+  assert [r["num_devices"] for r in rows] == [1, 4]
+  for r in rows:
+    assert r["examples_per_s_per_device"] == pytest.approx(r["examples_per_s"] / r["num_devices"])
+  assert rows[0]["final_loss"] == pytest.approx(rows[1]["final_loss"], rel=1e-4)
+  assert "| aejax | vanilla | 4 |" in proc.stdout
+
+
 @pytest.mark.parametrize("flag, message", [
     ("--models=vanilla,resnet", "unknown ['resnet']"),
     ("--num_epochs=1", "--num_epochs must be >= 2"),
@@ -123,6 +135,7 @@ def test_time_to_quality_command_warms_the_compilation_cache(tmp_path):
     ("--epoch_modes=fast", "--epoch_modes"),
     ("--microbatch_sizes=0,100", "--microbatch_sizes: use 0 (auto) or divisors"),
     ("--learning_rate=0", "--learning_rate must be > 0"),
+    ("--devices=3", "--devices: use positive divisors of --batch_size=256"),
 ])
 def test_bad_flags_are_refused_before_any_compute(flag, message):
   proc = run_benchmark(flag, "--num_images=512", check=False)
