@@ -26,7 +26,6 @@ images (Hinton & Salakhutdinov, 2006).
 from __future__ import annotations
 
 import io
-import json
 import math
 import pathlib
 import warnings

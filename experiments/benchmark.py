@@ -29,7 +29,6 @@ import sys
 import tempfile
 
 import jax
-import numpy as np
 from absl import app, flags
 
 from aejax import data

@@ -18,7 +18,6 @@ import sys
 import time
 
 import jax.numpy as jnp
-import numpy as np
 import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import pathlib
 
 from absl import logging
 
