@@ -39,7 +39,8 @@ _BATCH_SIZE = flags.DEFINE_integer("batch_size", 128, "Batch size of every run."
 _LEARNING_RATE = flags.DEFINE_float("learning_rate", 1e-3, "Peak learning rate (cosine).")
 _KS = flags.DEFINE_list("ks", ["4", "8", "16", "32", "64"], "TopK's k values.")
 _WIDTHS = flags.DEFINE_list("widths", ["32", "1024"], "Code widths.")
-_L1_WEIGHTS = flags.DEFINE_list("l1_weights", ["1e-6", "1e-5", "1e-4", "3e-4", "1e-3", "3e-3"],
+_L1_WEIGHTS = flags.DEFINE_list("l1_weights", ["1e-6", "3e-6", "1e-5", "3e-5", "1e-4", "3e-4",
+                                                "1e-3", "3e-3"],
                                 "λ of the L1 activity term (mse=1, l1_activity=λ).")
 _NOAUX_KS = flags.DEFINE_list("noaux_ks", ["32"], "The k values also trained without "
                               "AuxK, at the widest width (dead fraction with and without).")
