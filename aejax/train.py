@@ -10,6 +10,7 @@ takes its state, its seconds and its history from the newest checkpoint that res
 
 from __future__ import annotations
 
+import functools
 import json
 import time
 
@@ -18,7 +19,8 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from aejax import checkpoint, data as data_lib, engine, plots, workdir as workdir_lib
+from aejax import checkpoint, code_stats, data as data_lib, engine, plots
+from aejax import workdir as workdir_lib
 from aejax.step import NonFiniteLossError, check_finite  # noqa: F401 (re-exported)
 from aejax.writers import MetricWriter
 
@@ -155,6 +157,13 @@ def _finish(run: engine.Setup, state, meta: dict, dataset, evaluator, work) -> d
       "segments": meta["segments"],
       **evaluator.results(state.variables),
   }
+  if hasattr(run.model, "encode") and hasattr(run.model, "decode"):
+    # L0, dead units over one pass of the training set, variance explained: for every
+    # model, so an L1 code and a TopK code are measured alike.
+    results["code_stats"] = code_stats.code_statistics(
+        functools.partial(run.model.apply, method="encode"),
+        functools.partial(run.model.apply, method="decode"), state.variables,
+        dataset.train_images, dataset.test_images, config.eval_batch_size)
   if run.family.evaluate is not None:
     results["model_eval"] = run.family.evaluate(run.model, state.variables, dataset,
                                                 jax.random.fold_in(run.keys.eval, 2))

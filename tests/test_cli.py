@@ -43,6 +43,10 @@ def test_each_config_trains_and_leaves_its_files(config, tmp_path):
   assert results["dataset"] == {**results["dataset"], "name": "mnist_sample",
                                 "source": "bundled_sample", "n_train": 6000, "n_test": 1000}
   assert TEST_KEYS <= set(results["test"])
+  stats = results["code_stats"]  # every model, the L1-sparse one too
+  assert set(stats) == {"l0", "dead_fraction", "dead_count", "code_units",
+                        "fraction_variance_explained"}
+  assert 0 <= stats["l0"] <= stats["code_units"] and stats["fraction_variance_explained"] < 1
   # One short epoch: a sanity range only; learning itself is tested in test_train.py.
   assert 0 < results["test"]["mse"] < 0.2 and results["train_seconds"] > 0
   assert ("denoising" in results) == (config == "denoising")
