@@ -187,3 +187,13 @@ def test_load_run_restores_the_trained_model(tmp_path):
 def test_load_run_says_what_is_missing(tmp_path):
   with pytest.raises(FileNotFoundError, match="holds no checkpoint"):
     analysis.load_run(tmp_path)
+
+
+def test_evaluate_run_gives_the_runs_own_test_metrics(tmp_path):
+  from experiments import evaluate_run
+  config = vanilla.get_config()
+  config.dataset, config.num_epochs, config.model.code_size = "mnist_sample", 1, 16
+  results = train.train_and_evaluate(config, str(tmp_path))
+  again = evaluate_run.evaluate(str(tmp_path))
+  assert again["step"] == results["steps"] and again["epoch"] == 1
+  assert again["test"] == results["test"]  # the same compiled evaluation, the same state

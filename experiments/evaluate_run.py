@@ -1,0 +1,62 @@
+"""Evaluates the newest checkpoint of a run, trained to the end or not, without
+training: the test metrics of results.json and the family's own figures
+(``model_eval``: a VAE's importance-sampled NLL), printed as JSON.
+
+    python -m experiments.evaluate_run --workdir runs/vae --data_dir=path/to/mnist \
+        [--json=eval.json]
+
+The data is found as the run found it (its config, ``--data_dir`` overriding the
+folder) and must be the data it was trained on (same fingerprint).
+"""
+
+import json
+import pathlib
+import sys
+
+import jax
+from absl import app, flags
+
+from aejax import analysis, data, engine, models
+
+_WORKDIR = flags.DEFINE_string("workdir", None, "The run's workdir.")
+_DATA_DIR = flags.DEFINE_string("data_dir", "", "Folder of the IDX files, if the run's "
+                                "config does not name it.")
+_JSON = flags.DEFINE_string("json", "", "Also write the figures to this file.")
+flags.mark_flags_as_required(["workdir"])
+
+
+def evaluate(workdir: str, data_dir: str = "") -> dict:
+  run = analysis.load_run(workdir)
+  config = run.config
+  if data_dir:
+    config.data_dir = data_dir
+  dataset = data.load(config)
+  if dataset.fingerprint != run.meta["data"]["fingerprint"]:
+    raise data.DataError(f"{workdir} was trained on other data than {dataset.location}.")
+  setup = engine.setup(config, dataset)
+  evaluator = setup.evaluator(dataset.test_images, dataset.test_labels)
+  out = {"workdir": str(workdir), "step": run.step,
+         "epoch": run.step // setup.steps_per_epoch, **evaluator.results(run.variables)}
+  family = models.get(config.model.name)
+  if family.evaluate is not None:
+    out["model_eval"] = family.evaluate(setup.model, run.variables, dataset,
+                                        jax.random.fold_in(setup.keys.eval, 2))
+  return out
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  try:
+    out = evaluate(_WORKDIR.value, _DATA_DIR.value)
+  except (FileNotFoundError, ValueError, data.DataError) as e:
+    print(f"error: {e}", file=sys.stderr)
+    sys.exit(1)
+  text = json.dumps(out, indent=2)
+  print(text)
+  if _JSON.value:
+    pathlib.Path(_JSON.value).write_text(text + "\n")
+
+
+if __name__ == "__main__":
+  app.run(main)
