@@ -87,15 +87,8 @@ def build(config, image_shape, pixel_mean) -> ContractiveAutoencoder:
   return ContractiveAutoencoder(encoder=encoder, decoder=decoder)
 
 
-def check(config, image_shape) -> None:
-  layers.check_common(config)
-  layers.check_positive_ints(config, "code_size")
-  layers.check_positive_ints(config, "hidden")
-  layers.check_choice(config, "code_activation", layers.ACTIVATIONS)
-
-
 registry.register(registry.Family(
     name="contractive",
     defaults=dict(hidden=(), code_size=64, code_activation="sigmoid", init="glorot_uniform",
                   output_bias="data_mean", compute_dtype="float32"),
-    build=build, check=check))
+    build=build, check=mlp.check))  # the mlp family's keys, with a sigmoid code
