@@ -18,11 +18,16 @@ from absl import app, flags
 
 from aejax import analysis, data, engine, models
 
-_WORKDIR = flags.DEFINE_string("workdir", None, "The run's workdir.")
-_DATA_DIR = flags.DEFINE_string("data_dir", "", "Folder of the IDX files, if the run's "
-                                "config does not name it.")
-_JSON = flags.DEFINE_string("json", "", "Also write the figures to this file.")
-flags.mark_flags_as_required(["workdir"])
+
+
+def _define_flags() -> None:
+  """Only when run as a program: importing ``evaluate`` beside another command's
+  flags (tests, notebooks, experiments.benchmark) must not clash."""
+  flags.DEFINE_string("workdir", None, "The run's workdir.")
+  flags.DEFINE_string("data_dir", "", "Folder of the IDX files, if the run's config does "
+                      "not name it.")
+  flags.DEFINE_string("json", "", "Also write the figures to this file.")
+  flags.mark_flags_as_required(["workdir"])
 
 
 def evaluate(workdir: str, data_dir: str = "") -> dict:
@@ -47,16 +52,18 @@ def evaluate(workdir: str, data_dir: str = "") -> dict:
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  FLAGS = flags.FLAGS
   try:
-    out = evaluate(_WORKDIR.value, _DATA_DIR.value)
+    out = evaluate(FLAGS.workdir, FLAGS.data_dir)
   except (FileNotFoundError, ValueError, data.DataError) as e:
     print(f"error: {e}", file=sys.stderr)
     sys.exit(1)
   text = json.dumps(out, indent=2)
   print(text)
-  if _JSON.value:
-    pathlib.Path(_JSON.value).write_text(text + "\n")
+  if FLAGS.json:
+    pathlib.Path(FLAGS.json).write_text(text + "\n")
 
 
 if __name__ == "__main__":
+  _define_flags()
   app.run(main)
