@@ -83,11 +83,7 @@ def build(config, image_shape, pixel_mean) -> layers.Autoencoder:
 def check(config, image_shape) -> None:
   layers.check_common(config)
   layers.check_positive_ints(config, "features", allow_empty=False)
-  factor = 2 ** len(config.features)
-  if image_shape is not None and (image_shape[0] % factor or image_shape[1] % factor):
-    raise ValueError(
-        f"The conv autoencoder pools {len(config.features)} times, so image height and "
-        f"width must be divisible by {factor}; got {tuple(image_shape[:2])}.")
+  layers.check_halvings(image_shape, len(config.features), "The conv autoencoder pools")
 
 
 registry.register(registry.Family(

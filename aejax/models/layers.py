@@ -101,3 +101,13 @@ def check_positive_ints(model_config, key: str, allow_empty: bool = True) -> Non
 
 def flat_size(image_shape) -> int:
   return math.prod(image_shape)
+
+
+def check_halvings(image_shape, halvings: int, what: str) -> None:
+  """``image_shape``'s height and width must survive ``halvings`` halvings; ``what``
+  names the model in the message (None: not known yet, nothing to check)."""
+  factor = 2 ** halvings
+  if image_shape is not None and (image_shape[0] % factor or image_shape[1] % factor):
+    raise ValueError(
+        f"{what} {halvings} times, so image height and width must be divisible by "
+        f"{factor}; got {tuple(image_shape[:2])}.")

@@ -258,11 +258,8 @@ def check(config, image_shape) -> None:
     raise ValueError(f"config.model.decay must lie in [0, 1), got {config.decay!r}.")
   if not config.dead_threshold >= 0:
     raise ValueError(f"config.model.dead_threshold must be ≥ 0, got {config.dead_threshold!r}.")
-  factor = 2 ** len(config.features)
-  if image_shape is not None and (image_shape[0] % factor or image_shape[1] % factor):
-    raise ValueError(
-        f"The VQ-VAE's encoder halves the image {len(config.features)} times, so image "
-        f"height and width must be divisible by {factor}; got {tuple(image_shape[:2])}.")
+  layers.check_halvings(image_shape, len(config.features),
+                        "The VQ-VAE's encoder halves the image")
 
 
 registry.register(registry.Family(
