@@ -59,8 +59,8 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
            "must be a finite number")
   corruption_lib.make(config.corruption.name, config.corruption.level)
   data_lib.validate_dataset_name(config.dataset)
-  for key in ("num_epochs", "batch_size", "eval_batch_size"):
-    value = config[key]
+  for key in ("num_epochs", "batch_size", "eval_batch_size", "checkpoint_every"):
+    value = config.get(key, 1)
     _require(isinstance(value, int) and not isinstance(value, bool) and value > 0, key, value,
              "must be a positive integer")
   _require(isinstance(config.seed, int) and not isinstance(config.seed, bool), "seed",

@@ -135,7 +135,8 @@ def _train(run: engine.Setup, state, meta: dict, dataset, evaluator, mngr, write
               "train_seconds": meta["train_seconds"],
               "examples_per_second": examples / seconds}
     meta["record"] = record
-    checkpoint.save(mngr, int(state.step), state.variables, state.opt_state, meta)
+    if (epoch + 1) % config.get("checkpoint_every", 1) == 0 or epoch + 1 == config.num_epochs:
+      checkpoint.save(mngr, int(state.step), state.variables, state.opt_state, meta)
     writer.write_epoch(record, config.num_epochs)
   return state
 

@@ -26,7 +26,8 @@ import jax
 # Keys a resumed run may change freely: how the same arithmetic is laid out (equal up
 # to float rounding), where the (fingerprinted, so identical) data is read from, and
 # more epochs.
-LAYOUT_KEYS = ("num_epochs", "epoch_mode", "microbatch_size", "eval_batch_size", "data_dir")
+LAYOUT_KEYS = ("num_epochs", "epoch_mode", "microbatch_size", "eval_batch_size", "data_dir",
+               "checkpoint_every")
 # Keys a resumed run may change with --continue_with_changes: the optimizer's
 # settings (its state keeps its structure).
 CONTINUE_KEYS = ("learning_rate", "final_lr_fraction", "warmup_epochs", "adam_b1",

@@ -108,6 +108,7 @@ def test_cli_rejects_bad_values_before_compute(tmp_path):
     ("adam_b2", -0.1, "adam_b2 must lie in \\[0, 1\\)"),
     ("adam_eps", 0.0, "adam_eps must be > 0"),
     ("eval_batch_size", 0, "eval_batch_size must be a positive integer"),
+    ("checkpoint_every", 0, "checkpoint_every must be a positive integer"),
 ])
 def test_invalid_config_values_raise(key, value, message):
   """Issue 11, finding 6: every value is checked before compute, naming the key."""

@@ -271,6 +271,27 @@ def test_a_sigkill_at_any_instant_loses_nothing(point, tmp_path, straight):
 
 
 @pytest.mark.slow
+def test_checkpoints_every_other_epoch_a_kill_in_between_repeats_the_epochs_exactly(
+    tmp_path, straight):
+  """checkpoint_every=2: epoch 3 trained, no checkpoint of it, killed before its
+  metrics line. The rerun resumes at epoch 2's checkpoint, trains epochs 3 and 4 again
+  and ends bit for bit where the uninterrupted run (a checkpoint every epoch) ended."""
+  marker = tmp_path / "paused"
+  child = start_child(tmp_path / "run", "after_checkpoint:3", marker, "--config.num_epochs=4",
+                      "--config.checkpoint_every=2")
+  wait_for(marker, child)
+  steps = sorted(int(p.name) for p in (tmp_path / "run" / "checkpoints").iterdir()
+                 if p.name.isdigit())
+  assert steps == [46]  # epoch 2 of 23 steps; none for epochs 1 and 3
+  assert epochs(tmp_path / "run") == [1, 2]
+  child.send_signal(signal.SIGKILL)
+  assert child.wait() == -signal.SIGKILL
+  cli(tmp_path / "run", *BASE, "--config.num_epochs=4", "--config.checkpoint_every=2")
+  assert epochs(tmp_path / "run") == [1, 2, 3, 4]
+  assert results(tmp_path / "run")["test"] == straight["test"]
+
+
+@pytest.mark.slow
 def test_sigkills_at_timed_instants_then_a_rerun_equals_the_uninterrupted_run(tmp_path,
                                                                              straight):
   workdir = tmp_path / "run"

@@ -21,7 +21,11 @@ what its model needs. Keys:
 - ``microbatch_size``: computes each batch's gradient in chunks of this many
   examples (the same update up to rounding); 0 = auto: on a CPU, chunks small
   enough for the caches (``engine.resolve_microbatch_size``), else the whole batch;
-- ``eval_batch_size``: test images per chunk of the one compiled evaluation.
+- ``eval_batch_size``: test images per chunk of the one compiled evaluation;
+- ``checkpoint_every``: epochs between checkpoints (the last epoch always saves one).
+  On a GPU a small model's epoch can take less time than writing its checkpoint; a
+  run killed between checkpoints repeats the epochs since the last one, and computes
+  them exactly as before (the same keys and order), so nothing but time is lost.
 
 Every experiment config takes an optional argument after a colon:
 ``--config experiments/configs/vanilla.py:keras`` trains with the Keras recipe the
@@ -57,6 +61,7 @@ def get_config(model: str = "mlp") -> ml_collections.ConfigDict:
   config.epoch_mode = "auto"
   config.microbatch_size = 0
   config.eval_batch_size = 1000
+  config.checkpoint_every = 1
   return config
 
 
