@@ -30,53 +30,69 @@ from absl import app, flags, logging
 from aejax import analysis, code_stats, data as data_lib, train
 from experiments.configs import base, topk as topk_config
 
-_DATA_DIR = flags.DEFINE_string("data_dir", "", "Folder of the MNIST IDX files "
-                                "(empty: $AEJAX_DATA_DIR, then the usual search).")
-_DATASET = flags.DEFINE_string("dataset", "mnist", "config.dataset of every run.")
-_WORKDIR = flags.DEFINE_string("workdir", "runs/frontier", "Folder for the runs and tables.")
-_NUM_EPOCHS = flags.DEFINE_integer("num_epochs", 3, "Epochs of every run.")
-_BATCH_SIZE = flags.DEFINE_integer("batch_size", 128, "Batch size of every run.")
-_LEARNING_RATE = flags.DEFINE_float("learning_rate", 1e-3, "Peak learning rate (cosine).")
-_KS = flags.DEFINE_list("ks", ["4", "8", "16", "32", "64"], "TopK's k values.")
-_WIDTHS = flags.DEFINE_list("widths", ["32", "1024"], "Code widths.")
-_L1_WEIGHTS = flags.DEFINE_list("l1_weights", ["1e-6", "3e-6", "1e-5", "3e-5", "1e-4", "3e-4",
-                                                "1e-3", "3e-3"],
-                                "λ of the L1 activity term (mse=1, l1_activity=λ).")
-_NOAUX_KS = flags.DEFINE_list("noaux_ks", ["32"], "The k values also trained without "
-                              "AuxK, at the widest width (dead fraction with and without).")
-_AUXK_WEIGHT = flags.DEFINE_float("auxk_weight", 1 / 32, "Weight of the AuxK term.")
+DEFAULT_KS = (4, 8, 16, 32, 64)
+DEFAULT_WIDTHS = (32, 1024)
+DEFAULT_L1_WEIGHTS = ("1e-6", "3e-6", "1e-5", "3e-5", "1e-4", "3e-4", "1e-3", "3e-3")
+DEFAULT_NOAUX_KS = (32,)
+DEFAULT_AUXK_WEIGHT = 1 / 32
 
 
-def run_configs() -> list[tuple[str, dict, object]]:
-  """``(name, description, config)`` for every run, the widest width first."""
-  widths = sorted((int(w) for w in _WIDTHS.value), reverse=True)
+def _define_flags() -> None:
+  """Defines the command's flags; only when run as a program, so that importing this
+  module (experiments.report calls its functions) clashes with no other flags."""
+  flags.DEFINE_string("data_dir", "", "Folder of the MNIST IDX files "
+                      "(empty: $AEJAX_DATA_DIR, then the usual search).")
+  flags.DEFINE_string("dataset", "mnist", "config.dataset of every run.")
+  flags.DEFINE_string("workdir", "runs/frontier", "Folder for the runs and tables.")
+  flags.DEFINE_integer("num_epochs", 3, "Epochs of every run.")
+  flags.DEFINE_integer("batch_size", 128, "Batch size of every run.")
+  flags.DEFINE_float("learning_rate", 1e-3, "Peak learning rate (cosine).")
+  flags.DEFINE_list("ks", [str(k) for k in DEFAULT_KS], "TopK's k values.")
+  flags.DEFINE_list("widths", [str(w) for w in DEFAULT_WIDTHS], "Code widths.")
+  flags.DEFINE_list("l1_weights", list(DEFAULT_L1_WEIGHTS),
+                    "λ of the L1 activity term (mse=1, l1_activity=λ).")
+  flags.DEFINE_list("noaux_ks", [str(k) for k in DEFAULT_NOAUX_KS], "The k values also "
+                    "trained without AuxK, at the widest width (dead fraction with and "
+                    "without).")
+  flags.DEFINE_float("auxk_weight", DEFAULT_AUXK_WEIGHT, "Weight of the AuxK term.")
+
+
+def run_configs(*, widths=DEFAULT_WIDTHS, ks=DEFAULT_KS, l1_weights=DEFAULT_L1_WEIGHTS,
+                noaux_ks=DEFAULT_NOAUX_KS, auxk_weight: float = DEFAULT_AUXK_WEIGHT,
+                dataset: str = "mnist", data_dir: str = "", num_epochs: int = 3,
+                batch_size: int = 128, learning_rate: float = 1e-3
+                ) -> list[tuple[str, dict, object]]:
+  """``(name, description, config)`` for every run, the widest width first. The λ are
+  strings as written in run names (``l1_w32_lambda1e-4``)."""
+  widths = sorted((int(w) for w in widths), reverse=True)
   runs = []
   for width in widths:
-    for k in (int(k) for k in _KS.value):
+    for k in (int(k) for k in ks):
       if k <= width:
-        runs.append(_topk(width, k, aux=True))
-    for weight in _L1_WEIGHTS.value:
+        runs.append(_topk(width, k, aux=True, auxk_weight=auxk_weight))
+    for weight in l1_weights:
       config = base.get_config("mlp")
       config.model.code_size = width
       config.losses = f"mse=1, l1_activity={weight}"
       runs.append((f"l1_w{width}_lambda{weight}",
                    {"model": "l1", "width": width, "l1_weight": float(weight)}, config))
     if width == widths[0]:
-      runs += [_topk(width, int(k), aux=False) for k in _NOAUX_KS.value if int(k) <= width]
+      runs += [_topk(width, int(k), aux=False, auxk_weight=auxk_weight)
+               for k in noaux_ks if int(k) <= width]
   for name, _, config in runs:
     config.name = name
-    config.dataset = _DATASET.value
-    config.data_dir = _DATA_DIR.value
-    config.num_epochs = _NUM_EPOCHS.value
-    config.batch_size = _BATCH_SIZE.value
-    config.learning_rate = _LEARNING_RATE.value
+    config.dataset = dataset
+    config.data_dir = data_dir
+    config.num_epochs = num_epochs
+    config.batch_size = batch_size
+    config.learning_rate = learning_rate
   return runs
 
 
-def _topk(width: int, k: int, aux: bool):
+def _topk(width: int, k: int, aux: bool, auxk_weight: float):
   config = topk_config.get_config()
   config.model.width, config.model.k = width, k
-  config.losses = f"mse=1, auxk={_AUXK_WEIGHT.value}" if aux else "mse=1"
+  config.losses = f"mse=1, auxk={auxk_weight}" if aux else "mse=1"
   name = f"topk_w{width}_k{k}" + ("" if aux else "_noaux")
   return name, {"model": "topk", "width": width, "k": k, "auxk": aux}, config
 
@@ -127,13 +143,12 @@ def tables(rows: list[dict]) -> str:
   return "\n".join(lines)
 
 
-def main(argv):
-  del argv
-  logging.set_verbosity(logging.WARNING)
-  root = pathlib.Path(_WORKDIR.value)
+def frontier_rows(runs: list[tuple[str, dict, object]], root: pathlib.Path, dataset,
+                  verbose: bool = True) -> list[dict]:
+  """Trains (or finds) every run of ``run_configs`` under ``root`` and returns one row
+  per run (its description and ``measure``'s figures); ``root/frontier.json`` keeps
+  the rows measured so far, so a rerun measures only what is new."""
   root.mkdir(parents=True, exist_ok=True)
-  runs = run_configs()
-  dataset = data_lib.load(runs[0][2])
   out_json = root / "frontier.json"
   done = json.loads(out_json.read_text())["runs"] if out_json.exists() else {}
   rows = []
@@ -141,15 +156,34 @@ def main(argv):
     if name not in done:
       done[name] = {**description, **measure(name, config, root, dataset)}
       out_json.write_text(json.dumps({"runs": done}, indent=1))
-      print(f"{name}: L0 {done[name]['l0']:.1f}  test MSE {done[name]['test_mse']:.5f}  "
-            f"dead {done[name]['dead_fraction']:.3f}", flush=True)
+      if verbose:
+        print(f"{name}: L0 {done[name]['l0']:.1f}  test MSE {done[name]['test_mse']:.5f}  "
+              f"dead {done[name]['dead_fraction']:.3f}", flush=True)
     rows.append(done[name])
+  return rows
+
+
+def main(argv):
+  del argv
+  logging.set_verbosity(logging.WARNING)
+  FLAGS = flags.FLAGS
+  root = pathlib.Path(FLAGS.workdir)
+  runs = run_configs(widths=FLAGS.widths, ks=FLAGS.ks, l1_weights=FLAGS.l1_weights,
+                     noaux_ks=FLAGS.noaux_ks, auxk_weight=FLAGS.auxk_weight,
+                     dataset=FLAGS.dataset, data_dir=FLAGS.data_dir,
+                     num_epochs=FLAGS.num_epochs, batch_size=FLAGS.batch_size,
+                     learning_rate=FLAGS.learning_rate)
+  dataset = data_lib.load(runs[0][2])
+  rows = frontier_rows(runs, root, dataset)
   markdown = tables(rows)
   print(markdown)
   (root / "frontier.md").write_text(markdown + "\n")
-  out_json.write_text(json.dumps({"runs": done, "dataset": dataset.record()["name"],
-                                  "num_epochs": _NUM_EPOCHS.value}, indent=1))
+  done = json.loads((root / "frontier.json").read_text())["runs"]
+  (root / "frontier.json").write_text(json.dumps(
+      {"runs": done, "dataset": dataset.record()["name"], "num_epochs": FLAGS.num_epochs},
+      indent=1))
 
 
 if __name__ == "__main__":
+  _define_flags()
   app.run(main)
