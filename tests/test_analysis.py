@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from skimage import metrics as skmetrics
 
-from aejax import analysis, corruption, data, train
+from aejax import analysis, corruption, data, engine, models, train
 from experiments.configs import vanilla
 
 
@@ -197,3 +197,33 @@ def test_evaluate_run_gives_the_runs_own_test_metrics(tmp_path):
   again = evaluate_run.evaluate(str(tmp_path))
   assert again["step"] == results["steps"] and again["epoch"] == 1
   assert again["test"] == results["test"]  # the same compiled evaluation, the same state
+
+
+def _untrained_run(family: str, **model) -> analysis.Run:
+  config = vanilla.get_config()
+  config.model = models.default_config(family, **model)
+  config.dataset = "mnist_sample"
+  spec = data.DataSpec(image_shape=(28, 28, 1), n_train=6000)
+  setup = engine.setup(config, spec)
+  return analysis.Run(None, config, setup.model, setup.state.variables, 0)
+
+
+def test_jacobian_norm_of_any_encoder_matches_the_contractive_models_own():
+  run = _untrained_run("contractive", code_size=12, hidden=(20,))
+  x = jax.random.uniform(jax.random.key(4), (7, 28, 28, 1))
+  own = np.asarray(run.model.apply(run.variables, x)["jacobian_frobenius_sq"])
+  np.testing.assert_allclose(run.jacobian_frobenius_sq(np.asarray(x), batch_size=3), own,
+                             rtol=1e-5)
+
+
+def test_code_sensitivity_is_first_order_in_small_noise_and_zero_without_it(digits):
+  run = _untrained_run("mlp", code_size=16, code_activation="sigmoid")
+  images = analysis.to_float(digits)
+  frobenius = run.jacobian_frobenius_sq(images)
+  small = analysis.code_sensitivity(run, images, 1e-3, jax.random.key(0), batch_size=64)
+  # E||J ε||² = σ² ||J||²_F: the measured gain is the Jacobian's RMS norm.
+  assert small["rms_gain"] == pytest.approx(np.sqrt(np.mean(frobenius)), rel=0.05)
+  assert small["relative"] == pytest.approx(small["displacement"] / small["code_spread"])
+  larger = analysis.code_sensitivity(run, images, 1e-1, jax.random.key(0))
+  assert larger["displacement"] > 10 * small["displacement"]
+  assert analysis.code_sensitivity(run, images, 0.0, jax.random.key(0))["displacement"] == 0
