@@ -9,6 +9,13 @@ Data parallelism: one mesh over every device of every process, with one axis,
 parameters, optimizer state, keys and the uint8 train set are replicated; each batch
 is sharded on ``data``, so XLA partitions the step by examples and inserts the
 gradient's all-reduce. ``config.batch_size`` is the global batch.
+
+Input (``config.input``): 'device' keeps the uint8 train set replicated on every
+device and gathers each batch there; 'stream' reads batches from array_record files
+in background threads (``aejax.data.stream``), each process only its rows of each
+global batch, several batches per compiled call; 'auto' picks 'device' when the train
+set fits comfortably in device memory. Both draw the epoch's order from the same
+permutation, so they train on the same batches.
 """
 
 from __future__ import annotations
@@ -37,6 +44,16 @@ from aejax.objective import Objective
 CPU_MICROBATCH_BYTES = 2 * 2**20
 MAX_MICROBATCHES = 32  # beyond this the unrolled step compiles too slowly to pay
 EPOCH_MODES = ("auto", "scan", "step")
+INPUTS = ("auto", "device", "stream")
+# input='auto' keeps the train set on the device when it takes at most this fraction
+# of the smallest local device's memory (``bytes_limit``): the rest is left to the
+# parameters, optimizer state and activations. A backend that reports no limit (CPU:
+# the train set shares host memory anyway) counts as fitting.
+DEVICE_INPUT_FRACTION = 0.25
+# input='stream' feeds this many bytes of (global) batches per compiled call in
+# 'scan' mode: e.g. 39 MNIST batches of 128 (3.9 MB). Bigger chunks dispatch less
+# often; smaller ones start computing sooner after the reader.
+STREAM_CHUNK_BYTES = 4 * 2**20
 
 
 # ----------------------------------------------------------------------- config
@@ -91,6 +108,8 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
       f"must be 0 (auto) or a divisor of batch_size={config.batch_size}")
   if config.epoch_mode not in EPOCH_MODES:
     raise ValueError(f"config.epoch_mode={config.epoch_mode!r}: use auto, scan or step.")
+  if config.get("input", "device") not in INPUTS:
+    raise ValueError(f"config.input={config.input!r} is unknown; use auto, device or stream.")
 
 
 def validate_against_data(config, dataset, num_devices: int = 1) -> None:
@@ -137,6 +156,36 @@ def resolve_microbatch_size(config, model, image_shape: tuple[int, ...],
   fits = max(1, CPU_MICROBATCH_BYTES // activation)
   size = max(d for d in range(1, local + 1) if local % d == 0 and d <= fits)
   return batch if local // size > MAX_MICROBATCHES else size * num_devices
+
+
+def resolve_input(config, train_bytes: int) -> tuple[str, str]:
+  """``(input, why)``: ``config.input``, or for 'auto' 'device' when the uint8 train
+  set (``train_bytes``, replicated on every device) takes at most
+  ``DEVICE_INPUT_FRACTION`` of the smallest local device's memory, else 'stream'."""
+  chosen = config.get("input", "device")
+  if chosen != "auto":
+    return chosen, "config.input"
+  limits = [(d.memory_stats() or {}).get("bytes_limit") for d in jax.local_devices()]
+  if not all(limits):
+    return "device", (f"the train set ({train_bytes / 2**20:.0f} MiB) stays in host-backed "
+                      f"{jax.default_backend()} device memory, which reports no limit")
+  limit = min(limits)
+  fits = train_bytes <= DEVICE_INPUT_FRACTION * limit
+  return ("device" if fits else "stream"), (
+      f"the train set takes {train_bytes / 2**20:.0f} MiB, "
+      f"{'at most' if fits else 'more than'} {DEVICE_INPUT_FRACTION:.0%} of the "
+      f"{limit / 2**30:.1f} GiB of device memory")
+
+
+def chunk_batches(steps: int, batch_bytes: int, mode: str) -> int:
+  """Batches per compiled call for input='stream': in 'scan' mode about
+  ``STREAM_CHUNK_BYTES`` worth, as a divisor of the epoch's steps where one is near
+  (a remainder chunk would compile a second program); one in 'step' mode."""
+  if mode != "scan":
+    return 1
+  target = max(1, min(steps, STREAM_CHUNK_BYTES // max(batch_bytes, 1)))
+  divisor = max(d for d in range(1, target + 1) if steps % d == 0)
+  return divisor if 2 * divisor >= target else target
 
 
 # ------------------------------------------------------------------- the setup
@@ -191,11 +240,16 @@ class Setup:
   objective: Objective
   corrupt: corruption_lib.Corruption
   steps_per_epoch: int
+  n_train: int  # training images (an epoch uses steps_per_epoch * batch_size of them)
   epoch_mode: str  # resolved: 'scan' or 'step'
   microbatch_size: int  # resolved
   train_step: Callable  # (state, uint8 batch, key) -> (state, metrics)
   start_epoch: Callable  # (state, shuffle_key) -> order
   run_epoch: Callable  # (state, images, order, noise_key) -> (state, history)
+  run_batches: Callable  # (state, batches, noise_key) -> (state, history): input='stream'
+  input: str  # resolved: 'device' or 'stream'
+  input_reason: str  # why (for 'auto')
+  chunk_batches: int  # batches per compiled call when streaming
   state: step_lib.TrainState  # the initial state
   keys: Keys
   mesh: jax.sharding.Mesh
@@ -209,10 +263,47 @@ class Setup:
     """The uint8 train set, replicated on every device (``config.input='device'``)."""
     return replicate(self.mesh, images)
 
+  @property
+  def local_rows(self) -> slice:
+    """The rows of each global batch that this process's devices hold (and feed)."""
+    sharding = NamedSharding(self.mesh, P("data"))
+    slices = sorted({s[0].indices(self.config.batch_size)[:2] for s in
+                     sharding.addressable_devices_indices_map((self.config.batch_size,))
+                     .values()})
+    if any(a[1] != b[0] for a, b in zip(slices, slices[1:])):
+      raise ValueError(f"This process's devices hold rows {slices} of the batch, not one "
+                       "block; streaming needs a mesh whose processes hold blocks.")
+    return slice(slices[0][0], slices[-1][1])
+
+  def epoch_order(self, epoch: int) -> np.ndarray:
+    """Epoch ``epoch``'s batch order, int32 ``[steps, batch_size]``, computed on this
+    host's CPU with the device path's function and key (``step.epoch_permutation``),
+    so that streaming draws exactly the batches ``start_epoch`` gives the device path,
+    on any number of hosts."""
+    cpu = jax.local_devices(backend="cpu")[0]
+    key = jax.device_put(self.keys.shuffle.addressable_data(0), cpu)
+    permutation = jax.jit(step_lib.epoch_permutation, static_argnums=(2, 3))
+    return np.asarray(permutation(key, epoch * self.steps_per_epoch, self.n_train,
+                                  self.config.batch_size))
+
+  def put_batches(self, local: np.ndarray):
+    """This process's rows of K global batches, uint8 ``[K, rows, H, W, C]``, as what
+    ``run_batches`` takes: one global ``[K, B, ...]`` array sharded on B ('scan'), or K
+    global ``[B, ...]`` arrays ('step')."""
+    batch = self.config.batch_size
+    if self.epoch_mode == "scan":
+      return jax.make_array_from_process_local_data(
+          NamedSharding(self.mesh, P(None, "data")), local,
+          (len(local), batch, *local.shape[2:]))
+    sharding = NamedSharding(self.mesh, P("data"))
+    return [jax.make_array_from_process_local_data(sharding, rows, (batch, *rows.shape[1:]))
+            for rows in local]
+
   def record(self) -> dict:
     """What results.json says about where the run trained."""
     return {"backend": jax.default_backend(), "num_devices": self.mesh.size,
-            "num_processes": jax.process_count(), "mesh": dict(self.mesh.shape)}
+            "num_processes": jax.process_count(), "mesh": dict(self.mesh.shape),
+            "input": self.input}
 
 
 def setup(config: ml_collections.ConfigDict, dataset, mesh=None) -> Setup:
@@ -238,6 +329,10 @@ def setup(config: ml_collections.ConfigDict, dataset, mesh=None) -> Setup:
   start_epoch, run_epoch = step_lib.make_epoch_fns(
       train_step, dataset.n_train, config.batch_size, mode,
       batch_sharding=NamedSharding(mesh, P("data")), replicated=replicated)
+  run_batches = step_lib.make_batch_fns(train_step, mode, NamedSharding(mesh, P("data")),
+                                        replicated)
+  image_bytes = math.prod(image_shape)  # uint8
+  input_mode, input_reason = resolve_input(config, dataset.n_train * image_bytes)
   keys = Keys.from_seed(config.seed, mesh)
 
   def init(key):
@@ -250,9 +345,12 @@ def setup(config: ml_collections.ConfigDict, dataset, mesh=None) -> Setup:
   _check_objective(objective, state, image_shape)
   return Setup(config=config, family=family, model=model, optimizer=optimizer,
                objective=objective, corrupt=corrupt, steps_per_epoch=steps_per_epoch,
-               epoch_mode=mode, microbatch_size=microbatch, train_step=train_step,
-               start_epoch=start_epoch, run_epoch=run_epoch, state=state, keys=keys,
-               mesh=mesh)
+               n_train=dataset.n_train, epoch_mode=mode, microbatch_size=microbatch,
+               train_step=train_step, start_epoch=start_epoch, run_epoch=run_epoch,
+               run_batches=run_batches, input=input_mode, input_reason=input_reason,
+               chunk_batches=chunk_batches(steps_per_epoch, config.batch_size * image_bytes,
+                                           mode),
+               state=state, keys=keys, mesh=mesh)
 
 
 def _check_objective(objective: Objective, state: step_lib.TrainState, image_shape) -> None:

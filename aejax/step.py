@@ -219,6 +219,44 @@ def make_epoch_fns(train_step: Callable, n: int, batch_size: int, mode: str,
   return start_epoch, run_epoch
 
 
+def make_batch_fns(train_step: Callable, mode: str, batch_sharding=None, replicated=None):
+  """``run_batches(state, batches, key) -> (state, metrics stacked over the batches)``:
+  training on batches that arrive from outside (``config.input='stream'``) rather
+  than gathered from a train set on the device.
+
+  'scan': ``batches`` is one global uint8 array ``[K, B, H, W, C]`` (sharded on B),
+  trained by one compiled ``lax.scan``, so K batches cost one dispatch. 'step': a
+  sequence of K global ``[B, H, W, C]`` arrays, one compiled step each (the conv
+  nets' mode on XLA:CPU, see ``make_epoch_fns``). The step is the same
+  ``train_step`` as the device path's, and its noise comes from ``state.step``, so
+  the same batches give the same updates.
+  """
+
+  def sharded_step(state, batch, key):
+    if batch_sharding is not None:
+      batch = jax.lax.with_sharding_constraint(batch, batch_sharding)
+    return train_step(state, batch, key)
+
+  if mode == "scan":
+    @functools.partial(jax.jit, donate_argnums=0, out_shardings=replicated)
+    def run_batches(state, batches, key):
+      return jax.lax.scan(lambda s, batch: sharded_step(s, batch, key), state, batches)
+    return run_batches
+
+  compiled_step = jax.jit(sharded_step, donate_argnums=0, out_shardings=replicated)
+  stack = jax.jit(lambda history: jax.tree.map(lambda *xs: jnp.stack(xs), *history),
+                  out_shardings=replicated)
+
+  def run_batches(state, batches, key):
+    history = []
+    for batch in batches:
+      state, metrics = compiled_step(state, batch, key)
+      history.append(metrics)
+    return state, stack(history)
+
+  return run_batches
+
+
 def check_finite(history: dict[str, np.ndarray], first_step: int) -> None:
   """Raises NonFiniteLossError naming the first step and term that went NaN/inf."""
   for i in range(len(history["loss"])):

@@ -103,6 +103,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   with workdir_lib.Workdir(workdir) as work:
     dataset = data_lib.load(config)
     run = engine.setup(config, dataset)
+    logging.info("Input: %s (config.input=%r: %s).", run.input, config.get("input", "device"),
+                 run.input_reason)
     mngr = checkpoint.manager(work.path)
     writer = MetricWriter(work.path)
     try:
@@ -116,16 +118,51 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     return _finish(run, state, meta, dataset, evaluator, work)
 
 
+def _open_stream(run: engine.Setup, dataset, first_epoch: int, saved: dict | None):
+  """The input stream of ``dataset``'s train split, at ``first_epoch``'s first batch:
+  where the checkpoint's saved iterator says when it has one."""
+  from aejax.data import stream as stream_lib  # grain and TFDS: only when streaming
+  folder = stream_lib.array_record_folder(dataset)
+  feed = stream_lib.Stream(folder, stream_lib.train_positions(folder, dataset),
+                           dataset.image_shape, run.epoch_order, run.steps_per_epoch,
+                           run.local_rows, run.chunk_batches, run.config.num_epochs)
+  saved = saved if saved and saved.get("chunk_batches") == run.chunk_batches else None
+  if saved is not None and (saved["epoch"], saved["batch"]) != (first_epoch, 0):
+    raise checkpoint.OlderCheckpointError(
+        f"The checkpoint's input stream stands at epoch {saved['epoch'] + 1}, batch "
+        f"{saved['batch'] + 1}, but its train state at epoch {first_epoch + 1}: the "
+        "checkpoint is inconsistent. Use a new --workdir.")
+  feed.start(first_epoch, saved and saved["iterator"])
+  logging.info("Streaming the train set from %s (%d batches per call; this process feeds "
+               "rows %d:%d of each batch), from epoch %d, batch 1%s.", folder,
+               run.chunk_batches, run.local_rows.start, run.local_rows.stop,
+               first_epoch + 1, f" (iterator state {saved['iterator']})" if saved else "")
+  return feed
+
+
 def _train(run: engine.Setup, state, meta: dict, dataset, evaluator, mngr, writer):
   config = run.config
-  train_images = run.put_images(dataset.train_images)
+  first_epoch = int(state.step) // run.steps_per_epoch
+  if run.input == "stream":
+    feed = _open_stream(run, dataset, first_epoch, (meta.get("input") or {}).get("stream"))
+  else:
+    train_images = run.put_images(dataset.train_images)
   examples = run.steps_per_epoch * config.batch_size
-  for epoch in range(int(state.step) // run.steps_per_epoch, config.num_epochs):
+  for epoch in range(first_epoch, config.num_epochs):
     t0 = time.perf_counter()
-    order = run.start_epoch(state, run.keys.shuffle)
     step0 = int(state.step)
-    state, history = run.run_epoch(state, train_images, order, run.keys.noise)
-    history = jax.device_get(history)
+    if run.input == "stream":
+      histories = []
+      for chunk in feed.epoch(epoch):
+        state, chunk_history = run.run_batches(state, run.put_batches(chunk), run.keys.noise)
+        histories.append(chunk_history)
+      history = jax.tree.map(lambda *xs: np.concatenate(xs), *jax.device_get(histories))
+      meta["input"] = {"mode": "stream", "stream": feed.position()}
+    else:
+      order = run.start_epoch(state, run.keys.shuffle)
+      state, history = run.run_epoch(state, train_images, order, run.keys.noise)
+      history = jax.device_get(history)
+      meta["input"] = {"mode": "device"}
     seconds = time.perf_counter() - t0
     check_finite(history, step0)
     meta["train_seconds"] += seconds

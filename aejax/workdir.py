@@ -24,10 +24,10 @@ import pathlib
 import jax
 
 # Keys a resumed run may change freely: how the same arithmetic is laid out (equal up
-# to float rounding), where the (fingerprinted, so identical) data is read from, and
-# more epochs.
+# to float rounding), where and how the (fingerprinted, so identical) data is read
+# (``input``: the same batches from the device or from a stream), and more epochs.
 LAYOUT_KEYS = ("num_epochs", "epoch_mode", "microbatch_size", "eval_batch_size", "data_dir",
-               "checkpoint_every")
+               "checkpoint_every", "input")
 # Keys a resumed run may change with --continue_with_changes: the optimizer's
 # settings (its state keeps its structure).
 CONTINUE_KEYS = ("learning_rate", "final_lr_fraction", "warmup_epochs", "adam_b1",

@@ -22,6 +22,10 @@ what its model needs. Keys:
   examples (the same update up to rounding); 0 = auto: on a CPU, chunks small
   enough for the caches (``engine.resolve_microbatch_size``), else the whole batch;
 - ``eval_batch_size``: test images per chunk of the one compiled evaluation;
+- ``input``: where training batches come from: 'device' (the uint8 train set
+  replicated on every device), 'stream' (read from array_record files by a grain
+  pipeline, each process only its rows) or 'auto' ('device' when the train set fits
+  comfortably in device memory, ``engine.resolve_input``); the same batches either way;
 - ``checkpoint_every``: epochs between checkpoints (the last epoch always saves one).
   On a GPU a small model's epoch can take less time than writing its checkpoint; a
   run killed between checkpoints repeats the epochs since the last one, and computes
@@ -61,6 +65,7 @@ def get_config(model: str = "mlp") -> ml_collections.ConfigDict:
   config.epoch_mode = "auto"
   config.microbatch_size = 0
   config.eval_batch_size = 1000
+  config.input = "auto"
   config.checkpoint_every = 1
   return config
 

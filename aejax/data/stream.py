@@ -1,0 +1,206 @@
+"""Input that streams from disk (``config.input='stream'``): a grain pipeline over the
+TFDS array_record files of the train set.
+
+Whatever the source (a prepared TFDS copy, a folder of IDX files, the bundled
+sample), the train split is read from ``array_record`` files written by aejax's own
+TensorFlow-free TFDS builders (``tfds_builders``): a prepared copy is used where it
+lies; other data is written once, through the same builder, into
+``<TFDS data dir>/aejax_stream/<fingerprint>/`` (so the copy is keyed by the data's
+identity, never by a path that could hold other images later).
+
+TFDS stores records in an order of its own; each keeps its position in the source
+(``index``). ``positions`` maps that source position to the record's, so a batch of
+source indices (the epoch's permutation, drawn exactly as the device path draws it)
+reads the same images the device path gathers. The map is built once per copy by
+reading every record, which also checks each image against the data loaded for the
+run, and kept beside the copy (``train_positions.npy``).
+
+The pipeline: one element per chunk of ``chunk_batches`` consecutive batches of an
+epoch, holding only this process's rows of each global batch, as uint8
+``[k, rows, H, W, C]``; grain reads elements ahead in background threads. The
+iterator's state (``get_state``) is what a checkpoint keeps, so a resumed run
+continues with the chunk after the last one trained.
+
+This module imports grain and tensorflow-datasets; import it only for streaming.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import pathlib
+import tempfile
+import threading
+from typing import Any, Callable, Iterator
+
+import grain
+import numpy as np
+from absl import logging
+
+from aejax.data import core as data_lib
+from aejax.data import tfds_builders
+
+# Background reading: threads and chunks read ahead. Two threads: on a 2-core CPU
+# more only competed with the compiled step for the cores.
+READ_THREADS = 2
+PREFETCH_CHUNKS = 4
+POSITIONS_FILE = "train_positions.npy"
+
+
+def cache_root() -> pathlib.Path:
+  return tfds_builders.default_data_dir() / "aejax_stream"
+
+
+def _write_idx(path: pathlib.Path, array: np.ndarray) -> None:
+  """A raw IDX file of a uint8 array (what the TFDS builders read)."""
+  header = bytes([0, 0, 0x08, array.ndim]) + np.asarray(array.shape, ">u4").tobytes()
+  path.write_bytes(header + np.ascontiguousarray(array, np.uint8).tobytes())
+
+
+def _builder_name(dataset: data_lib.Dataset) -> str:
+  name = dataset.name.removesuffix("_sample")
+  return name if name in tfds_builders.BUILDERS else "mnist"
+
+
+def array_record_folder(dataset: data_lib.Dataset) -> pathlib.Path:
+  """The folder of ``dataset``'s train split as TFDS array_record files, written once
+  (from the loaded arrays, through aejax's builder) when the data came from elsewhere."""
+  if dataset.source == "tfds" and (pathlib.Path(dataset.location) / "features.json").is_file():
+    return pathlib.Path(dataset.location)
+  if dataset.source == "tfds" or dataset.image_shape != tfds_builders.IMAGE_SHAPE:
+    raise data_lib.DataError(
+        f"config.input='stream' reads array_record files written by aejax's TFDS "
+        f"builders (28x28x1 images of the MNIST family); {dataset.name} "
+        f"({dataset.source}, images {dataset.image_shape}) has none: use "
+        "--config.input=device.")
+  name = _builder_name(dataset)
+  data_dir = cache_root() / dataset.fingerprint[:20]
+  folder = tfds_builders.prepared_dir(name, data_dir)
+  data_dir.mkdir(parents=True, exist_ok=True)
+  # One writer per copy: processes of one run on one host share it.
+  with open(data_dir / ".lock", "a") as lock:
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    if not (folder / "dataset_info.json").is_file():
+      logging.info("Writing %s once as array_record for config.input='stream': %s",
+                   dataset.name, folder)
+      with tempfile.TemporaryDirectory(dir=data_dir) as manual:
+        for key, stem in data_lib.IDX_FILES.items():
+          array = getattr(dataset, key)
+          _write_idx(pathlib.Path(manual) / stem, array[..., 0] if array.ndim == 4 else array)
+        tfds_builders.prepare(name, data_dir=data_dir, manual_dir=manual)
+  return folder
+
+
+def _train_paths(folder: pathlib.Path) -> list[str]:
+  paths = sorted(str(p) for p in folder.glob("*-train.array_record-*"))
+  if not paths:
+    raise data_lib.DataError(f"{folder} holds no train array_record files.")
+  return paths
+
+
+def _parse(records: list[bytes], image_shape) -> tuple[np.ndarray, np.ndarray]:
+  """``(images uint8 [n, *image_shape], source index int64 [n])`` of serialized
+  TFDS examples (tf.train.Example protos; the image a raw-bytes tensor)."""
+  from tensorflow_datasets.proto import tf_example_pb2
+  images, indices = [], []
+  for record in records:
+    feature = tf_example_pb2.Example.FromString(record).features.feature
+    images.append(feature["image"].bytes_list.value[0])
+    indices.append(feature["index"].int64_list.value[0])
+  return (np.frombuffer(b"".join(images), np.uint8).reshape(len(records), *image_shape),
+          np.asarray(indices, np.int64))
+
+
+def train_positions(folder: pathlib.Path, dataset: data_lib.Dataset) -> np.ndarray:
+  """int64 ``[n_train]``: the record position of each source position, checked once
+  against ``dataset``'s images and kept beside the copy."""
+  keep = cache_root() / dataset.fingerprint[:20] / POSITIONS_FILE
+  if keep.is_file():
+    positions = np.load(keep)
+    if positions.shape == (dataset.n_train,):
+      return positions
+  source = grain.sources.ArrayRecordDataSource(_train_paths(folder))
+  if len(source) != dataset.n_train:
+    raise data_lib.DataError(f"{folder} holds {len(source)} train records; the run's "
+                             f"data has {dataset.n_train} images.")
+  positions = np.full(dataset.n_train, -1, np.int64)
+  for start in range(0, len(source), 10_000):
+    stop = min(start + 10_000, len(source))
+    images, indices = _parse(source.__getitems__(list(range(start, stop))),
+                             dataset.image_shape)
+    if indices.min() < 0 or indices.max() >= dataset.n_train or not np.array_equal(
+        images, dataset.train_images[indices]):
+      raise data_lib.DataError(f"The array_record copy {folder} does not hold the run's "
+                               "images; delete it to have it written again.")
+    positions[indices] = np.arange(start, stop)
+  if (positions < 0).any():
+    raise data_lib.DataError(f"{folder} lacks some of the run's training images.")
+  keep.parent.mkdir(parents=True, exist_ok=True)
+  tmp = keep.with_name(keep.name + f".{threading.get_ident()}.tmp.npy")
+  np.save(tmp, positions)
+  tmp.replace(keep)
+  return positions
+
+
+class Stream:
+  """This process's rows of every global batch, ``chunk_batches`` batches at a time.
+
+  ``order(epoch)`` is the epoch's batch order, int32 ``[steps, batch_size]`` of
+  source indices (the device path's permutation); ``rows`` the slice of each global
+  batch this process feeds. Elements are dicts: ``epoch``, ``batch`` (the chunk's
+  first batch in its epoch) and ``images`` uint8 ``[k, len(rows), *image_shape]``.
+  """
+
+  def __init__(self, folder: pathlib.Path, positions: np.ndarray, image_shape,
+               order: Callable[[int], np.ndarray], steps: int, rows: slice,
+               chunk_batches: int, num_epochs: int):
+    self.source = grain.sources.ArrayRecordDataSource(_train_paths(folder))
+    self.positions, self.image_shape = positions, tuple(image_shape)
+    self.steps, self.rows, self.chunk_batches = steps, rows, chunk_batches
+    self.chunks_per_epoch = -(-steps // chunk_batches)
+    self._order, self._orders, self._lock = order, {}, threading.Lock()
+    dataset = grain.MapDataset.range(num_epochs * self.chunks_per_epoch).map(self._read)
+    self._dataset = dataset.to_iter_dataset(grain.ReadOptions(
+        num_threads=READ_THREADS, prefetch_buffer_size=PREFETCH_CHUNKS))
+    self._iterator = None
+
+  def _epoch_order(self, epoch: int) -> np.ndarray:
+    with self._lock:  # grain's threads ask for the same epoch at once
+      if epoch not in self._orders:
+        self._orders = {e: o for e, o in self._orders.items() if e >= epoch - 1}
+        self._orders[epoch] = np.asarray(self._order(epoch))
+      return self._orders[epoch]
+
+  def _read(self, index: int) -> dict[str, Any]:
+    epoch, chunk = divmod(index, self.chunks_per_epoch)
+    first = chunk * self.chunk_batches
+    last = min(first + self.chunk_batches, self.steps)
+    wanted = self.positions[self._epoch_order(epoch)[first:last, self.rows]]
+    # Sorted reads are ~2x faster from array_record than the permutation's order.
+    unique, inverse = np.unique(wanted, return_inverse=True)
+    images, _ = _parse(self.source.__getitems__(unique.tolist()), self.image_shape)
+    return {"epoch": epoch, "batch": first,
+            "images": images[inverse.reshape(-1)].reshape(*wanted.shape, *self.image_shape)}
+
+  def start(self, epoch: int, state: dict | None = None) -> None:
+    """Positions the iterator at ``epoch``'s first chunk: from a checkpoint's saved
+    iterator ``state`` when given (checked against ``epoch``), else computed."""
+    self._iterator = iter(self._dataset)
+    self._iterator.set_state(state or {"next_index": epoch * self.chunks_per_epoch})
+    self._expected = (epoch, 0)
+
+  def epoch(self, epoch: int) -> Iterator[np.ndarray]:
+    """The chunks of ``epoch``, in order."""
+    for _ in range(self.chunks_per_epoch):
+      element = next(self._iterator)
+      if (element["epoch"], element["batch"]) != self._expected:
+        raise RuntimeError(f"The input stream is at epoch {element['epoch'] + 1}, batch "
+                           f"{element['batch'] + 1}; training expects epoch "
+                           f"{self._expected[0] + 1}, batch {self._expected[1] + 1}.")
+      following = element["batch"] + len(element["images"])
+      self._expected = (epoch + 1, 0) if following >= self.steps else (epoch, following)
+      yield element["images"]
+
+  def position(self) -> dict:
+    """Where the stream stands, for a checkpoint's metadata."""
+    return {"epoch": self._expected[0], "batch": self._expected[1],
+            "chunk_batches": self.chunk_batches, "iterator": self._iterator.get_state()}
