@@ -179,13 +179,17 @@ def resolve_input(config, train_bytes: int) -> tuple[str, str]:
 
 def chunk_batches(steps: int, batch_bytes: int, mode: str) -> int:
   """Batches per compiled call for input='stream': in 'scan' mode about
-  ``STREAM_CHUNK_BYTES`` worth, as a divisor of the epoch's steps where one is near
-  (a remainder chunk would compile a second program); one in 'step' mode."""
+  ``STREAM_CHUNK_BYTES`` worth, as a divisor of the epoch's steps within a factor
+  of two of that where there is one (a remainder chunk compiles a second program);
+  one in 'step' mode."""
   if mode != "scan":
     return 1
   target = max(1, min(steps, STREAM_CHUNK_BYTES // max(batch_bytes, 1)))
-  divisor = max(d for d in range(1, target + 1) if steps % d == 0)
-  return divisor if 2 * divisor >= target else target
+  below = max(d for d in range(1, target + 1) if steps % d == 0)
+  if 2 * below >= target:
+    return below
+  above = min(d for d in range(target, steps + 1) if steps % d == 0)
+  return above if above <= 2 * target else target
 
 
 # ------------------------------------------------------------------- the setup
@@ -298,6 +302,28 @@ class Setup:
     sharding = NamedSharding(self.mesh, P("data"))
     return [jax.make_array_from_process_local_data(sharding, rows, (batch, *rows.shape[1:]))
             for rows in local]
+
+  def open_stream(self, dataset, first_epoch: int = 0, iterator_state: dict | None = None):
+    """``dataset``'s train split as a ``data.stream.Stream`` (grain, array_record),
+    positioned at ``first_epoch``'s first batch, or where ``iterator_state`` (a
+    checkpoint's) says."""
+    from aejax.data import stream  # grain and TFDS: only when streaming
+    folder = stream.array_record_folder(dataset)
+    feed = stream.Stream(folder, stream.train_positions(folder, dataset), dataset.image_shape,
+                         self.epoch_order, self.steps_per_epoch, self.local_rows,
+                         self.chunk_batches, self.config.num_epochs)
+    feed.start(first_epoch, iterator_state)
+    return feed
+
+  def stream_epoch(self, state, feed, epoch: int):
+    """Trains epoch ``epoch`` on ``feed``'s chunks: ``(state, metrics on the host,
+    stacked over steps)``. Each chunk's transfer and dispatch return at once, so the
+    next chunk is fetched while the device trains on this one."""
+    histories = []
+    for chunk in feed.epoch(epoch):
+      state, history = self.run_batches(state, self.put_batches(chunk), self.keys.noise)
+      histories.append(history)
+    return state, jax.tree.map(lambda *xs: np.concatenate(xs), *jax.device_get(histories))
 
   def record(self) -> dict:
     """What results.json says about where the run trained."""

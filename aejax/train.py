@@ -121,20 +121,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
 def _open_stream(run: engine.Setup, dataset, first_epoch: int, saved: dict | None):
   """The input stream of ``dataset``'s train split, at ``first_epoch``'s first batch:
   where the checkpoint's saved iterator says when it has one."""
-  from aejax.data import stream as stream_lib  # grain and TFDS: only when streaming
-  folder = stream_lib.array_record_folder(dataset)
-  feed = stream_lib.Stream(folder, stream_lib.train_positions(folder, dataset),
-                           dataset.image_shape, run.epoch_order, run.steps_per_epoch,
-                           run.local_rows, run.chunk_batches, run.config.num_epochs)
+  # A position saved with other chunks (another aejax) is recomputed from the epoch.
   saved = saved if saved and saved.get("chunk_batches") == run.chunk_batches else None
   if saved is not None and (saved["epoch"], saved["batch"]) != (first_epoch, 0):
     raise checkpoint.OlderCheckpointError(
         f"The checkpoint's input stream stands at epoch {saved['epoch'] + 1}, batch "
         f"{saved['batch'] + 1}, but its train state at epoch {first_epoch + 1}: the "
         "checkpoint is inconsistent. Use a new --workdir.")
-  feed.start(first_epoch, saved and saved["iterator"])
+  feed = run.open_stream(dataset, first_epoch, saved and saved["iterator"])
   logging.info("Streaming the train set from %s (%d batches per call; this process feeds "
-               "rows %d:%d of each batch), from epoch %d, batch 1%s.", folder,
+               "rows %d:%d of each batch), from epoch %d, batch 1%s.", feed.folder,
                run.chunk_batches, run.local_rows.start, run.local_rows.stop,
                first_epoch + 1, f" (iterator state {saved['iterator']})" if saved else "")
   return feed
@@ -152,11 +148,7 @@ def _train(run: engine.Setup, state, meta: dict, dataset, evaluator, mngr, write
     t0 = time.perf_counter()
     step0 = int(state.step)
     if run.input == "stream":
-      histories = []
-      for chunk in feed.epoch(epoch):
-        state, chunk_history = run.run_batches(state, run.put_batches(chunk), run.keys.noise)
-        histories.append(chunk_history)
-      history = jax.tree.map(lambda *xs: np.concatenate(xs), *jax.device_get(histories))
+      state, history = run.stream_epoch(state, feed, epoch)
       meta["input"] = {"mode": "stream", "stream": feed.position()}
     else:
       order = run.start_epoch(state, run.keys.shuffle)

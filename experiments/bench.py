@@ -46,6 +46,7 @@ class Measurement:
   test_mse: float  # clean-input MSE on the test images after training
   device: str
   num_devices: int = 1  # data-parallel over this many devices
+  input: str = "device"  # aejax: the train set on the device, or streamed (config.input)
 
   @property
   def median_epoch_s(self) -> float:
@@ -137,9 +138,9 @@ class JaxTrainer:
   """A run's own setup (``engine.setup``) for one config, its images on the device."""
 
   def __init__(self, config, images: np.ndarray, epoch_mode: str, seed: int = 0,
-               num_devices: int = 1):
+               num_devices: int = 1, input_mode: str = "device"):
     config = ml_collections.ConfigDict(config.to_dict())
-    config.epoch_mode, config.seed = epoch_mode, seed
+    config.epoch_mode, config.seed, config.input = epoch_mode, seed, input_mode
     self.config = config
     self.dataset = data_lib.Dataset(
         name="benchmark", source="benchmark", location="", train_images=images,
@@ -150,10 +151,18 @@ class JaxTrainer:
     self.run = engine.setup(config, self.dataset, mesh)
     self.mode, self.microbatch_size = self.run.epoch_mode, self.run.microbatch_size
     self.state = self.run.state
-    self.images = self.run.put_images(images)
+    self.epochs = 0
+    if self.run.input == "stream":  # the array_record copy is written before the clock
+      self.feed = self.run.open_stream(self.dataset)
+    else:
+      self.images = self.run.put_images(images)
 
   def epoch(self) -> dict[str, np.ndarray]:
     """Trains one epoch; returns its per-step metrics on the host."""
+    self.epochs += 1
+    if self.run.input == "stream":
+      self.state, history = self.run.stream_epoch(self.state, self.feed, self.epochs - 1)
+      return history
     order = self.run.start_epoch(self.state, self.run.keys.shuffle)
     self.state, history = self.run.run_epoch(self.state, self.images, order,
                                              self.run.keys.noise)
@@ -164,13 +173,15 @@ class JaxTrainer:
 
 
 def time_jax(name: str, config, images: np.ndarray, test_images: np.ndarray, *,
-             epoch_mode: str, num_devices: int = 1) -> Measurement:
+             epoch_mode: str, num_devices: int = 1, input_mode: str = "device") -> Measurement:
   """Trains ``config``'s model (called ``name``) for ``config.num_epochs`` epochs,
-  data-parallel over the first ``num_devices`` devices.
+  data-parallel over the first ``num_devices`` devices, its batches from the train set
+  on the device or streamed (``input_mode``, ``config.input``).
 
   ``config`` comes from ``benchmark_config``; each epoch is timed.
   """
-  trainer = JaxTrainer(config, images, epoch_mode, num_devices=num_devices)
+  trainer = JaxTrainer(config, images, epoch_mode, num_devices=num_devices,
+                       input_mode=input_mode)
   seconds = []
   for _ in range(config.num_epochs):
     t0 = time.perf_counter()
@@ -186,7 +197,8 @@ def time_jax(name: str, config, images: np.ndarray, test_images: np.ndarray, *,
       batch_size=config.batch_size, epoch_seconds=seconds,
       compile_s=max(seconds[0] - median, 0.0), peak_device_bytes=peak_device_bytes(),
       peak_rss_bytes=peak_rss_bytes(), final_loss=float(np.mean(history["loss"])),
-      test_mse=test["mse"], device=device_name(), num_devices=num_devices)
+      test_mse=test["mse"], device=device_name(), num_devices=num_devices,
+      input=trainer.run.input)
 
 
 def time_to_quality(config, images: np.ndarray, test_images: np.ndarray, *,
@@ -236,14 +248,16 @@ def _mib(n: int | None) -> str:
 
 def table(measurements: list[Measurement]) -> str:
   """A Markdown table, one row per measurement."""
-  head = ("| framework | model | devices | epoch | dtype | chunk | images | s/epoch | best s "
+  head = ("| framework | model | devices | input | epoch | dtype | chunk | images | s/epoch "
+          "| best s "
           "| examples/s | per device | compile s "
           "| peak device mem | peak RSS | final loss | test MSE |")
   rows = [head, "|" + "---|" * (head.count("|") - 1)]
   for m in measurements:
     compile_s = "–" if m.compile_s is None else f"{m.compile_s:.2f}"
     rows.append(
-        f"| {m.framework} | {m.model} | {m.num_devices} | {m.epoch_mode} | {m.compute_dtype} "
+        f"| {m.framework} | {m.model} | {m.num_devices} | {m.input} | {m.epoch_mode} "
+        f"| {m.compute_dtype} "
         f"| {m.microbatch_size} | {m.num_images} "
         f"| {m.median_epoch_s:.4g} | {m.best_epoch_s:.4g} | {m.examples_per_s:,.0f} "
         f"| {m.examples_per_s_per_device:,.0f} "
@@ -259,6 +273,7 @@ def ratios(measurements: list[Measurement]) -> list[str]:
   for torch_m in (m for m in measurements if m.framework == "pytorch"):
     for m in measurements:
       if m.framework == "aejax" and m.model == torch_m.model and m.num_devices == 1 and \
+          m.input == "device" and \
           m.num_images == torch_m.num_images and m.batch_size == torch_m.batch_size:
         lines.append(
             f"{m.model} ({m.epoch_mode}, {m.compute_dtype}, chunk {m.microbatch_size}): "

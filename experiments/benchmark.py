@@ -13,6 +13,8 @@ the last epoch's mean train loss and the test MSE. ``--compare=torch`` times the
 PyTorch eager twins (``experiments/bench_torch.py``) in the same run and prints the ratio.
 ``--devices=1,2,4,8`` trains data-parallel on the first N devices (forced CPU devices
 on a CPU host: there the figure is the overhead of partitioning, not a speed-up).
+``--input=device,stream`` times each with the train set on the device and streamed
+from array_record files (``config.input``; the copy is written before the clock).
 ``--time_to_quality`` times the vanilla model at its default config to a test MSE,
 compilation included, in two fresh processes: cold, then with JAX's persistent
 compilation cache warm. ``--scaling`` times the vanilla model against data size and
@@ -45,6 +47,9 @@ _DTYPES = flags.DEFINE_list("compute_dtypes", ["float32"], "float32, bfloat16 (p
 _MICROBATCH = flags.DEFINE_list("microbatch_sizes", ["0"], "Gradient chunk sizes "
                                 "(config.microbatch_size; 0 = auto, the batch size = none).")
 _BATCH_SIZE = flags.DEFINE_integer("batch_size", 256, "Images per step (over all devices).")
+_INPUTS = flags.DEFINE_list("input", ["device"], "Where batches come from (config.input): "
+                            "device (the train set on every device), stream (grain over "
+                            "array_record files, written once to the TFDS data dir).")
 _DEVICES = flags.DEFINE_list("devices", ["1"], "Device counts to train on, data-parallel "
                              "(on a CPU, that many forced CPU devices).")
 _LEARNING_RATE = flags.DEFINE_float("learning_rate", 1e-3, "Adam's constant rate, both "
@@ -96,6 +101,8 @@ def validate() -> None:
   if not 0 < _BATCH_SIZE.value <= _NUM_IMAGES.value:
     raise ValueError(f"--batch_size must be in [1, --num_images={_NUM_IMAGES.value}], "
                      f"got {_BATCH_SIZE.value}.")
+  if not _INPUTS.value or any(i not in ("device", "stream") for i in _INPUTS.value):
+    raise ValueError(f"--input: use device and/or stream, got {_INPUTS.value}.")
   counts = [int(d) for d in _DEVICES.value if d.strip().isdigit()]
   if len(counts) != len(_DEVICES.value) or not counts or any(
       c < 1 or _BATCH_SIZE.value % c for c in counts):
@@ -129,12 +136,13 @@ def measure_models() -> list[bench.Measurement]:
                                         learning_rate=_LEARNING_RATE.value)
         for mode in _EPOCH_MODES.value:
           for devices in map(int, _DEVICES.value):
-            m = bench.time_jax(name, config, images, test_images, epoch_mode=mode,
-                               num_devices=devices)
-            measurements.append(m)
-            print(f"  aejax {name} {m.epoch_mode} {dtype} chunk {m.microbatch_size} on "
-                  f"{devices} device(s): {m.median_epoch_s:.4g} s/epoch "
-                  f"(epochs {['%.3g' % s for s in m.epoch_seconds]})", flush=True)
+            for input_mode in _INPUTS.value:
+              m = bench.time_jax(name, config, images, test_images, epoch_mode=mode,
+                                 num_devices=devices, input_mode=input_mode)
+              measurements.append(m)
+              print(f"  aejax {name} {m.epoch_mode} {dtype} chunk {m.microbatch_size} on "
+                    f"{devices} device(s), input {m.input}: {m.median_epoch_s:.4g} s/epoch "
+                    f"(epochs {['%.3g' % s for s in m.epoch_seconds]})", flush=True)
     if _COMPARE.value == "torch":
       from experiments import bench_torch  # only here: PyTorch is an optional extra
       config = bench.benchmark_config(MODEL_CONFIGS[name].get_config(),

@@ -153,6 +153,7 @@ class Stream:
   def __init__(self, folder: pathlib.Path, positions: np.ndarray, image_shape,
                order: Callable[[int], np.ndarray], steps: int, rows: slice,
                chunk_batches: int, num_epochs: int):
+    self.folder = folder
     self.source = grain.sources.ArrayRecordDataSource(_train_paths(folder))
     self.positions, self.image_shape = positions, tuple(image_shape)
     self.steps, self.rows, self.chunk_batches = steps, rows, chunk_batches

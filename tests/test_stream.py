@@ -1,0 +1,161 @@
+"""config.input (issue 10): 'stream' reads the train set from array_record files through
+a grain pipeline and trains on exactly the device path's batches; 'auto' picks.
+
+Through the CLI on the bundled sample (vanilla, batch 256: 23 steps an epoch), which
+the stream first writes as array_record into the test's TFDS data dir.
+"""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import types
+
+import numpy as np
+import pytest
+
+from tests.test_reliability import start_child, wait_for
+from tests.test_scale import ROOT, close
+
+ARGS = ("--config=experiments/configs/vanilla.py", "--config.dataset=mnist_sample",
+        "--config.batch_size=256", "--config.num_epochs=3")
+
+
+def cli(workdir, *args, tfds=None, devices=1, check=True, background=False):
+  """``tfds``: the TFDS data dir, where the stream keeps its array_record copy."""
+  cmd = [sys.executable, "-m", "experiments.main", f"--workdir={workdir}", *ARGS, *args]
+  env = {**os.environ, "AEJAX_DATA_DIR": "", "JAX_NUM_CPU_DEVICES": str(devices),
+         **({"TFDS_DATA_DIR": str(tfds)} if tfds else {})}
+  if background:
+    return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+  proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+  if check and proc.returncode != 0:
+    raise AssertionError(f"{' '.join(cmd)} failed:\n{proc.stderr[-3000:]}")
+  return proc
+
+
+def results(workdir) -> dict:
+  return json.loads((workdir / "results.json").read_text())
+
+
+def train_lines(workdir) -> list[dict]:
+  return [json.loads(l)["train"] for l in (workdir / "metrics.jsonl").read_text().splitlines()]
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+  """The same 3-epoch run with input 'auto' (on a CPU: the device path) and 'stream'."""
+  device, stream = tmp_path_factory.mktemp("device"), tmp_path_factory.mktemp("stream")
+  tfds = tmp_path_factory.mktemp("tfds")
+  logs = {"device": cli(device, "--config.input=auto", tfds=tfds).stderr,
+          "stream": cli(stream, "--config.input=stream", tfds=tfds).stderr}
+  return types.SimpleNamespace(device=device, stream=stream, logs=logs, tfds=tfds)
+
+
+@pytest.mark.slow
+def test_stream_trains_on_the_device_paths_batches_to_the_same_model(runs):
+  assert "Input: device (config.input='auto': the train set (4 MiB) stays in host-backed " \
+         "cpu device memory, which reports no limit)." in runs.logs["device"]
+  assert "Streaming the train set from" in runs.logs["stream"]
+  assert "Writing mnist_sample once as array_record" in runs.logs["stream"]
+  device, stream = results(runs.device), results(runs.stream)
+  assert (device["input"], stream["input"]) == ("device", "stream")
+  assert stream["steps"] == device["steps"] == 69
+  # The same batches and the same updates: every epoch's mean train loss and the test
+  # metrics are equal bit for bit (the step is the same function; only its input
+  # arrives differently).
+  assert train_lines(runs.stream) == train_lines(runs.device)
+  assert stream["test"] == device["test"]
+
+
+def test_the_stream_computes_the_device_paths_epoch_order_on_the_host():
+  from aejax import data, engine
+  from experiments.configs import vanilla
+  config = vanilla.get_config()
+  config.batch_size = 256
+  run = engine.setup(config, data.DataSpec((28, 28, 1), 6000))
+  for epoch in (0, 1, 7):
+    state = run.state.replace(step=run.state.step + epoch * run.steps_per_epoch)
+    on_device = np.asarray(run.start_epoch(state, run.keys.shuffle))
+    np.testing.assert_array_equal(run.epoch_order(epoch), on_device)
+  assert not np.array_equal(run.epoch_order(0), run.epoch_order(1))
+
+
+@pytest.mark.slow
+def test_a_killed_stream_run_resumes_at_the_next_batch_and_equals_the_uninterrupted_run(
+    tmp_path, runs, monkeypatch):
+  """SIGKILLed after epoch 2's checkpoint: the checkpoint holds the stream's position,
+  the rerun's stream starts at epoch 3's first batch and ends where the uninterrupted
+  run ended, bit for bit."""
+  monkeypatch.setenv("TFDS_DATA_DIR", str(runs.tfds))
+  marker = tmp_path / "paused"
+  child = start_child(tmp_path / "run", "after_checkpoint:2", marker, "--config.num_epochs=3",
+                      "--config.input=stream")
+  wait_for(marker, child)
+  child.send_signal(signal.SIGKILL)
+  assert child.wait() == -signal.SIGKILL
+  meta = json.loads((tmp_path / "run" / "checkpoints" / "46" / "meta" / "metadata").read_text())
+  position = meta["input"]["stream"]
+  chunks_per_epoch = -(-23 // position["chunk_batches"])
+  assert (position["epoch"], position["batch"]) == (2, 0)
+  assert position["iterator"] == {"next_index": 2 * chunks_per_epoch}
+  proc = cli(tmp_path / "run", "--config.input=stream", tfds=runs.tfds)
+  assert (f"from epoch 3, batch 1 (iterator state {{'next_index': {2 * chunks_per_epoch}}})"
+          in proc.stderr)
+  assert train_lines(tmp_path / "run") == train_lines(runs.stream)
+  assert results(tmp_path / "run")["test"] == results(runs.stream)["test"]
+
+
+@pytest.mark.slow
+def test_a_stream_over_8_devices_trains_the_one_device_model(tmp_path, runs):
+  proc = cli(tmp_path, "--config.input=stream", tfds=runs.tfds, devices=8)
+  assert "Writing mnist_sample once" not in proc.stderr  # the copy is kept
+  eight = results(tmp_path)
+  assert (eight["num_devices"], eight["input"]) == (8, "stream")
+  close(eight["test"], results(runs.stream)["test"])
+
+
+@pytest.mark.slow
+def test_two_processes_each_stream_their_rows_into_one_run(tmp_path, runs):
+  with socket.socket() as s:
+    s.bind(("localhost", 0))
+    port = s.getsockname()[1]
+  procs = [cli(tmp_path, "--config.input=stream", f"--coordinator_address=localhost:{port}",
+               "--num_processes=2", f"--process_id={i}", tfds=runs.tfds, devices=2,
+               background=True)
+           for i in range(2)]
+  logs = []
+  for proc in procs:
+    _, stderr = proc.communicate(timeout=600)
+    assert proc.returncode == 0, stderr[-3000:]
+    logs.append(stderr)
+  assert "this process feeds rows 0:128 of each batch" in logs[0]
+  assert "this process feeds rows 128:256 of each batch" in logs[1]
+  run = results(tmp_path)
+  assert (run["num_devices"], run["num_processes"], run["input"]) == (4, 2, "stream")
+  close(run["test"], results(runs.stream)["test"])
+
+
+def test_auto_streams_when_the_train_set_would_crowd_the_device(monkeypatch):
+  from aejax import engine
+  config = types.SimpleNamespace(get=lambda key, default=None: "auto")
+  device = lambda stats: types.SimpleNamespace(memory_stats=lambda: stats)
+  monkeypatch.setattr(engine.jax, "local_devices", lambda: [device({"bytes_limit": 16 * 2**30})])
+  assert engine.resolve_input(config, 47 * 2**20)[0] == "device"
+  monkeypatch.setattr(engine.jax, "local_devices",
+                      lambda: [device({"bytes_limit": 16 * 2**30}), device({"bytes_limit": 2**30})])
+  mode, why = engine.resolve_input(config, 300 * 2**20)
+  assert mode == "stream" and "more than 25% of the 1.0 GiB" in why
+  monkeypatch.setattr(engine.jax, "local_devices", lambda: [device(None)])
+  assert engine.resolve_input(config, 300 * 2**30)[0] == "device"
+
+
+def test_an_unknown_input_is_refused_in_one_line(tmp_path):
+  proc = cli(tmp_path, "--config.input=disk", check=False)
+  assert proc.returncode == 1
+  assert [l for l in proc.stderr.splitlines() if l.startswith("error:")] == [
+      "error: config.input='disk' is unknown; use auto, device or stream."]
+  assert not (tmp_path / "checkpoints").exists()
