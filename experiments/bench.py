@@ -248,22 +248,20 @@ def _mib(n: int | None) -> str:
 
 def table(measurements: list[Measurement]) -> str:
   """A Markdown table, one row per measurement."""
-  head = ("| framework | model | devices | input | epoch | dtype | chunk | images | s/epoch "
-          "| best s "
+  head = ("| framework | model | devices | epoch | dtype | chunk | images | s/epoch | best s "
           "| examples/s | per device | compile s "
-          "| peak device mem | peak RSS | final loss | test MSE |")
+          "| peak device mem | peak RSS | final loss | test MSE | input |")
   rows = [head, "|" + "---|" * (head.count("|") - 1)]
   for m in measurements:
     compile_s = "–" if m.compile_s is None else f"{m.compile_s:.2f}"
     rows.append(
-        f"| {m.framework} | {m.model} | {m.num_devices} | {m.input} | {m.epoch_mode} "
-        f"| {m.compute_dtype} "
+        f"| {m.framework} | {m.model} | {m.num_devices} | {m.epoch_mode} | {m.compute_dtype} "
         f"| {m.microbatch_size} | {m.num_images} "
         f"| {m.median_epoch_s:.4g} | {m.best_epoch_s:.4g} | {m.examples_per_s:,.0f} "
         f"| {m.examples_per_s_per_device:,.0f} "
         f"| {compile_s} "
         f"| {_mib(m.peak_device_bytes)} | {_mib(m.peak_rss_bytes)} | {m.final_loss:.5f} "
-        f"| {m.test_mse:.5f} |")
+        f"| {m.test_mse:.5f} | {m.input} |")
   return "\n".join(rows)
 
 

@@ -159,3 +159,19 @@ def test_an_unknown_input_is_refused_in_one_line(tmp_path):
   assert [l for l in proc.stderr.splitlines() if l.startswith("error:")] == [
       "error: config.input='disk' is unknown; use auto, device or stream."]
   assert not (tmp_path / "checkpoints").exists()
+
+
+@pytest.mark.slow
+def test_the_benchmark_times_both_inputs_on_the_same_batches(tmp_path):
+  out = tmp_path / "bench.json"
+  proc = subprocess.run(
+      [sys.executable, "-m", "experiments.benchmark", "--models=vanilla", "--num_images=1024",
+       "--num_epochs=2", "--input=device,stream", f"--json={out}"], cwd=ROOT,
+      capture_output=True, text=True, timeout=600,
+      env={**os.environ, "AEJAX_DATA_DIR": "", "TFDS_DATA_DIR": str(tmp_path / "tfds")})
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  device, stream = json.loads(out.read_text())["measurements"]
+  assert (device["input"], stream["input"]) == ("device", "stream")
+  assert stream["examples_per_s_per_device"] > 0
+  assert (stream["final_loss"], stream["test_mse"]) == (device["final_loss"], device["test_mse"])
+  assert "| 0.0" in proc.stdout and "| stream |" in proc.stdout
