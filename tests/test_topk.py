@@ -84,18 +84,94 @@ def test_linear_output_is_clipped_with_a_straight_through_gradient():
                                 [1.0, 1.0, 1.0])
 
 
-def test_auxk_term_matches_numpy():
+def _numpy_auxk(aux, recon, target, scaled=False):
+  """Gao et al.'s normalized_mse of the auxiliary decoding against the residual, per
+  example (its batch mean is theirs), in float64."""
+  b = len(aux)
+  a, e = (np.asarray(v, np.float64).reshape(b, -1) for v in (aux, target - recon))
+  if scaled:
+    a = a * (np.sum(a * e) / np.sum(a * a))
+  spread = np.mean(np.sum(np.square(e - e.mean(axis=0)), axis=-1))
+  return np.sum(np.square(a - e), axis=-1) / spread
+
+
+@pytest.mark.parametrize("name", ["auxk", "auxk_scaled"])
+def test_auxk_terms_match_numpy(name):
   rng = np.random.default_rng(0)
   aux, recon, target = (rng.uniform(size=(4, 28, 28, 1)).astype(np.float32) for _ in range(3))
-  term = losses.get("auxk")
+  term = losses.get(name)
   value = term({"auxk_reconstruction": aux, "reconstruction": recon, "target": target})
-  expected = np.mean(np.square(aux - (target - recon)).reshape(4, -1), axis=-1)
   assert value.shape == (4,)
-  np.testing.assert_allclose(value, expected, rtol=1e-5)
+  np.testing.assert_allclose(value, _numpy_auxk(aux, recon, target, name == "auxk_scaled"),
+                             rtol=1e-4)
+  # Normalised: a zero auxiliary decoding scores the residual's energy over its spread.
+  zero = term({"auxk_reconstruction": 0 * aux, "reconstruction": recon, "target": target})
+  np.testing.assert_allclose(zero, _numpy_auxk(0 * aux, recon, target), rtol=1e-4)
   # The residual is a constant: no gradient reaches the main reconstruction.
-  grad = jax.grad(lambda r: topk.auxk(auxk_reconstruction=aux, reconstruction=r,
-                                      target=target).sum())(recon)
+  grad = jax.grad(lambda r: term.fn(auxk_reconstruction=aux, reconstruction=r,
+                                    target=target).sum())(recon)
   np.testing.assert_array_equal(grad, 0.0)
+
+
+def test_auxk_scaled_ignores_the_auxiliary_scale():
+  rng = np.random.default_rng(1)
+  aux, recon, target = (rng.uniform(size=(3, 28, 28, 1)).astype(np.float32) for _ in range(3))
+  value = lambda a: topk.auxk_scaled(auxk_reconstruction=a, reconstruction=recon,
+                                     target=target)
+  np.testing.assert_allclose(value(aux), value(5.0 * aux), rtol=1e-5)
+
+
+def test_auxk_raw_matches_numpy():
+  rng = np.random.default_rng(2)
+  aux, recon, target = (rng.uniform(size=(4, 28, 28, 1)).astype(np.float32) for _ in range(3))
+  value = losses.get("auxk_raw")({"auxk_reconstruction": aux, "reconstruction": recon,
+                                  "target": target})
+  np.testing.assert_allclose(value, np.mean(np.square(aux - (target - recon)).reshape(4, -1),
+                                            axis=-1), rtol=1e-5)
+
+
+@pytest.mark.parametrize("activation", ["relu", "linear"])
+def test_auxk_gradient_reaches_only_dead_units(activation):
+  """The aux term's gradient touches the dead units' encoder rows, encoder biases and
+  decoder columns only (and the shared pre-encoder bias), never a live unit's."""
+  model, variables = build(k=4, k_aux=8, dead_after=10, auxk_activation=activation)
+  dead = np.arange(64) % 3 == 0
+  variables["activity"] = {"examples_since_fired": jnp.where(dead, 10.0, 9.0)}
+  x = images(6)
+
+  def aux_loss(params):
+    out = model.apply({**variables, "params": params}, x)
+    return topk.auxk(auxk_reconstruction=out["auxk_reconstruction"],
+                     reconstruction=out["reconstruction"], target=x).mean()
+
+  grads = jax.grad(aux_loss)(variables["params"])
+  assert not np.any(np.asarray(grads["encoder_kernel"])[:, ~dead])
+  assert not np.any(np.asarray(grads["encoder_bias"])[~dead])
+  assert not np.any(np.asarray(grads["decoder_kernel"])[~dead])
+  assert np.any(np.asarray(grads["decoder_kernel"])[dead])
+  assert np.any(np.asarray(grads["encoder_kernel"])[:, dead])
+
+
+def test_dead_counter_counts_examples_through_a_scanned_epoch():
+  """Through ``lax.scan`` over train steps, a unit that never fires advances by the
+  batch size each step; one that fires in a step goes back to 0."""
+  from aejax import objective as objective_lib, step as step_lib
+  import optax
+  config = models.default_config("topk", width=16, k=2, k_aux=4, dead_after=10_000)
+  model = models.build(config, SHAPE, np.full(SHAPE, 0.13, np.float32))
+  variables = models.init_variables(model, config, SHAPE, jax.random.key(0))
+  params = variables.pop("params")
+  # Unit 0 can never be among the top 2; unit 1 always is.
+  params["encoder_bias"] = params["encoder_bias"].at[0].set(-1e4).at[1].set(1e4)
+  objective = objective_lib.Objective(model, config, {"mse": 1.0, "auxk": 1 / 32})
+  optimizer = optax.sgd(0.0)
+  train_step = step_lib.make_train_step(objective, optimizer)
+  state = step_lib.TrainState(step=jnp.zeros((), jnp.int32), params=params,
+                              opt_state=optimizer.init(params), model_state=variables)
+  batches = jax.random.randint(jax.random.key(4), (5, 8, *SHAPE), 0, 256).astype(jnp.uint8)
+  state, _ = jax.lax.scan(lambda s, b: train_step(s, b, jax.random.key(0)), state, batches)
+  since = np.asarray(state.model_state["activity"]["examples_since_fired"])
+  assert since[0] == 5 * 8 and since[1] == 0
 
 
 def test_dead_counter_and_auxiliary_code():

@@ -66,6 +66,7 @@ from aejax import losses
 from aejax.models import layers, registry
 
 OUTPUTS = ("linear", "sigmoid")
+AUXK_ACTIVATIONS = ("relu", "linear")
 
 
 # ---------------------------------------------------------------- loss terms
@@ -73,12 +74,45 @@ OUTPUTS = ("linear", "sigmoid")
 
 def auxk(*, auxk_reconstruction: jax.Array, reconstruction: jax.Array,
          target: jax.Array) -> jax.Array:
-  """Gao's AuxK loss per example: mean over pixels of
-  ``(auxk_reconstruction - stop_gradient(target - reconstruction))²``.
+  """Gao's AuxK loss per example, normalised as theirs: with the residual
+  ``e = stop_gradient(target - reconstruction)`` [B, D],
 
-  Arrays [B, ...] -> [B]. The residual is a constant: the term trains the dead units
-  to explain what the live ones miss, and does not move the live ones.
+      auxk_i = |auxk_reconstruction_i - e_i|² / mean_b |e_b - mean_b' e_b'|²
+
+  so that its batch mean is Gao's ``normalized_mse`` (the squared error over the
+  residual's variance about its batch mean). Arrays [B, ...] -> [B]. The residual
+  and its variance are constants: the term trains the dead units to explain what the
+  live ones miss, and does not move the live ones.
   """
+  b = auxk_reconstruction.shape[0]
+  residual = jax.lax.stop_gradient(target.astype(jnp.float32).reshape(b, -1)
+                                   - reconstruction.astype(jnp.float32).reshape(b, -1))
+  spread = jnp.mean(jnp.sum(jnp.square(residual - residual.mean(axis=0)), axis=-1))
+  diff = auxk_reconstruction.astype(jnp.float32).reshape(b, -1) - residual
+  return jnp.sum(jnp.square(diff), axis=-1) / jnp.maximum(spread, 1e-12)
+
+
+def auxk_scaled(*, auxk_reconstruction: jax.Array, reconstruction: jax.Array,
+                target: jax.Array) -> jax.Array:
+  """``auxk`` with the auxiliary decoding first scaled by the batch's least-squares
+  factor ``c = <a, e> / <a, a>`` (a differentiable function of ``a``): the term is
+  invariant to the dead units' overall activation scale, so it aligns their
+  directions with the residual without shrinking their pre-activations to its size.
+  [B, ...] -> [B]."""
+  b = auxk_reconstruction.shape[0]
+  residual = jax.lax.stop_gradient(target.astype(jnp.float32).reshape(b, -1)
+                                   - reconstruction.astype(jnp.float32).reshape(b, -1))
+  spread = jnp.mean(jnp.sum(jnp.square(residual - residual.mean(axis=0)), axis=-1))
+  a = auxk_reconstruction.astype(jnp.float32).reshape(b, -1)
+  aa = jnp.sum(a * a)
+  c = jnp.where(aa > 0, jnp.sum(a * residual) / jnp.where(aa > 0, aa, 1.0), 0.0)
+  return jnp.sum(jnp.square(c * a - residual), axis=-1) / jnp.maximum(spread, 1e-12)
+
+
+def auxk_raw(*, auxk_reconstruction: jax.Array, reconstruction: jax.Array,
+             target: jax.Array) -> jax.Array:
+  """The unnormalised variant: mean over pixels of ``(auxk_reconstruction -
+  stop_gradient(target - reconstruction))²``, [B, ...] -> [B]."""
   residual = jax.lax.stop_gradient(target.astype(jnp.float32)
                                    - reconstruction.astype(jnp.float32))
   diff = auxk_reconstruction.astype(jnp.float32) - residual
@@ -86,18 +120,23 @@ def auxk(*, auxk_reconstruction: jax.Array, reconstruction: jax.Array,
 
 
 losses.register("auxk", auxk, ("auxk_reconstruction", "reconstruction", "target"))
+losses.register("auxk_scaled", auxk_scaled,
+                ("auxk_reconstruction", "reconstruction", "target"))
+losses.register("auxk_raw", auxk_raw, ("auxk_reconstruction", "reconstruction", "target"))
 
 
 # -------------------------------------------------------------------- helpers
 
 
-def top_k_code(pre: jax.Array, k: int) -> jax.Array:
+def top_k_code(pre: jax.Array, k: int, relu: bool = True) -> jax.Array:
   """relu of the ``k`` largest entries of each row of ``pre``, 0 elsewhere:
   [B, N] -> [B, N]. Exactly the k positions ``lax.top_k`` picks (ties broken by
   index), so at most k entries are nonzero. The gradient reaches those k only."""
   values, indices = jax.lax.top_k(pre, k)
   rows = jnp.arange(pre.shape[0])[:, None]
-  return jnp.zeros_like(pre).at[rows, indices].set(nn.relu(values))
+  if not relu:  # -inf entries (masked units) become 0
+    values = jnp.where(jnp.isfinite(values), values, 0.0)
+  return jnp.zeros_like(pre).at[rows, indices].set(nn.relu(values) if relu else values)
 
 
 def clip_straight_through(x: jax.Array) -> jax.Array:
@@ -124,6 +163,7 @@ class TopKAutoencoder(nn.Module):
   k_aux: int = 256
   dead_after: int = 20_000
   output: str = "linear"
+  auxk_activation: str = "relu"
   pixel_mean: tuple[float, ...] | None = None
 
   def setup(self):
@@ -175,7 +215,8 @@ class TopKAutoencoder(nn.Module):
     dead = self.examples_since_fired.value >= self.dead_after
     k_aux = min(self.k_aux, self.width)
     # Live units enter as -inf: relu makes them 0 when fewer than k_aux units are dead.
-    aux_code = top_k_code(jnp.where(dead, pre, -jnp.inf), k_aux)
+    aux_code = top_k_code(jnp.where(dead, pre, -jnp.inf), k_aux,
+                          relu=self.auxk_activation == "relu")
     if self.is_mutable_collection("activity") and not self.is_initializing():
       fired = jnp.any(code > 0, axis=0)
       self.examples_since_fired.value = jnp.where(
@@ -195,7 +236,8 @@ def build(config, image_shape, pixel_mean) -> TopKAutoencoder:
   mean = None if pixel_mean is None else tuple(float(v) for v in np.ravel(pixel_mean))
   return TopKAutoencoder(image_shape=tuple(image_shape), width=config.width, k=config.k,
                          k_aux=config.k_aux, dead_after=config.dead_after,
-                         output=config.output, pixel_mean=mean)
+                         output=config.output, auxk_activation=config.auxk_activation,
+                         pixel_mean=mean)
 
 
 def check(config, image_shape) -> None:
@@ -205,9 +247,11 @@ def check(config, image_shape) -> None:
     raise ValueError(f"config.model.k={config.k} is larger than config.model.width="
                      f"{config.width}; choose k ≤ width.")
   layers.check_choice(config, "output", OUTPUTS)
+  layers.check_choice(config, "auxk_activation", AUXK_ACTIVATIONS)
 
 
 registry.register(registry.Family(
     name="topk",
-    defaults=dict(width=1024, k=32, k_aux=256, dead_after=20_000, output="linear"),
+    defaults=dict(width=1024, k=32, k_aux=256, dead_after=20_000, output="linear",
+                  auxk_activation="relu"),
     build=build, check=check, state_collections=("activity",)))
