@@ -92,7 +92,7 @@ def run_configs(*, widths=DEFAULT_WIDTHS, ks=DEFAULT_KS, l1_weights=DEFAULT_L1_W
 def _topk(width: int, k: int, aux: bool, auxk_weight: float):
   config = topk_config.get_config()
   config.model.width, config.model.k = width, k
-  config.losses = f"mse=1, auxk={auxk_weight}" if aux else "mse=1"
+  config.losses = f"mse=1, {topk_config.AUXK_TERM}={auxk_weight}" if aux else "mse=1"
   name = f"topk_w{width}_k{k}" + ("" if aux else "_noaux")
   return name, {"model": "topk", "width": width, "k": k, "auxk": aux}, config
 

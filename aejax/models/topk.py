@@ -31,15 +31,33 @@ sigmoid 0.0103, so 'linear' is the default; we did not compare other k.
 Dead latents and AuxK (Gao §A.2): the state collection 'activity' holds, per code
 unit, how many training examples have passed since it last fired
 (``examples_since_fired`` [width], float32 so that the train step can average it
-over a batch's chunks). A unit is dead once that count reaches ``dead_after``. The
-auxiliary code keeps the ``k_aux`` largest pre-activations among dead units (relu);
-the term ``auxk`` is the mean squared error between its decoding ``W_dec z_aux`` (no
-bias) and the main reconstruction's residual ``target - reconstruction`` (held
-constant), so gradients reach exactly the dead units' encoder rows and decoder
-columns. With no dead unit the auxiliary code is zero and so is the term's gradient.
-Gao weight it 1/32 (``losses='mse=1, auxk=0.03125'``). In 3-epoch runs on MNIST it
-did not lower the fraction of dead units (``experiments/sparsity_frontier.py``; the
-figures are in ``experiments/configs/topk.py``).
+over a batch's chunks). A unit is dead once that count reaches ``dead_after``
+(default 60,000 examples: one pass over MNIST's training set, the window in which
+``aejax/code_stats.py`` calls a unit dead). The auxiliary code keeps the ``k_aux``
+largest pre-activations among dead units (relu, or as they are with
+``auxk_activation='linear'``); its decoding ``W_dec z_aux`` (no bias) is fitted to
+the main reconstruction's residual ``e = target - reconstruction`` (held constant;
+both sides without ``b_pre``, as Gao's ``x - x̂ + b_pre`` against a decoding with
+``b_pre``), so gradients reach exactly the dead units' encoder rows, encoder biases
+and decoder columns (and the shared ``b_pre`` through their encoder rows). Terms:
+``auxk`` is Gao's normalised MSE (squared error over the residual's batch variance);
+``auxk_scaled`` (the config's) first scales the auxiliary decoding by the batch's
+least-squares factor, so it is blind to the dead units' overall activation size;
+``auxk_raw`` is the unnormalised MSE this file shipped first.
+
+Why the first AuxK raised the dead fraction (width 1024, k = 32, full MNIST; 25-29
+units dead after one epoch with it, 5 without): dead units were never negative on
+every image, but the residual's projection on any one direction is small (its norm
+is about 2.7 over 784 pixels), so AuxK's optimum for a dead unit is an activation of
+that size. It pulled the flagged units' pre-activations down (the median of their
+largest fell to 0.54 against a mean k-th largest pre-activation of 0.93; their
+encoder biases drifted to −0.023 against +0.002 without AuxK), under the top-k
+threshold for good. With a window of 20,000 examples it did so to units that were
+only quiet: without AuxK most of those fire again (15 flagged, 5 never firing, after
+one epoch). Gao's normalisation alone (21 dead after one epoch) or a linear auxiliary
+code (25) did not change that; the scale-free term (10) and the one-pass window did.
+The residual's stop-gradient, its bias handling and the counter's update through the
+scanned epoch were right (tests).
 
 When the train step splits a batch into chunks, each chunk counts from the same old
 state and the step keeps the chunks' mean: a unit silent in the whole batch advances
@@ -52,7 +70,7 @@ Output dict of ``apply`` for ``x`` [B, H, W, C]:
 - ``auxk_reconstruction`` [B, H, W, C]: the dead units' decoding (no bias).
 
 Config block (``config.model``): ``width``, ``k``, ``k_aux``, ``dead_after``,
-``output``.
+``output``, ``auxk_activation``.
 """
 
 from __future__ import annotations
@@ -161,7 +179,7 @@ class TopKAutoencoder(nn.Module):
   width: int
   k: int
   k_aux: int = 256
-  dead_after: int = 20_000
+  dead_after: int = 60_000
   output: str = "linear"
   auxk_activation: str = "relu"
   pixel_mean: tuple[float, ...] | None = None
@@ -252,6 +270,6 @@ def check(config, image_shape) -> None:
 
 registry.register(registry.Family(
     name="topk",
-    defaults=dict(width=1024, k=32, k_aux=256, dead_after=20_000, output="linear",
+    defaults=dict(width=1024, k=32, k_aux=256, dead_after=60_000, output="linear",
                   auxk_activation="relu"),
     build=build, check=check, state_collections=("activity",)))
