@@ -7,7 +7,10 @@ measures each claim against its baseline and writes REPORT.md with its figures.
 
 Runs live in ``--runs_dir`` (default ``<workdir>/runs``), one workdir each; a run
 that is already trained is resumed, i.e. only evaluated again, so a second call
-re-measures without retraining. ``<workdir>`` receives REPORT.md, report.json (every
+re-measures without retraining (the TopK/L1 frontier's runs live in
+``<runs_dir>/frontier``, measured once into its ``frontier.json``). The VAE and IWAE
+are not trained here (hundreds of epochs): their section reads ``<runs_dir>/vae`` and
+``<runs_dir>/iwae`` if they exist and says how to make them if not. ``<workdir>`` receives REPORT.md, report.json (every
 number of the report) and the PNG figures.
 """
 
@@ -27,8 +30,9 @@ import numpy as np
 from absl import app, flags, logging
 
 from aejax import analysis, data as data_lib, engine, losses, plots, train
-from experiments.configs import base, conv, deep, denoising, multilayer, sparse, vanilla
-
+from experiments import sparsity_frontier
+from experiments.configs import (base, contractive, conv, deep, denoising, multilayer, sparse,
+                                 vanilla, vqvae)
 
 
 def _define_flags() -> None:
@@ -45,8 +49,13 @@ def _define_flags() -> None:
 HS_PCA30_SSE = 13.87
 HS_DEEP_SSE = 3.00
 CORRUPTIONS = ("gaussian", "masking", "salt_and_pepper")
+# Burda, Grosse & Salakhutdinov 2016, table 1, one stochastic layer, test NLL (nats).
+BURDA_VAE_NLL = 86.76
+BURDA_IWAE_NLL = 84.78
 FIGURES = ("curves.png", "error_vs_code_size.png", "code_maps_2d.png", "denoising.png",
-           "denoising_grid.png", "compression.png")
+           "denoising_grid.png", "compression.png", "frontier.png", "vqvae_rate.png")
+# Trained elsewhere (see section 12); read from <runs_dir>/<name> when present.
+LONG_RUNS = {"vae": "experiments/configs/vae.py", "iwae": "experiments/configs/vae.py:iwae"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,6 +70,19 @@ class Plan:
   probe_train: int  # training images the probes are fit on
   num_epochs: int | None  # None: each config's own
   test_images: int | None = None  # measure on the first n test images (None: all)
+  # Contractive vs plain vs denoising: epochs of the three MLPs, input noise levels.
+  cae_epochs: int = 2
+  cae_sigmas: tuple[float, ...] = (0.05, 0.1)
+  # TopK vs L1 (experiments/sparsity_frontier.py's sweep).
+  frontier_widths: tuple[int, ...] = sparsity_frontier.DEFAULT_WIDTHS
+  frontier_ks: tuple[int, ...] = sparsity_frontier.DEFAULT_KS
+  frontier_l1: tuple[str, ...] = sparsity_frontier.DEFAULT_L1_WEIGHTS
+  frontier_noaux_ks: tuple[int, ...] = sparsity_frontier.DEFAULT_NOAUX_KS
+  frontier_epochs: int = 3
+  # VQ-VAE settings: (encoder features, codebook size K); the grid is 28 / 2^len(features).
+  vqvae_settings: tuple[tuple[tuple[int, ...], int], ...] = (
+      ((16, 32), 16), ((16, 32), 512), ((16,), 16))
+  vqvae_epochs: int = 1
 
 
 FULL = Plan(dataset="mnist", sweep_sizes=(2, 4, 8, 16, 32, 64, 128, 784, 1024),
@@ -69,7 +91,10 @@ FULL = Plan(dataset="mnist", sweep_sizes=(2, 4, 8, 16, 32, 64, 128, 784, 1024),
             probe_train=10_000, num_epochs=None)
 QUICK = Plan(dataset="mnist_sample", sweep_sizes=(2, 32), sparse_l1=(0.0, 1e-4),
              noise_levels=(0.3, 0.7), jpeg_qualities=(10, 90), compression_sizes=(32,),
-             probe_train=1000, num_epochs=1, test_images=500)
+             probe_train=1000, num_epochs=1, test_images=500, cae_epochs=1,
+             frontier_widths=(32,), frontier_ks=(8,), frontier_l1=("1e-4", "1e-3"),
+             frontier_noaux_ks=(8,), frontier_epochs=1, vqvae_settings=(((16,), 16),),
+             vqvae_epochs=1)
 
 
 def map2d_config() -> ml_collections.ConfigDict:
@@ -106,6 +131,13 @@ def run_configs(plan: Plan, data_dir: str) -> dict[str, ml_collections.ConfigDic
   configs["deep"] = deep.get_config()
   configs["conv"] = conv.get_config()
   configs["denoising"] = denoising.get_config()
+  configs.update(cae_configs(plan))
+  for features, k in plan.vqvae_settings:
+    config = vqvae.get_config()
+    config.model.features, config.model.num_embeddings = features, k
+    config.num_epochs = plan.vqvae_epochs
+    config.name = f"vqvae_f{'-'.join(map(str, features))}_K{k}"
+    configs[config.name] = config
   for config in configs.values():
     config.dataset = plan.dataset
     config.data_dir = data_dir if plan.dataset == "mnist" else ""
@@ -114,6 +146,39 @@ def run_configs(plan: Plan, data_dir: str) -> dict[str, ml_collections.ConfigDic
       # A warm-up as long as the run would leave the cosine no steps to decay over.
       config.warmup_epochs = min(config.warmup_epochs, 0.2 * plan.num_epochs)
   return configs
+
+
+CAE_RUNS = ("cae_plain", "cae_denoising", "cae_contractive")
+
+
+def cae_configs(plan: Plan) -> dict[str, ml_collections.ConfigDict]:
+  """784-64-784 with a sigmoid code (the contractive config's network), trained alike
+  three ways: plain MSE; on gaussian-noised inputs (the denoising config's noise,
+  factor 0.5); with the contractive penalty (the contractive config's λ)."""
+  contractive_config = contractive.get_config()
+  configs = {}
+  for name in CAE_RUNS:
+    config = contractive_config if name == "cae_contractive" else base.get_config("mlp")
+    config = ml_collections.ConfigDict(config.to_dict())
+    if name != "cae_contractive":
+      config.model.code_size = contractive_config.model.code_size
+      config.model.code_activation = contractive_config.model.code_activation
+    if name == "cae_denoising":
+      denoising_config = denoising.get_config()
+      config.corruption.name = denoising_config.corruption.name
+      config.corruption.level = denoising_config.corruption.level
+    config.name = name
+    config.num_epochs = plan.cae_epochs
+    configs[name] = config
+  return configs
+
+
+def frontier_configs(plan: Plan, data_dir: str) -> list[tuple[str, dict, object]]:
+  """sparsity_frontier's runs for the plan's sweep."""
+  return sparsity_frontier.run_configs(
+      widths=plan.frontier_widths, ks=plan.frontier_ks, l1_weights=plan.frontier_l1,
+      noaux_ks=plan.frontier_noaux_ks, dataset=plan.dataset,
+      data_dir=data_dir if plan.dataset == "mnist" else "", num_epochs=plan.frontier_epochs)
 
 
 # ---------------------------------------------------------------------- sections
@@ -134,8 +199,11 @@ class Study:
   and stores its numbers in ``self.numbers``."""
 
   def __init__(self, plan: Plan, dataset: data_lib.Dataset, runs_dir: pathlib.Path,
-               results: dict[str, dict], out: pathlib.Path):
+               results: dict[str, dict], out: pathlib.Path,
+               frontier: list[dict] | None = None):
     self.plan, self.dataset, self.out, self.results = plan, dataset, out, results
+    self.runs_dir, self.frontier = runs_dir, frontier or []
+    self._rate_panels: dict = {}
     self.runs = {name: analysis.load_run(runs_dir / name) for name in results}
     self.records = {name: _metrics(runs_dir / name) for name in results}
     self.train_u8 = dataset.train_images
@@ -396,6 +464,7 @@ class Study:
       rows += [[title, e["method"], e["file_bytes"], e["scan_bytes"], e["psnr_db"]]
                for e in entries]
     plots.rate_distortion(panels, self.out / "compression.png")
+    self._rate_panels = panels
     self.numbers["compression"] = numbers
     return (
         "## 7. Compression against JPEG\n\n"
@@ -460,9 +529,264 @@ class Study:
         "its workdir):\n\n"
         + _table(["run", "epochs", "train s", "test MSE", "SSE/img", "PSNR dB"], rows))
 
+  # -------------------------------------------------------------------- 10
+
+  def section_contractive(self) -> str:
+    names = [n for n in ("vanilla_k64", *CAE_RUNS) if n in self.runs]
+    key = jax.random.key(2011)
+    rows, numbers = [], {}
+    for name in names:
+      run, result = self.runs[name], self.results[name]
+      frobenius = run.jacobian_frobenius_sq(self.test)
+      moved = [analysis.code_sensitivity(run, self.test, sigma, jax.random.fold_in(key, i))
+               for i, sigma in enumerate(self.plan.cae_sigmas)]
+      numbers[name] = {"losses": run.config.losses, "corruption": run.config.corruption.to_dict(),
+                       "code_activation": run.config.model.code_activation,
+                       "epochs": result["epochs"], "test_mse": result["test"]["mse"],
+                       "jacobian_frobenius_sq_mean": float(np.mean(frobenius)),
+                       "jacobian_frobenius_sq_median": float(np.median(frobenius)),
+                       "noise": moved}
+      training = {"vanilla_k64": "plain, relu code (section 2's k = 64)",
+                  "cae_plain": "plain", "cae_denoising":
+                  f"denoising (gaussian {run.config.corruption.level:g})",
+                  "cae_contractive": f"contractive (`{run.config.losses}`)"}[name]
+      rows.append([name, training, result["epochs"], result["test"]["mse"],
+                   float(np.mean(frobenius)), float(np.sqrt(np.mean(frobenius))),
+                   *[v for m in moved for v in (m["rms_gain"], m["displacement"],
+                                                m["relative"])]])
+    self.numbers["contractive"] = {"sigmas": list(self.plan.cae_sigmas), "models": numbers}
+    trio = [n for n in CAE_RUNS if n in numbers]
+    flattest = min(trio, key=lambda n: numbers[n]["jacobian_frobenius_sq_mean"])
+    steadiest = min(trio, key=lambda n: numbers[n]["noise"][0]["relative"])
+    sigma_cols = [c for sigma in self.plan.cae_sigmas
+                  for c in (f"RMS gain σ={sigma:g}", f"‖Δcode‖ σ={sigma:g}",
+                            f"relative σ={sigma:g}")]
+    config = self.runs["cae_contractive"].config
+    return (
+        "## 10. Contractive vs plain vs denoising\n\n"
+        f"Three 784-{config.model.code_size}-784 autoencoders with a "
+        f"{config.model.code_activation} code (the network of "
+        "`experiments/configs/contractive.py`), trained alike "
+        f"({_epochs(self.results['cae_plain']['epochs'])}, batch "
+        f"{config.batch_size}, Adam, cosine schedule) and differing only in what "
+        "regularises the code: nothing (plain), gaussian input noise of factor "
+        f"{self.runs['cae_denoising'].config.corruption.level:g} (the denoising config's "
+        f"noise, clipped to [0, 1]), or the contractive penalty (`{config.losses}`). "
+        "The article's vanilla 784-64-784 with a relu code (section 2) is shown for "
+        f"reference. On the {len(self.test):,} test images: ‖J‖²_F = "
+        "Σ(∂code_j/∂x_i)², the encoder Jacobian's squared Frobenius norm, exact by "
+        "reverse-mode autodiff (`analysis.Run.jacobian_frobenius_sq`), averaged; then "
+        "gaussian noise of standard deviation σ (pixels in [0, 1], not clipped) added "
+        "to each test image (`analysis.code_sensitivity`): ‖Δcode‖ is the mean "
+        "Euclidean distance the code moves, *relative* divides it by the mean distance "
+        "between the codes of two different test images (so it is comparable across "
+        "models whose codes have different scales: the fraction of the gap between "
+        "two digits that the noise covers), and the RMS gain √E‖Δcode‖²/σ would equal "
+        "√mean‖J‖²_F if the encoder were linear over the noise's range.\n\n"
+        + _table(["run", "training", "epochs", "test MSE", "mean ‖J‖²_F", "√mean ‖J‖²_F",
+                  *sigma_cols], rows)
+        + f"\nOf the three alike-trained models, the smallest Jacobian is "
+        f"{flattest}'s and the code that moves least under σ = "
+        f"{self.plan.cae_sigmas[0]:g} noise (relative to the code spread) is "
+        f"{steadiest}'s.\n")
+
+  # -------------------------------------------------------------------- 11
+
+  def section_frontier(self) -> str:
+    rows = self.frontier
+    widths = sorted({r["width"] for r in rows})
+    fig, axes = plots.plt.subplots(1, len(widths), figsize=(4.6 * len(widths), 3.8),
+                                   squeeze=False)
+    for ax, width in zip(axes[0], widths):
+      for model, style, label in (("l1", "s--", "relu + L1 (λ sweep)"),
+                                  ("topk", "o-", "TopK with AuxK (k sweep)")):
+        points = sorted((r["l0"], r["test_mse"]) for r in rows if r["width"] == width
+                        and r["model"] == model and r.get("auxk", True) and r["l0"] > 0)
+        if points:
+          ax.plot(*zip(*points), style, label=label, markersize=4)
+      noaux = [(r["l0"], r["test_mse"]) for r in rows if r["width"] == width
+               and r["model"] == "topk" and not r["auxk"]]
+      if noaux:
+        ax.plot(*zip(*noaux), "x", color="k", label="TopK without AuxK")
+      ax.set_xscale("log"), ax.set_yscale("log")
+      ax.set_xlabel("L0 (active units per test image)"), ax.set_ylabel("test MSE")
+      ax.set_title(f"width {width}", fontsize=10), ax.grid(alpha=0.3), ax.legend(fontsize=7)
+    plots._save(fig, self.out / "frontier.png")
+    compared = []
+    for r in rows:
+      if r["model"] == "topk" and r["auxk"]:
+        l1 = sparsity_frontier.l1_mse_at(
+            r["l0"], [s for s in rows if s["model"] == "l1" and s["width"] == r["width"]])
+        compared.append({"width": r["width"], "k": r["k"], "l0": r["l0"],
+                         "topk_mse": r["test_mse"], "l1_mse_at_l0": l1,
+                         "dead_fraction": r["dead_fraction"]})
+    wins = [c for c in compared if c["l1_mse_at_l0"] is not None]
+    below = sum(c["topk_mse"] <= c["l1_mse_at_l0"] for c in wins)
+    self.numbers["frontier"] = {"epochs": self.plan.frontier_epochs, "runs": rows,
+                                "topk_vs_l1": compared}
+    widest = max(widths)
+    noaux = [r for r in rows if r["model"] == "topk" and not r["auxk"]]
+    dead_text = "; ".join(
+        f"k = {r['k']}: {100 * r['dead_fraction']:.1f}% without AuxK, "
+        + ", ".join(f"{100 * s['dead_fraction']:.1f}% with"
+                    for s in rows if s["model"] == "topk" and s["auxk"]
+                    and s["k"] == r["k"] and s["width"] == r["width"])
+        for r in noaux)
+    epochs = self.plan.frontier_epochs
+    return (
+        "## 11. TopK vs L1: the sparsity frontier, and dead latents\n\n"
+        "`experiments/sparsity_frontier.py`'s sweep, run by this report (its runs live "
+        "in `<runs_dir>/frontier`, figures in its `frontier.json`): at each code width, "
+        f"TopK autoencoders (`experiments/configs/topk.py`, AuxK weight "
+        f"{sparsity_frontier.DEFAULT_AUXK_WEIGHT:g}) for k in "
+        f"{', '.join(map(str, self.plan.frontier_ks))}, and relu autoencoders with "
+        f"`mse=1, l1_activity=λ` for λ in {', '.join(self.plan.frontier_l1)}; all "
+        f"{_epochs(epochs)}, batch 128, Adam at 1e-3 (cosine). L0 = active code units "
+        "per test image; dead fraction = units that never fire over the whole training "
+        "set; FVE = fraction of the test set's variance explained. The second table "
+        "sets each TopK run against the L1 frontier at the same L0 (the L1 runs' MSE "
+        "interpolated linearly in log L0; blank outside the λ sweep's range).\n\n"
+        + sparsity_frontier.tables(rows) + "\n\n"
+        + f"TopK's MSE is at or below the L1 frontier's in {below} of the {len(wins)} "
+        f"comparisons inside the λ range. Dead latents at width {widest}: "
+        + (dead_text or "—") + ".\n\n![TopK vs L1](frontier.png)\n")
+
+  # -------------------------------------------------------------------- 12
+
+  def section_vqvae(self) -> str:
+    names = [n for n in self.results if n.startswith("vqvae_")]
+    mnist = self._rate_panels.get("MNIST test", {})
+    jpeg_scan = mnist.get("JPEG (scan only)", ([], []))
+    jpeg_file = mnist.get("JPEG (whole file)", ([], []))
+    points, rows, numbers = [], [], {}
+    for name in names:
+      run, result = self.runs[name], self.results[name]
+      model_eval = result["model_eval"]
+      psnr = analysis.psnr_db(reference=self.test, reconstruction=run.reconstruct(self.test))
+      size = model_eval["bits_per_image"] / 8
+      scan = _interpolate_log(size, *jpeg_scan)
+      whole = _interpolate_log(size, *jpeg_file)
+      grid = int(round(model_eval["positions"] ** 0.5))
+      numbers[name] = {"features": list(run.config.model.features),
+                       "num_embeddings": model_eval["num_embeddings"],
+                       "positions": model_eval["positions"],
+                       "bits_per_image": model_eval["bits_per_image"], "bytes_per_image": size,
+                       "psnr_db": psnr, "codes_used": model_eval["codes_used"],
+                       "codebook_perplexity": model_eval["codebook_perplexity"],
+                       "epochs": result["epochs"], "train_seconds": result["train_seconds"],
+                       "jpeg_scan_psnr_at_bytes": scan, "jpeg_file_psnr_at_bytes": whole}
+      verdict = ("JPEG's scan cannot be this small" if scan is None and jpeg_scan[0]
+                 and size < min(jpeg_scan[0]) else "—" if scan is None
+                 else "above" if psnr > scan else "below")
+      rows.append([name, f"{grid}×{grid}", model_eval["num_embeddings"],
+                   f"{model_eval['bits_per_image']:.0f}", size, psnr,
+                   model_eval["codes_used"], "—" if scan is None else scan,
+                   "—" if whole is None else whole, verdict])
+      points.append((size, psnr))
+    panel = dict(mnist)
+    if points:
+      points.sort()
+      panel["VQ-VAE (positions × log2 K bits)"] = ([p[0] for p in points],
+                                                  [p[1] for p in points])
+    plots.rate_distortion({"MNIST test": panel}, self.out / "vqvae_rate.png")
+    self.numbers["vqvae"] = numbers
+    above = [n for n in names if numbers[n]["jpeg_scan_psnr_at_bytes"] is not None
+             and numbers[n]["psnr_db"] > numbers[n]["jpeg_scan_psnr_at_bytes"]]
+    comparable = [n for n in names if numbers[n]["jpeg_scan_psnr_at_bytes"] is not None]
+    epochs = {self.results[n]["epochs"] for n in names}
+    return (
+        "## 12. VQ-VAE: bits per image against PSNR\n\n"
+        "VQ-VAEs (`experiments/configs/vqvae.py`: EMA codebook, commitment 0.25) with "
+        "smaller encoders than the config's (features as named, embedding dimension 16) "
+        f"trained {', '.join(_epochs(e) for e in sorted(epochs))} each, so that the "
+        "report can afford several. An image's code is its grid of codebook indices, "
+        "positions × log2 K bits with no entropy coding (the decoder and codebook are "
+        "shared side information, as for the autoencoder codes of section 7). PSNR on "
+        f"the {len(self.test):,} test images, beside section 7's JPEG and quantized-code "
+        "points; the JPEG columns give JPEG's PSNR at the VQ-VAE's byte count, "
+        "interpolated linearly in log bytes between qualities.\n\n"
+        + _table(["run", "grid", "K", "bits", "bytes", "PSNR dB", "codes used",
+                  "JPEG scan PSNR at those bytes", "JPEG file PSNR at those bytes",
+                  "VQ-VAE vs JPEG scan"], rows)
+        + f"\nAt equal bytes, {len(above)} of the {len(comparable)} VQ-VAE points inside "
+        "JPEG's range lie above JPEG's entropy-coded scan"
+        + (f" ({', '.join(above)})" if above else "") + "; "
+        + (f"{sum(numbers[n]['bytes_per_image'] < min(jpeg_file[0]) for n in names)} of "
+           f"{len(names)} are smaller than JPEG's smallest whole file "
+           f"({min(jpeg_file[0]):.0f} bytes, headers and tables counted).\n\n"
+           if jpeg_file[0] else "\n\n")
+        + "![VQ-VAE rate distortion](vqvae_rate.png)\n")
+
+  # -------------------------------------------------------------------- 13
+
+  def section_vae(self) -> str:
+    anchors = {"vae": BURDA_VAE_NLL, "iwae": BURDA_IWAE_NLL}
+    rows, numbers, curves, pictures, missing = [], {}, {}, [], []
+    for name, config_file in LONG_RUNS.items():
+      workdir = self.runs_dir / name
+      results_path = workdir / "results.json"
+      launch = (f"python -m experiments.main --config {config_file} --workdir "
+                f"{self.runs_dir / name} --config.data_dir=path/to/mnist")
+      if not results_path.exists():
+        missing.append((name, launch))
+        numbers[name] = {"present": False, "launch": launch}
+        continue
+      result = json.loads(results_path.read_text())
+      model_eval = result.get("model_eval", {})
+      nll, elbo = model_eval.get("nll"), model_eval.get("elbo")
+      records = _metrics(workdir) if (workdir / "metrics.jsonl").exists() else []
+      if records:
+        curves[name] = records
+      if (workdir / "prior_samples.png").exists():
+        target = self.out / f"{name}_prior_samples.png"
+        target.write_bytes((workdir / "prior_samples.png").read_bytes())
+        pictures.append((name, target.name))
+      numbers[name] = {"present": True, "launch": launch, "epochs": result.get("epochs"),
+                       "train_seconds": result.get("train_seconds"),
+                       "backend": result.get("backend"), "nll": nll, "elbo": elbo,
+                       "burda_nll": anchors[name]}
+      rows.append([name, result.get("epochs"), result.get("backend", "?"),
+                   "—" if nll is None else nll, "—" if elbo is None else elbo,
+                   anchors[name], "—" if nll is None else nll - anchors[name]])
+    self.numbers["vae"] = numbers
+    text = ("## 13. VAE and IWAE\n\n"
+            "Burda et al.'s one-stochastic-layer model (784-200-200-50 tanh, Gaussian "
+            "encoder, Bernoulli decoder, dynamically binarized MNIST; "
+            "`experiments/configs/vae.py`) takes hundreds of epochs, too long to train "
+            "inside this report on a CPU: the report reads the runs `vae` and `iwae` "
+            "(k = 50) from its runs folder when they are there. Test NLL is importance "
+            "sampled (results.json's `model_eval`, 5,000 samples per image), ELBO is "
+            f"the one-sample bound; anchors: Burda et al. 2016, table 1, {BURDA_VAE_NLL} "
+            f"nats (VAE) and {BURDA_IWAE_NLL} (IWAE, k = 50).\n\n")
+    if rows:
+      text += _table(["run", "epochs", "trained on", "test NLL (nats)", "test ELBO",
+                      "Burda et al.", "NLL − Burda"], rows)
+    if curves:
+      plots.training_curves({"VAE / IWAE: test and train loss (nats)": curves},
+                            self.out / "vae_curves.png")
+      text += "\n![VAE training curves](vae_curves.png)\n"
+    for name, picture in pictures:
+      text += f"\nSamples from the prior, {name}:\n\n![{name} prior samples]({picture})\n"
+    for name, launch in missing:
+      text += (f"\n`{name}`: no run in `{self.runs_dir / name}` when this report was "
+               f"written. Train it with\n\n    {launch}\n\nand rerun this report's "
+               "command (every other run is reused, not retrained).\n")
+    return text
+
 
 def _epochs(n: int) -> str:
   return f"{n} epoch" + ("" if n == 1 else "s")
+
+
+def _interpolate_log(size: float, sizes: list[float], values: list[float]) -> float | None:
+  """``values`` at ``size``, linear in log size between the two points around it;
+  None outside their range."""
+  points = sorted(zip(sizes, values))
+  for (a, va), (b, vb) in zip(points, points[1:]):
+    if a <= size <= b:
+      t = 0.0 if b == a else (np.log(size) - np.log(a)) / (np.log(b) - np.log(a))
+      return float(va + t * (vb - va))
+  return None
 
 
 def _metrics(workdir: pathlib.Path) -> list[dict]:
@@ -484,8 +808,8 @@ def make_report(workdir: str | pathlib.Path, runs_dir: str | pathlib.Path | None
   runs_dir = pathlib.Path(runs_dir) if runs_dir else out / "runs"
   plan = QUICK if quick else FULL
   configs = run_configs(plan, data_dir)
-  for config in configs.values():  # every user error before any compute
-    engine.validate_config(config)
+  for config in [*configs.values(), *(c for _, _, c in frontier_configs(plan, data_dir))]:
+    engine.validate_config(config)  # every user error before any compute
   dataset = data_lib.load(next(iter(configs.values())))
   out.mkdir(parents=True, exist_ok=True)
   started = time.perf_counter()
@@ -493,11 +817,18 @@ def make_report(workdir: str | pathlib.Path, runs_dir: str | pathlib.Path | None
   for name, config in configs.items():
     logging.info("Run %s (%d epochs) in %s", name, config.num_epochs, runs_dir / name)
     results[name] = train.train_and_evaluate(config, str(runs_dir / name))
+  frontier = sparsity_frontier.frontier_rows(frontier_configs(plan, data_dir),
+                                             runs_dir / "frontier", dataset, verbose=False)
   trained = time.perf_counter() - started
-  study = Study(plan, dataset, runs_dir, results, out)
-  sections = [study.section_pca_and_sweep(), study.section_features(), study.section_maps(),
-              study.section_denoising(), study.section_sparsity(), study.section_compression(),
-              study.section_deep(), study.section_curves()]
+  study = Study(plan, dataset, runs_dir, results, out, frontier)
+  sections = []
+  for section in (study.section_pca_and_sweep, study.section_features, study.section_maps,
+                  study.section_denoising, study.section_sparsity, study.section_compression,
+                  study.section_deep, study.section_curves, study.section_contractive,
+                  study.section_frontier, study.section_vqvae, study.section_vae):
+    begun = time.perf_counter()
+    sections.append(section())
+    logging.info("%s: %.1f s", section.__name__, time.perf_counter() - begun)
   measured = time.perf_counter() - started - trained
   record = dataset.record()
   header = (
@@ -508,8 +839,8 @@ def make_report(workdir: str | pathlib.Path, runs_dir: str | pathlib.Path | None
       f"Data: {record['name']} ({record['source']}), {record['n_train']:,} training and "
       f"{record['n_test']:,} test images"
       + (f" (measured on the first {plan.test_images:,})" if plan.test_images else "")
-      + f". {len(results)} runs, "
-      f"{sum(r['train_seconds'] for r in results.values()) / 60:.1f} min of training in "
+      + f". {len(results)} runs (and {len(frontier)} of the TopK/L1 frontier), "
+      f"{(sum(r['train_seconds'] for r in results.values()) + sum(r['train_seconds'] for r in frontier)) / 60:.1f} min of training in "
       f"total on {jax.default_backend()}; this call spent {trained / 60:.1f} min training "
       f"or reloading runs and {measured / 60:.1f} min measuring. Every number is also in "
       "`report.json`.\n\n")

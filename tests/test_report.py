@@ -1,4 +1,7 @@
-"""The report command end to end on the bundled sample (--quick: one epoch per run)."""
+"""The report command end to end on the bundled sample (--quick: one epoch per run).
+
+One quick report is made once for the module and shared by the checks below: it is
+the expensive part (every run of the study, trained for one epoch)."""
 
 import json
 import re
@@ -9,32 +12,41 @@ from aejax import data
 from experiments import report
 
 
-@pytest.mark.slow
-def test_quick_report_writes_every_table_and_figure(tmp_path):
-  command = f"python -m experiments.report --workdir {tmp_path} --quick"
-  numbers = report.make_report(tmp_path, quick=True, command=command)
+@pytest.fixture(scope="module")
+def quick(tmp_path_factory):
+  """``(folder, REPORT.md text, make_report's numbers, report.json)`` of one quick run."""
+  folder = tmp_path_factory.mktemp("quick_report")
+  command = f"python -m experiments.report --workdir {folder} --quick"
+  numbers = report.make_report(folder, quick=True, command=command)
+  text = (folder / "REPORT.md").read_text()
+  saved = json.loads((folder / "report.json").read_text())
+  return folder, text, numbers, saved, command
 
-  text = (tmp_path / "REPORT.md").read_text()
+
+@pytest.mark.slow
+def test_quick_report_writes_every_table_and_figure(quick):
+  folder, text, numbers, saved, command = quick
   assert command in text.splitlines()[4]
-  for n in range(1, 10):
+  for n in range(1, 14):
     assert re.search(rf"^## {n}\. ", text, re.M) or f"and {n}. " in text, n
   for figure in report.FIGURES:
-    assert (tmp_path / figure).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", figure
+    assert (folder / figure).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", figure
     assert f"({figure})" in text, figure
-    assert (tmp_path / figure).stat().st_size < 200_000, figure
+    assert (folder / figure).stat().st_size < 200_000, figure
   # One table row per sweep size, JPEG quality, sparsity weight and run.
-  assert len(re.findall(r"^\| \d+ \| \d+ \|", text, re.M)) == len(report.QUICK.sweep_sizes)
+  assert len(re.findall(r"^\| \d+ \| \d+ \| .* \| (AE|PCA) \|", text, re.M)) == len(
+      report.QUICK.sweep_sizes)
   assert len(re.findall(r"^\| MNIST test \| JPEG q=", text, re.M)) == len(
       report.QUICK.jpeg_qualities)
-  assert len(re.findall(r"^\| [\w.]+ \| 1 \| [\d.]+ \| [\d.]+ \|", text, re.M)) == len(
+  assert len(re.findall(r"^\| [\w.-]+ \| 1 \| [\d.]+ \| [\d.]+ \|", text, re.M)) == len(
       numbers["runs"])
 
-  saved = json.loads((tmp_path / "report.json").read_text())
   assert saved["dataset"]["source"] == "bundled_sample"
   assert set(saved) >= {"pca30", "sweep", "features", "maps_2d", "denoising", "sparsity",
-                        "compression", "deep", "runs"}
+                        "compression", "deep", "runs", "contractive", "frontier", "vqvae",
+                        "vae"}
   assert all(run["epochs"] == 1 for run in saved["runs"].values())
-  assert (tmp_path / "runs" / "deep" / "results.json").exists()
+  assert (folder / "runs" / "deep" / "results.json").exists()
   # Numbers that hold after any amount of training.
   for k, row in saved["sweep"].items():
     assert row["pca_components"] == min(int(k), 784) and row["ae_sse_per_image"] > 0
@@ -43,7 +55,70 @@ def test_quick_report_writes_every_table_and_figure(tmp_path):
     assert entry["file_bytes"] > 0 and entry["psnr_db"] > 0
 
 
+@pytest.mark.slow
+def test_quick_report_contractive_section_measures_the_three_models(quick):
+  _, text, _, saved, _ = quick
+  models = saved["contractive"]["models"]
+  assert set(models) >= set(report.CAE_RUNS)
+  assert models["cae_denoising"]["corruption"]["name"] == "gaussian"
+  assert "contractive" in models["cae_contractive"]["losses"]
+  for model in models.values():
+    assert model["jacobian_frobenius_sq_mean"] > 0
+    moved = model["noise"]
+    assert [m["sigma"] for m in moved] == list(report.QUICK.cae_sigmas)
+    assert 0 < moved[0]["displacement"] < moved[1]["displacement"]  # more noise, more motion
+    assert all(0 < m["relative"] < m["displacement"] / m["code_spread"] * 1.0001 for m in moved)
+  assert len(re.findall(r"^\| cae_\w+ \| ", text, re.M)) == len(report.CAE_RUNS)
+
+
+@pytest.mark.slow
+def test_quick_report_frontier_vqvae_and_vae_sections(quick):
+  folder, text, _, saved, _ = quick
+  plan = report.QUICK
+  runs = saved["frontier"]["runs"]
+  expected = len(plan.frontier_ks) + len(plan.frontier_l1) + len(plan.frontier_noaux_ks)
+  assert len(runs) == expected and (folder / "runs" / "frontier" / "frontier.json").exists()
+  assert all(0 <= r["dead_fraction"] <= 1 and r["test_mse"] > 0 for r in runs)
+  assert {r["model"] for r in runs} == {"topk", "l1"}
+  assert "| width | k | TopK L0 |" in text
+
+  vq = saved["vqvae"]
+  assert len(vq) == len(plan.vqvae_settings)
+  for (features, k), row in zip(plan.vqvae_settings, vq.values()):
+    grid = 28 // 2 ** len(features)
+    assert row["bits_per_image"] == pytest.approx(grid * grid * (k.bit_length() - 1))
+    assert row["bytes_per_image"] == row["bits_per_image"] / 8 and row["psnr_db"] > 0
+  assert re.search(r"^\| vqvae_\S+ \| 14×14 \| 16 \| 784 \| 98 \|", text, re.M)
+
+  # No VAE/IWAE run in a fresh runs folder: the section says how to make each.
+  assert saved["vae"] == {name: {"present": False, "launch": saved["vae"][name]["launch"]}
+                          for name in report.LONG_RUNS}
+  for name, config_file in report.LONG_RUNS.items():
+    assert f"--config {config_file} --workdir {folder / 'runs' / name}" in text
+
+
 def test_report_names_a_missing_data_folder_before_any_compute(tmp_path):
   with pytest.raises(data.DataError, match="does not exist"):
     report.make_report(tmp_path / "out", data_dir=str(tmp_path / "no_such_folder"))
   assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.slow
+def test_vae_section_reads_a_trained_vae_run(tmp_path):
+  from aejax import train
+  from experiments.configs import vae
+  config = vae.get_config()
+  config.dataset, config.num_epochs = "mnist_sample", 1
+  config.model.hidden, config.model.latent_size, config.model.eval_nll_samples = (32,), 4, 8
+  results = train.train_and_evaluate(config, str(tmp_path / "runs" / "vae"))
+  study = report.Study.__new__(report.Study)  # the section reads only the runs folder
+  study.runs_dir, study.out, study.numbers = tmp_path / "runs", tmp_path, {}
+  text = study.section_vae()
+  vae_numbers = study.numbers["vae"]["vae"]
+  assert vae_numbers["present"] and vae_numbers["epochs"] == 1
+  assert vae_numbers["nll"] == results["model_eval"]["nll"]
+  assert vae_numbers["burda_nll"] == report.BURDA_VAE_NLL
+  assert f"| vae | 1 | {results['backend']} | {results['model_eval']['nll']:.4g} |" in text
+  assert (tmp_path / "vae_prior_samples.png").read_bytes()[:4] == b"\x89PNG"
+  assert (tmp_path / "vae_curves.png").exists() and "(vae_curves.png)" in text
+  assert not study.numbers["vae"]["iwae"]["present"] and "experiments/configs/vae.py:iwae" in text
