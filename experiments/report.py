@@ -85,10 +85,16 @@ class Plan:
   vqvae_epochs: int = 1
 
 
+# The frontier and VQ-VAE sweeps are cut to what a pinned CPU core trains in about
+# half an hour: k = 8 and 32, and the λ whose L0 brackets them (the script's full
+# sweep: python -m experiments.sparsity_frontier); the two VQ-VAEs inside JPEG's
+# range of scan sizes.
 FULL = Plan(dataset="mnist", sweep_sizes=(2, 4, 8, 16, 32, 64, 128, 784, 1024),
             sparse_l1=(0.0, 1e-5, 1e-4, 1e-3), noise_levels=(0.1, 0.3, 0.5, 0.7, 0.9),
             jpeg_qualities=(5, 10, 20, 30, 50, 75, 90), compression_sizes=(8, 16, 32, 64),
-            probe_train=10_000, num_epochs=None)
+            probe_train=10_000, num_epochs=None, frontier_ks=(8, 32),
+            frontier_l1=("1e-4", "3e-4", "1e-3", "3e-3"),
+            vqvae_settings=(((16, 32), 512), ((16,), 16)))
 QUICK = Plan(dataset="mnist_sample", sweep_sizes=(2, 32), sparse_l1=(0.0, 1e-4),
              noise_levels=(0.3, 0.7), jpeg_qualities=(10, 90), compression_sizes=(32,),
              probe_train=1000, num_epochs=1, test_images=500, cae_epochs=1,
