@@ -641,8 +641,9 @@ class Study:
     epochs = self.plan.frontier_epochs
     return (
         "## 11. TopK vs L1: the sparsity frontier, and dead latents\n\n"
-        "`experiments/sparsity_frontier.py`'s sweep, run by this report (its runs live "
-        "in `<runs_dir>/frontier`, figures in its `frontier.json`): at each code width, "
+        "`experiments/sparsity_frontier.py`'s runs for the k and λ below (its command's "
+        "default sweep is wider), trained by this report (the runs live in "
+        "`<runs_dir>/frontier`, their figures in its `frontier.json`): at each code width, "
         f"TopK autoencoders (`experiments/configs/topk.py`, AuxK weight "
         f"{sparsity_frontier.DEFAULT_AUXK_WEIGHT:g}) for k in "
         f"{', '.join(map(str, self.plan.frontier_ks))}, and relu autoencoders with "
