@@ -27,6 +27,7 @@ This module imports grain and tensorflow-datasets; import it only for streaming.
 from __future__ import annotations
 
 import fcntl
+import os
 import pathlib
 import tempfile
 import threading
@@ -39,10 +40,12 @@ from absl import logging
 from aejax.data import core as data_lib
 from aejax.data import tfds_builders
 
-# Background reading: threads and chunks read ahead. Two threads: on a 2-core CPU
-# more only competed with the compiled step for the cores.
-READ_THREADS = 2
-PREFETCH_CHUNKS = 4
+# Background reading: threads, and chunks read ahead (at least one per thread, as
+# grain asks). One thread per core, up to 16: on an H200 host's 16 cores, vanilla's
+# streamed epoch took 0.39-0.50 s with 16 threads against 0.62-0.67 s with 2 (Python's
+# parsing of the records holds the GIL, so they scale less than the cores).
+READ_THREADS = min(16, os.cpu_count() or 2)
+PREFETCH_CHUNKS = max(4, READ_THREADS)
 POSITIONS_FILE = "train_positions.npy"
 
 
