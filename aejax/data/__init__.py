@@ -1,6 +1,7 @@
 """Datasets: ``load(config)`` finds one (``sources``); ``Dataset`` and the IDX reader
 (``core``) are at the bottom, the TensorFlow-free TFDS builders (``tfds_builders``)
-above them, imported only where needed."""
+above them, imported only where needed; ``stream`` (a grain pipeline over the builders'
+array_record files, for ``config.input='stream'``) is imported only when streaming."""
 
 from aejax.data.core import (ENV_DATA_DIR, IDX_DATASETS, IDX_FILES, SAMPLE_DIR, DataError,
                              DataSpec, Dataset, find_idx_file, load_sample, pixel_mean,

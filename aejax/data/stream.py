@@ -138,7 +138,7 @@ def train_positions(folder: pathlib.Path, dataset: data_lib.Dataset) -> np.ndarr
   if (positions < 0).any():
     raise data_lib.DataError(f"{folder} lacks some of the run's training images.")
   keep.parent.mkdir(parents=True, exist_ok=True)
-  tmp = keep.with_name(keep.name + f".{threading.get_ident()}.tmp.npy")
+  tmp = keep.with_name(f"{keep.stem}.{os.getpid()}.tmp.npy")  # processes of one run
   np.save(tmp, positions)
   tmp.replace(keep)
   return positions
@@ -165,7 +165,7 @@ class Stream:
     dataset = grain.MapDataset.range(num_epochs * self.chunks_per_epoch).map(self._read)
     self._dataset = dataset.to_iter_dataset(grain.ReadOptions(
         num_threads=READ_THREADS, prefetch_buffer_size=PREFETCH_CHUNKS))
-    self._iterator = None
+    self._iterator, self._expected = None, (0, 0)
 
   def _epoch_order(self, epoch: int) -> np.ndarray:
     with self._lock:  # grain's threads ask for the same epoch at once
