@@ -35,11 +35,13 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>
 # 1. Speed, alone on the device (the default matmul precision, as a user gets it).
 inputs=""
 "$python" -m experiments.benchmark --helpfull 2>/dev/null | grep -q -- "--input" && inputs="--input=device,stream"
+if [ -z "${SKIP_BENCHMARK:-}" ]; then  # SKIP_BENCHMARK=1: training only
 say "benchmark"
 # BENCHMARK_ARGS: e.g. "--models=vanilla --num_images=2000" for a dry run on a CPU.
 ( set -x; timeout 150 "$python" -m experiments.benchmark --data_dir="$data" \
     ${BENCHMARK_ARGS---compare=torch} $inputs --json="$out/benchmark.json" ) > "$logs/benchmark.log" 2>&1
 say "benchmark: exit $?"; grep -v "^[IW][0-9]" "$logs/benchmark.log" | tail -30
+fi
 
 # Training: float32 matmuls at full precision, as on a CPU; several processes share the GPU.
 export JAX_DEFAULT_MATMUL_PRECISION=highest XLA_PYTHON_CLIENT_MEM_FRACTION=0.1
@@ -81,12 +83,9 @@ train vae "${VAE[@]}" --config.num_epochs="$vae_epochs" --config.checkpoint_ever
 train iwae "${IWAE[@]}" --config.num_epochs="$iwae_epochs" --config.checkpoint_every=50 & pids+=($!)
 DEEP=(--config=experiments/configs/deep.py --config.checkpoint_every=50)
 train deep_e150 "${DEEP[@]}" --config.num_epochs=150 & pids+=($!)
-train deep_e150_wd0.2 "${DEEP[@]}" --config.num_epochs=150 --config.weight_decay=0.2 & pids+=($!)
 train deep_e150_noise0.1 "${DEEP[@]}" --config.num_epochs=150 --config.corruption.name=gaussian \
     --config.corruption.level=0.1 & pids+=($!)
 train deep_e300_wd0.1 "${DEEP[@]}" --config.num_epochs=300 --config.weight_decay=0.1 & pids+=($!)
-train deep_e300_wd0.1_b256 "${DEEP[@]}" --config.num_epochs=300 --config.weight_decay=0.1 \
-    --config.batch_size=256 --config.learning_rate=3e-3 & pids+=($!)
 
 # 4. The deadline.
 while [ "$(left)" -gt 45 ] && [ -n "$(jobs -rp)" ]; do sleep 5; done
