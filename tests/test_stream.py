@@ -171,3 +171,12 @@ def test_step_mode_streams_one_batch_per_call_to_the_same_state(monkeypatch, tmp
   np.testing.assert_array_equal(streamed_history["loss"], jax.device_get(history)["loss"])
   for a, b in zip(jax.tree.leaves(streamed.params), jax.tree.leaves(on_device.params)):
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_the_device_path_does_not_import_grain():
+  """grain is imported only to stream: a machine without it still trains with 'device'."""
+  code = ("import sys; from experiments import main, benchmark; from aejax import train; "
+          "print(sorted(m for m in ('grain', 'aejax.data.stream') if m in sys.modules))")
+  proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
+                        text=True, timeout=300)
+  assert proc.returncode == 0 and proc.stdout.strip() == "[]", proc.stderr[-2000:]
