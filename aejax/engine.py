@@ -164,7 +164,7 @@ def resolve_input(config, train_bytes: int) -> tuple[str, str]:
   ``DEVICE_INPUT_FRACTION`` of the smallest local device's memory, else 'stream'."""
   chosen = config.get("input", "device")
   if chosen != "auto":
-    return chosen, "config.input"
+    return chosen, "set explicitly"
   limits = [(d.memory_stats() or {}).get("bytes_limit") for d in jax.local_devices()]
   if not all(limits):
     return "device", (f"the train set ({train_bytes / 2**20:.0f} MiB) stays in host-backed "
