@@ -28,13 +28,13 @@ images (Hinton & Salakhutdinov, 2006).
 
 from __future__ import annotations
 
+import functools
 import io
 import math
 import pathlib
 import warnings
 from typing import Any
 
-import dm_pix
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -151,7 +151,12 @@ def psnr_db(*, reference: np.ndarray, reconstruction: np.ndarray) -> float:
   return evaluate.psnr_db(mse(reference=reference, reconstruction=reconstruction))
 
 
-_ssim_batch = jax.jit(lambda a, b: dm_pix.ssim(a, b, max_val=1.0))
+@functools.cache
+def _ssim_batch():
+  """The jitted SSIM of dm-pix, imported on first use: loading a run
+  (``experiments.evaluate_run``) must not need the report's image libraries."""
+  import dm_pix
+  return jax.jit(lambda a, b: dm_pix.ssim(a, b, max_val=1.0))
 
 
 def ssim(*, reference: np.ndarray, reconstruction: np.ndarray, batch_size: int = 1000) -> float:
@@ -163,7 +168,7 @@ def ssim(*, reference: np.ndarray, reconstruction: np.ndarray, batch_size: int =
                      f"{reference.shape} and {reconstruction.shape}.")
   total = 0.0
   for start in range(0, len(reference), batch_size):
-    total += float(jnp.sum(_ssim_batch(reference[start:start + batch_size],
+    total += float(jnp.sum(_ssim_batch()(reference[start:start + batch_size],
                                        reconstruction[start:start + batch_size])))
   return total / len(reference)
 
