@@ -208,4 +208,6 @@ def test_cli_run_on_the_sample(tmp_path):
           "--config.model.dead_after=500")
   results = json.loads((tmp_path / "results.json").read_text())
   assert results["model"]["name"] == "topk" and 0 < results["test"]["mse"] < 0.1
-  assert set(results["test"]["loss_terms"]) == {"loss", "mse", "auxk"}
+  # The config's terms (mse and its AuxK variant), each reported on the test set.
+  assert set(results["test"]["loss_terms"]) == {"loss", *results["losses"]}
+  assert set(results["losses"]) == {"mse", "auxk_scaled"}
