@@ -728,17 +728,23 @@ class Study:
 
   def section_vae(self) -> str:
     anchors = {"vae": BURDA_VAE_NLL, "iwae": BURDA_IWAE_NLL}
-    rows, numbers, curves, pictures, missing = [], {}, {}, [], []
+    rows, numbers, curves, pictures, missing, stopped = [], {}, {}, [], [], []
     for name, config_file in LONG_RUNS.items():
       workdir = self.runs_dir / name
       results_path = workdir / "results.json"
       launch = (f"python -m experiments.main --config {config_file} --workdir "
                 f"{self.runs_dir / name} --config.data_dir=path/to/mnist")
-      if not results_path.exists():
+      evaluated = workdir / "evaluate_run.json"  # a run stopped before its end
+      if results_path.exists():
+        result = json.loads(results_path.read_text())
+      elif evaluated.exists():
+        result = json.loads(evaluated.read_text())
+        config = json.loads((workdir / "config.json").read_text())
+        stopped.append((name, result["epoch"], config["num_epochs"], evaluated.name))
+      else:
         missing.append((name, launch))
         numbers[name] = {"present": False, "launch": launch}
         continue
-      result = json.loads(results_path.read_text())
       model_eval = result.get("model_eval", {})
       nll, elbo = model_eval.get("nll"), model_eval.get("elbo")
       records = _metrics(workdir) if (workdir / "metrics.jsonl").exists() else []
@@ -748,11 +754,16 @@ class Study:
         target = self.out / f"{name}_prior_samples.png"
         target.write_bytes((workdir / "prior_samples.png").read_bytes())
         pictures.append((name, target.name))
-      numbers[name] = {"present": True, "launch": launch, "epochs": result.get("epochs"),
+      numbers[name] = {"present": True, "launch": launch,
+                       "epochs": result.get("epochs", result.get("epoch")),
                        "train_seconds": result.get("train_seconds"),
                        "backend": result.get("backend"), "nll": nll, "elbo": elbo,
                        "burda_nll": anchors[name]}
-      rows.append([name, result.get("epochs"), result.get("backend", "?"),
+      where = result.get("backend", "?")
+      if len(result.get("segments", [])) > 1:
+        where += (f" (last of {len(result['segments'])} segments: resumed from epoch "
+                  f"{result['segments'][-1]['first_epoch']})")
+      rows.append([name, result.get("epochs", result.get("epoch")), where,
                    "—" if nll is None else nll, "—" if elbo is None else elbo,
                    anchors[name], "—" if nll is None else nll - anchors[name]])
     self.numbers["vae"] = numbers
@@ -774,6 +785,11 @@ class Study:
       text += "\n![VAE training curves](vae_curves.png)\n"
     for name, picture in pictures:
       text += f"\nSamples from the prior, {name}:\n\n![{name} prior samples]({picture})\n"
+    for name, epoch, planned, file in stopped:
+      text += (f"\n`{name}` was stopped after {epoch} of its {planned} epochs; its figures "
+               f"are its newest checkpoint's, from `{file}` (`python -m "
+               f"experiments.evaluate_run --workdir {self.runs_dir / name} "
+               f"--data_dir=path/to/mnist --json={self.runs_dir / name / file}`).\n")
     for name, launch in missing:
       text += (f"\n`{name}`: no run in `{self.runs_dir / name}` when this report was "
                f"written. Train it with\n\n    {launch}\n\nand rerun this report's "
