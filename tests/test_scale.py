@@ -25,9 +25,16 @@ BASE = ("--config=experiments/configs/vanilla.py", "--config.dataset=mnist_sampl
 
 
 def cli(workdir, *args, devices=1, extra=(), check=True, background=False):
-  cmd = [sys.executable, "-m", "experiments.main", f"--workdir={workdir}", *BASE, *args,
-         *extra]
-  env = {**os.environ, "AEJAX_DATA_DIR": "", "JAX_NUM_CPU_DEVICES": str(devices)}
+  return run_main(workdir, *BASE, *args, *extra, devices=devices, check=check,
+                  background=background)
+
+
+def run_main(workdir, *args, devices=1, env=None, check=True, background=False):
+  """``experiments.main`` in a subprocess on ``devices`` forced CPU devices, with
+  ``args`` and extra ``env``; a Popen when ``background``."""
+  cmd = [sys.executable, "-m", "experiments.main", f"--workdir={workdir}", *args]
+  env = {**os.environ, "AEJAX_DATA_DIR": "", "JAX_NUM_CPU_DEVICES": str(devices),
+         **(env or {})}
   if background:
     return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)

@@ -6,7 +6,6 @@ the stream first writes as array_record into the test's TFDS data dir.
 """
 
 import json
-import os
 import signal
 import socket
 import subprocess
@@ -17,7 +16,7 @@ import numpy as np
 import pytest
 
 from tests.test_reliability import start_child, wait_for
-from tests.test_scale import ROOT, close
+from tests.test_scale import ROOT, close, run_main
 
 ARGS = ("--config=experiments/configs/vanilla.py", "--config.dataset=mnist_sample",
         "--config.batch_size=256", "--config.num_epochs=3")
@@ -25,16 +24,8 @@ ARGS = ("--config=experiments/configs/vanilla.py", "--config.dataset=mnist_sampl
 
 def cli(workdir, *args, tfds=None, devices=1, check=True, background=False):
   """``tfds``: the TFDS data dir, where the stream keeps its array_record copy."""
-  cmd = [sys.executable, "-m", "experiments.main", f"--workdir={workdir}", *ARGS, *args]
-  env = {**os.environ, "AEJAX_DATA_DIR": "", "JAX_NUM_CPU_DEVICES": str(devices),
-         **({"TFDS_DATA_DIR": str(tfds)} if tfds else {})}
-  if background:
-    return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
-  proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
-  if check and proc.returncode != 0:
-    raise AssertionError(f"{' '.join(cmd)} failed:\n{proc.stderr[-3000:]}")
-  return proc
+  return run_main(workdir, *ARGS, *args, devices=devices, check=check, background=background,
+                  env={"TFDS_DATA_DIR": str(tfds)} if tfds else None)
 
 
 def results(workdir) -> dict:
