@@ -18,8 +18,9 @@ Launch (also trained by ``python -m experiments.report``, into ``<runs>/deep``):
 
 Their figure: 3.00 squared error per image on MNIST test (pixels in [0, 1], summed
 over the 784 pixels, averaged over the 10,000 test images).
-Reached here on full MNIST: 3.18 after 40 epochs (14 min on a 2-core CPU), so
-not below their 3.00; see docs/REPORT.md, section 8.
+Reached here on full MNIST: 3.16 after 40 epochs (docs/REPORT.md, section 8, as
+regenerated; 3.18 in the run before, 14 min on a free 2-core CPU), so not below
+their 3.00.
 
 Longer recipes tried on a lent H200 (``scripts/accelerator_runs.sh`` with
 ``DEEP_RECIPES=1``), three at once beside the VAE, all stopped by the session's
