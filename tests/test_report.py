@@ -124,3 +124,20 @@ def test_vae_section_reads_a_trained_vae_run(tmp_path):
   assert (tmp_path / "vae_prior_samples.png").read_bytes()[:4] == b"\x89PNG"
   assert (tmp_path / "vae_curves.png").exists() and "(vae_curves.png)" in text
   assert not study.numbers["vae"]["iwae"]["present"] and "experiments/configs/vae.py:iwae" in text
+
+
+def test_vae_section_reads_a_run_stopped_early_from_its_evaluate_run_json(tmp_path):
+  """A run stopped before its end (no results.json) is read from the JSON that
+  ``experiments.evaluate_run --json`` wrote for its newest checkpoint, and says so."""
+  workdir = tmp_path / "runs" / "iwae"
+  workdir.mkdir(parents=True)
+  (workdir / "config.json").write_text(json.dumps({"num_epochs": 648}))
+  (workdir / "evaluate_run.json").write_text(json.dumps(
+      {"epoch": 50, "model_eval": {"nll": 89.5, "elbo": -105.6}}))
+  study = report.Study.__new__(report.Study)
+  study.runs_dir, study.out, study.numbers = tmp_path / "runs", tmp_path, {}
+  text = study.section_vae()
+  assert study.numbers["vae"]["iwae"]["present"] and study.numbers["vae"]["iwae"]["nll"] == 89.5
+  assert "| iwae | 50 | ? | 89.5 | -105.6 | 84.78 |" in text
+  assert "`iwae` was stopped after 50 of its 648 epochs" in text
+  assert not study.numbers["vae"]["vae"]["present"]  # and the VAE's command is given
