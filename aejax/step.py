@@ -169,6 +169,22 @@ def epoch_permutation(key: jax.Array, step: jax.Array, n: int, batch_size: int) 
   return perm[: steps * batch_size].reshape(steps, batch_size)
 
 
+def _sharded(train_step: Callable, batch_sharding) -> Callable:
+  """``train_step`` with its batch constrained to ``batch_sharding`` (None: as is)."""
+  def sharded_step(state, batch, key):
+    if batch_sharding is not None:
+      batch = jax.lax.with_sharding_constraint(batch, batch_sharding)
+    return train_step(state, batch, key)
+  return sharded_step
+
+
+def _stacker(replicated) -> Callable:
+  """Stacks a list of per-step metric dicts, under jit: an eager op cannot read arrays
+  that span processes."""
+  return jax.jit(lambda history: jax.tree.map(lambda *xs: jnp.stack(xs), *history),
+                 out_shardings=replicated)
+
+
 def make_epoch_fns(train_step: Callable, n: int, batch_size: int, mode: str,
                    batch_sharding=None, replicated=None):
   """Returns ``(start_epoch, run_epoch)``, both compiled.
@@ -182,12 +198,10 @@ def make_epoch_fns(train_step: Callable, n: int, batch_size: int, mode: str,
   steps = n // batch_size
   start_epoch = jax.jit(lambda state, key: epoch_permutation(key, state.step, n, batch_size),
                         out_shardings=replicated)
+  sharded_step = _sharded(train_step, batch_sharding)
 
   def indexed_step(state, images, order, key):
-    batch = images[order[state.step % steps]]
-    if batch_sharding is not None:
-      batch = jax.lax.with_sharding_constraint(batch, batch_sharding)
-    return train_step(state, batch, key)
+    return sharded_step(state, images[order[state.step % steps]], key)
 
   if mode == "scan":
     @functools.partial(jax.jit, donate_argnums=0, out_shardings=replicated)
@@ -197,9 +211,7 @@ def make_epoch_fns(train_step: Callable, n: int, batch_size: int, mode: str,
     return start_epoch, run_epoch
 
   compiled_step = jax.jit(indexed_step, donate_argnums=0, out_shardings=replicated)
-  # Stacked under jit: an eager op cannot read arrays that span processes.
-  stack = jax.jit(lambda history: jax.tree.map(lambda *xs: jnp.stack(xs), *history),
-                  out_shardings=replicated)
+  stack = _stacker(replicated)
 
   def run_epoch(state, images, order, key):
     history = []
@@ -232,10 +244,7 @@ def make_batch_fns(train_step: Callable, mode: str, batch_sharding=None, replica
   the same batches give the same updates.
   """
 
-  def sharded_step(state, batch, key):
-    if batch_sharding is not None:
-      batch = jax.lax.with_sharding_constraint(batch, batch_sharding)
-    return train_step(state, batch, key)
+  sharded_step = _sharded(train_step, batch_sharding)
 
   if mode == "scan":
     @functools.partial(jax.jit, donate_argnums=0, out_shardings=replicated)
@@ -244,8 +253,7 @@ def make_batch_fns(train_step: Callable, mode: str, batch_sharding=None, replica
     return run_batches
 
   compiled_step = jax.jit(sharded_step, donate_argnums=0, out_shardings=replicated)
-  stack = jax.jit(lambda history: jax.tree.map(lambda *xs: jnp.stack(xs), *history),
-                  out_shardings=replicated)
+  stack = _stacker(replicated)
 
   def run_batches(state, batches, key):
     history = []
