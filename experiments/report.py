@@ -87,14 +87,14 @@ class Plan:
 
 # The frontier and VQ-VAE sweeps are cut to what a pinned CPU core trains in about
 # half an hour: k = 8 and 32, and the λ whose L0 brackets them (the script's full
-# sweep: python -m experiments.sparsity_frontier); the two VQ-VAEs inside JPEG's
-# range of scan sizes.
+# sweep: python -m experiments.sparsity_frontier); three VQ-VAEs inside JPEG's range
+# of scan sizes (55, 98 and 147 bytes), 3 epochs each (about 3 minutes apiece).
 FULL = Plan(dataset="mnist", sweep_sizes=(2, 4, 8, 16, 32, 64, 128, 784, 1024),
             sparse_l1=(0.0, 1e-5, 1e-4, 1e-3), noise_levels=(0.1, 0.3, 0.5, 0.7, 0.9),
             jpeg_qualities=(5, 10, 20, 30, 50, 75, 90), compression_sizes=(8, 16, 32, 64),
             probe_train=10_000, num_epochs=None, frontier_ks=(8, 32),
             frontier_l1=("1e-4", "3e-4", "1e-3", "3e-3"),
-            vqvae_settings=(((16, 32), 512), ((16,), 16)))
+            vqvae_settings=(((16, 32), 512), ((32,), 16), ((32,), 64)), vqvae_epochs=3)
 QUICK = Plan(dataset="mnist_sample", sweep_sizes=(2, 32), sparse_l1=(0.0, 1e-4),
              noise_levels=(0.3, 0.7), jpeg_qualities=(10, 90), compression_sizes=(32,),
              probe_train=1000, num_epochs=1, test_images=500, cae_epochs=1,
@@ -496,7 +496,9 @@ class Study:
     sse = result["test"]["sse_per_image"]
     self.numbers["deep"] = {"sse_per_image": sse, "hinton_salakhutdinov": HS_DEEP_SSE,
                             "epochs": result["epochs"], "train_seconds": result["train_seconds"],
-                            "beats_3_00": sse < HS_DEEP_SSE}
+                            "at_or_below_3_00": sse <= HS_DEEP_SSE}
+    # Four decimals: a figure this close to 3.00 must not round onto it.
+    reached = sse <= HS_DEEP_SSE
     return (
         "## 8. The deep autoencoder of Hinton & Salakhutdinov\n\n"
         "784-1000-500-250-30 (relu hidden layers, linear 30-unit code) and its mirror, "
@@ -510,9 +512,10 @@ class Study:
             ["PCA, 30 components (here)", self.numbers["pca30"]["sse_per_image"]],
             ["Hinton & Salakhutdinov 2006, PCA 30", f"{HS_PCA30_SSE:.2f}"],
             ["Hinton & Salakhutdinov 2006, deep AE (RBM pretraining)", f"{HS_DEEP_SSE:.2f}"],
-            ["deep AE here (Adam, no pretraining)", sse]])
-        + f"\nVerdict: {sse:.2f} {'<' if sse < HS_DEEP_SSE else '≥'} {HS_DEEP_SSE:.2f}, so "
-        f"this recipe {'beats' if sse < HS_DEEP_SSE else 'does not beat'} their figure.\n")
+            ["deep AE here (Adam, no pretraining)", f"{sse:.4f}"]])
+        + f"\nVerdict: {sse:.4f} {'≤' if reached else '>'} {HS_DEEP_SSE:.2f}, so this recipe "
+        + (f"reaches their figure ({HS_DEEP_SSE - sse:.4f} below it)" if reached
+           else f"does not reach their figure ({sse - HS_DEEP_SSE:.4f} above it)") + ".\n")
 
   # --------------------------------------------------------------------- 9
 

@@ -85,10 +85,11 @@ train iwae "${IWAE[@]}" --config.num_epochs="$iwae_epochs" --config.checkpoint_e
 # beside the VAE and IWAE slowed the VAE's epoch from 0.087 s (the probe, two
 # processes) to 0.41 s: each process's scan is latency-bound, and they take turns.
 if [ -n "${DEEP_RECIPES:-}" ]; then
+  # The weight decay named on each line: these were tried when the config's was 0.05.
   DEEP=(--config=experiments/configs/deep.py --config.checkpoint_every=50)
-  train deep_e150 "${DEEP[@]}" --config.num_epochs=150 & pids+=($!)
-  train deep_e150_noise0.1 "${DEEP[@]}" --config.num_epochs=150 --config.corruption.name=gaussian \
-      --config.corruption.level=0.1 & pids+=($!)
+  train deep_e150 "${DEEP[@]}" --config.num_epochs=150 --config.weight_decay=0.05 & pids+=($!)
+  train deep_e150_noise0.1 "${DEEP[@]}" --config.num_epochs=150 --config.weight_decay=0.05 \
+      --config.corruption.name=gaussian --config.corruption.level=0.1 & pids+=($!)
   train deep_e300_wd0.1 "${DEEP[@]}" --config.num_epochs=300 --config.weight_decay=0.1 & pids+=($!)
 fi
 
