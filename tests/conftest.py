@@ -27,15 +27,3 @@ def mnist_dir() -> pathlib.Path:
 def isolated_tfds_data_dir(tmp_path_factory, monkeypatch):
   """No test reads or writes data someone prepared in ~/tensorflow_datasets."""
   monkeypatch.setenv("TFDS_DATA_DIR", str(tmp_path_factory.mktemp("tfds_data_dir")))
-
-
-# The files that take longest, in front: with the README's `-n 2 --dist loadfile
-# --no-loadscope-reorder` each worker starts one of them at once and the rest flow to
-# whichever worker is free, instead of one worker starting them last while the other
-# idles.
-SLOWEST_FIRST = ("test_report.py", "test_reliability.py")
-
-
-def pytest_collection_modifyitems(config, items):
-  rank = {name: i for i, name in enumerate(SLOWEST_FIRST)}
-  items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable
