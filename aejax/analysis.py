@@ -42,7 +42,8 @@ import numpy as np
 from PIL import Image
 from sklearn import decomposition, exceptions, linear_model, neighbors, pipeline, preprocessing
 
-from aejax import checkpoint, corruption as corruption_lib, data as data_lib, engine, evaluate
+from aejax import checkpoint, config as config_lib, corruption as corruption_lib, data as data_lib
+from aejax import engine, evaluate
 from aejax.objective import to_float  # noqa: F401 (the report scales images with it)
 
 # ------------------------------------------------------------------ a trained run
@@ -116,7 +117,7 @@ def load_run(workdir: str | pathlib.Path) -> Run:
           f"{workdir} holds no checkpoint, so no trained run; train one with "
           "`python -m experiments.main --config <config> --workdir <dir>`.")
     meta = checkpoint.read_meta(mngr, step)
-    config = ml_collections.ConfigDict(meta["config"])
+    config = ml_collections.ConfigDict(config_lib.upgrade(meta["config"]))
     spec = data_lib.DataSpec(image_shape=tuple(meta["data"]["image_shape"]),
                              n_train=meta["data"]["n_train"])
     run = engine.setup(config, spec)

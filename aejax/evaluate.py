@@ -24,7 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from aejax import corruption as corruption_lib, losses
+from aejax import corruption as corruption_lib, losses, sharding
 from aejax.objective import Objective, to_float
 
 
@@ -41,8 +41,7 @@ class Evaluator:
                mesh: jax.sharding.Mesh | None = None):
     self.objective, self.corrupt = objective, corrupt
     self.denoising = corrupt is not corruption_lib.identity
-    mesh = mesh or jax.make_mesh((1,), ("data",), devices=jax.devices()[:1],
-                                 axis_types=(jax.sharding.AxisType.Auto,))
+    mesh = mesh or sharding.make_mesh(1)
     n = len(test_images)
     devices = mesh.size
     # Each chunk is sharded over the devices: a multiple of their number, padded.
@@ -53,15 +52,14 @@ class Evaluator:
                                                    test_images.dtype)])
     self.n = n
     spec = P(None, "data")
-    self._images = _global(mesh, padded.reshape(chunks, batch_size, *test_images.shape[1:]),
-                           spec)
-    self._mask = _global(mesh, (np.arange(chunks * batch_size) < n).reshape(
+    self._images = sharding.put(
+        mesh, padded.reshape(chunks, batch_size, *test_images.shape[1:]), spec)
+    self._mask = sharding.put(mesh, (np.arange(chunks * batch_size) < n).reshape(
         chunks, batch_size), spec)
     self._key = key
-    self._sums = jax.jit(self._sums_impl, out_shardings=NamedSharding(mesh, P()))
-    self._grid = jax.jit(self._grid_impl, out_shardings=NamedSharding(mesh, P()))
-    self._grid_images = _global(mesh, np.asarray(_one_per_label(test_images, test_labels)),
-                                P())
+    self._sums = jax.jit(self._sums_impl, out_shardings=sharding.replicated(mesh))
+    self._grid = jax.jit(self._grid_impl, out_shardings=sharding.replicated(mesh))
+    self._grid_images = sharding.put(mesh, _one_per_label(test_images, test_labels))
 
   def _per_example(self, variables, images_u8, key):
     # The keys as in the train step: the corruption's, and a fold of it for the model.
@@ -147,12 +145,6 @@ class Evaluator:
     rows.append(self.objective.outputs(params, x, jax.random.fold_in(key, 1), state)[
         "reconstruction"])
     return rows
-
-
-def _global(mesh, array: np.ndarray, spec) -> jax.Array:
-  """A host array (the same on every process) laid out over ``mesh`` by ``spec``."""
-  return jax.make_array_from_callback(array.shape, NamedSharding(mesh, spec),
-                                      lambda index: array[index])
 
 
 def _split(variables: dict) -> tuple[dict, dict]:

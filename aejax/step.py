@@ -89,12 +89,11 @@ def make_optimizer(config, steps_per_epoch: int) -> optax.GradientTransformation
         warmup_steps=warmup_steps(config, steps_per_epoch),
         decay_steps=config.num_epochs * steps_per_epoch,
         end_value=config.learning_rate * config.final_lr_fraction)
-  # Decoupled weight decay (AdamW) only where a config has the key (deep.py), so
-  # every other config keeps plain Adam's state.
-  weight_decay = config.get("weight_decay", 0.0)
-  if weight_decay:
+  # Decoupled weight decay (AdamW) only when asked for, so that a run without it
+  # keeps plain Adam's state (and resumes checkpoints written before the key existed).
+  if config.weight_decay:
     return optax.adamw(lr, b1=config.adam_b1, b2=config.adam_b2, eps=config.adam_eps,
-                       weight_decay=weight_decay)
+                       weight_decay=config.weight_decay)
   return optax.adam(lr, b1=config.adam_b1, b2=config.adam_b2, eps=config.adam_eps)
 
 

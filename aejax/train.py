@@ -1,17 +1,17 @@
 """``train_and_evaluate(config, workdir)``: train (or resume) a run, evaluate it, write
 its results.
 
-The pieces come from ``engine.setup`` (model, optimizer, objective, compiled step and
-epoch functions); the files from ``workdir`` (lock, config, results),
-``writers.MetricWriter`` (metrics.jsonl, TensorBoard, progress lines) and
-``checkpoint`` (orbax: params, optimizer state and the run's metadata). A resumed run
-takes its state, its seconds and its history from the newest checkpoint that restores.
+The pieces come from ``engine.setup`` (model, objective, compiled functions), the
+batches from ``inputs`` (the train set on the device, or streamed); the files from
+``workdir`` (lock, config, results), ``writers.MetricWriter`` (metrics.jsonl,
+TensorBoard, progress lines) and ``checkpoint`` (orbax: params, optimizer state and
+the run's metadata). A resumed run takes its state, its seconds and its history from
+the newest checkpoint that restores.
 """
 
 from __future__ import annotations
 
 import functools
-import json
 import time
 
 import jax
@@ -19,14 +19,15 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from aejax import checkpoint, code_stats, data as data_lib, engine, plots
+from aejax import checkpoint, code_stats, config as config_lib, data as data_lib, engine
+from aejax import inputs, plots
 from aejax import workdir as workdir_lib
 from aejax.step import NonFiniteLossError, check_finite  # noqa: F401 (re-exported)
 from aejax.writers import MetricWriter
 
 # What a user can cause and main.py reports in one line.
 USER_ERRORS = (ValueError, data_lib.DataError, NonFiniteLossError, workdir_lib.WorkdirError,
-               checkpoint.OlderCheckpointError)
+               checkpoint.OlderCheckpointError, inputs.InputError)
 
 
 class DataChangedError(workdir_lib.WorkdirError):
@@ -52,23 +53,25 @@ def _check_data(work, saved: dict, dataset: data_lib.Dataset) -> None:
       "for this data.")
 
 
-def _resume(run: engine.Setup, mngr, work, dataset, continue_with_changes: bool):
+def _resume(run: engine.Run, mngr, work, dataset, continue_with_changes: bool):
   """The state and metadata to go on from: the newest checkpoint that restores, after
   checking that its config and data allow it; else a fresh start."""
-  now = json.loads(run.config.to_json())
+  now = config_lib.json_dict(run.config)
+  steps_per_epoch = run.plan.steps_per_epoch
 
   def check(step: int, meta: dict) -> None:
-    trained = step // run.steps_per_epoch
-    changes = workdir_lib.config_changes(meta["config"], now)
-    workdir_lib.check_changes(work.path, changes, trained, continue_with_changes)
+    changes = workdir_lib.config_changes(config_lib.upgrade(meta["config"]), now)
+    workdir_lib.check_changes(work.path, changes, step // steps_per_epoch,
+                              continue_with_changes)
     _check_data(work, meta["data"], dataset)
 
   restored = checkpoint.restore_newest(mngr, run.state.variables, run.state.opt_state, check)
   if restored is None:
     saved = work.saved_config()
     if saved is not None:  # a run that stopped before its first checkpoint
-      workdir_lib.check_changes(work.path, workdir_lib.config_changes(saved, now), 0,
-                                continue_with_changes)
+      workdir_lib.check_changes(
+          work.path, workdir_lib.config_changes(config_lib.upgrade(saved), now), 0,
+          continue_with_changes)
     meta = {"config": now, "original_config": now, "data": dataset.record(),
             "train_seconds": 0.0, "record": None,
             "segments": [{"first_epoch": 1, "changes": {}, "schedule": _schedule(run.config)}]}
@@ -79,10 +82,9 @@ def _resume(run: engine.Setup, mngr, work, dataset, continue_with_changes: bool)
   params = variables.pop("params")
   state = run.state.replace(step=jax.numpy.asarray(step, jax.numpy.int32), params=params,
                             opt_state=opt_state, model_state=variables)
-  trained = step // run.steps_per_epoch
-  changes = workdir_lib.config_changes(meta["config"], now)
+  changes = workdir_lib.config_changes(config_lib.upgrade(meta["config"]), now)
   if changes:
-    meta["segments"].append({"first_epoch": trained + 1, "changes": changes,
+    meta["segments"].append({"first_epoch": step // steps_per_epoch + 1, "changes": changes,
                              "schedule": _schedule(run.config)})
     logging.info("Resuming with changes %s (recorded in the run's history).", changes)
   meta["config"] = now
@@ -97,91 +99,59 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   """Trains (or resumes) the run in ``workdir``, evaluates it, writes its results.
 
   ``continue_with_changes``: a resumed run may change the optimizer's settings
-  (``workdir.CONTINUE_KEYS``), e.g. a lower learning rate after a NaN stop.
+  (``config.CONTINUE_KEYS``), e.g. a lower learning rate after a NaN stop.
   """
-  engine.validate_config(config)
+  config_lib.validate(config)
   with workdir_lib.Workdir(workdir) as work:
+    # ------------------------------------------------------------ data and model
     dataset = data_lib.load(config)
     run = engine.setup(config, dataset)
-    logging.info("Input: %s (config.input=%r: %s).", run.input, config.get("input", "device"),
-                 run.input_reason)
+    plan = run.plan
+    logging.info("Input: %s (config.input=%r: %s).", plan.input, config.input,
+                 plan.input_reason)
+    # ---------------------------------------------------------------- resume
     mngr = checkpoint.manager(work.path)
     writer = MetricWriter(work.path)
     try:
       state, meta = _resume(run, mngr, work, dataset, continue_with_changes)
       writer.resume(meta["record"])
       evaluator = run.evaluator(dataset.test_images, dataset.test_labels)
-      state = _train(run, state, meta, dataset, evaluator, mngr, writer)
+      first_epoch = int(state.step) // plan.steps_per_epoch
+      feed = inputs.open_input(run, dataset, first_epoch, meta.get("input"))
+      # ------------------------------------------------------------------ loop
+      examples = plan.steps_per_epoch * config.batch_size
+      for epoch in range(first_epoch, config.num_epochs):
+        t0, step0 = time.perf_counter(), int(state.step)
+        state, history = feed.train_epoch(state, epoch)
+        seconds = time.perf_counter() - t0
+        check_finite(history, step0)
+        meta["input"] = feed.position()
+        meta["train_seconds"] += seconds
+        meta["record"] = {"epoch": epoch + 1, "step": int(state.step),
+                          "train": {k: float(np.mean(v)) for k, v in history.items()},
+                          "test": evaluator.loss_terms(state.variables), "seconds": seconds,
+                          "train_seconds": meta["train_seconds"],
+                          "examples_per_second": examples / seconds}
+        if (epoch + 1) % config.checkpoint_every == 0 or epoch + 1 == config.num_epochs:
+          checkpoint.save(mngr, int(state.step), state.variables, state.opt_state, meta)
+        writer.write_epoch(meta["record"], config.num_epochs)
     finally:
       writer.close()
       mngr.close()
+    # ------------------------------------------------------------- evaluation
     return _finish(run, state, meta, dataset, evaluator, work)
 
 
-def _open_stream(run: engine.Setup, dataset, first_epoch: int, saved: dict | None):
-  """The input stream of ``dataset``'s train split, at ``first_epoch``'s first batch:
-  where the checkpoint's saved iterator says when it has one."""
-  # A position saved with other chunks (another aejax) is recomputed from the epoch.
-  saved = saved if saved and saved.get("chunk_batches") == run.chunk_batches else None
-  if saved is not None and (saved["epoch"], saved["batch"]) != (first_epoch, 0):
-    raise checkpoint.OlderCheckpointError(
-        f"The checkpoint's input stream stands at epoch {saved['epoch'] + 1}, batch "
-        f"{saved['batch'] + 1}, but its train state at epoch {first_epoch + 1}: the "
-        "checkpoint is inconsistent. Use a new --workdir.")
-  feed = run.open_stream(dataset, first_epoch, saved and saved["iterator"])
-  logging.info("Streaming the train set from %s (%d batches per call; this process feeds "
-               "rows %d:%d of each batch), from epoch %d, batch 1%s.", feed.folder,
-               run.chunk_batches, run.local_rows.start, run.local_rows.stop,
-               first_epoch + 1, f" (iterator state {saved['iterator']})" if saved else "")
-  return feed
-
-
-def _train(run: engine.Setup, state, meta: dict, dataset, evaluator, mngr, writer):
-  config = run.config
-  first_epoch = int(state.step) // run.steps_per_epoch
-  if run.input == "stream":
-    feed = _open_stream(run, dataset, first_epoch, (meta.get("input") or {}).get("stream"))
-  else:
-    train_images = run.put_images(dataset.train_images)
-  examples = run.steps_per_epoch * config.batch_size
-  for epoch in range(first_epoch, config.num_epochs):
-    t0 = time.perf_counter()
-    step0 = int(state.step)
-    if run.input == "stream":
-      state, history = run.stream_epoch(state, feed, epoch)
-      meta["input"] = {"mode": "stream", "stream": feed.position()}
-    else:
-      order = run.start_epoch(state, run.keys.shuffle)
-      state, history = run.run_epoch(state, train_images, order, run.keys.noise)
-      history = jax.device_get(history)
-      meta["input"] = {"mode": "device"}
-    seconds = time.perf_counter() - t0
-    check_finite(history, step0)
-    meta["train_seconds"] += seconds
-    record = {"epoch": epoch + 1, "step": int(state.step),
-              "train": {k: float(np.mean(v)) for k, v in history.items()},
-              "test": evaluator.loss_terms(state.variables), "seconds": seconds,
-              "train_seconds": meta["train_seconds"],
-              "examples_per_second": examples / seconds}
-    meta["record"] = record
-    if (epoch + 1) % config.get("checkpoint_every", 1) == 0 or epoch + 1 == config.num_epochs:
-      checkpoint.save(mngr, int(state.step), state.variables, state.opt_state, meta)
-    writer.write_epoch(record, config.num_epochs)
-  return state
-
-
-def _finish(run: engine.Setup, state, meta: dict, dataset, evaluator, work) -> dict:
+def _finish(run: engine.Run, state, meta: dict, dataset, evaluator, work) -> dict:
   config = run.config
   results = {
       "name": config.name,
       "model": config.model.to_dict(),
       "dataset": dataset.record(),
-      "epochs": int(state.step) // run.steps_per_epoch,
+      "epochs": int(state.step) // run.plan.steps_per_epoch,
       "steps": int(state.step),
       "losses": run.objective.weights,
       "corruption": config.corruption.to_dict(),
-      "epoch_mode": run.epoch_mode,
-      "microbatch_size": run.microbatch_size,
       **run.record(),
       "train_seconds": meta["train_seconds"],
       "segments": meta["segments"],

@@ -6,8 +6,8 @@ What a workdir guarantees (README, "Reliability"):
   the whole run; a second run in the same folder stops with one line naming the
   holder's pid. The OS drops the lock of a killed process, so the next run takes over.
 - **The past is never rewritten.** config.json is the config the run started with.
-  A resumed run may change only ``LAYOUT_KEYS`` (the same arithmetic laid out
-  differently, or more epochs) and, when asked explicitly, ``CONTINUE_KEYS`` (the
+  A resumed run may change only ``config.LAYOUT_KEYS`` (the same arithmetic laid out
+  differently, or more epochs) and, when asked explicitly, ``config.CONTINUE_KEYS`` (the
   optimizer's settings, e.g. a lower learning rate after a NaN stop); each resumed
   segment and what it changed is recorded in the checkpoint and in results.json.
 - **Only process 0 writes** files here and holds the lock; the other processes of
@@ -23,16 +23,7 @@ import pathlib
 
 import jax
 
-# Keys a resumed run may change freely: how the same arithmetic is laid out (equal up
-# to float rounding), where and how the (fingerprinted, so identical) data is read
-# (``input``: the same batches from the device or from a stream), and more epochs.
-LAYOUT_KEYS = ("num_epochs", "epoch_mode", "microbatch_size", "eval_batch_size", "data_dir",
-               "checkpoint_every", "input")
-# Keys a resumed run may change with --continue_with_changes: the optimizer's
-# settings (its state keeps its structure).
-CONTINUE_KEYS = ("learning_rate", "final_lr_fraction", "warmup_epochs", "adam_b1",
-                 "adam_b2", "adam_eps", "weight_decay")
-
+from aejax.config import CONTINUE_KEYS, LAYOUT_KEYS
 
 class WorkdirError(Exception):
   """The workdir cannot be used as asked; the message says why and what to do."""

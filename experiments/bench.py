@@ -1,8 +1,8 @@
 """Speed measurements of aejax's training, built from the core's own pieces.
 
 Every JAX number here comes from the code a run uses: ``engine.setup`` (model,
-optimizer, objective, compiled step and epoch functions) and its evaluator; nothing
-is re-implemented for the benchmark. ``experiments.bench_torch`` holds the PyTorch
+objective, compiled step and epoch functions), ``inputs`` (the epoch, on the device
+or streamed) and the run's evaluator; nothing is re-implemented for the benchmark. ``experiments.bench_torch`` holds the PyTorch
 eager twins of the same four models for a side-by-side comparison.
 
 A measurement trains for ``num_epochs`` epochs and reports the median seconds of
@@ -22,10 +22,11 @@ import jax
 import ml_collections
 import numpy as np
 
-from aejax import data as data_lib, engine, evaluate as evaluate_lib
+from aejax import config as config_lib, data as data_lib, engine, evaluate as evaluate_lib
+from aejax import inputs, sharding
 from aejax import step as step_lib
 
-EPOCH_MODES = engine.EPOCH_MODES
+EPOCH_MODES = config_lib.EPOCH_MODES
 
 
 @dataclasses.dataclass
@@ -92,7 +93,7 @@ def benchmark_config(config: ml_collections.ConfigDict, *, batch_size: int,
   config.learning_rate = learning_rate
   config.model.compute_dtype = compute_dtype
   config.microbatch_size = microbatch_size
-  engine.validate_config(config)
+  config_lib.validate(config)
   return config
 
 
@@ -135,38 +136,28 @@ def device_name() -> str:
 
 
 class JaxTrainer:
-  """A run's own setup (``engine.setup``) for one config, its images on the device."""
+  """A run's own setup (``engine.setup``) for one config, and its input."""
 
-  def __init__(self, config, images: np.ndarray, epoch_mode: str, seed: int = 0,
-               num_devices: int = 1, input_mode: str = "device"):
+  def __init__(self, config, images: np.ndarray, epoch_mode: str, num_devices: int = 1,
+               input_mode: str = "device"):
     config = ml_collections.ConfigDict(config.to_dict())
-    config.epoch_mode, config.seed, config.input = epoch_mode, seed, input_mode
-    self.config = config
-    self.dataset = data_lib.Dataset(
+    config.epoch_mode, config.input = epoch_mode, input_mode
+    dataset = data_lib.Dataset(
         name="benchmark", source="benchmark", location="", train_images=images,
         train_labels=np.zeros(len(images), np.uint8), test_images=images[:1],
         test_labels=np.zeros(1, np.uint8))
-    mesh = jax.make_mesh((num_devices,), ("data",), devices=jax.devices()[:num_devices],
-                         axis_types=(jax.sharding.AxisType.Auto,))
-    self.run = engine.setup(config, self.dataset, mesh)
-    self.mode, self.microbatch_size = self.run.epoch_mode, self.run.microbatch_size
+    self.run = engine.setup(config, dataset, sharding.make_mesh(num_devices))
     self.state = self.run.state
     self.epochs = 0
-    if self.run.input == "stream":  # the array_record copy is written before the clock
-      self.feed = self.run.open_stream(self.dataset)
-    else:
-      self.images = self.run.put_images(images)
+    # The train set goes to the device (or its array_record copy is written) before
+    # the clock starts.
+    self.input = inputs.open_input(self.run, dataset)
 
   def epoch(self) -> dict[str, np.ndarray]:
     """Trains one epoch; returns its per-step metrics on the host."""
+    self.state, history = self.input.train_epoch(self.state, self.epochs)
     self.epochs += 1
-    if self.run.input == "stream":
-      self.state, history = self.run.stream_epoch(self.state, self.feed, self.epochs - 1)
-      return history
-    order = self.run.start_epoch(self.state, self.run.keys.shuffle)
-    self.state, history = self.run.run_epoch(self.state, self.images, order,
-                                             self.run.keys.noise)
-    return jax.device_get(history)
+    return history
 
   def evaluator(self, test_images: np.ndarray) -> evaluate_lib.Evaluator:
     return self.run.evaluator(test_images)
@@ -190,15 +181,16 @@ def time_jax(name: str, config, images: np.ndarray, test_images: np.ndarray, *,
   step_lib.check_finite(history, int(trainer.state.step) - len(history["loss"]))
   test = trainer.evaluator(test_images).results(trainer.state.variables)["test"]
   median = float(np.median(seconds[1:]))
+  plan = trainer.run.plan
   return Measurement(
-      framework="aejax", model=name, epoch_mode=trainer.mode,
+      framework="aejax", model=name, epoch_mode=plan.epoch_mode,
       compute_dtype=config.model.compute_dtype,
-      microbatch_size=trainer.microbatch_size, num_images=len(images),
+      microbatch_size=plan.microbatch_size, num_images=len(images),
       batch_size=config.batch_size, epoch_seconds=seconds,
       compile_s=max(seconds[0] - median, 0.0), peak_device_bytes=peak_device_bytes(),
       peak_rss_bytes=peak_rss_bytes(), final_loss=float(np.mean(history["loss"])),
       test_mse=test["mse"], device=device_name(), num_devices=num_devices,
-      input=trainer.run.input)
+      input=plan.input)
 
 
 def time_to_quality(config, images: np.ndarray, test_images: np.ndarray, *,
@@ -223,7 +215,8 @@ def time_to_quality(config, images: np.ndarray, test_images: np.ndarray, *,
       break
   return {"target_mse": target_mse, "reached": curve[-1]["test_mse"] <= target_mse,
           "seconds": curve[-1]["seconds"], "epochs": len(curve), "curve": curve,
-          "epoch_mode": trainer.mode, "microbatch_size": trainer.microbatch_size,
+          "epoch_mode": trainer.run.plan.epoch_mode,
+          "microbatch_size": trainer.run.plan.microbatch_size,
           "batch_size": config.batch_size,
           "num_images": len(images), "device": device_name()}
 

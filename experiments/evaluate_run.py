@@ -16,7 +16,7 @@ import sys
 import jax
 from absl import app, flags
 
-from aejax import analysis, data, engine, models
+from aejax import analysis, data, engine
 
 
 
@@ -41,10 +41,9 @@ def evaluate(workdir: str, data_dir: str = "") -> dict:
   setup = engine.setup(config, dataset)
   evaluator = setup.evaluator(dataset.test_images, dataset.test_labels)
   out = {"workdir": str(workdir), "step": run.step,
-         "epoch": run.step // setup.steps_per_epoch, **evaluator.results(run.variables)}
-  family = models.get(config.model.name)
-  if family.evaluate is not None:
-    out["model_eval"] = family.evaluate(setup.model, run.variables, dataset,
+         "epoch": run.step // setup.plan.steps_per_epoch, **evaluator.results(run.variables)}
+  if setup.family.evaluate is not None:
+    out["model_eval"] = setup.family.evaluate(setup.model, run.variables, dataset,
                                         jax.random.fold_in(setup.keys.eval, 2))
   return out
 

@@ -45,8 +45,8 @@ def test_an_epoch_moves_nothing_between_host_and_device(mode, monkeypatch):
   images = jax.device_put(np.random.default_rng(0).integers(0, 256, (N, 28, 28, 1), np.uint8))
   for _ in range(2):  # the first epoch compiles, the second reuses
     with jax.transfer_guard("disallow"):
-      order = run.start_epoch(state, run.keys.shuffle)
-      state, history = run.run_epoch(state, images, order, run.keys.noise)
+      order = run.program.start_epoch(state, run.keys.shuffle)
+      state, history = run.program.run_epoch(state, images, order, run.keys.noise)
       jax.block_until_ready((state, history))
   assert int(state.step) == 2 * (N // BATCH)
   assert np.all(np.isfinite(jax.device_get(history["loss"])))

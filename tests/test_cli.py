@@ -9,6 +9,7 @@ import sys
 import jax.numpy as jnp
 import pytest
 
+from aejax import config as config_lib
 from aejax import engine, losses, train
 from experiments.configs import base
 
@@ -119,7 +120,7 @@ def test_invalid_config_values_raise(key, value, message):
     node = node[p]
   node[leaf] = value
   with pytest.raises(ValueError, match=message):
-    engine.validate_config(config)
+    config_lib.validate(config)
 
 
 def test_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):

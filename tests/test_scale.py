@@ -127,15 +127,15 @@ def test_the_step_is_partitioned_and_its_noise_does_not_depend_on_the_devices(tm
   out = python(f"""
       import jax, numpy as np
       from jax.sharding import NamedSharding, PartitionSpec as P
-      from aejax import corruption, data, engine
+      from aejax import corruption, data, engine, sharding as sharding_lib
       from experiments.configs import vanilla
       config = vanilla.get_config()
       config.batch_size, config.microbatch_size, config.epoch_mode = 64, 16, "step"
       run = engine.setup(config, data.DataSpec((28, 28, 1), 256))
-      images = run.put_images(np.zeros((256, 28, 28, 1), np.uint8))
-      order = run.start_epoch(run.state, run.keys.shuffle)
+      images = sharding_lib.put(run.mesh, np.zeros((256, 28, 28, 1), np.uint8))
+      order = run.program.start_epoch(run.state, run.keys.shuffle)
       sharding = NamedSharding(run.mesh, P("data"))
-      step = lambda s, im, o, k: run.train_step(
+      step = lambda s, im, o, k: run.program.train_step(
           s, jax.lax.with_sharding_constraint(im[o[0]], sharding), k)
       hlo = jax.jit(step).lower(run.state, images, order, run.keys.noise).compile().as_text()
       x = jax.device_put(np.full((64, 28, 28, 1), 0.5, np.float32), sharding)

@@ -114,7 +114,7 @@ def test_two_processes_of_4_devices_each_stream_their_rows_into_the_one_device_m
 
 def test_auto_streams_when_the_train_set_would_crowd_the_device(monkeypatch):
   from aejax import engine
-  config = types.SimpleNamespace(get=lambda key, default=None: "auto")
+  config = types.SimpleNamespace(input="auto")
   device = lambda stats: types.SimpleNamespace(memory_stats=lambda: stats)
   monkeypatch.setattr(engine.jax, "local_devices", lambda: [device({"bytes_limit": 16 * 2**30})])
   assert engine.resolve_input(config, 47 * 2**20)[0] == "device"
@@ -130,7 +130,7 @@ def test_an_unknown_input_is_refused_in_one_line(tmp_path):
   proc = cli(tmp_path, "--config.input=disk", check=False)
   assert proc.returncode == 1
   assert [l for l in proc.stderr.splitlines() if l.startswith("error:")] == [
-      "error: config.input='disk' is unknown; use auto, device or stream."]
+      "error: config.input='disk' is unknown; choose one of ['auto', 'device', 'stream']."]
   assert not (tmp_path / "checkpoints").exists()
 
 
@@ -139,27 +139,28 @@ def test_step_mode_streams_one_batch_per_call_to_the_same_state(monkeypatch, tmp
   """The conv nets' mode on a CPU: one compiled step per streamed batch, in the device
   path's order, to the device path's state."""
   import jax
-  from aejax import data, engine
+  from aejax import data, engine, inputs
   from experiments.configs import vanilla
   monkeypatch.setenv("TFDS_DATA_DIR", str(tmp_path))
   dataset = data.load_sample()
   config = vanilla.get_config()
   config.batch_size, config.epoch_mode, config.input = 512, "step", "stream"
   run = engine.setup(config, dataset)
-  assert run.chunk_batches == 1
+  assert run.plan.chunk_batches == 1
+  stream = inputs.open_input(run, dataset)
+  assert isinstance(stream, inputs.StreamInput)
   # The stream's order, computed on the host, is the device path's, epoch by epoch.
   for epoch in (0, 1, 7):
-    state = run.state.replace(step=run.state.step + epoch * run.steps_per_epoch)
-    np.testing.assert_array_equal(run.epoch_order(epoch),
-                                  np.asarray(run.start_epoch(state, run.keys.shuffle)))
-  assert not np.array_equal(run.epoch_order(0), run.epoch_order(1))
+    state = run.state.replace(step=run.state.step + epoch * run.plan.steps_per_epoch)
+    np.testing.assert_array_equal(stream.epoch_order(epoch), np.asarray(
+        run.program.start_epoch(state, run.keys.shuffle)))
+  assert not np.array_equal(stream.epoch_order(0), stream.epoch_order(1))
   fresh = lambda: jax.tree.map(lambda x: x.copy(), run.state)  # the epochs donate it
-  streamed, streamed_history = run.stream_epoch(fresh(), run.open_stream(dataset), 0)
-  images = run.put_images(dataset.train_images)
-  order = run.start_epoch(run.state, run.keys.shuffle)
-  on_device, history = run.run_epoch(fresh(), images, order, run.keys.noise)
+  streamed, streamed_history = stream.train_epoch(fresh(), 0)
+  device = inputs.DeviceInput(run, dataset.train_images)
+  on_device, history = device.train_epoch(fresh(), 0)
   assert int(streamed.step) == int(on_device.step) == 11
-  np.testing.assert_array_equal(streamed_history["loss"], jax.device_get(history)["loss"])
+  np.testing.assert_array_equal(streamed_history["loss"], history["loss"])
   for a, b in zip(jax.tree.leaves(streamed.params), jax.tree.leaves(on_device.params)):
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 

@@ -22,6 +22,7 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
+from aejax import config as config_lib
 from aejax import data, engine
 from aejax.data import tfds_builders as tfds_data
 from experiments.configs import base
@@ -91,7 +92,7 @@ def test_synthetic_idx_files_round_trip(name, compress, tfds_dir, tmp_path):
   assert folder.parent.name == f"aejax_{name}"
   config = base.get_config()
   config.dataset = name
-  engine.validate_config(config)
+  config_lib.validate(config)
   ds = data.load(config)
   assert "tensorflow" not in sys.modules
   assert (ds.name, ds.source, ds.location) == (name, "tfds", str(folder))
@@ -243,12 +244,12 @@ def test_a_named_folder_wins_over_a_prepared_copy_which_wins_over_the_rest(tfds_
 def test_tfds_catalog_names_without_tensorflow_say_which_extra_to_install():
   config = base.get_config()
   config.dataset = "tfds:cifar10"
-  for call in (engine.validate_config, data.load):
+  for call in (config_lib.validate, data.load):
     with pytest.raises(ValueError, match=r'pip install "aejax\[tensorflow\]"'):
       call(config)
   config.dataset = "tfds:"
   with pytest.raises(ValueError, match="names no dataset"):
-    engine.validate_config(config)
+    config_lib.validate(config)
 
 
 def test_tfds_catalog_names_with_tensorflow_give_uint8_arrays(tfds_dir, monkeypatch):
@@ -258,7 +259,7 @@ def test_tfds_catalog_names_with_tensorflow_give_uint8_arrays(tfds_dir, monkeypa
   monkeypatch.setattr(tfds_data, "network_reachable", lambda url, timeout_s=0: True)
   config = base.get_config()
   config.dataset = "tfds:cifar10"
-  engine.validate_config(config)
+  config_lib.validate(config)
   with tfds_testing.mock_data(num_examples=12, policy=tfds_testing.MockPolicy.USE_CODE):
     ds = data.load(config)
   assert (ds.name, ds.source, ds.image_shape) == ("tfds:cifar10", "tfds", (32, 32, 3))

@@ -121,15 +121,6 @@ def test_auxk_scaled_ignores_the_auxiliary_scale():
   np.testing.assert_allclose(value(aux), value(5.0 * aux), rtol=1e-5)
 
 
-def test_auxk_raw_matches_numpy():
-  rng = np.random.default_rng(2)
-  aux, recon, target = (rng.uniform(size=(4, 28, 28, 1)).astype(np.float32) for _ in range(3))
-  value = losses.get("auxk_raw")({"auxk_reconstruction": aux, "reconstruction": recon,
-                                  "target": target})
-  np.testing.assert_allclose(value, np.mean(np.square(aux - (target - recon)).reshape(4, -1),
-                                            axis=-1), rtol=1e-5)
-
-
 @pytest.mark.parametrize("activation", ["relu", "linear"])
 def test_auxk_gradient_reaches_only_dead_units(activation):
   """The aux term's gradient touches the dead units' encoder rows, encoder biases and

@@ -8,6 +8,7 @@ import numpy as np
 import optax
 import pytest
 
+from aejax import config as config_lib
 from aejax import corruption, data, engine, losses, models, step as step_lib
 from aejax.objective import Objective
 from experiments.configs import base
@@ -35,7 +36,7 @@ def setup(*args, **kwargs):
   """The engine's train step and initial state for a small config, and random images."""
   run = engine.setup(make_config(*args, **kwargs), SPEC)
   images = np.random.default_rng(0).integers(0, 256, (N, 28, 28, 1), dtype=np.uint8)
-  return run.train_step, run.state, images
+  return run.program.train_step, run.state, images
 
 
 class TrainStepTest(chex.TestCase):
@@ -146,7 +147,8 @@ def test_microbatched_step_equals_the_whole_batch_step(name, model):
 
 def test_a_microbatch_size_that_does_not_divide_the_batch_is_refused():
   run = engine.setup(make_config(), SPEC)
-  step = step_lib.make_train_step(run.objective, run.optimizer, run.corrupt, 5)
+  optimizer = step_lib.make_optimizer(run.config, run.plan.steps_per_epoch)
+  step = step_lib.make_train_step(run.objective, optimizer, run.corrupt, 5)
   images = np.zeros((BATCH, 28, 28, 1), np.uint8)
   with pytest.raises(ValueError, match="microbatch_size=5 does not divide the batch of 16"):
     step(run.state, images, jax.random.key(0))
@@ -225,7 +227,7 @@ def test_a_second_epoch_compiles_nothing():
   for mode in ("scan", "step"):
     chex.clear_trace_counter()
     run = engine.setup(make_config(), SPEC)
-    traced_step = chex.assert_max_traces(run.train_step, n=1)
+    traced_step = chex.assert_max_traces(run.program.train_step, n=1)
     start, run_epoch = step_lib.make_epoch_fns(traced_step, N, BATCH, mode)
     state, images = run.state, jnp.asarray(np.zeros((N, 28, 28, 1), np.uint8))
     for _ in range(2):
@@ -240,7 +242,7 @@ def test_the_exponential_schedule_decays_to_the_final_fraction():
   config = base.get_config()
   config.schedule, config.learning_rate, config.final_lr_fraction = "exponential", 1e-3, 0.1
   config.num_epochs = 10
-  engine.validate_config(config)
+  config_lib.validate(config)
   optimizer = step_lib.make_optimizer(config, steps_per_epoch=100)
   params = {"w": jnp.zeros(())}
   state = optimizer.init(params)
@@ -252,4 +254,4 @@ def test_the_exponential_schedule_decays_to_the_final_fraction():
       np.testing.assert_allclose(-updates["w"], steps[t], rtol=1e-3)
   config.final_lr_fraction = 0.0
   with pytest.raises(ValueError, match="final_lr_fraction must be > 0 for the exponential"):
-    engine.validate_config(config)
+    config_lib.validate(config)

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 from scipy.special import logsumexp
 
+from aejax import config as config_lib
 from aejax import engine, losses, models
 from aejax.objective import Objective
 from aejax.models import vae
@@ -265,7 +266,7 @@ def test_config_errors_name_the_key():
 
 def test_iwae_recipe_is_a_valid_config():
   config = vae_config.get_config("iwae")
-  engine.validate_config(config)
+  config_lib.validate(config)
   assert config.losses == "iwae=1" and config.model.num_samples == 50
   with pytest.raises(ValueError, match="recipe"):
     vae_config.get_config("keras")
@@ -293,7 +294,8 @@ def test_figures_prior_samples_and_the_2d_latent_map(tmp_path):
   config, model, params = tiny(latent_size=2)
   images = np.asarray(grey(30) * 255, np.uint8)
   dataset = types.SimpleNamespace(test_images=images, test_labels=np.arange(30) % 10)
-  written = vae.write_figures(model, params, dataset, jax.random.key(6), tmp_path)
+  written = vae.write_figures(model, {"params": params}, dataset, jax.random.key(6),
+                              tmp_path)
   assert written == ["prior_samples.png", "latent_map.png", "latent_codes.png"]
   for name in written:
     assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -83,7 +83,7 @@ def load(config) -> Dataset:
     from aejax.data import tfds_builders
     return tfds_builders.load_with_tensorflow(name[len(TFDS_PREFIX):])
 
-  data_dir = config.get("data_dir") or os.environ.get(ENV_DATA_DIR)
+  data_dir = config.data_dir or os.environ.get(ENV_DATA_DIR)
   if data_dir:
     return read_idx_folder(data_dir, name=name)  # a named folder wins, or is an error
   ds = _try_tfds(name)

@@ -26,6 +26,7 @@ This module imports grain and tensorflow-datasets; import it only for streaming.
 
 from __future__ import annotations
 
+import dataclasses
 import fcntl
 import os
 import pathlib
@@ -144,25 +145,38 @@ def train_positions(folder: pathlib.Path, dataset: data_lib.Dataset) -> np.ndarr
   return positions
 
 
+@dataclasses.dataclass(frozen=True)
+class Layout:
+  """How an epoch is cut into elements: ``steps`` batches, of which this process reads
+  ``rows`` of each, ``chunk_batches`` consecutive batches an element, for
+  ``num_epochs`` epochs."""
+  steps: int
+  rows: slice
+  chunk_batches: int
+  num_epochs: int
+
+  @property
+  def chunks_per_epoch(self) -> int:
+    return -(-self.steps // self.chunk_batches)
+
+
 class Stream:
-  """This process's rows of every global batch, ``chunk_batches`` batches at a time.
+  """This process's rows of every global batch, ``layout.chunk_batches`` at a time.
 
   ``order(epoch)`` is the epoch's batch order, int32 ``[steps, batch_size]`` of
-  source indices (the device path's permutation); ``rows`` the slice of each global
-  batch this process feeds. Elements are dicts: ``epoch``, ``batch`` (the chunk's
-  first batch in its epoch) and ``images`` uint8 ``[k, len(rows), *image_shape]``.
+  source indices (the device path's permutation). Elements are dicts: ``epoch``,
+  ``batch`` (the chunk's first batch in its epoch) and ``images`` uint8
+  ``[k, len(rows), *image_shape]``.
   """
 
   def __init__(self, folder: pathlib.Path, positions: np.ndarray, image_shape,
-               order: Callable[[int], np.ndarray], steps: int, rows: slice,
-               chunk_batches: int, num_epochs: int):
-    self.folder = folder
+               order: Callable[[int], np.ndarray], layout: Layout):
+    self.folder, self.layout = folder, layout
     self.source = grain.sources.ArrayRecordDataSource(_train_paths(folder))
     self.positions, self.image_shape = positions, tuple(image_shape)
-    self.steps, self.rows, self.chunk_batches = steps, rows, chunk_batches
-    self.chunks_per_epoch = -(-steps // chunk_batches)
     self._order, self._orders, self._lock = order, {}, threading.Lock()
-    dataset = grain.MapDataset.range(num_epochs * self.chunks_per_epoch).map(self._read)
+    dataset = grain.MapDataset.range(layout.num_epochs * layout.chunks_per_epoch).map(
+        self._read)
     self._dataset = dataset.to_iter_dataset(grain.ReadOptions(
         num_threads=READ_THREADS, prefetch_buffer_size=PREFETCH_CHUNKS))
     self._iterator, self._expected = None, (0, 0)
@@ -175,10 +189,11 @@ class Stream:
       return self._orders[epoch]
 
   def _read(self, index: int) -> dict[str, Any]:
-    epoch, chunk = divmod(index, self.chunks_per_epoch)
-    first = chunk * self.chunk_batches
-    last = min(first + self.chunk_batches, self.steps)
-    wanted = self.positions[self._epoch_order(epoch)[first:last, self.rows]]
+    layout = self.layout
+    epoch, chunk = divmod(index, layout.chunks_per_epoch)
+    first = chunk * layout.chunk_batches
+    last = min(first + layout.chunk_batches, layout.steps)
+    wanted = self.positions[self._epoch_order(epoch)[first:last, layout.rows]]
     # Sorted reads are ~2x faster from array_record than the permutation's order.
     unique, inverse = np.unique(wanted, return_inverse=True)
     images, _ = _parse(self.source.__getitems__(unique.tolist()), self.image_shape)
@@ -189,22 +204,22 @@ class Stream:
     """Positions the iterator at ``epoch``'s first chunk: from a checkpoint's saved
     iterator ``state`` when given (checked against ``epoch``), else computed."""
     self._iterator = iter(self._dataset)
-    self._iterator.set_state(state or {"next_index": epoch * self.chunks_per_epoch})
+    self._iterator.set_state(state or {"next_index": epoch * self.layout.chunks_per_epoch})
     self._expected = (epoch, 0)
 
   def epoch(self, epoch: int) -> Iterator[np.ndarray]:
     """The chunks of ``epoch``, in order."""
-    for _ in range(self.chunks_per_epoch):
+    for _ in range(self.layout.chunks_per_epoch):
       element = next(self._iterator)
       if (element["epoch"], element["batch"]) != self._expected:
         raise RuntimeError(f"The input stream is at epoch {element['epoch'] + 1}, batch "
                            f"{element['batch'] + 1}; training expects epoch "
                            f"{self._expected[0] + 1}, batch {self._expected[1] + 1}.")
       following = element["batch"] + len(element["images"])
-      self._expected = (epoch + 1, 0) if following >= self.steps else (epoch, following)
+      self._expected = (epoch + 1, 0) if following >= self.layout.steps else (epoch, following)
       yield element["images"]
 
   def position(self) -> dict:
     """Where the stream stands, for a checkpoint's metadata."""
     return {"epoch": self._expected[0], "batch": self._expected[1],
-            "chunk_batches": self.chunk_batches, "iterator": self._iterator.get_state()}
+            "chunk_batches": self.layout.chunk_batches, "iterator": self._iterator.get_state()}

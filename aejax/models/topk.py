@@ -42,35 +42,9 @@ both sides without ``b_pre``, as Gao's ``x - x̂ + b_pre`` against a decoding wi
 and decoder columns (and the shared ``b_pre`` through their encoder rows). Terms:
 ``auxk`` is Gao's normalised MSE (squared error over the residual's batch variance);
 ``auxk_scaled`` (the config's) first scales the auxiliary decoding by the batch's
-least-squares factor, so it is blind to the dead units' overall activation size;
-``auxk_raw`` is the unnormalised MSE this file shipped first.
+least-squares factor, so it is blind to the dead units' overall activation size.
 
-Why the first AuxK raised the dead fraction (width 1024, k = 32, full MNIST; 25-29
-units dead after one epoch with it, 5 without): dead units were never negative on
-every image, but the residual's projection on any one direction is small (its norm
-is about 2.7 over 784 pixels), so AuxK's optimum for a dead unit is an activation of
-that size. It pulled the flagged units' pre-activations down (the median of their
-largest fell to 0.54 against a mean k-th largest pre-activation of 0.93; their
-encoder biases drifted to −0.023 against +0.002 without AuxK), under the top-k
-threshold for good. With a window of 20,000 examples it did so to units that were
-only quiet: without AuxK most of those fire again (15 flagged, 5 never firing, after
-one epoch). Gao's normalisation alone (21 dead after one epoch) or a linear auxiliary
-code (25) did not change that; the scale-free term (10) and the one-pass window did.
-The residual's stop-gradient, its bias handling and the counter's update through the
-scanned epoch were right (tests).
-
-When the train step splits a batch into chunks, each chunk counts from the same old
-state and the step keeps the chunks' mean: a unit silent in the whole batch advances
-by the chunk size, not the batch size (``dead_after`` is then in chunk examples).
-Dense models on a CPU take the whole batch in one chunk at the shipped batch sizes.
-
-Output dict of ``apply`` for ``x`` [B, H, W, C]:
-- ``reconstruction`` [B, H, W, C] in [0, 1];
-- ``code`` [B, width]: the sparse code; ``pre_activation`` [B, width];
-- ``auxk_reconstruction`` [B, H, W, C]: the dead units' decoding (no bias).
-
-Config block (``config.model``): ``width``, ``k``, ``k_aux``, ``dead_after``,
-``output``, ``auxk_activation``.
+Why the scale-free term and the one-pass window: docs/results/topk.md.
 """
 
 from __future__ import annotations
@@ -127,20 +101,9 @@ def auxk_scaled(*, auxk_reconstruction: jax.Array, reconstruction: jax.Array,
   return jnp.sum(jnp.square(c * a - residual), axis=-1) / jnp.maximum(spread, 1e-12)
 
 
-def auxk_raw(*, auxk_reconstruction: jax.Array, reconstruction: jax.Array,
-             target: jax.Array) -> jax.Array:
-  """The unnormalised variant: mean over pixels of ``(auxk_reconstruction -
-  stop_gradient(target - reconstruction))²``, [B, ...] -> [B]."""
-  residual = jax.lax.stop_gradient(target.astype(jnp.float32)
-                                   - reconstruction.astype(jnp.float32))
-  diff = auxk_reconstruction.astype(jnp.float32) - residual
-  return jnp.mean(jnp.square(diff.reshape(diff.shape[0], -1)), axis=-1)
-
-
 losses.register("auxk", auxk, ("auxk_reconstruction", "reconstruction", "target"))
 losses.register("auxk_scaled", auxk_scaled,
                 ("auxk_reconstruction", "reconstruction", "target"))
-losses.register("auxk_raw", auxk_raw, ("auxk_reconstruction", "reconstruction", "target"))
 
 
 # -------------------------------------------------------------------- helpers

@@ -311,10 +311,9 @@ def evaluate(model: VAE, variables, dataset, key: jax.Array) -> dict:
   """The family's test figures for results.json: the importance-sampled NLL and the
   ELBO on the test set binarized once from ``eval_binarization_seed``, in nats.
 
-  ``variables`` is ``{"params": ...}``, or the parameters themselves (the registry's
-  earlier contract); the VAE has no top-level parameter named 'params'.
+  ``variables`` is ``{"params": ...}``.
   """
-  params = variables["params"] if "params" in variables else variables
+  params = variables["params"]
   figures = importance_sampled_nll(model, params, dataset.test_images, key,
                                    model.eval_nll_samples, model.eval_binarization_seed)
   return {**figures, "nll_samples": model.eval_nll_samples,
@@ -341,15 +340,14 @@ def latent_map(model: VAE, params, n: int = 15) -> np.ndarray:
   return np.asarray(model.apply({"params": params}, jnp.asarray(grid), method=VAE.decode))
 
 
-def write_figures(model: VAE, params, dataset, key: jax.Array, folder) -> list[str]:
+def write_figures(model: VAE, variables, dataset, key: jax.Array, folder) -> list[str]:
   """Writes prior_samples.png (a 10×10 grid) and, for a 2-unit code, latent_map.png
   (decoded prior quantiles) and latent_codes.png (test posterior means by digit)
-  into ``folder``; returns the file names. ``params``: the parameters, or the Flax
-  variables that hold them."""
+  into ``folder``; returns the file names. ``variables``: ``{"params": ...}``."""
   import pathlib
 
   from aejax import plots
-  params = params.get("params", params) if isinstance(params, dict) else params
+  params = variables["params"]
   folder = pathlib.Path(folder)
   samples = prior_samples(model, params, key, 100)
   plots.reconstruction_grid([("", samples[i:i + 10]) for i in range(0, 100, 10)],

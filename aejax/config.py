@@ -1,0 +1,168 @@
+"""Every key a run reads, declared once: its default and what it is.
+
+``defaults(model)`` is the config every experiment file starts from
+(``experiments/configs/*.py`` change only what their model needs); a key that is not
+declared here is an error on the command line (``--config.num_epoch``), so adding a
+key means adding one line below and reading it where it is used. The model's own keys
+live with its family (``aejax/models/<family>.py``, ``models.default_config``).
+
+``validate`` checks every value before any compute, naming the key; ``upgrade`` gives
+a config saved by an older aejax (config.json, a checkpoint's metadata) the keys it
+lacks, at the values that older aejax used for them. ``LAYOUT_KEYS`` and
+``CONTINUE_KEYS`` say which keys a resumed run may change (``aejax.workdir``).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+import ml_collections
+
+from aejax import corruption as corruption_lib, losses, models
+from aejax.data import sources
+from aejax.step import SCHEDULES
+
+EPOCH_MODES = ("auto", "scan", "step")
+INPUTS = ("auto", "device", "stream")
+
+
+def defaults(model: str = "mlp") -> ml_collections.ConfigDict:
+  """aejax's defaults for every key, with family ``model``'s block."""
+  config = ml_collections.ConfigDict()
+  config.name = "autoencoder"  # The experiment's name, written into results.json.
+  config.model = models.default_config(model)  # The family's name and its own keys.
+  # Data.
+  config.dataset = "mnist"  # 'mnist', 'fashion_mnist', 'kmnist', 'mnist_sample', 'tfds:<name>'.
+  config.data_dir = ""  # IDX folder; empty: $AEJAX_DATA_DIR, then TFDS, then the sample.
+  config.input = "auto"  # 'device' (train set on every device), 'stream' or 'auto'.
+  # Optimization.
+  config.num_epochs = 5
+  config.batch_size = 128  # The global batch, sharded over every device.
+  config.seed = 0  # Initialization, epoch order, noise and sampling all follow it.
+  config.learning_rate = 3e-3  # The peak rate of the schedule.
+  config.schedule = "cosine"  # 'constant' (Keras), 'cosine' or 'exponential'.
+  config.warmup_epochs = 0.2  # Cosine's linear warm-up, clamped to half of the run.
+  config.final_lr_fraction = 0.01  # The last step's rate, as a fraction of the peak.
+  config.adam_b1 = 0.9
+  config.adam_b2 = 0.999
+  config.adam_eps = 1e-8
+  config.weight_decay = 0.0  # Decoupled (AdamW) weight decay; 0 is plain Adam.
+  # The objective.
+  config.losses = "mse=1"  # Loss terms and weights (aejax/losses.py), summed by the step.
+  config.corruption = ml_collections.ConfigDict()
+  config.corruption.name = "none"  # 'none', 'gaussian', 'masking', 'salt_and_pepper'.
+  config.corruption.level = 0.0  # Gaussian noise factor, or the fraction of pixels hit.
+  # How the same arithmetic runs.
+  config.epoch_mode = "auto"  # 'scan' (an epoch per call), 'step', or 'auto' by backend.
+  config.microbatch_size = 0  # Gradient chunks of this many examples; 0: auto by backend.
+  config.eval_batch_size = 1000  # Test images per chunk of the compiled evaluation.
+  config.checkpoint_every = 1  # Epochs between checkpoints; the last epoch always saves.
+  return config
+
+
+# Keys a resumed run may change freely: how the same arithmetic is laid out (equal up
+# to float rounding), where the (fingerprinted, so identical) data is read from, and
+# more epochs.
+LAYOUT_KEYS = ("num_epochs", "epoch_mode", "microbatch_size", "eval_batch_size", "data_dir",
+               "checkpoint_every", "input")
+# Keys a resumed run may change with --continue_with_changes: the optimizer's numbers.
+CONTINUE_KEYS = ("learning_rate", "final_lr_fraction", "warmup_epochs", "adam_b1",
+                 "adam_b2", "adam_eps", "weight_decay")
+# What an aejax older than a key did, where that differs from the key's default: runs
+# saved before config.input existed trained on the device.
+_BEFORE_KEY = {"input": "device"}
+
+
+def upgrade(saved: dict) -> dict:
+  """A saved config (a dict, as in config.json) with every key it lacks added at the
+  value the aejax that saved it used: the default, or ``_BEFORE_KEY``'s."""
+  model = saved.get("model", {}).get("name", "mlp")
+  full = json_dict(defaults(model))
+  for key, value in _BEFORE_KEY.items():
+    full[key] = value
+  return _merge(full, saved)
+
+
+def json_dict(config: ml_collections.ConfigDict) -> dict:
+  """The config as plain JSON types (tuples become lists), as config.json holds it."""
+  return json.loads(config.to_json())
+
+
+def _merge(base: dict, saved: dict) -> dict:
+  out = dict(base)
+  for key, value in saved.items():
+    out[key] = _merge(base[key], value) if isinstance(value, dict) and isinstance(
+        base.get(key), dict) else value
+  return out
+
+
+# -------------------------------------------------------------------- validation
+
+
+def _finite(value) -> bool:
+  return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _require(ok: bool, key: str, value, what: str) -> None:
+  if not ok:
+    raise ValueError(f"config.{key} {what}, got {value!r}.")
+
+
+def _one_of(config, key: str, choices) -> None:
+  if config[key] not in choices:
+    raise ValueError(f"config.{key}={config[key]!r} is unknown; choose one of {list(choices)}.")
+
+
+def validate(config: ml_collections.ConfigDict) -> None:
+  """Raises ValueError naming the key for any value a run cannot use, before compute."""
+  models.validate(config.model)
+  losses.parse_weights(config.losses)
+  _require(_finite(config.corruption.level), "corruption.level", config.corruption.level,
+           "must be a finite number")
+  corruption_lib.make(config.corruption.name, config.corruption.level)
+  sources.validate_dataset_name(config.dataset)
+  for key in ("num_epochs", "batch_size", "eval_batch_size", "checkpoint_every"):
+    _require(isinstance(config[key], int) and not isinstance(config[key], bool)
+             and config[key] > 0, key, config[key], "must be a positive integer")
+  _require(isinstance(config.seed, int) and not isinstance(config.seed, bool), "seed",
+           config.seed, "must be an integer")
+  _require(_finite(config.learning_rate) and config.learning_rate > 0, "learning_rate",
+           config.learning_rate, "must be > 0")
+  _one_of(config, "schedule", SCHEDULES)
+  _require(_finite(config.warmup_epochs) and config.warmup_epochs >= 0, "warmup_epochs",
+           config.warmup_epochs, "must be ≥ 0 (it is clamped to half of the run)")
+  _require(_finite(config.final_lr_fraction) and 0 <= config.final_lr_fraction <= 1,
+           "final_lr_fraction", config.final_lr_fraction, "must lie in [0, 1]")
+  if config.schedule == "exponential":
+    _require(config.final_lr_fraction > 0, "final_lr_fraction", config.final_lr_fraction,
+             "must be > 0 for the exponential schedule")
+  for key in ("adam_b1", "adam_b2"):
+    _require(_finite(config[key]) and 0 <= config[key] < 1, key, config[key],
+             "must lie in [0, 1)")
+  _require(_finite(config.adam_eps) and config.adam_eps > 0, "adam_eps", config.adam_eps,
+           "must be > 0 (Adam divides by sqrt(v) + eps)")
+  _require(_finite(config.weight_decay) and config.weight_decay >= 0, "weight_decay",
+           config.weight_decay, "must be a finite number ≥ 0")
+  microbatch = config.microbatch_size
+  _require(isinstance(microbatch, int) and microbatch >= 0 and not (
+      microbatch and config.batch_size % microbatch), "microbatch_size", microbatch,
+      f"must be 0 (auto) or a divisor of batch_size={config.batch_size}")
+  _one_of(config, "epoch_mode", EPOCH_MODES)
+  _one_of(config, "input", INPUTS)
+
+
+def validate_against_data(config, dataset, num_devices: int = 1) -> None:
+  """The checks that need the data (a ``data.Dataset`` or ``DataSpec``) and the devices."""
+  models.validate(config.model, dataset.image_shape)
+  if config.batch_size % num_devices:
+    raise ValueError(f"config.batch_size={config.batch_size} is the global batch and must "
+                     f"divide by the {num_devices} devices it is sharded over; use a "
+                     f"multiple of {num_devices}.")
+  if config.microbatch_size and config.microbatch_size % num_devices:
+    raise ValueError(f"config.microbatch_size={config.microbatch_size} (examples per "
+                     f"gradient chunk, over all devices) must divide by the {num_devices} "
+                     "devices.")
+  if config.batch_size > dataset.n_train:
+    raise ValueError(f"config.batch_size={config.batch_size} is larger than the "
+                     f"{dataset.n_train} training images of {dataset.name}.")
