@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Trains the five configs with aejax's defaults and the three the article gives Keras
 # numbers for with the Keras recipe (":keras"), on the MNIST IDX files in $1, into
-# run folders under $2 (default runs/mnist), then prints the README's results table.
+# run folders under $2 (default runs/mnist), then prints docs/results/README.md's table.
 #   bash scripts/train_all.sh path/to/mnist [runs/mnist]
 set -euo pipefail
 data_dir=${1:?usage: bash scripts/train_all.sh MNIST_DIR [OUT_DIR]}
