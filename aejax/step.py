@@ -274,4 +274,4 @@ def check_finite(history: dict[str, np.ndarray], first_step: int) -> None:
           f"Loss term {name!r} became {history[name][i]} at step {first_step + i + 1}. "
           "Training stopped; the last good checkpoint is kept. To go on from it with a "
           "lower learning rate, rerun with --config.learning_rate=<lower> "
-          "--continue_with_changes (see README, Reliability), or check the data.")
+          "--continue_with_changes (see docs/reliability.md), or check the data.")

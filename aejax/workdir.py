@@ -1,6 +1,6 @@
 """A run's workdir: the lock, the config and its history, results.json and pictures.
 
-What a workdir guarantees (README, "Reliability"):
+What a workdir guarantees (docs/reliability.md):
 
 - **One run at a time.** ``Workdir`` holds an OS file lock (``flock`` on ``.lock``) for
   the whole run; a second run in the same folder stops with one line naming the

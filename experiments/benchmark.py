@@ -19,7 +19,7 @@ from array_record files (``config.input``; the copy is written before the clock)
 compilation included, in two fresh processes: cold, then with JAX's persistent
 compilation cache warm. ``--scaling`` times the vanilla model against data size and
 code size, and the conv model against its width. Heavy: on a shared machine run it
-under ``flock`` (see README, "Performance").
+under ``flock`` (see docs/performance.md).
 """
 
 import json
@@ -37,7 +37,7 @@ from aejax import data
 from experiments import bench
 from experiments.configs import conv, denoising, multilayer, vanilla
 
-# The four models of the issue's speed table, by benchmark name.
+# The four models of the speed table (docs/performance.md), by benchmark name.
 MODEL_CONFIGS = {"vanilla": vanilla, "multilayer": multilayer, "conv": conv,
                  "denoising": denoising}
 

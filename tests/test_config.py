@@ -1,0 +1,111 @@
+"""Every config key declared once (aejax/config.py): the experiment files override only
+declared keys, every optimizer key works on every config, and older saved configs are
+upgraded so that their workdirs still resume."""
+
+import importlib
+import json
+import pathlib
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+import pytest
+
+from aejax import config as config_lib, step as step_lib, train
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+CONFIGS = sorted(p.stem for p in (ROOT / "experiments" / "configs").glob("*.py")
+                 if p.stem not in ("__init__", "base"))
+
+
+def flat_keys(tree: dict, prefix: str = "") -> set[str]:
+  keys = set()
+  for key, value in tree.items():
+    keys |= flat_keys(value, f"{prefix}{key}.") if isinstance(value, dict) else {prefix + key}
+  return keys
+
+
+@pytest.mark.parametrize("name", CONFIGS)
+def test_each_config_overrides_only_declared_keys(name):
+  config = importlib.import_module(f"experiments.configs.{name}").get_config()
+  declared = config_lib.json_dict(config_lib.defaults(config.model.name))
+  assert flat_keys(config_lib.json_dict(config)) == flat_keys(declared)
+  config_lib.validate(config)
+
+
+def test_no_library_code_repeats_a_default():
+  """A default lives in aejax/config.py only: nothing reads a key with a fallback."""
+  offenders = [str(p.relative_to(ROOT)) for folder in ("aejax", "experiments")
+               for p in (ROOT / folder).rglob("*.py") if "config.get(" in p.read_text()]
+  assert offenders == []
+
+
+def test_weight_decay_is_adamw_on_any_config():
+  config = importlib.import_module("experiments.configs.vanilla").get_config()
+  config.weight_decay = 0.1
+  config_lib.validate(config)
+  params = {"w": jnp.ones(3)}
+  grads = {"w": jnp.full(3, 0.5)}
+  ours = step_lib.make_optimizer(config, steps_per_epoch=10)
+  reference = optax.adamw(optax.warmup_cosine_decay_schedule(
+      0.0, config.learning_rate, step_lib.warmup_steps(config, 10), 50,
+      config.learning_rate * config.final_lr_fraction), weight_decay=0.1)
+  state, ref_state = ours.init(params), reference.init(params)
+  for _ in range(3):
+    update, state = ours.update(grads, state, params)
+    ref_update, ref_state = reference.update(grads, ref_state, params)
+    np.testing.assert_array_equal(update["w"], ref_update["w"])
+  config.weight_decay = -1.0
+  with pytest.raises(ValueError, match="config.weight_decay must be a finite number"):
+    config_lib.validate(config)
+
+
+def test_upgrade_gives_an_older_config_what_it_ran_with():
+  now = config_lib.json_dict(config_lib.defaults())
+  older = {k: v for k, v in now.items()
+           if k not in ("weight_decay", "input", "checkpoint_every", "microbatch_size")}
+  older["model"] = {k: v for k, v in now["model"].items() if k != "compute_dtype"}
+  upgraded = config_lib.upgrade(older)
+  assert upgraded["weight_decay"] == 0.0 and upgraded["checkpoint_every"] == 1
+  assert upgraded["microbatch_size"] == 0 and upgraded["model"]["compute_dtype"] == "float32"
+  assert upgraded["input"] == "device"  # runs from before the key trained on the device
+  assert config_lib.upgrade(now) == now
+  # A key the saved config has and today's does not is kept, so a resume names it.
+  assert config_lib.upgrade({**now, "retired": 1})["retired"] == 1
+
+
+def sample_config(num_epochs: int) -> ml_collections.ConfigDict:
+  config = importlib.import_module("experiments.configs.vanilla").get_config()
+  config.dataset, config.num_epochs, config.batch_size = "mnist_sample", num_epochs, 500
+  config.schedule = "constant"  # so that one epoch then another is a two-epoch run
+  return config
+
+
+def test_a_workdir_saved_before_keys_existed_resumes_to_the_same_result(tmp_path):
+  """A run whose config.json and checkpoint hold a config without today's newer keys
+  (as an older aejax wrote them) resumes, and ends where an uninterrupted run does."""
+  train.train_and_evaluate(sample_config(1), str(tmp_path / "old"))
+  dropped = ("weight_decay", "input", "checkpoint_every")
+  metas = list((tmp_path / "old" / "checkpoints").glob("*/meta/metadata"))
+  assert metas
+  for path in metas:
+    meta = json.loads(path.read_text())
+    for config in (meta["config"], meta["original_config"]):
+      for key in dropped:
+        del config[key]
+    path.write_text(json.dumps(meta))
+  saved = json.loads((tmp_path / "old" / "config.json").read_text())
+  (tmp_path / "old" / "config.json").write_text(
+      json.dumps({k: v for k, v in saved.items() if k not in dropped}))
+
+  resumed = train.train_and_evaluate(sample_config(2), str(tmp_path / "old"))
+  straight = train.train_and_evaluate(sample_config(2), str(tmp_path / "new"))
+  # The older run trained on the device before config.input existed: that layout key
+  # is recorded as changed to today's 'auto' (which picks the device here).
+  assert resumed["segments"][-1] == {
+      "first_epoch": 2, "changes": {"input": ["device", "auto"], "num_epochs": [1, 2]},
+      "schedule": straight["segments"][0]["schedule"]}
+  assert resumed["test"] == straight["test"]
+  assert jax.tree.leaves(resumed["test"])  # compared something
