@@ -58,11 +58,12 @@ class Run:
   reuses one compilation.
   """
 
+  batch_size = 1000  # images per compiled call
+
   def __init__(self, workdir: pathlib.Path, config: ml_collections.ConfigDict,
-               model: Any, variables: Any, step: int, meta: dict | None = None,
-               batch_size: int = 1000):
+               model: Any, variables: Any, step: int, meta: dict | None = None):
     self.workdir, self.config, self.model = workdir, config, model
-    self.variables, self.step, self.batch_size = variables, step, batch_size
+    self.variables, self.step = variables, step
     self.meta = meta or {}
     apply = lambda method: jax.jit(
         lambda variables, x: model.apply(variables, x, method=method))

@@ -161,9 +161,7 @@ class Run:
   mesh: jax.sharding.Mesh
 
   def evaluator(self, test_images, test_labels=None) -> evaluate.Evaluator:
-    return evaluate.Evaluator(self.objective, self.corrupt, test_images,
-                              self.config.eval_batch_size, self.keys.eval, test_labels,
-                              mesh=self.mesh)
+    return evaluate.Evaluator(self, test_images, test_labels)
 
   def record(self) -> dict:
     """What results.json says about where and how the run trained."""

@@ -25,7 +25,7 @@ import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 from aejax import corruption as corruption_lib, losses, sharding
-from aejax.objective import Objective, to_float
+from aejax.objective import to_float
 
 
 def psnr_db(mse: float) -> float:
@@ -34,14 +34,16 @@ def psnr_db(mse: float) -> float:
 
 
 class Evaluator:
-  """Holds the padded test set on the device and one compiled evaluation."""
+  """Holds the padded test set on the device and one compiled evaluation.
 
-  def __init__(self, objective: Objective, corrupt, test_images: np.ndarray,
-               batch_size: int, key: jax.Array, test_labels: np.ndarray | None = None,
-               mesh: jax.sharding.Mesh | None = None):
-    self.objective, self.corrupt = objective, corrupt
-    self.denoising = corrupt is not corruption_lib.identity
-    mesh = mesh or sharding.make_mesh(1)
+  ``run``: what evaluates, an ``engine.Run`` (its objective, corruption, mesh, the
+  key ``keys.eval`` and ``config.eval_batch_size``).
+  """
+
+  def __init__(self, run, test_images: np.ndarray, test_labels: np.ndarray | None = None):
+    self.objective, self.corrupt = run.objective, run.corrupt
+    self.denoising = self.corrupt is not corruption_lib.identity
+    mesh, batch_size, key = run.mesh, run.config.eval_batch_size, run.keys.eval
     n = len(test_images)
     devices = mesh.size
     # Each chunk is sharded over the devices: a multiple of their number, padded.
