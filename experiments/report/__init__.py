@@ -14,10 +14,12 @@ are not trained here (hundreds of epochs): their section reads ``<runs_dir>/vae`
 receives REPORT.md, report.json (every number of the report) and the PNG figures.
 
 Layout: ``plan`` (what is trained and measured), ``context`` (the data and runs every
-section reads), one module per section or group of sections that computes plain
-results (``codes``: 1-4, ``denoising``: 5, ``sparsity``: 6 and 11, ``compression``: 7
-and 12, ``runs``: 8 and 9, ``contractive``: 10, ``vae``: 13), ``writer`` (the only
-place that writes markdown and JSON), and ``study.make_report``, which runs them all.
+section reads), one module per section or group of sections that computes
+(``codes``: 1-4, ``denoising``: 5, ``sparsity``: 6 and 11, ``compression``: 7 and 12,
+``runs``: 8 and 9, ``contractive``: 10, ``vae``: 13), ``writer`` (the only place that
+writes markdown and JSON), and ``study.make_report``, which runs them all. A section's
+function draws its figures and returns a plain dict: ``numbers``, its entries of
+report.json, beside what its text needs (table rows, counts, names); no markdown.
 """
 
 from experiments.report.plan import (BURDA_IWAE_NLL, BURDA_VAE_NLL, CAE_RUNS, CORRUPTIONS,

@@ -11,6 +11,7 @@ from experiments import sparsity_frontier
 from experiments.report.plan import (BURDA_IWAE_NLL, BURDA_VAE_NLL, HS_DEEP_SSE, HS_PCA30_SSE,
                                      Plan)
 
+
 @dataclasses.dataclass(frozen=True)
 class Summary:
   """What the report's opening paragraph says about the call that made it."""
