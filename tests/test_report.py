@@ -10,6 +10,7 @@ import pytest
 
 from aejax import data
 from experiments import report
+from experiments.report import vae as report_vae, writer
 
 
 @pytest.fixture(scope="module")
@@ -113,17 +114,17 @@ def test_vae_section_reads_a_trained_vae_run(tmp_path):
   config.dataset, config.num_epochs = "mnist_sample", 1
   config.model.hidden, config.model.latent_size, config.model.eval_nll_samples = (32,), 4, 8
   results = train.train_and_evaluate(config, str(tmp_path / "runs" / "vae"))
-  study = report.Study.__new__(report.Study)  # the section reads only the runs folder
-  study.runs_dir, study.out, study.numbers = tmp_path / "runs", tmp_path, {}
-  text = study.section_vae()
-  vae_numbers = study.numbers["vae"]["vae"]
+  section = report_vae.vae(tmp_path / "runs", tmp_path)  # reads only the runs folder
+  text = writer.vae(section)
+  vae_numbers = section["numbers"]["vae"]["vae"]
   assert vae_numbers["present"] and vae_numbers["epochs"] == 1
   assert vae_numbers["nll"] == results["model_eval"]["nll"]
   assert vae_numbers["burda_nll"] == report.BURDA_VAE_NLL
   assert f"| vae | 1 | {results['backend']} | {results['model_eval']['nll']:.4g} |" in text
   assert (tmp_path / "vae_prior_samples.png").read_bytes()[:4] == b"\x89PNG"
   assert (tmp_path / "vae_curves.png").exists() and "(vae_curves.png)" in text
-  assert not study.numbers["vae"]["iwae"]["present"] and "experiments/configs/vae.py:iwae" in text
+  assert not section["numbers"]["vae"]["iwae"]["present"]
+  assert "experiments/configs/vae.py:iwae" in text
 
 
 def test_vae_section_reads_a_run_stopped_early_from_its_evaluate_run_json(tmp_path):
@@ -134,10 +135,9 @@ def test_vae_section_reads_a_run_stopped_early_from_its_evaluate_run_json(tmp_pa
   (workdir / "config.json").write_text(json.dumps({"num_epochs": 648}))
   (workdir / "evaluate_run.json").write_text(json.dumps(
       {"epoch": 50, "model_eval": {"nll": 89.5, "elbo": -105.6}}))
-  study = report.Study.__new__(report.Study)
-  study.runs_dir, study.out, study.numbers = tmp_path / "runs", tmp_path, {}
-  text = study.section_vae()
-  assert study.numbers["vae"]["iwae"]["present"] and study.numbers["vae"]["iwae"]["nll"] == 89.5
+  section = report_vae.vae(tmp_path / "runs", tmp_path)
+  text, numbers = writer.vae(section), section["numbers"]["vae"]
+  assert numbers["iwae"]["present"] and numbers["iwae"]["nll"] == 89.5
   assert "| iwae | 50 | ? | 89.5 | -105.6 | 84.78 |" in text
   assert "`iwae` was stopped after 50 of its 648 epochs" in text
-  assert not study.numbers["vae"]["vae"]["present"]  # and the VAE's command is given
+  assert not numbers["vae"]["present"]  # and the VAE's command is given

@@ -1,0 +1,89 @@
+"""What every section reads: the plan, the images it measures on, the trained runs
+and their results, and the folder the figures go to."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import pathlib
+
+import numpy as np
+
+from aejax import analysis, data as data_lib
+from experiments.report.plan import Plan
+
+
+@dataclasses.dataclass
+class Context:
+  """Images are uint8 ``[N, 28, 28, 1]`` (``*_u8``), float ``[N, 28, 28, 1]`` in [0, 1]
+  or flattened float ``[N, 784]`` (``*_flat``). PCA fits and codes are cached, since
+  several sections read the same ones."""
+  plan: Plan
+  out: pathlib.Path  # the figures' folder
+  runs_dir: pathlib.Path
+  results: dict[str, dict]  # each run's results.json, by run name
+  runs: dict[str, analysis.Run]
+  records: dict[str, list[dict]]  # each run's metrics.jsonl
+  frontier: list[dict]  # sparsity_frontier's rows
+  train_u8: np.ndarray
+  test_u8: np.ndarray
+  test_labels: np.ndarray
+  probe_labels: np.ndarray
+  test: np.ndarray = dataclasses.field(init=False)
+  test_flat: np.ndarray = dataclasses.field(init=False)
+  train_flat: np.ndarray = dataclasses.field(init=False)
+  probe_train: np.ndarray = dataclasses.field(init=False)
+  _pca: dict = dataclasses.field(default_factory=dict, init=False)
+  _codes: dict = dataclasses.field(default_factory=dict, init=False)
+
+  def __post_init__(self):
+    self.test = analysis.to_float(self.test_u8)
+    self.test_flat = analysis.flat(self.test)
+    self.train_flat = analysis.flat(analysis.to_float(self.train_u8))
+    self.probe_train = analysis.to_float(self.train_u8[:self.plan.probe_train])
+
+  def pca(self, k: int):
+    if k not in self._pca:
+      self._pca[k] = analysis.fit_pca(self.train_flat, k)
+    return self._pca[k]
+
+  def codes(self, name: str, split: str) -> np.ndarray:
+    """Codes of run ``name`` on 'test' or 'probe_train', flattened to [N, K]."""
+    if (name, split) not in self._codes:
+      images = self.test if split == "test" else self.probe_train
+      self._codes[name, split] = analysis.flat(self.runs[name].encode(images))
+    return self._codes[name, split]
+
+  def sse(self, name: str) -> float:
+    """Mean squared error per test image of run ``name``'s reconstruction."""
+    return float(np.mean(analysis.sse_per_image(
+        reference=self.test, reconstruction=self.runs[name].reconstruct(self.test))))
+
+  def pca_sse(self, pca) -> float:
+    """Mean squared error per test image of ``pca``'s reconstruction."""
+    return float(np.mean(analysis.sse_per_image(
+        reference=self.test_flat, reconstruction=analysis.pca_reconstruct(pca, self.test_flat))))
+
+
+def make_context(plan: Plan, dataset: data_lib.Dataset, runs_dir: pathlib.Path,
+                 results: dict[str, dict], out: pathlib.Path, frontier: list[dict]) -> Context:
+  """Loads every run in ``results`` from ``runs_dir`` and cuts the data to the plan."""
+  return Context(
+      plan=plan, out=out, runs_dir=runs_dir, results=results,
+      runs={name: analysis.load_run(runs_dir / name) for name in results},
+      records={name: metrics(runs_dir / name) for name in results}, frontier=frontier,
+      train_u8=dataset.train_images, test_u8=dataset.test_images[:plan.test_images],
+      test_labels=dataset.test_labels[:plan.test_images],
+      probe_labels=dataset.train_labels[:plan.probe_train])
+
+
+def metrics(workdir: pathlib.Path) -> list[dict]:
+  """A run's metrics.jsonl, one record per line."""
+  path = workdir / "metrics.jsonl"
+  return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def one_per_digit(labels: np.ndarray) -> np.ndarray:
+  """Indices of the first image of each digit (at most 10)."""
+  return np.array([np.flatnonzero(labels == d)[0] for d in np.unique(labels)[:10]])
+
