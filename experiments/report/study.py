@@ -9,7 +9,7 @@ import time
 import jax
 from absl import logging
 
-from aejax import data as data_lib, engine, train
+from aejax import config as config_lib, data as data_lib, train
 from experiments import sparsity_frontier
 from experiments.report import (codes, compression, contractive, denoising, runs, sparsity,
                                 vae, writer)
@@ -26,7 +26,7 @@ def make_report(workdir: str | pathlib.Path, runs_dir: str | pathlib.Path | None
   plan = QUICK if quick else FULL
   configs = run_configs(plan, data_dir)
   for config in [*configs.values(), *(c for _, _, c in frontier_configs(plan, data_dir))]:
-    engine.validate_config(config)  # every user error before any compute
+    config_lib.validate(config)  # every user error before any compute
   dataset = data_lib.load(next(iter(configs.values())))
   out.mkdir(parents=True, exist_ok=True)
   started = time.perf_counter()
