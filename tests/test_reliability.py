@@ -1,5 +1,5 @@
-"""A workdir never lies and never breaks (issue 11): data identity, the lock, corrupt
-checkpoints, provenance, one-line errors, and real SIGKILLs of a training subprocess.
+"""A workdir never lies and never breaks: data identity, the lock, corrupt checkpoints,
+provenance, one-line errors, and real SIGKILLs of a training subprocess.
 
 Every run is vanilla on the bundled sample (batch 256: 23 steps an epoch), so each
 takes seconds. The kill tests' child (``cli.start_child``, in tests/helpers.py) runs the
@@ -42,7 +42,7 @@ def straight(tmp_path_factory, cli):
   return results(workdir)
 
 
-# --------------------------------------------------------------- 1, 2: the data
+# --------------------------------------------------------------- the data
 
 
 def other_sample(folder: pathlib.Path) -> pathlib.Path:
@@ -81,7 +81,7 @@ def test_other_data_under_a_resumed_run_is_refused(tmp_path, cli):
   assert results(tmp_path / "run")["dataset"]["source"] == "idx"
 
 
-# ---------------------------------------------------------- 3: corrupt checkpoints
+# ---------------------------------------------------------- corrupt checkpoints
 
 
 def corrupt_truncate(step_dir: pathlib.Path) -> None:
@@ -118,7 +118,7 @@ def test_a_corrupt_latest_checkpoint_is_moved_aside_and_the_one_before_used(
   assert results(tmp_path)["test"] == straight["test"]
 
 
-# ------------------------------------------------------------------- 4: the lock
+# ------------------------------------------------------------------- the lock
 
 
 @pytest.mark.slow
@@ -140,7 +140,7 @@ def test_a_second_run_in_a_busy_workdir_is_refused_and_a_killed_runs_lock_taken_
   assert results(tmp_path / "run")["test"] == straight["test"]
 
 
-# --------------------------------------------------------- 5, 8: provenance
+# --------------------------------------------------------- provenance
 
 
 @pytest.mark.slow
@@ -184,7 +184,7 @@ def test_after_a_nan_stop_a_lower_learning_rate_continues_explicitly(tmp_path, m
     train.train_and_evaluate(config, str(tmp_path), continue_with_changes=True)
 
 
-# ---------------------------------------------------------- 7: one-line errors
+# ---------------------------------------------------------- one-line errors
 
 
 @pytest.mark.slow

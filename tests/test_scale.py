@@ -1,4 +1,4 @@
-"""Data-parallel training (issue 10): forced CPU devices and real extra processes.
+"""Data-parallel training: forced CPU devices and real extra processes.
 
 Each case runs in a subprocess, because JAX fixes its device count when it starts:
 ``JAX_NUM_CPU_DEVICES=8`` gives eight CPU devices, and two processes joined by

@@ -1,4 +1,4 @@
-"""config.input (issue 10): 'stream' reads the train set from array_record files through
+"""config.input: 'stream' reads the train set from array_record files through
 a grain pipeline and trains on exactly the device path's batches; 'auto' picks.
 
 Through the CLI on the bundled sample (vanilla, batch 256: 23 steps an epoch), which

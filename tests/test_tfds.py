@@ -212,9 +212,9 @@ def test_offline_with_no_local_data_falls_back_to_the_sample(tfds_dir, monkeypat
 
 def test_a_named_folder_wins_over_a_prepared_copy_which_wins_over_the_rest(tfds_dir, tmp_path,
                                                                            monkeypatch):
-  """Issue 11, finding 2: an explicitly named IDX folder is used even when TFDS's data
-  dir holds a (here smaller, different) prepared copy; a missing named folder is an
-  error, never a fallback."""
+  """An explicitly named IDX folder is used even when TFDS's data dir holds a (here
+  smaller, different) prepared copy; a missing named folder is an error, never a
+  fallback."""
   tfds_arrays = make_idx_folder(tmp_path / "for_tfds", seed=3)
   tfds_data.prepare("mnist", manual_dir=tmp_path / "for_tfds")
   idx_arrays = make_idx_folder(tmp_path / "idx", seed=4)
