@@ -1,4 +1,5 @@
-"""Shared test fixtures: the full-MNIST folder (optional) and small configs."""
+"""Shared test fixtures: the full-MNIST folder (optional), the command line in a
+subprocess, and the comparison of two data-parallel trainings."""
 
 import os
 import pathlib
@@ -7,6 +8,10 @@ import pytest
 
 # Tests must not grab every core or preallocate accelerator memory.
 os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
+
+# Its asserts (wait_for's) say what they compared, as a test file's would.
+pytest.register_assert_rewrite("tests.helpers")
+from tests import helpers  # noqa: E402
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 # Full MNIST for the tests that need it: $AEJAX_TEST_MNIST_DIR, else $AEJAX_DATA_DIR
@@ -27,3 +32,22 @@ def mnist_dir() -> pathlib.Path:
 def isolated_tfds_data_dir(tmp_path_factory, monkeypatch):
   """No test reads or writes data someone prepared in ~/tensorflow_datasets."""
   monkeypatch.setenv("TFDS_DATA_DIR", str(tmp_path_factory.mktemp("tfds_data_dir")))
+
+
+@pytest.fixture(scope="session")
+def cli() -> helpers.Cli:
+  """``cli.run(workdir, *flags, devices=None, env=None, check=True)`` and the rest of
+  tests/helpers.py: experiments.main and the other commands in a subprocess."""
+  return helpers.Cli()
+
+
+@pytest.fixture(scope="session")
+def assert_same_training():
+  """``assert_same_training(a, b)`` on two runs' test metrics: the same training up to
+  the order of float sums (an all-reduce's, when the devices or processes differ)."""
+
+  def check(a: dict, b: dict) -> None:
+    for key in ("mse", "sse_per_image", "bce"):
+      assert a[key] == pytest.approx(b[key], rel=1e-4), key
+
+  return check

@@ -4,10 +4,6 @@ Behaviour only: what the benchmark reports and that it reports it, never how fas
 """
 
 import json
-import os
-import pathlib
-import subprocess
-import sys
 
 import jax
 import numpy as np
@@ -17,17 +13,7 @@ from aejax import data, engine, models, step as step_lib
 from experiments import bench, benchmark
 from experiments.configs import vanilla
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
 N, BATCH = 96, 32
-
-
-def run_benchmark(*args: str, check: bool = True) -> subprocess.CompletedProcess:
-  cmd = [sys.executable, "-m", "experiments.benchmark", *args]
-  proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600,
-                        env={**os.environ, "AEJAX_DATA_DIR": ""})
-  if check and proc.returncode != 0:
-    raise AssertionError(f"{' '.join(cmd)} failed:\n{proc.stderr[-3000:]}")
-  return proc
 
 
 @pytest.mark.parametrize("mode", ["scan", "step"])
@@ -91,10 +77,10 @@ def test_time_to_quality_stops_at_the_target_or_at_the_last_epoch():
   assert seconds == sorted(seconds)
 
 
-def test_command_writes_table_and_json(tmp_path):
+def test_command_writes_table_and_json(tmp_path, cli):
   out = tmp_path / "bench.json"
-  proc = run_benchmark("--models=multilayer", "--num_images=512", "--num_epochs=2",
-                       "--epoch_modes=auto,step", f"--json={out}")
+  proc = cli.run_module("experiments.benchmark", "--models=multilayer", "--num_images=512",
+                        "--num_epochs=2", "--epoch_modes=auto,step", f"--json={out}")
   report = json.loads(out.read_text())
   rows = report["measurements"]
   assert [(r["model"], r["epoch_mode"]) for r in rows] == [
@@ -107,19 +93,20 @@ def test_command_writes_table_and_json(tmp_path):
   assert "| aejax | multilayer | 1 | step | float32 | 256 | 512 |" in proc.stdout
 
 
-def test_time_to_quality_command_warms_the_compilation_cache(tmp_path):
+def test_time_to_quality_command_warms_the_compilation_cache(tmp_path, cli):
   out = tmp_path / "ttq.json"
-  run_benchmark("--models=", "--time_to_quality", "--target_mse=1.0", f"--json={out}")
+  cli.run_module("experiments.benchmark", "--models=", "--time_to_quality", "--target_mse=1.0",
+                 f"--json={out}")
   runs = json.loads(out.read_text())["time_to_quality"]
   assert runs["cold"]["cache_entries_at_start"] == 0
   assert runs["warm_cache"]["cache_entries_at_start"] > 0
   assert all(r["reached"] and r["epochs"] == 1 for r in runs.values())
 
 
-def test_devices_flag_trains_data_parallel_and_reports_per_device(tmp_path):
+def test_devices_flag_trains_data_parallel_and_reports_per_device(tmp_path, cli):
   out = tmp_path / "bench.json"
-  proc = run_benchmark("--models=vanilla", "--num_images=512", "--num_epochs=2",
-                       "--devices=1,4", f"--json={out}")
+  proc = cli.run_module("experiments.benchmark", "--models=vanilla", "--num_images=512",
+                        "--num_epochs=2", "--devices=1,4", f"--json={out}")
   rows = json.loads(out.read_text())["measurements"]
   assert [r["num_devices"] for r in rows] == [1, 4]
   for r in rows:
@@ -137,8 +124,8 @@ def test_devices_flag_trains_data_parallel_and_reports_per_device(tmp_path):
     ("--learning_rate=0", "--learning_rate must be > 0"),
     ("--devices=3", "--devices: use positive divisors of --batch_size=256"),
 ])
-def test_bad_flags_are_refused_before_any_compute(flag, message):
-  proc = run_benchmark(flag, "--num_images=512", check=False)
+def test_bad_flags_are_refused_before_any_compute(flag, message, cli):
+  proc = cli.run_module("experiments.benchmark", flag, "--num_images=512", check=False)
   assert proc.returncode == 1 and message in proc.stderr and "s/epoch" not in proc.stdout
 
 
@@ -166,11 +153,11 @@ def test_torch_twin_has_the_same_parameters_and_output_bias(name):
   np.testing.assert_allclose(torch_bias, jax_bias, rtol=1e-6)
 
 
-def test_compare_torch_prints_the_ratio(tmp_path):
+def test_compare_torch_prints_the_ratio(tmp_path, cli):
   pytest.importorskip("torch", reason="PyTorch is the optional 'bench' extra")
   out = tmp_path / "bench.json"
-  proc = run_benchmark("--models=vanilla", "--num_images=512", "--num_epochs=2",
-                       "--compare=torch", f"--json={out}")
+  proc = cli.run_module("experiments.benchmark", "--models=vanilla", "--num_images=512",
+                        "--num_epochs=2", "--compare=torch", f"--json={out}")
   rows = json.loads(out.read_text())["measurements"]
   assert [r["framework"] for r in rows] == ["aejax", "pytorch"]
   torch_row = rows[1]

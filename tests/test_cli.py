@@ -1,10 +1,6 @@
 """End to end through the command line on the bundled sample: files, resume, errors."""
 
 import json
-import os
-import pathlib
-import subprocess
-import sys
 
 import jax.numpy as jnp
 import pytest
@@ -13,21 +9,9 @@ from aejax import config as config_lib
 from aejax import engine, losses, train
 from experiments.configs import base
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
 CONFIGS = ("vanilla", "multilayer", "conv", "sparse", "denoising")
 TEST_KEYS = {"mse", "sse_per_image", "psnr_db", "bce", "code_mean_activation",
              "code_fraction_zero"}
-
-
-def run_cli(config: str, workdir, *overrides: str, check: bool = True):
-  cmd = [sys.executable, "-m", "experiments.main",
-         f"--config=experiments/configs/{config}.py", f"--workdir={workdir}",
-         "--config.dataset=mnist_sample", "--config.num_epochs=1", *overrides]
-  env = {**os.environ, "AEJAX_DATA_DIR": ""}
-  proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
-  if check and proc.returncode != 0:
-    raise AssertionError(f"{' '.join(cmd)} failed:\n{proc.stderr[-3000:]}")
-  return proc
 
 
 def metrics_lines(workdir):
@@ -36,9 +20,9 @@ def metrics_lines(workdir):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("config", CONFIGS)
-def test_each_config_trains_and_leaves_its_files(config, tmp_path):
+def test_each_config_trains_and_leaves_its_files(config, tmp_path, cli):
   # --config.num_epochs=1 on each config (sparse's 1-epoch warm-up is clamped).
-  run_cli(config, tmp_path)
+  cli.run_config(config, tmp_path)
   results = json.loads((tmp_path / "results.json").read_text())
   assert results["name"] == config and results["epochs"] == 1
   assert results["dataset"] == {**results["dataset"], "name": "mnist_sample",
@@ -65,23 +49,23 @@ def test_each_config_trains_and_leaves_its_files(config, tmp_path):
 
 
 @pytest.mark.slow
-def test_rerun_resumes_and_may_change_only_the_layout(tmp_path):
+def test_rerun_resumes_and_may_change_only_the_layout(tmp_path, cli):
   args = ("--config.num_epochs=2", "--config.batch_size=256")
-  run_cli("vanilla", tmp_path, *args)
+  cli.run_config("vanilla", tmp_path, *args)
   # How the step is laid out may change on resumption; what it computes may not.
-  again = run_cli("vanilla", tmp_path, *args, "--config.epoch_mode=step",
-                  "--config.microbatch_size=128")
+  again = cli.run_config("vanilla", tmp_path, *args, "--config.epoch_mode=step",
+                         "--config.microbatch_size=128")
   assert "Resumed" in again.stderr and len(metrics_lines(tmp_path)) == 2  # nothing retrained
-  other = run_cli("vanilla", tmp_path, *args, "--config.model.code_size=32", check=False)
+  other = cli.run_config("vanilla", tmp_path, *args, "--config.model.code_size=32", check=False)
   assert other.returncode == 1 and "different config (model.code_size: 64 -> 32)" in other.stderr
 
 
 @pytest.mark.slow
-def test_cli_rejects_bad_values_before_compute(tmp_path):
-  proc = run_cli("vanilla", tmp_path, "--config.model.code_size=0", check=False)
+def test_cli_rejects_bad_values_before_compute(tmp_path, cli):
+  proc = cli.run_config("vanilla", tmp_path, "--config.model.code_size=0", check=False)
   assert proc.returncode == 1 and "config.model.code_size must be a positive integer" in proc.stderr
   assert not (tmp_path / "checkpoints").exists()
-  proc = run_cli("vanilla", tmp_path, "--config.batch_size=100000", check=False)
+  proc = cli.run_config("vanilla", tmp_path, "--config.batch_size=100000", check=False)
   assert proc.returncode == 1 and "larger than the 6000 training images" in proc.stderr
 
 
@@ -112,7 +96,7 @@ def test_cli_rejects_bad_values_before_compute(tmp_path):
     ("checkpoint_every", 0, "checkpoint_every must be a positive integer"),
 ])
 def test_invalid_config_values_raise(key, value, message):
-  """Issue 11, finding 6: every value is checked before compute, naming the key."""
+  """Every value is checked before compute, with a message that names the key."""
   config = base.get_config()
   *parents, leaf = key.split(".")
   node = config

@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 
 from aejax import losses, models
-from tests.test_cli import run_cli
 
 
 def build(shape, **overrides):
@@ -76,8 +75,8 @@ def test_penalty_gradient_reaches_the_encoder_only():
 
 
 @pytest.mark.slow
-def test_cli_run_on_the_sample(tmp_path):
-  run_cli("contractive", tmp_path, "--config.model.code_size=16")
+def test_cli_run_on_the_sample(tmp_path, cli):
+  cli.run_config("contractive", tmp_path, "--config.model.code_size=16")
   results = json.loads((tmp_path / "results.json").read_text())
   assert results["model"]["name"] == "contractive" and 0 < results["test"]["mse"] < 0.2
   assert set(results["test"]["loss_terms"]) == {"loss", "mse", "contractive"}

@@ -80,7 +80,7 @@ def test_an_unknown_family_and_a_key_the_family_does_not_read_are_errors():
   with pytest.raises(ValueError, match="model.name='transformer' is unknown"):
     models.validate(_named("transformer"))
   conv = model_config("conv")
-  conv.code_size = -5  # issue 11: recorded though the conv net never reads it
+  conv.code_size = -5  # config.json would record it, yet the conv net never reads it
   with pytest.raises(ValueError, match=r"keys that model 'conv' does not read: \['code_size'\]"):
     models.validate(conv)
 

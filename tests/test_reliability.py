@@ -1,20 +1,16 @@
-"""A workdir never lies and never breaks (issue 11): data identity, the lock, corrupt
-checkpoints, provenance, one-line errors, and real SIGKILLs of a training subprocess.
+"""A workdir never lies and never breaks: data identity, the lock, corrupt checkpoints,
+provenance, one-line errors, and real SIGKILLs of a training subprocess.
 
 Every run is vanilla on the bundled sample (batch 256: 23 steps an epoch), so each
-takes seconds. This file is also the child process of the kill tests:
-``python -m tests.test_reliability <pause point> <marker> <experiments.main flags>``
-runs the CLI with a pause (and a marker file) at one instant, where the test SIGKILLs it.
+takes seconds. The kill tests' child (``cli.start_child``, in tests/helpers.py) runs the
+CLI with a pause (and a marker file) at one instant, where the test SIGKILLs it.
 """
 
 import gzip
 import json
-import os
 import pathlib
 import shutil
 import signal
-import subprocess
-import sys
 import time
 
 import jax.numpy as jnp
@@ -24,15 +20,6 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "aejax" / "sample"
 BASE = ("--config=experiments/configs/vanilla.py", "--config.dataset=mnist_sample",
         "--config.batch_size=256")
-
-
-def cli(workdir, *args, env=None, check=True):
-  cmd = [sys.executable, "-m", "experiments.main", f"--workdir={workdir}", *args]
-  proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600,
-                        env={**os.environ, "AEJAX_DATA_DIR": "", **(env or {})})
-  if check and proc.returncode != 0:
-    raise AssertionError(f"{' '.join(cmd)} failed:\n{proc.stderr[-3000:]}")
-  return proc
 
 
 def error_lines(proc) -> list[str]:
@@ -48,14 +35,14 @@ def results(workdir) -> dict:
 
 
 @pytest.fixture(scope="module")
-def straight(tmp_path_factory):
+def straight(tmp_path_factory, cli):
   """An uninterrupted 4-epoch run: what every interrupted one must equal."""
   workdir = tmp_path_factory.mktemp("straight")
-  cli(workdir, *BASE, "--config.num_epochs=4")
+  cli.run(workdir, *BASE, "--config.num_epochs=4")
   return results(workdir)
 
 
-# --------------------------------------------------------------- 1, 2: the data
+# --------------------------------------------------------------- the data
 
 
 def other_sample(folder: pathlib.Path) -> pathlib.Path:
@@ -71,16 +58,16 @@ def other_sample(folder: pathlib.Path) -> pathlib.Path:
 
 
 @pytest.mark.slow
-def test_other_data_under_a_resumed_run_is_refused(tmp_path):
+def test_other_data_under_a_resumed_run_is_refused(tmp_path, cli):
   # The README's first command with no data around trains on the sample ...
   args = ("--config=experiments/configs/vanilla.py", "--config.batch_size=256",
           "--config.num_epochs=1")
-  cli(tmp_path / "run", *args, env={"TFDS_DATA_DIR": str(tmp_path / "tfds")})
+  cli.run(tmp_path / "run", *args, env={"TFDS_DATA_DIR": str(tmp_path / "tfds")})
   before = (tmp_path / "run" / "metrics.jsonl").read_text()
   # ... then AEJAX_DATA_DIR names other data: refused, nothing touched.
   other = other_sample(tmp_path / "other")
-  proc = cli(tmp_path / "run", *args, "--config.num_epochs=2", check=False,
-             env={"AEJAX_DATA_DIR": str(other), "TFDS_DATA_DIR": str(tmp_path / "tfds")})
+  proc = cli.run(tmp_path / "run", *args, "--config.num_epochs=2", check=False,
+                 env={"AEJAX_DATA_DIR": str(other), "TFDS_DATA_DIR": str(tmp_path / "tfds")})
   assert proc.returncode == 1
   (line,) = error_lines(proc)
   assert "was trained on other data than this command found" in line
@@ -88,13 +75,13 @@ def test_other_data_under_a_resumed_run_is_refused(tmp_path):
   assert (tmp_path / "run" / "metrics.jsonl").read_text() == before
   # The same images from a folder (the sample's own files) are the same data.
   shutil.copytree(SAMPLE, tmp_path / "same")
-  cli(tmp_path / "run", *args, "--config.num_epochs=2",
-      env={"AEJAX_DATA_DIR": str(tmp_path / "same"), "TFDS_DATA_DIR": str(tmp_path / "tfds")})
+  cli.run(tmp_path / "run", *args, "--config.num_epochs=2",
+          env={"AEJAX_DATA_DIR": str(tmp_path / "same"), "TFDS_DATA_DIR": str(tmp_path / "tfds")})
   assert epochs(tmp_path / "run") == [1, 2]
   assert results(tmp_path / "run")["dataset"]["source"] == "idx"
 
 
-# ---------------------------------------------------------- 3: corrupt checkpoints
+# ---------------------------------------------------------- corrupt checkpoints
 
 
 def corrupt_truncate(step_dir: pathlib.Path) -> None:
@@ -117,13 +104,13 @@ def corrupt_manifests(step_dir: pathlib.Path) -> None:
 @pytest.mark.slow
 @pytest.mark.parametrize("corrupt", [corrupt_truncate, corrupt_metadata, corrupt_manifests])
 def test_a_corrupt_latest_checkpoint_is_moved_aside_and_the_one_before_used(
-    corrupt, tmp_path, straight):
-  cli(tmp_path, *BASE, "--config.num_epochs=4")
+    corrupt, tmp_path, straight, cli):
+  cli.run(tmp_path, *BASE, "--config.num_epochs=4")
   steps = sorted(int(p.name) for p in (tmp_path / "checkpoints").iterdir())
   assert steps == [69, 92]
   corrupt(tmp_path / "checkpoints" / "92")
   (tmp_path / "results.json").unlink()
-  proc = cli(tmp_path, *BASE, "--config.num_epochs=4")
+  proc = cli.run(tmp_path, *BASE, "--config.num_epochs=4")
   assert "Checkpoint 92 cannot be restored" in proc.stderr
   assert "Resumed from the checkpoint at step 69" in proc.stderr
   assert (tmp_path / "checkpoints_corrupt" / "92").is_dir()  # kept, never deleted
@@ -131,40 +118,41 @@ def test_a_corrupt_latest_checkpoint_is_moved_aside_and_the_one_before_used(
   assert results(tmp_path)["test"] == straight["test"]
 
 
-# ------------------------------------------------------------------- 4: the lock
+# ------------------------------------------------------------------- the lock
 
 
 @pytest.mark.slow
 def test_a_second_run_in_a_busy_workdir_is_refused_and_a_killed_runs_lock_taken_over(
-    tmp_path, straight):
+    tmp_path, straight, cli):
   marker = tmp_path / "paused"
-  child = start_child(tmp_path / "run", "after_checkpoint:2", marker, "--config.num_epochs=4")
-  wait_for(marker, child)
-  proc = cli(tmp_path / "run", *BASE, "--config.num_epochs=4", check=False)
+  child = cli.start_child(tmp_path / "run", "after_checkpoint:2", marker, *BASE,
+                          "--config.num_epochs=4")
+  cli.wait_for(marker, child)
+  proc = cli.run(tmp_path / "run", *BASE, "--config.num_epochs=4", check=False)
   assert proc.returncode == 1
   assert error_lines(proc) == [
       f"error: {tmp_path / 'run'} is in use by another run (pid {child.pid}); wait for it "
       "to finish, or use another --workdir."]
   child.send_signal(signal.SIGKILL)
   child.wait()
-  cli(tmp_path / "run", *BASE, "--config.num_epochs=4")  # the lock is free again
+  cli.run(tmp_path / "run", *BASE, "--config.num_epochs=4")  # the lock is free again
   assert epochs(tmp_path / "run") == [1, 2, 3, 4]
   assert results(tmp_path / "run")["test"] == straight["test"]
 
 
-# --------------------------------------------------------- 5, 8: provenance
+# --------------------------------------------------------- provenance
 
 
 @pytest.mark.slow
-def test_resuming_records_changes_beside_the_original_config(tmp_path):
-  cli(tmp_path, *BASE, "--config.num_epochs=2")
-  cli(tmp_path, *BASE, "--config.num_epochs=3")
+def test_resuming_records_changes_beside_the_original_config(tmp_path, cli):
+  cli.run(tmp_path, *BASE, "--config.num_epochs=2")
+  cli.run(tmp_path, *BASE, "--config.num_epochs=3")
   assert json.loads((tmp_path / "config.json").read_text())["num_epochs"] == 2
   segments = results(tmp_path)["segments"]
   assert [s["first_epoch"] for s in segments] == [1, 3]
   assert segments[1]["changes"] == {"num_epochs": [2, 3]}
   assert segments[0]["schedule"]["num_epochs"] == 2 and segments[1]["schedule"]["num_epochs"] == 3
-  proc = cli(tmp_path, *BASE, "--config.num_epochs=1", check=False)
+  proc = cli.run(tmp_path, *BASE, "--config.num_epochs=1", check=False)
   assert proc.returncode == 1 and "has already trained 3 epochs" in error_lines(proc)[0]
   assert json.loads((tmp_path / "config.json").read_text())["num_epochs"] == 2
   assert epochs(tmp_path) == [1, 2, 3]
@@ -196,73 +184,59 @@ def test_after_a_nan_stop_a_lower_learning_rate_continues_explicitly(tmp_path, m
     train.train_and_evaluate(config, str(tmp_path), continue_with_changes=True)
 
 
-# ---------------------------------------------------------- 7: one-line errors
+# ---------------------------------------------------------- one-line errors
 
 
 @pytest.mark.slow
-def test_user_errors_are_one_line(tmp_path):
-  proc = cli(tmp_path / "a", *BASE, "--config.num_epoch=3", check=False)
+def test_user_errors_are_one_line(tmp_path, cli):
+  proc = cli.run(tmp_path / "a", *BASE, "--config.num_epoch=3", check=False)
   assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [
       'error: --config.num_epoch: unknown config key; Did you mean "num_epochs" instead of '
       '"num_epoch"?']
   (tmp_path / "file").write_text("")
   for workdir in (tmp_path / "file", tmp_path / "file" / "sub"):
-    proc = cli(workdir, *BASE, check=False)
+    proc = cli.run(workdir, *BASE, check=False)
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
     (line,) = error_lines(proc)
     assert line.startswith(f"error: --workdir {workdir} cannot be used")
   # A truncated config.json of a run with no checkpoint: the file is named.
   (tmp_path / "b").mkdir()
   (tmp_path / "b" / "config.json").write_text('{"name": "vani')
-  proc = cli(tmp_path / "b", *BASE, check=False)
+  proc = cli.run(tmp_path / "b", *BASE, check=False)
   (line,) = error_lines(proc)
   assert f"{tmp_path / 'b' / 'config.json'} cannot be read" in line
 
 
 @pytest.mark.slow
-def test_a_deleted_config_json_is_restored_from_the_checkpoint_not_overwritten(tmp_path):
-  cli(tmp_path, *BASE, "--config.num_epochs=1")
+def test_a_deleted_config_json_is_restored_from_the_checkpoint_not_overwritten(
+    tmp_path, cli):
+  cli.run(tmp_path, *BASE, "--config.num_epochs=1")
   original = (tmp_path / "config.json").read_text()
   (tmp_path / "config.json").unlink()
-  proc = cli(tmp_path, *BASE, "--config.num_epochs=1", "--config.learning_rate=0.1",
-             check=False)
+  proc = cli.run(tmp_path, *BASE, "--config.num_epochs=1", "--config.learning_rate=0.1",
+                 check=False)
   assert proc.returncode == 1 and "learning_rate: 0.003 -> 0.1" in error_lines(proc)[0]
   assert not (tmp_path / "config.json").exists()
-  cli(tmp_path, *BASE, "--config.num_epochs=1")
+  cli.run(tmp_path, *BASE, "--config.num_epochs=1")
   assert json.loads((tmp_path / "config.json").read_text()) == json.loads(original)
 
 
 # ------------------------------------------------------------- SIGKILL
 
 
-def start_child(workdir, point: str, marker: pathlib.Path, *args) -> subprocess.Popen:
-  cmd = [sys.executable, "-m", "tests.test_reliability", point, str(marker),
-         f"--workdir={workdir}", *BASE, *args]
-  return subprocess.Popen(cmd, cwd=ROOT, env={**os.environ, "AEJAX_DATA_DIR": ""},
-                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-
-
-def wait_for(marker: pathlib.Path, child: subprocess.Popen, timeout: float = 300) -> None:
-  deadline = time.monotonic() + timeout
-  while not marker.exists():
-    assert child.poll() is None, "the child exited before reaching its pause point"
-    assert time.monotonic() < deadline, "the child never reached its pause point"
-    time.sleep(0.05)
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("point", ["checkpoint_write:2", "after_checkpoint:2",
                                    "checkpoint_write:4", "after_checkpoint:4"])
-def test_a_sigkill_at_any_instant_loses_nothing(point, tmp_path, straight):
+def test_a_sigkill_at_any_instant_loses_nothing(point, tmp_path, straight, cli):
   """Killed while orbax writes epoch N's checkpoint (its files written, not yet
   committed), or between that checkpoint and epoch N's metrics line: the rerun ends
   with the uninterrupted run's test metrics, bit for bit, and one line per epoch."""
   marker = tmp_path / "paused"
-  child = start_child(tmp_path / "run", point, marker, "--config.num_epochs=4")
-  wait_for(marker, child)
+  child = cli.start_child(tmp_path / "run", point, marker, *BASE, "--config.num_epochs=4")
+  cli.wait_for(marker, child)
   child.send_signal(signal.SIGKILL)
   assert child.wait() == -signal.SIGKILL
-  cli(tmp_path / "run", *BASE, "--config.num_epochs=4")
+  cli.run(tmp_path / "run", *BASE, "--config.num_epochs=4")
   assert epochs(tmp_path / "run") == [1, 2, 3, 4]
   assert results(tmp_path / "run")["test"] == straight["test"]
   lines = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
@@ -272,75 +246,35 @@ def test_a_sigkill_at_any_instant_loses_nothing(point, tmp_path, straight):
 
 @pytest.mark.slow
 def test_checkpoints_every_other_epoch_a_kill_in_between_repeats_the_epochs_exactly(
-    tmp_path, straight):
+    tmp_path, straight, cli):
   """checkpoint_every=2: epoch 3 trained, no checkpoint of it, killed before its
   metrics line. The rerun resumes at epoch 2's checkpoint, trains epochs 3 and 4 again
   and ends bit for bit where the uninterrupted run (a checkpoint every epoch) ended."""
   marker = tmp_path / "paused"
-  child = start_child(tmp_path / "run", "after_checkpoint:3", marker, "--config.num_epochs=4",
-                      "--config.checkpoint_every=2")
-  wait_for(marker, child)
+  child = cli.start_child(tmp_path / "run", "after_checkpoint:3", marker, *BASE,
+                          "--config.num_epochs=4", "--config.checkpoint_every=2")
+  cli.wait_for(marker, child)
   steps = sorted(int(p.name) for p in (tmp_path / "run" / "checkpoints").iterdir()
                  if p.name.isdigit())
   assert steps == [46]  # epoch 2 of 23 steps; none for epochs 1 and 3
   assert epochs(tmp_path / "run") == [1, 2]
   child.send_signal(signal.SIGKILL)
   assert child.wait() == -signal.SIGKILL
-  cli(tmp_path / "run", *BASE, "--config.num_epochs=4", "--config.checkpoint_every=2")
+  cli.run(tmp_path / "run", *BASE, "--config.num_epochs=4", "--config.checkpoint_every=2")
   assert epochs(tmp_path / "run") == [1, 2, 3, 4]
   assert results(tmp_path / "run")["test"] == straight["test"]
 
 
 @pytest.mark.slow
 def test_sigkills_at_timed_instants_then_a_rerun_equals_the_uninterrupted_run(tmp_path,
-                                                                             straight):
+                                                                             straight, cli):
   workdir = tmp_path / "run"
   for delay in (5.0, 7.0, 9.0):  # start-up, compilation, training: wherever it lands
-    child = start_child(workdir, "none", tmp_path / "unused", "--config.num_epochs=4")
+    child = cli.start_child(workdir, "none", tmp_path / "unused", *BASE,
+                            "--config.num_epochs=4")
     time.sleep(delay)
     child.send_signal(signal.SIGKILL)
     child.wait()
-  cli(workdir, *BASE, "--config.num_epochs=4")
+  cli.run(workdir, *BASE, "--config.num_epochs=4")
   assert epochs(workdir) == [1, 2, 3, 4]
   assert results(workdir)["test"] == straight["test"]
-
-
-def _child(argv: list[str]) -> None:
-  """Runs experiments.main with a pause at ``point:epoch`` that touches ``marker``."""
-  point, marker = argv[0], pathlib.Path(argv[1])
-  sys.argv = [sys.argv[0], *argv[2:]]
-  name, _, epoch = point.partition(":")
-
-  def pause():
-    marker.touch()
-    time.sleep(3600)
-
-  if name == "checkpoint_write":  # orbax's commit: the rename of the temporary folder
-    from orbax.checkpoint._src.path import async_path
-    rename, seen = async_path.rename, []
-
-    async def paused_rename(src, dst):
-      if ".orbax-checkpoint-tmp" in str(src):
-        seen.append(src)
-        if len(seen) == int(epoch):
-          pause()
-      return await rename(src, dst)
-
-    async_path.rename = paused_rename
-  elif name == "after_checkpoint":  # the checkpoint is saved, the metrics line not yet
-    from aejax import writers
-    write_epoch = writers.MetricWriter.write_epoch
-
-    def paused_write_epoch(self, record, num_epochs):
-      if record["epoch"] == int(epoch):
-        pause()
-      return write_epoch(self, record, num_epochs)
-
-    writers.MetricWriter.write_epoch = paused_write_epoch
-  from absl import app
-  from experiments import main
-  app.run(main.main, flags_parser=main.parse_flags)
-
-
-if __name__ == "__main__":
-  _child(sys.argv[1:])

@@ -1,4 +1,4 @@
-"""Data-parallel training (issue 10): forced CPU devices and real extra processes.
+"""Data-parallel training: forced CPU devices and real extra processes.
 
 Each case runs in a subprocess, because JAX fixes its device count when it starts:
 ``JAX_NUM_CPU_DEVICES=8`` gives eight CPU devices, and two processes joined by
@@ -24,26 +24,6 @@ BASE = ("--config=experiments/configs/vanilla.py", "--config.dataset=mnist_sampl
         "--config.batch_size=256", "--config.schedule=constant")
 
 
-def cli(workdir, *args, devices=1, extra=(), check=True, background=False):
-  return run_main(workdir, *BASE, *args, *extra, devices=devices, check=check,
-                  background=background)
-
-
-def run_main(workdir, *args, devices=1, env=None, check=True, background=False):
-  """``experiments.main`` in a subprocess on ``devices`` forced CPU devices, with
-  ``args`` and extra ``env``; a Popen when ``background``."""
-  cmd = [sys.executable, "-m", "experiments.main", f"--workdir={workdir}", *args]
-  env = {**os.environ, "AEJAX_DATA_DIR": "", "JAX_NUM_CPU_DEVICES": str(devices),
-         **(env or {})}
-  if background:
-    return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
-  proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
-  if check and proc.returncode != 0:
-    raise AssertionError(f"{' '.join(cmd)} failed:\n{proc.stderr[-3000:]}")
-  return proc
-
-
 def python(code: str, devices: int) -> str:
   proc = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], cwd=ROOT,
                         env={**os.environ, "JAX_NUM_CPU_DEVICES": str(devices)},
@@ -56,63 +36,59 @@ def results(workdir) -> dict:
   return json.loads((workdir / "results.json").read_text())
 
 
-def close(a: dict, b: dict) -> None:
-  """The same training up to the order of float sums (the all-reduce's)."""
-  for key in ("mse", "sse_per_image", "bce"):
-    assert a[key] == pytest.approx(b[key], rel=1e-4), key
-
-
 @pytest.fixture(scope="module")
-def one_device(tmp_path_factory):
+def one_device(tmp_path_factory, cli):
   workdir = tmp_path_factory.mktemp("one")
-  cli(workdir, "--config.num_epochs=2")
+  cli.run(workdir, *BASE, "--config.num_epochs=2", devices=1)
   return results(workdir)
 
 
 @pytest.mark.slow
-def test_eight_devices_train_the_same_model_and_restore_on_one(tmp_path, one_device):
-  cli(tmp_path / "eight", "--config.num_epochs=2", devices=8)
+def test_eight_devices_train_the_same_model_and_restore_on_one(tmp_path, one_device, cli,
+                                                              assert_same_training):
+  cli.run(tmp_path / "eight", *BASE, "--config.num_epochs=2", devices=8)
   eight = results(tmp_path / "eight")
   assert (eight["num_devices"], eight["num_processes"], eight["mesh"]) == (8, 1, {"data": 8})
-  close(eight["test"], one_device["test"])
+  assert_same_training(eight["test"], one_device["test"])
   # Written on 8 devices, resumed on 1 (and back): the checkpoint is resharded.
-  cli(tmp_path / "eight", "--config.num_epochs=3", devices=1)
+  cli.run(tmp_path / "eight", *BASE, "--config.num_epochs=3", devices=1)
   assert results(tmp_path / "eight")["num_devices"] == 1
-  cli(tmp_path / "one", "--config.num_epochs=1", devices=1)
-  cli(tmp_path / "one", "--config.num_epochs=2", devices=8)
-  close(results(tmp_path / "one")["test"], one_device["test"])
+  cli.run(tmp_path / "one", *BASE, "--config.num_epochs=1", devices=1)
+  cli.run(tmp_path / "one", *BASE, "--config.num_epochs=2", devices=8)
+  assert_same_training(results(tmp_path / "one")["test"], one_device["test"])
 
 
 @pytest.mark.slow
-def test_two_processes_make_one_run_and_only_process_0_writes(tmp_path, one_device):
+def test_two_processes_make_one_run_and_only_process_0_writes(tmp_path, one_device, cli,
+                                                              assert_same_training):
   with socket.socket() as s:
     s.bind(("localhost", 0))
     port = s.getsockname()[1]
-  procs = [cli(tmp_path, "--config.num_epochs=2", devices=2, background=True,
-               extra=(f"--coordinator_address=localhost:{port}", "--num_processes=2",
-                      f"--process_id={i}")) for i in range(2)]
+  procs = [cli.start(tmp_path, *BASE, "--config.num_epochs=2",
+                     f"--coordinator_address=localhost:{port}", "--num_processes=2",
+                     f"--process_id={i}", devices=2) for i in range(2)]
   for proc in procs:
     _, stderr = proc.communicate(timeout=600)
     assert proc.returncode == 0, stderr[-3000:]
   run = results(tmp_path)
   assert (run["num_devices"], run["num_processes"]) == (4, 2)
-  close(run["test"], one_device["test"])
+  assert_same_training(run["test"], one_device["test"])
   lines = (tmp_path / "metrics.jsonl").read_text().splitlines()
   assert [json.loads(l)["epoch"] for l in lines] == [1, 2]  # not one set per process
   assert len(list((tmp_path / "tensorboard").iterdir())) == 1
   # Two processes' checkpoint, one process's resume.
-  cli(tmp_path, "--config.num_epochs=3", devices=1)
+  cli.run(tmp_path, *BASE, "--config.num_epochs=3", devices=1)
   assert [json.loads(l)["epoch"] for l in
           (tmp_path / "metrics.jsonl").read_text().splitlines()] == [1, 2, 3]
 
 
-def test_the_process_flags_go_together(tmp_path):
-  proc = cli(tmp_path, "--num_processes=2", check=False)
+def test_the_process_flags_go_together(tmp_path, cli):
+  proc = cli.run(tmp_path, *BASE, "--num_processes=2", devices=1, check=False)
   assert proc.returncode == 2 and "go together" in proc.stderr
 
 
-def test_a_batch_that_does_not_divide_over_the_devices_is_refused(tmp_path):
-  proc = cli(tmp_path, "--config.batch_size=100", devices=8, check=False)
+def test_a_batch_that_does_not_divide_over_the_devices_is_refused(tmp_path, cli):
+  proc = cli.run(tmp_path, *BASE, "--config.batch_size=100", devices=8, check=False)
   assert proc.returncode == 1
   assert "batch_size=100 is the global batch and must divide by the 8 devices" in proc.stderr
   assert not (tmp_path / "checkpoints").exists()

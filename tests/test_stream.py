@@ -1,4 +1,4 @@
-"""config.input (issue 10): 'stream' reads the train set from array_record files through
+"""config.input: 'stream' reads the train set from array_record files through
 a grain pipeline and trains on exactly the device path's batches; 'auto' picks.
 
 Through the CLI on the bundled sample (vanilla, batch 256: 23 steps an epoch), which
@@ -6,6 +6,7 @@ the stream first writes as array_record into the test's TFDS data dir.
 """
 
 import json
+import pathlib
 import signal
 import socket
 import subprocess
@@ -15,17 +16,9 @@ import types
 import numpy as np
 import pytest
 
-from tests.test_reliability import start_child, wait_for
-from tests.test_scale import ROOT, close, run_main
-
+ROOT = pathlib.Path(__file__).resolve().parents[1]
 ARGS = ("--config=experiments/configs/vanilla.py", "--config.dataset=mnist_sample",
         "--config.batch_size=256", "--config.num_epochs=3")
-
-
-def cli(workdir, *args, tfds=None, devices=1, check=True, background=False):
-  """``tfds``: the TFDS data dir, where the stream keeps its array_record copy."""
-  return run_main(workdir, *ARGS, *args, devices=devices, check=check, background=background,
-                  env={"TFDS_DATA_DIR": str(tfds)} if tfds else None)
 
 
 def results(workdir) -> dict:
@@ -37,12 +30,13 @@ def train_lines(workdir) -> list[dict]:
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory):
+def runs(tmp_path_factory, cli):
   """The same 3-epoch run with input 'auto' (on a CPU: the device path) and 'stream'."""
   device, stream = tmp_path_factory.mktemp("device"), tmp_path_factory.mktemp("stream")
-  tfds = tmp_path_factory.mktemp("tfds")
-  logs = {"device": cli(device, "--config.input=auto", tfds=tfds).stderr,
-          "stream": cli(stream, "--config.input=stream", tfds=tfds).stderr}
+  tfds = tmp_path_factory.mktemp("tfds")  # where the stream keeps its array_record copy
+  env = {"TFDS_DATA_DIR": str(tfds)}
+  logs = {"device": cli.run(device, *ARGS, "--config.input=auto", devices=1, env=env).stderr,
+          "stream": cli.run(stream, *ARGS, "--config.input=stream", devices=1, env=env).stderr}
   return types.SimpleNamespace(device=device, stream=stream, logs=logs, tfds=tfds)
 
 
@@ -64,15 +58,15 @@ def test_stream_trains_on_the_device_paths_batches_to_the_same_model(runs):
 
 @pytest.mark.slow
 def test_a_killed_stream_run_resumes_at_the_next_batch_and_equals_the_uninterrupted_run(
-    tmp_path, runs, monkeypatch):
+    tmp_path, runs, monkeypatch, cli):
   """SIGKILLed after epoch 2's checkpoint: the checkpoint holds the stream's position,
   the rerun's stream starts at epoch 3's first batch and ends where the uninterrupted
   run ended, bit for bit."""
   monkeypatch.setenv("TFDS_DATA_DIR", str(runs.tfds))
   marker = tmp_path / "paused"
-  child = start_child(tmp_path / "run", "after_checkpoint:2", marker, "--config.num_epochs=3",
-                      "--config.input=stream")
-  wait_for(marker, child)
+  child = cli.start_child(tmp_path / "run", "after_checkpoint:2", marker, *ARGS,
+                          "--config.input=stream")
+  cli.wait_for(marker, child)
   child.send_signal(signal.SIGKILL)
   assert child.wait() == -signal.SIGKILL
   meta = json.loads((tmp_path / "run" / "checkpoints" / "46" / "meta" / "metadata").read_text())
@@ -80,7 +74,8 @@ def test_a_killed_stream_run_resumes_at_the_next_batch_and_equals_the_uninterrup
   chunks_per_epoch = -(-23 // position["chunk_batches"])
   assert (position["epoch"], position["batch"]) == (2, 0)
   assert position["iterator"] == {"next_index": 2 * chunks_per_epoch}
-  proc = cli(tmp_path / "run", "--config.input=stream", tfds=runs.tfds)
+  proc = cli.run(tmp_path / "run", *ARGS, "--config.input=stream", devices=1,
+                 env={"TFDS_DATA_DIR": str(runs.tfds)})
   assert (f"from epoch 3, batch 1 (iterator state {{'next_index': {2 * chunks_per_epoch}}})"
           in proc.stderr)
   assert train_lines(tmp_path / "run") == train_lines(runs.stream)
@@ -89,15 +84,15 @@ def test_a_killed_stream_run_resumes_at_the_next_batch_and_equals_the_uninterrup
 
 @pytest.mark.slow
 def test_two_processes_of_4_devices_each_stream_their_rows_into_the_one_device_model(
-    tmp_path, runs):
+    tmp_path, runs, cli, assert_same_training):
   """8 devices in all, each process feeding half of every global batch, train the
   model the one-device stream trained (up to the order of float sums)."""
   with socket.socket() as s:
     s.bind(("localhost", 0))
     port = s.getsockname()[1]
-  procs = [cli(tmp_path, "--config.input=stream", f"--coordinator_address=localhost:{port}",
-               "--num_processes=2", f"--process_id={i}", tfds=runs.tfds, devices=4,
-               background=True)
+  procs = [cli.start(tmp_path, *ARGS, "--config.input=stream",
+                     f"--coordinator_address=localhost:{port}", "--num_processes=2",
+                     f"--process_id={i}", devices=4, env={"TFDS_DATA_DIR": str(runs.tfds)})
            for i in range(2)]
   logs = []
   for proc in procs:
@@ -109,7 +104,7 @@ def test_two_processes_of_4_devices_each_stream_their_rows_into_the_one_device_m
   run = results(tmp_path)
   assert (run["num_devices"], run["num_processes"], run["input"]) == (8, 2, "stream")
   assert all("Writing mnist_sample once" not in log for log in logs)  # the copy is kept
-  close(run["test"], results(runs.stream)["test"])
+  assert_same_training(run["test"], results(runs.stream)["test"])
 
 
 def test_auto_streams_when_the_train_set_would_crowd_the_device(monkeypatch):
@@ -126,8 +121,8 @@ def test_auto_streams_when_the_train_set_would_crowd_the_device(monkeypatch):
   assert engine.resolve_input(config, 300 * 2**30)[0] == "device"
 
 
-def test_an_unknown_input_is_refused_in_one_line(tmp_path):
-  proc = cli(tmp_path, "--config.input=disk", check=False)
+def test_an_unknown_input_is_refused_in_one_line(tmp_path, cli):
+  proc = cli.run(tmp_path, *ARGS, "--config.input=disk", devices=1, check=False)
   assert proc.returncode == 1
   assert [l for l in proc.stderr.splitlines() if l.startswith("error:")] == [
       "error: config.input='disk' is unknown; choose one of ['auto', 'device', 'stream']."]

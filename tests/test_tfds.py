@@ -10,11 +10,9 @@ import hashlib
 import http.server
 import importlib.util
 import json
-import os
 import pathlib
 import socket
 import struct
-import subprocess
 import sys
 import threading
 
@@ -27,7 +25,6 @@ from aejax import data, engine
 from aejax.data import tfds_builders as tfds_data
 from experiments.configs import base
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
 UNREACHABLE_URL = "http://aejax-test.invalid/"
 
 
@@ -216,9 +213,9 @@ def test_offline_with_no_local_data_falls_back_to_the_sample(tfds_dir, monkeypat
 
 def test_a_named_folder_wins_over_a_prepared_copy_which_wins_over_the_rest(tfds_dir, tmp_path,
                                                                            monkeypatch):
-  """Issue 11, finding 2: an explicitly named IDX folder is used even when TFDS's data
-  dir holds a (here smaller, different) prepared copy; a missing named folder is an
-  error, never a fallback."""
+  """An explicitly named IDX folder is used even when TFDS's data dir holds a (here
+  smaller, different) prepared copy; a missing named folder is an error, never a
+  fallback."""
   tfds_arrays = make_idx_folder(tmp_path / "for_tfds", seed=3)
   tfds_data.prepare("mnist", manual_dir=tmp_path / "for_tfds")
   idx_arrays = make_idx_folder(tmp_path / "idx", seed=4)
@@ -268,24 +265,17 @@ def test_tfds_catalog_names_with_tensorflow_give_uint8_arrays(tfds_dir, monkeypa
 
 
 @pytest.mark.slow
-def test_cli_prepares_then_trains_on_tfds_data(tmp_path):
+def test_cli_prepares_then_trains_on_tfds_data(tmp_path, cli):
   name = "mnist"
   tfds_dir = tmp_path / "tensorflow_datasets"
   make_idx_folder(tmp_path / "idx", n_train=256, n_test=64)
-  env = {**os.environ, "TFDS_DATA_DIR": str(tfds_dir), "AEJAX_DATA_DIR": ""}
-  prepare = subprocess.run(
-      [sys.executable, "-m", "experiments.prepare_data", f"--dataset={name}",
-       f"--manual_dir={tmp_path / 'idx'}"], cwd=ROOT, env=env, capture_output=True,
-      text=True, timeout=300)
-  assert prepare.returncode == 0, prepare.stderr[-3000:]
+  env = {"TFDS_DATA_DIR": str(tfds_dir)}
+  prepare = cli.run_module("experiments.prepare_data", f"--dataset={name}",
+                           f"--manual_dir={tmp_path / 'idx'}", env=env, timeout=300)
   assert f"{name}: 256 train and 64 test images prepared in" in prepare.stdout
   workdir = tmp_path / "run"
-  run = subprocess.run(
-      [sys.executable, "-m", "experiments.main", "--config=experiments/configs/vanilla.py",
-       f"--workdir={workdir}", f"--config.dataset={name}", "--config.num_epochs=1",
-       "--config.batch_size=64"], cwd=ROOT, env=env, capture_output=True, text=True,
-      timeout=300)
-  assert run.returncode == 0, run.stderr[-3000:]
+  cli.run(workdir, "--config=experiments/configs/vanilla.py", f"--config.dataset={name}",
+          "--config.num_epochs=1", "--config.batch_size=64", env=env, timeout=300)
   results = json.loads((workdir / "results.json").read_text())
   # The same images read from the IDX files have the same fingerprint.
   fingerprint = data.read_idx_folder(tmp_path / "idx").fingerprint

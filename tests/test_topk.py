@@ -10,7 +10,6 @@ import pytest
 
 from aejax import losses, models
 from aejax.models import topk
-from tests.test_cli import run_cli
 
 SHAPE = (28, 28, 1)
 
@@ -194,9 +193,9 @@ def test_config_checks():
 
 
 @pytest.mark.slow
-def test_cli_run_on_the_sample(tmp_path):
-  run_cli("topk", tmp_path, "--config.model.width=64", "--config.model.k=8",
-          "--config.model.dead_after=500")
+def test_cli_run_on_the_sample(tmp_path, cli):
+  cli.run_config("topk", tmp_path, "--config.model.width=64", "--config.model.k=8",
+                 "--config.model.dead_after=500")
   results = json.loads((tmp_path / "results.json").read_text())
   assert results["model"]["name"] == "topk" and 0 < results["test"]["mse"] < 0.1
   # The config's terms (mse and its AuxK variant), each reported on the test set.

@@ -10,7 +10,6 @@ import pytest
 
 from aejax import losses, models
 from aejax.models import vqvae
-from tests.test_cli import run_cli
 
 SHAPE = (28, 28, 1)
 
@@ -121,9 +120,10 @@ def test_commitment_and_perplexity_match_numpy():
 
 
 @pytest.mark.slow
-def test_cli_run_on_the_sample(tmp_path):
-  run_cli("vqvae", tmp_path, "--config.model.features=(8, 8)", "--config.model.embedding_dim=4",
-          "--config.model.num_embeddings=32", "--config.batch_size=256")
+def test_cli_run_on_the_sample(tmp_path, cli):
+  cli.run_config("vqvae", tmp_path, "--config.model.features=(8, 8)",
+                 "--config.model.embedding_dim=4", "--config.model.num_embeddings=32",
+                 "--config.batch_size=256")
   results = json.loads((tmp_path / "results.json").read_text())
   assert results["model"]["name"] == "vqvae" and 0 < results["test"]["mse"] < 0.2
   assert set(results["test"]["loss_terms"]) == {"loss", "mse", "commitment"}
