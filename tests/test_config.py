@@ -109,3 +109,10 @@ def test_a_workdir_saved_before_keys_existed_resumes_to_the_same_result(tmp_path
       "schedule": straight["segments"][0]["schedule"]}
   assert resumed["test"] == straight["test"]
   assert jax.tree.leaves(resumed["test"])  # compared something
+
+
+def test_weight_decay_trains_on_the_vanilla_config_through_the_cli(tmp_path, cli):
+  cli.run_config("vanilla", tmp_path, "--config.weight_decay=0.1")
+  results = json.loads((tmp_path / "results.json").read_text())
+  assert json.loads((tmp_path / "config.json").read_text())["weight_decay"] == 0.1
+  assert 0 < results["test"]["mse"] < 0.1
