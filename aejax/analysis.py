@@ -105,10 +105,11 @@ class Run:
     return self._batched(self._frobenius_sq, images, batch_size)
 
 
-def load_run(workdir: str | pathlib.Path) -> Run:
+def load_run(workdir: str | pathlib.Path, member: int | None = None) -> Run:
   """Restores the trained model in ``workdir`` from its newest checkpoint: the config
   and data shape come from the checkpoint's metadata, the parameters from their own
-  item (no optimizer is built or read)."""
+  item (no optimizer is built or read). A sweep's run gives member ``member`` (0 by
+  default), with that member's own config."""
   workdir = pathlib.Path(workdir)
   mngr = checkpoint.manager(workdir)
   try:
@@ -125,7 +126,17 @@ def load_run(workdir: str | pathlib.Path) -> Run:
     variables, meta = checkpoint.restore_variables(mngr, step, run.state.variables)
   finally:
     mngr.close()
-  return Run(workdir, config, run.model, variables, step, meta)
+  members = run.plan.members
+  if members is None:
+    if member not in (None, 0):
+      raise ValueError(f"{workdir} holds one model, not a sweep: there is no member {member}.")
+    return Run(workdir, config, run.model, variables, step, meta)
+  member = member or 0
+  if not 0 <= member < members.size:
+    raise ValueError(f"{workdir} holds a sweep of {members.size} members; member {member} "
+                     f"is not one of 0..{members.size - 1}.")
+  variables = jax.tree.map(lambda x: np.asarray(x[member]), variables)
+  return Run(workdir, members.configs[member], run.model, variables, step, meta)
 
 
 # ------------------------------------------------------------- images and errors

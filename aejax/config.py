@@ -19,7 +19,7 @@ import math
 
 import ml_collections
 
-from aejax import corruption as corruption_lib, losses, models
+from aejax import corruption as corruption_lib, losses, models, sweep
 from aejax.data import sources
 from aejax.step import SCHEDULES
 
@@ -58,6 +58,9 @@ def defaults(model: str = "mlp") -> ml_collections.ConfigDict:
   config.microbatch_size = 0  # Gradient chunks of this many examples; 0: auto by backend.
   config.eval_batch_size = 1000  # Test images per chunk of the compiled evaluation.
   config.checkpoint_every = 1  # Epochs between checkpoints; the last epoch always saves.
+  # Many models in one program: a grid, e.g. "seed=0:5; losses.l1_activity=1e-5,1e-4"
+  # (aejax/sweep.py); empty: one model.
+  config.sweep = ""
   return config
 
 
@@ -150,6 +153,13 @@ def validate(config: ml_collections.ConfigDict) -> None:
       f"must be 0 (auto) or a divisor of batch_size={config.batch_size}")
   _one_of(config, "epoch_mode", EPOCH_MODES)
   _one_of(config, "input", INPUTS)
+  members = sweep.members(config)
+  for overrides in members:  # each member's numbers, as its own run would check them
+    validate(sweep.member_config(config, overrides))
+  if len(members) > 1 and config.input == "stream":
+    raise ValueError("config.sweep trains its members on the train set on the device "
+                     "(each member draws its own epoch order): use --config.input=device "
+                     "or auto.")
 
 
 def validate_against_data(config, dataset, num_devices: int = 1) -> None:

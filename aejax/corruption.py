@@ -62,7 +62,9 @@ def make(name: str, level: float = 0.0) -> Corruption:
   if name not in NAMES:
     raise ValueError(f"Unknown corruption {name!r}; choose one of {list(NAMES)}.")
   is_rate = name in ("masking", "salt_and_pepper")  # a fraction of pixels
-  if not 0.0 <= level or (is_rate and level > 1.0):
+  # A traced level (a sweep's member, inside the compiled step) was checked as a number.
+  checkable = isinstance(level, (int, float))
+  if checkable and (not 0.0 <= level or (is_rate and level > 1.0)):
     bound = "in [0, 1]" if is_rate else "≥ 0"
     raise ValueError(f"corruption.level for {name!r} must be {bound}, got {level}.")
   if name == "none":

@@ -18,7 +18,7 @@ import jax.numpy as jnp
 import ml_collections
 
 from aejax import config as config_lib, corruption as corruption_lib, evaluate, losses, models
-from aejax import sharding
+from aejax import sharding, sweep
 from aejax import step as step_lib
 from aejax.objective import Objective
 
@@ -124,6 +124,26 @@ class Keys:
     out = None if mesh is None else sharding.replicated(mesh)
     return cls(*jax.jit(split, out_shardings=out)())
 
+  @classmethod
+  def from_seeds(cls, seeds: list[int], layout: sharding.Layout) -> "Keys":
+    """Each member's keys, as ``from_seed`` makes them, stacked on the members axis."""
+    split = jax.vmap(lambda seed: tuple(jax.random.split(jax.random.key(seed), 4)))
+    seeds = jax.numpy.asarray(seeds, jax.numpy.int32)
+    return cls(*jax.jit(split, out_shardings=layout.state)(seeds))
+
+
+@dataclasses.dataclass(frozen=True)
+class Members:
+  """A sweep's members (``aejax.sweep``): each one's overrides and config, and the
+  swept numbers the step reads, ``{dotted key: [M]}``."""
+  overrides: list[dict]
+  configs: list[ml_collections.ConfigDict]
+  numbers: dict[str, Any]
+
+  @property
+  def size(self) -> int:
+    return len(self.overrides)
+
 
 @dataclasses.dataclass(frozen=True)
 class Plan:
@@ -135,6 +155,7 @@ class Plan:
   input: str  # 'device' or 'stream'
   input_reason: str  # why (for config.input='auto')
   chunk_batches: int  # batches per compiled call when streaming
+  members: Members | None = None  # a sweep's; None for one model
 
 
 @dataclasses.dataclass(frozen=True)
@@ -163,6 +184,20 @@ class Run:
   def evaluator(self, test_images, test_labels=None) -> evaluate.Evaluator:
     return evaluate.Evaluator(self, test_images, test_labels)
 
+  def member(self, i: int) -> "Run":
+    """Member ``i`` of a sweep as a run of its own (its config, objective, corruption
+    and keys) on as many devices as one member's batch is split over, to evaluate it
+    as its own run would. Its ``state`` is None: a member's variables are a slice of
+    the sweep's state (``train.member_variables``)."""
+    config = self.plan.members.configs[i]
+    mesh = sharding.make_mesh(self.mesh.shape[sharding.DATA])
+    return dataclasses.replace(
+        self, config=config, objective=Objective(self.model, config.model,
+                                                 losses.parse_weights(config.losses)),
+        corrupt=corruption_lib.make(config.corruption.name, config.corruption.level),
+        plan=dataclasses.replace(self.plan, members=None), state=None,
+        keys=Keys.from_seed(config.seed, mesh), mesh=mesh)
+
   def record(self) -> dict:
     """What results.json says about where and how the run trained."""
     return {"epoch_mode": self.plan.epoch_mode, "microbatch_size": self.plan.microbatch_size,
@@ -176,40 +211,94 @@ def setup(config: ml_collections.ConfigDict, dataset, mesh=None) -> Run:
 
   ``dataset`` is a ``data.Dataset`` or, to restore a trained model without its data,
   a ``data.DataSpec`` (``image_shape``, ``n_train``). ``mesh``: the devices to train
-  on (``sharding.make_mesh()``, every device of every process, by default).
+  on (every device of every process by default: ``sharding.make_mesh()``, or for a
+  sweep ``sharding.make_member_mesh``).
   """
-  mesh = sharding.make_mesh() if mesh is None else mesh
   config_lib.validate(config)
-  config_lib.validate_against_data(config, dataset, mesh.size)
+  members = _members(config)
+  if mesh is None:
+    mesh = sharding.make_member_mesh(members.size) if members else sharding.make_mesh()
+  config_lib.validate_against_data(config, dataset, mesh.shape[sharding.DATA])
   image_shape = tuple(dataset.image_shape)
   model = models.build(config.model, image_shape, pixel_mean=dataset.pixel_mean)
-  objective = Objective(model, config.model, losses.parse_weights(config.losses))
-  corrupt = corruption_lib.make(config.corruption.name, config.corruption.level)
   steps_per_epoch = dataset.n_train // config.batch_size
   mode = resolve_epoch_mode(config)
   image_bytes = math.prod(image_shape)  # uint8
   plan = Plan(dataset.n_train, steps_per_epoch, mode,
-              resolve_microbatch_size(config, model, image_shape, mesh.size),
+              resolve_microbatch_size(config, model, image_shape, mesh.shape[sharding.DATA]),
               *resolve_input(config, dataset.n_train * image_bytes),
-              chunk_batches(steps_per_epoch, config.batch_size * image_bytes, mode))
-  optimizer = step_lib.make_optimizer(config, steps_per_epoch)
-  train_step = step_lib.make_train_step(objective, optimizer, corrupt, plan.microbatch_size)
-  batch, replicated = sharding.batch_sharded(mesh), sharding.replicated(mesh)
-  program = Program(train_step, *step_lib.make_epoch_fns(
-      train_step, dataset.n_train, config.batch_size, mode, batch, replicated),
-      step_lib.make_batch_fns(train_step, mode, batch, replicated))
-  keys = Keys.from_seed(config.seed, mesh)
+              chunk_batches(steps_per_epoch, config.batch_size * image_bytes, mode), members)
+  layout = sharding.Layout(mesh, members is not None)
 
-  def init(key):
+  def pieces(numbers: dict):
+    """The objective, optimizer and corruption of the config with ``numbers`` (a
+    member's, traced) in place of its own."""
+    view = sweep.Numbers(config, numbers)
+    return (Objective(model, config.model, view.loss_weights()),
+            step_lib.make_optimizer(view, steps_per_epoch),
+            corruption_lib.make(config.corruption.name, view.corruption.level))
+
+  def train_step(state, batch, key, numbers=None):
+    objective, optimizer, corrupt = pieces(numbers or {})
+    return step_lib.make_train_step(objective, optimizer, corrupt,
+                                    plan.microbatch_size)(state, batch, key)
+
+  def init(key, numbers=None):
     variables = models.init_variables(model, config.model, image_shape, key)
     params = variables.pop("params")
     return step_lib.TrainState(step=jnp.zeros((), jnp.int32), params=params,
-                               opt_state=optimizer.init(params), model_state=variables)
+                               opt_state=pieces(numbers or {})[1].init(params),
+                               model_state=variables)
 
-  state = jax.jit(init, out_shardings=replicated)(keys.init)
-  _check_objective(objective, state, image_shape)
+  numbers = None if members is None else {
+      key: jax.device_put(value, layout.state) for key, value in members.numbers.items()}
+  objective, _, corrupt = pieces({})
+  program = Program(train_step, *step_lib.make_epoch_fns(
+      train_step, dataset.n_train, config.batch_size, mode, layout, numbers),
+      step_lib.make_batch_fns(train_step, mode, layout))
+  if members is None:
+    keys = Keys.from_seed(config.seed, mesh)
+    state = jax.jit(init, out_shardings=layout.state)(keys.init)
+  else:
+    _check_memory(members.size, model, config, image_shape)
+    keys = Keys.from_seeds([c.seed for c in members.configs], layout)
+    state = jax.jit(step_lib.over_members(init, numbers, (0,)),
+                    out_shardings=layout.state)(keys.init)
+  _check_objective(objective, jax.eval_shape(init, jax.random.key(0)), image_shape)
   return Run(config, models.get(config.model.name), model, objective, corrupt, plan,
              program, state, keys, mesh)
+
+
+def _members(config) -> Members | None:
+  overrides = sweep.members(config)
+  if not overrides:
+    return None
+  configs = [sweep.member_config(config, o) for o in overrides]
+  return Members(overrides, configs, sweep.numbers(configs, list(overrides[0])))
+
+
+def _check_memory(num_members: int, model, config, image_shape) -> None:
+  """Refuses a sweep whose members' parameters, optimizer state and activations would
+  not fit the smallest device's memory (or the host's, on a CPU), saying how many
+  would. An estimate: four copies of the parameters (themselves, gradients, Adam's
+  two moments) and every layer's output for a batch, kept for the backward pass."""
+  shapes = jax.eval_shape(lambda: models.init_variables(
+      model, config.model, image_shape, jax.random.key(0)))
+  param_bytes = sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(shapes))
+  activations = models.activation_bytes(model, config.model, image_shape) * config.batch_size
+  per_member = 4 * param_bytes + 2 * activations
+  limits = [(d.memory_stats() or {}).get("bytes_limit") for d in jax.local_devices()]
+  if all(limits):
+    limit, where = min(limits), "the smallest device's memory"
+  else:
+    import os
+    limit, where = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"), "host memory"
+  if num_members * per_member > 0.8 * limit:
+    fit = int(0.8 * limit // per_member)
+    raise ValueError(
+        f"config.sweep makes {num_members} members of about {per_member / 2**20:.0f} MiB "
+        f"each (parameters, optimizer state, activations): more than 80% of {where} "
+        f"({limit / 2**30:.1f} GiB). At most {fit} members fit; sweep fewer at once.")
 
 
 def _check_objective(objective: Objective, state: step_lib.TrainState, image_shape) -> None:

@@ -17,6 +17,7 @@ corrupted input and the clean target.
 
 from __future__ import annotations
 
+import copy
 import math
 
 import jax
@@ -62,6 +63,13 @@ class Evaluator:
     self._sums = jax.jit(self._sums_impl, out_shardings=sharding.replicated(mesh))
     self._grid = jax.jit(self._grid_impl, out_shardings=sharding.replicated(mesh))
     self._grid_images = sharding.put(mesh, _one_per_label(test_images, test_labels))
+
+  def with_key(self, key: jax.Array) -> "Evaluator":
+    """The same evaluation (and its compiled programs) with another key: a sweep's
+    members that differ only in their seed share one."""
+    other = copy.copy(self)
+    other._key = key
+    return other
 
   def _per_example(self, variables, images_u8, key):
     # The keys as in the train step: the corruption's, and a fold of it for the model.

@@ -5,15 +5,24 @@ Data parallelism: one mesh over every device of every process, with one axis,
 state, keys and the uint8 train set are replicated; each batch is sharded on
 ``data``, so XLA partitions the step by examples and inserts the gradient's
 all-reduce.
+
+A sweep (``aejax.sweep``) adds a first axis, ``members``: every array with a leading
+members axis (parameters, optimizer state, keys, epoch orders) is split on it, so
+members on different devices train with no communication between them; each
+member's batch is split on ``data`` as before.
 """
 
 from __future__ import annotations
+
+import dataclasses
+import math
 
 import jax
 import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 DATA = "data"
+MEMBERS = "members"
 
 
 def make_mesh(num_devices: int | None = None) -> jax.sharding.Mesh:
@@ -22,6 +31,38 @@ def make_mesh(num_devices: int | None = None) -> jax.sharding.Mesh:
   devices = jax.devices() if num_devices is None else jax.devices()[:num_devices]
   return jax.make_mesh((len(devices),), (DATA,), devices=devices,
                        axis_types=(jax.sharding.AxisType.Auto,))
+
+
+def make_member_mesh(num_members: int, num_devices: int | None = None) -> jax.sharding.Mesh:
+  """A 2-D mesh (``members`` × ``data``) over the first ``num_devices`` devices: the
+  members axis as long as the largest common divisor of the members and devices."""
+  devices = jax.devices() if num_devices is None else jax.devices()[:num_devices]
+  across = math.gcd(num_members, len(devices))
+  return jax.make_mesh((across, len(devices) // across), (MEMBERS, DATA), devices=devices,
+                       axis_types=(jax.sharding.AxisType.Auto,) * 2)
+
+
+@dataclasses.dataclass(frozen=True)
+class Layout:
+  """Where a run's arrays lie: one model's state replicated, or a sweep's split on
+  its leading members axis; batches split on ``data`` (inside the members ``vmap``,
+  on ``members`` too)."""
+  mesh: jax.sharding.Mesh
+  members: bool = False
+
+  @property
+  def batch(self) -> NamedSharding:
+    return batch_sharded(self.mesh)
+
+  @property
+  def state(self) -> NamedSharding:
+    """The state, keys and orders (and a step's metrics)."""
+    return NamedSharding(self.mesh, P(MEMBERS) if self.members else P())
+
+  @property
+  def stacked(self) -> NamedSharding:
+    """Metrics stacked over steps: ``[steps]``, or ``[steps, M]``."""
+    return NamedSharding(self.mesh, P(None, MEMBERS) if self.members else P())
 
 
 def replicated(mesh) -> NamedSharding:

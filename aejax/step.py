@@ -25,7 +25,7 @@ import numpy as np
 import optax
 from absl import logging
 
-from aejax import corruption as corruption_lib
+from aejax import corruption as corruption_lib, sharding
 from aejax.objective import Objective, to_float
 
 PROGRESS_SECONDS = 30.0
@@ -84,17 +84,26 @@ def make_optimizer(config, steps_per_epoch: int) -> optax.GradientTransformation
                                  transition_steps=config.num_epochs * steps_per_epoch,
                                  decay_rate=config.final_lr_fraction)
   else:
-    lr = optax.warmup_cosine_decay_schedule(
-        init_value=0.0, peak_value=config.learning_rate,
-        warmup_steps=warmup_steps(config, steps_per_epoch),
-        decay_steps=config.num_epochs * steps_per_epoch,
-        end_value=config.learning_rate * config.final_lr_fraction)
+    lr = _warmup_cosine(config.learning_rate, warmup_steps(config, steps_per_epoch),
+                        config.num_epochs * steps_per_epoch,
+                        config.learning_rate * config.final_lr_fraction)
   # Decoupled weight decay (AdamW) only when asked for, so that a run without it
   # keeps plain Adam's state (and resumes checkpoints written before the key existed).
-  if config.weight_decay:
+  # A traced value (a sweep's members) always takes AdamW: at 0 it adds exactly 0.
+  if not isinstance(config.weight_decay, (int, float)) or config.weight_decay:
     return optax.adamw(lr, b1=config.adam_b1, b2=config.adam_b2, eps=config.adam_eps,
                        weight_decay=config.weight_decay)
   return optax.adam(lr, b1=config.adam_b1, b2=config.adam_b2, eps=config.adam_eps)
+
+
+def _warmup_cosine(peak, warmup: int, total: int, end):
+  """``optax.warmup_cosine_decay_schedule(0, peak, warmup, total, end)``, composed of
+  the same optax pieces: optax's function branches in Python on ``peak == 0``, which a
+  sweep's traced learning rate cannot answer (``peak`` > 0 is validated)."""
+  return optax.join_schedules([
+      optax.linear_schedule(init_value=0.0, end_value=peak, transition_steps=warmup),
+      optax.cosine_decay_schedule(init_value=peak, decay_steps=total - warmup,
+                                  alpha=end / peak)], [warmup])
 
 
 # ------------------------------------------------------------------- the step
@@ -170,47 +179,70 @@ def epoch_permutation(key: jax.Array, step: jax.Array, n: int, batch_size: int) 
 
 def _sharded(train_step: Callable, batch_sharding) -> Callable:
   """``train_step`` with its batch constrained to ``batch_sharding`` (None: as is)."""
-  def sharded_step(state, batch, key):
+  def sharded_step(state, batch, *rest):
     if batch_sharding is not None:
       batch = jax.lax.with_sharding_constraint(batch, batch_sharding)
-    return train_step(state, batch, key)
+    return train_step(state, batch, *rest)
   return sharded_step
 
 
-def _stacker(replicated) -> Callable:
+def over_members(fn: Callable, numbers: dict | None, in_axes: tuple) -> Callable:
+  """``fn(*args, numbers)`` of one member as a function of ``args`` over a leading
+  members axis (``in_axes``), each member with its own ``numbers`` (``{key: [M]}``).
+  ``fn`` itself when there are no members (``numbers`` None). Sharding constraints
+  inside ``fn`` gain the members axis (``spmd_axis_name``)."""
+  if numbers is None:
+    return fn
+  over = jax.vmap(fn, in_axes=(*in_axes, 0), spmd_axis_name=sharding.MEMBERS)
+  return lambda *args: over(*args, numbers)
+
+
+def _stacker(out_sharding) -> Callable:
   """Stacks a list of per-step metric dicts, under jit: an eager op cannot read arrays
   that span processes."""
   return jax.jit(lambda history: jax.tree.map(lambda *xs: jnp.stack(xs), *history),
-                 out_shardings=replicated)
+                 out_shardings=out_sharding)
+
+
+def _shardings(layout):
+  """(batch, state, stacked metrics) shardings of ``layout``; all None without one."""
+  return (None, None, None) if layout is None else (layout.batch, layout.state,
+                                                    layout.stacked)
 
 
 def make_epoch_fns(train_step: Callable, n: int, batch_size: int, mode: str,
-                   batch_sharding=None, replicated=None):
+                   layout=None, numbers: dict | None = None):
   """Returns ``(start_epoch, run_epoch)``, both compiled.
 
   ``start_epoch(state, shuffle_key) -> order``; ``run_epoch(state, images, order, key)
   -> (state, metrics stacked over steps)``. In 'scan' mode run_epoch is one call; in
   'step' mode it dispatches one compiled step per batch (no host sync in between).
-  ``batch_sharding``: how each gathered batch is laid out over the devices (sharded
-  on the data axis); ``replicated``: the sharding of the state, order and metrics.
+  ``layout`` (``sharding.Layout``): how batches, state and metrics lie on the mesh.
+  With ``numbers`` (a sweep's ``{key: [M]}``), ``train_step(state, batch, key,
+  numbers)`` is one member's, and state, keys and order have a leading members axis:
+  each member gathers its own batches from the one train set.
   """
   steps = n // batch_size
-  start_epoch = jax.jit(lambda state, key: epoch_permutation(key, state.step, n, batch_size),
-                        out_shardings=replicated)
+  batch_sharding, state_sharding, stacked = _shardings(layout)
+  permutation = lambda state, key, *_: epoch_permutation(key, state.step, n, batch_size)
+  start_epoch = jax.jit(over_members(permutation, numbers, (0, 0)),
+                        out_shardings=state_sharding)
   sharded_step = _sharded(train_step, batch_sharding)
 
-  def indexed_step(state, images, order, key):
-    return sharded_step(state, images[order[state.step % steps]], key)
+  def one_member(state, images, order, key, *numbers):
+    return sharded_step(state, images[order[state.step % steps]], key, *numbers)
+
+  indexed_step = over_members(one_member, numbers, (0, None, 0, 0))
 
   if mode == "scan":
-    @functools.partial(jax.jit, donate_argnums=0, out_shardings=replicated)
+    @functools.partial(jax.jit, donate_argnums=0, out_shardings=(state_sharding, stacked))
     def run_epoch(state, images, order, key):
       return jax.lax.scan(lambda s, _: indexed_step(s, images, order, key), state,
                           length=steps)
     return start_epoch, run_epoch
 
-  compiled_step = jax.jit(indexed_step, donate_argnums=0, out_shardings=replicated)
-  stack = _stacker(replicated)
+  compiled_step = jax.jit(indexed_step, donate_argnums=0, out_shardings=state_sharding)
+  stack = _stacker(stacked)
 
   def run_epoch(state, images, order, key):
     history = []
@@ -222,7 +254,7 @@ def make_epoch_fns(train_step: Callable, n: int, batch_size: int, mode: str,
       # scalar that often costs nothing measurable. An explicit device_get, the one
       # transfer an epoch makes on purpose (jax.transfer_guard allows only those).
       if time.perf_counter() - last_report > PROGRESS_SECONDS and i + 1 < steps:
-        loss = float(jax.device_get(metrics["loss"]))
+        loss = float(np.mean(jax.device_get(metrics["loss"])))
         last_report = time.perf_counter()
         logging.info("  step %d/%d of the epoch  loss %.5f", i + 1, steps, loss)
     return state, stack(history)
@@ -230,7 +262,7 @@ def make_epoch_fns(train_step: Callable, n: int, batch_size: int, mode: str,
   return start_epoch, run_epoch
 
 
-def make_batch_fns(train_step: Callable, mode: str, batch_sharding=None, replicated=None):
+def make_batch_fns(train_step: Callable, mode: str, layout=None):
   """``run_batches(state, batches, key) -> (state, metrics stacked over the batches)``:
   training on batches that arrive from outside (``config.input='stream'``) rather
   than gathered from a train set on the device.
@@ -242,17 +274,17 @@ def make_batch_fns(train_step: Callable, mode: str, batch_sharding=None, replica
   ``train_step`` as the device path's, and its noise comes from ``state.step``, so
   the same batches give the same updates.
   """
-
+  batch_sharding, state_sharding, stacked = _shardings(layout)
   sharded_step = _sharded(train_step, batch_sharding)
 
   if mode == "scan":
-    @functools.partial(jax.jit, donate_argnums=0, out_shardings=replicated)
+    @functools.partial(jax.jit, donate_argnums=0, out_shardings=(state_sharding, stacked))
     def run_batches(state, batches, key):
       return jax.lax.scan(lambda s, batch: sharded_step(s, batch, key), state, batches)
     return run_batches
 
-  compiled_step = jax.jit(sharded_step, donate_argnums=0, out_shardings=replicated)
-  stack = _stacker(replicated)
+  compiled_step = jax.jit(sharded_step, donate_argnums=0, out_shardings=state_sharding)
+  stack = _stacker(stacked)
 
   def run_batches(state, batches, key):
     history = []
@@ -265,13 +297,18 @@ def make_batch_fns(train_step: Callable, mode: str, batch_sharding=None, replica
 
 
 def check_finite(history: dict[str, np.ndarray], first_step: int) -> None:
-  """Raises NonFiniteLossError naming the first step and term that went NaN/inf."""
+  """Raises NonFiniteLossError naming the first step (and member, for a sweep's
+  ``[steps, M]`` history) and term that went NaN/inf."""
   for i in range(len(history["loss"])):
-    bad = [name for name, values in history.items() if not np.isfinite(values[i])]
+    bad = [name for name, values in history.items() if not np.all(np.isfinite(values[i]))]
     if bad:
       name = next((b for b in bad if b != "loss"), "loss")
+      value = np.asarray(history[name][i])
+      member = "" if value.ndim == 0 else (
+          f" (sweep member {int(np.flatnonzero(~np.isfinite(value))[0])})")
       raise NonFiniteLossError(
-          f"Loss term {name!r} became {history[name][i]} at step {first_step + i + 1}. "
+          f"Loss term {name!r} became {value[~np.isfinite(value)].flat[0] if value.ndim else value} "
+          f"at step {first_step + i + 1}{member}. "
           "Training stopped; the last good checkpoint is kept. To go on from it with a "
           "lower learning rate, rerun with --config.learning_rate=<lower> "
           "--continue_with_changes (see docs/reliability.md), or check the data.")

@@ -20,7 +20,7 @@ import numpy as np
 from absl import logging
 
 from aejax import checkpoint, code_stats, config as config_lib, data as data_lib, engine
-from aejax import inputs, plots
+from aejax import inputs, plots, sweep
 from aejax import workdir as workdir_lib
 from aejax.step import NonFiniteLossError, check_finite  # noqa: F401 (re-exported)
 from aejax.writers import MetricWriter
@@ -80,7 +80,8 @@ def _resume(run: engine.Run, mngr, work, dataset, continue_with_changes: bool):
 
   step, variables, opt_state, meta = restored
   params = variables.pop("params")
-  state = run.state.replace(step=jax.numpy.asarray(step, jax.numpy.int32), params=params,
+  state = run.state.replace(step=jax.numpy.full(run.state.step.shape, step, jax.numpy.int32),
+                            params=params,
                             opt_state=opt_state, model_state=variables)
   changes = workdir_lib.config_changes(config_lib.upgrade(meta["config"]), now)
   if changes:
@@ -115,65 +116,121 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     try:
       state, meta = _resume(run, mngr, work, dataset, continue_with_changes)
       writer.resume(meta["record"])
-      evaluator = run.evaluator(dataset.test_images, dataset.test_labels)
-      first_epoch = int(state.step) // plan.steps_per_epoch
+      models = _models(run, dataset)
+      first_epoch = int(np.max(state.step)) // plan.steps_per_epoch
       feed = inputs.open_input(run, dataset, first_epoch, meta.get("input"))
       # ------------------------------------------------------------------ loop
       examples = plan.steps_per_epoch * config.batch_size
       for epoch in range(first_epoch, config.num_epochs):
-        t0, step0 = time.perf_counter(), int(state.step)
+        t0, step0 = time.perf_counter(), int(np.max(state.step))
         state, history = feed.train_epoch(state, epoch)
         seconds = time.perf_counter() - t0
         check_finite(history, step0)
         meta["input"] = feed.position()
         meta["train_seconds"] += seconds
-        meta["record"] = {"epoch": epoch + 1, "step": int(state.step),
-                          "train": {k: float(np.mean(v)) for k, v in history.items()},
-                          "test": evaluator.loss_terms(state.variables), "seconds": seconds,
+        meta["record"] = {"epoch": epoch + 1, "step": int(np.max(state.step)),
+                          **_epoch_metrics(models, state, history), "seconds": seconds,
                           "train_seconds": meta["train_seconds"],
                           "examples_per_second": examples / seconds}
         if (epoch + 1) % config.checkpoint_every == 0 or epoch + 1 == config.num_epochs:
-          checkpoint.save(mngr, int(state.step), state.variables, state.opt_state, meta)
+          checkpoint.save(mngr, int(np.max(state.step)), state.variables, state.opt_state,
+                          meta)
         writer.write_epoch(meta["record"], config.num_epochs)
     finally:
       writer.close()
       mngr.close()
     # ------------------------------------------------------------- evaluation
-    return _finish(run, state, meta, dataset, evaluator, work)
+    return _finish(run, state, meta, dataset, models, work)
 
 
-def _finish(run: engine.Run, state, meta: dict, dataset, evaluator, work) -> dict:
-  config = run.config
-  results = {
-      "name": config.name,
-      "model": config.model.to_dict(),
-      "dataset": dataset.record(),
-      "epochs": int(state.step) // run.plan.steps_per_epoch,
-      "steps": int(state.step),
-      "losses": run.objective.weights,
-      "corruption": config.corruption.to_dict(),
-      **run.record(),
-      "train_seconds": meta["train_seconds"],
-      "segments": meta["segments"],
-      **evaluator.results(state.variables),
-  }
+def _models(run: engine.Run, dataset) -> list[tuple[engine.Run, object]]:
+  """``(run, evaluator)`` of each model trained: the run, or each sweep member as a run
+  of its own (so that it is evaluated exactly as that run would be)."""
+  if run.plan.members is None:
+    return [(run, run.evaluator(dataset.test_images, dataset.test_labels))]
+  out, shared = [], {}
+  for i in range(run.plan.members.size):
+    member = run.member(i)
+    # Members whose objective and corruption agree share one compiled evaluation.
+    same = (tuple(member.objective.weights.items()), member.config.corruption.level)
+    if same not in shared:
+      shared[same] = member.evaluator(dataset.test_images, dataset.test_labels)
+    out.append((member, shared[same].with_key(member.keys.eval)))
+  return out
+
+
+def member_variables(state, i: int | None):
+  """The Flax variables of member ``i`` of a sweep's state (on the host), or of a
+  single model's state (``i`` None)."""
+  if i is None:
+    return state.variables
+  return jax.tree.map(lambda x: np.asarray(x[i]), state.variables)
+
+
+def _epoch_metrics(models, state, history) -> dict:
+  """The epoch's record: train means and test loss terms (a sweep's means over its
+  members, and each member's)."""
+  if len(models) == 1 and np.ndim(history["loss"]) == 1:
+    return {"train": {k: float(np.mean(v)) for k, v in history.items()},
+            "test": models[0][1].loss_terms(state.variables)}
+  members = [{"train": {k: float(np.mean(v[:, i])) for k, v in history.items()},
+              "test": evaluator.loss_terms(member_variables(state, i))}
+             for i, (_, evaluator) in enumerate(models)]
+  mean = lambda split: {k: float(np.mean([m[split][k] for m in members]))
+                        for k in members[0][split]}
+  return {"train": mean("train"), "test": mean("test"), "members": members}
+
+
+def _model_results(run: engine.Run, variables, evaluator, dataset) -> dict:
+  """One model's test figures: the evaluator's, its code statistics, its family's."""
+  results = evaluator.results(variables)
   if hasattr(run.model, "encode") and hasattr(run.model, "decode"):
     # L0, dead units over one pass of the training set, variance explained: for every
     # model, so an L1 code and a TopK code are measured alike.
     results["code_stats"] = code_stats.code_statistics(
         functools.partial(run.model.apply, method="encode"),
-        functools.partial(run.model.apply, method="decode"), state.variables,
-        dataset.train_images, dataset.test_images, config.eval_batch_size)
+        functools.partial(run.model.apply, method="decode"), variables,
+        dataset.train_images, dataset.test_images, run.config.eval_batch_size)
   if run.family.evaluate is not None:
-    results["model_eval"] = run.family.evaluate(run.model, state.variables, dataset,
+    results["model_eval"] = run.family.evaluate(run.model, variables, dataset,
                                                 jax.random.fold_in(run.keys.eval, 2))
+  return results
+
+
+def _finish(run: engine.Run, state, meta: dict, dataset, models, work) -> dict:
+  """results.json and the pictures; for a sweep, the top-level figures and pictures
+  are member 0's, beside every member's (``members``) and their ``summary``."""
+  config, members = run.config, run.plan.members
+  figures = [_model_results(r, member_variables(state, None if members is None else i),
+                            evaluator, dataset) for i, (r, evaluator) in enumerate(models)]
+  results = {
+      "name": config.name,
+      "model": config.model.to_dict(),
+      "dataset": dataset.record(),
+      "epochs": int(np.max(state.step)) // run.plan.steps_per_epoch,
+      "steps": int(np.max(state.step)),
+      "losses": run.objective.weights,
+      "corruption": config.corruption.to_dict(),
+      **run.record(),
+      "train_seconds": meta["train_seconds"],
+      "segments": meta["segments"],
+      **figures[0],
+  }
+  if members is not None:
+    results["sweep"] = config.sweep
+    results["members"] = [{"member": i, "overrides": overrides, **figures[i]}
+                          for i, overrides in enumerate(members.overrides)]
+    results["summary"] = sweep.summary(results["members"])
   work.write_json("results.json", results)
   if work.writes:
-    plots.reconstruction_grid(evaluator.grid_rows(state.variables),
+    first, evaluator = models[0]
+    variables = member_variables(state, None if members is None else 0)
+    plots.reconstruction_grid(evaluator.grid_rows(variables),
                               work.path / "reconstructions.png")
-    if run.family.figures is not None:
-      run.family.figures(run.model, state.variables, dataset,
-                         jax.random.fold_in(run.keys.eval, 3), work.path)
-  logging.info("Wrote %s: test mse %.5f, psnr %.2f dB.", work.path / "results.json",
-               results["test"]["mse"], results["test"]["psnr_db"])
+    if first.family.figures is not None:
+      first.family.figures(first.model, variables, dataset,
+                           jax.random.fold_in(first.keys.eval, 3), work.path)
+  logging.info("Wrote %s: test mse %.5f, psnr %.2f dB%s.", work.path / "results.json",
+               results["test"]["mse"], results["test"]["psnr_db"],
+               "" if members is None else f" (member 0 of {members.size})")
   return results

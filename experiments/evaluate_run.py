@@ -16,7 +16,9 @@ import sys
 import jax
 from absl import app, flags
 
-from aejax import analysis, data, engine
+import ml_collections
+
+from aejax import analysis, data, engine, sweep
 
 
 
@@ -31,7 +33,17 @@ def _define_flags() -> None:
 
 
 def evaluate(workdir: str, data_dir: str = "") -> dict:
-  run = analysis.load_run(workdir)
+  """The run's test figures; a sweep's, one entry per member under ``members``."""
+  first = analysis.load_run(workdir)
+  count = len(sweep.members(ml_collections.ConfigDict(first.meta["config"])))
+  if not count:
+    return _evaluate(first, workdir, data_dir)
+  return {"workdir": str(workdir), "step": first.step, "sweep": first.meta["config"]["sweep"],
+          "members": [{"member": i, **_evaluate(analysis.load_run(workdir, i), workdir,
+                                                data_dir)} for i in range(count)]}
+
+
+def _evaluate(run: analysis.Run, workdir: str, data_dir: str) -> dict:
   config = run.config
   if data_dir:
     config.data_dir = data_dir
@@ -44,7 +56,7 @@ def evaluate(workdir: str, data_dir: str = "") -> dict:
          "epoch": run.step // setup.plan.steps_per_epoch, **evaluator.results(run.variables)}
   if setup.family.evaluate is not None:
     out["model_eval"] = setup.family.evaluate(setup.model, run.variables, dataset,
-                                        jax.random.fold_in(setup.keys.eval, 2))
+                                              jax.random.fold_in(setup.keys.eval, 2))
   return out
 
 

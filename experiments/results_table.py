@@ -4,7 +4,9 @@
     python -m experiments.results_table runs/*
 
 One row per run: name, data, epochs, test MSE, SSE per image, PSNR, code activation,
-denoising PSNRs where the run had a corruption, and train seconds.
+denoising PSNRs where the run had a corruption, and train seconds. A sweep's run
+(``config.sweep``) gives one row per setting of its non-seed keys, each figure as
+mean ± standard deviation over that setting's seeds.
 """
 
 import json
@@ -12,13 +14,33 @@ import pathlib
 import sys
 
 
-def row(workdir: pathlib.Path) -> str:
+def _row(name: str, r: dict, figure) -> str:
+  denoise = (f"{figure('denoising.psnr_noisy_db', 2)} → "
+             f"{figure('denoising.psnr_denoised_db', 2)}" if "denoising" in r else "–")
+  return (f"| `{name}` | {r['name']} | {r['dataset']['name']} ({r['dataset']['n_train']:,}) "
+          f"| {r['epochs']} | {figure('test.mse', 5)} | {figure('test.sse_per_image', 2)} "
+          f"| {figure('test.psnr_db', 2)} | {figure('test.code_mean_activation', 3)} "
+          f"| {denoise} | {r['train_seconds']:.0f} |")
+
+
+def rows(workdir: pathlib.Path) -> list[str]:
   r = json.loads((workdir / "results.json").read_text())
-  t, d = r["test"], r.get("denoising")
-  denoise = f"{d['psnr_noisy_db']:.2f} → {d['psnr_denoised_db']:.2f}" if d else "–"
-  return (f"| `{workdir.name}` | {r['name']} | {r['dataset']['name']} ({r['dataset']['n_train']:,}) "
-          f"| {r['epochs']} | {t['mse']:.5f} | {t['sse_per_image']:.2f} | {t['psnr_db']:.2f} "
-          f"| {t['code_mean_activation']:.3f} | {denoise} | {r['train_seconds']:.0f} |")
+  if "summary" not in r:
+    def figure(key, digits):
+      section, name = key.split(".")
+      return f"{r[section][name]:.{digits}f}"
+    return [_row(workdir.name, r, figure)]
+  out = []
+  for group in r["summary"]:
+    setting = ", ".join(f"{k}={v:g}" for k, v in group["setting"].items())
+    stats = group["metrics"]
+    def figure(key, digits, stats=stats):
+      s = stats[key]
+      return f"{s['mean']:.{digits}f} ± {s['std']:.{digits}f}"
+    seeds = len(group["members"])
+    label = f"{workdir.name}{' ' + setting if setting else ''} ({seeds} seeds)"
+    out.append(_row(label, r, figure))
+  return out
 
 
 def main(argv: list[str]) -> None:
@@ -30,7 +52,7 @@ def main(argv: list[str]) -> None:
         "| mean code activation | denoising PSNR dB (noisy → denoised) | train s |")
   print("|---|---|---|---|---|---|---|---|---|---|")
   for folder in folders:
-    print(row(folder))
+    print("\n".join(rows(folder)))
 
 
 if __name__ == "__main__":

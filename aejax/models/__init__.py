@@ -8,11 +8,11 @@ See ``registry.py`` for the contract a family keeps. To add one, write its modul
 (a ``Family`` passed to ``registry.register``) and import it below.
 """
 
-from aejax.models.registry import (Family, build, default_config, get, init_variables,
-                                   largest_activation_bytes, names, register, rngs, validate)
+from aejax.models.registry import (Family, activation_bytes, build, default_config, get,
+                                   init_variables, largest_activation_bytes, names, register, rngs, validate)
 
 # The families that ship with aejax; importing a module registers it.
 from aejax.models import contractive, conv, mlp, topk, vae, vqvae  # noqa: E402,F401
 
-__all__ = ["Family", "build", "default_config", "get", "init_variables",
+__all__ = ["Family", "activation_bytes", "build", "default_config", "get", "init_variables",
            "largest_activation_bytes", "names", "register", "rngs", "validate"]

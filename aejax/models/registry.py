@@ -141,10 +141,8 @@ def init_variables(model: nn.Module, model_config, image_shape, key: jax.Array) 
   return {name: variables[name] for name in kept if name in variables}
 
 
-def largest_activation_bytes(model: nn.Module, model_config,
-                             image_shape: tuple[int, ...]) -> int:
-  """Bytes of the largest output of any submodule, for one example (shapes only:
-  nothing is computed)."""
+def _intermediate_shapes(model: nn.Module, model_config, image_shape: tuple[int, ...]):
+  """The shapes of every submodule's output for one example (nothing is computed)."""
   x = jax.ShapeDtypeStruct((1, *image_shape), jnp.float32)
 
   def intermediates(x):
@@ -154,5 +152,17 @@ def largest_activation_bytes(model: nn.Module, model_config,
     return model.apply(variables, x, rngs=rngs(model_config, key),
                        capture_intermediates=True, mutable=["intermediates"])[1]
 
+  return jax.tree.leaves(jax.eval_shape(intermediates, x))
+
+
+def largest_activation_bytes(model: nn.Module, model_config,
+                             image_shape: tuple[int, ...]) -> int:
+  """Bytes of the largest output of any submodule, for one example."""
   return max(leaf.size * leaf.dtype.itemsize
-             for leaf in jax.tree.leaves(jax.eval_shape(intermediates, x)))
+             for leaf in _intermediate_shapes(model, model_config, image_shape))
+
+
+def activation_bytes(model: nn.Module, model_config, image_shape: tuple[int, ...]) -> int:
+  """Bytes of all submodules' outputs together, for one example."""
+  return sum(leaf.size * leaf.dtype.itemsize
+             for leaf in _intermediate_shapes(model, model_config, image_shape))
