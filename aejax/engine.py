@@ -216,8 +216,7 @@ def setup(config: ml_collections.ConfigDict, dataset, mesh=None) -> Run:
   """
   config_lib.validate(config)
   members = _members(config)
-  if mesh is None:
-    mesh = sharding.make_member_mesh(members.size) if members else sharding.make_mesh()
+  mesh = default_mesh(config) if mesh is None else mesh
   config_lib.validate_against_data(config, dataset, mesh.shape[sharding.DATA])
   image_shape = tuple(dataset.image_shape)
   model = models.build(config.model, image_shape, pixel_mean=dataset.pixel_mean)
@@ -228,6 +227,10 @@ def setup(config: ml_collections.ConfigDict, dataset, mesh=None) -> Run:
               resolve_microbatch_size(config, model, image_shape, mesh.shape[sharding.DATA]),
               *resolve_input(config, dataset.n_train * image_bytes),
               chunk_batches(steps_per_epoch, config.batch_size * image_bytes, mode), members)
+  if members is not None and plan.input == "stream":
+    raise ValueError(f"config.sweep trains on the train set on the device, but "
+                     f"config.input={config.input!r} chose streaming ({plan.input_reason}); "
+                     "sweep a smaller train set, or train the members as runs of their own.")
   layout = sharding.Layout(mesh, members is not None)
 
   def pieces(numbers: dict):
@@ -267,6 +270,15 @@ def setup(config: ml_collections.ConfigDict, dataset, mesh=None) -> Run:
   _check_objective(objective, jax.eval_shape(init, jax.random.key(0)), image_shape)
   return Run(config, models.get(config.model.name), model, objective, corrupt, plan,
              program, state, keys, mesh)
+
+
+def default_mesh(config, num_devices: int | None = None) -> jax.sharding.Mesh:
+  """The first ``num_devices`` devices (all by default) as the run's mesh: ``data``
+  alone, or ``members`` × ``data`` for a sweep."""
+  members = sweep.members(config)
+  if members:
+    return sharding.make_member_mesh(len(members), num_devices)
+  return sharding.make_mesh(num_devices)
 
 
 def _members(config) -> Members | None:

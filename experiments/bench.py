@@ -22,8 +22,8 @@ import jax
 import ml_collections
 import numpy as np
 
-from aejax import config as config_lib, data as data_lib, engine, evaluate as evaluate_lib
-from aejax import inputs, sharding
+from aejax import config as config_lib, data as data_lib, engine
+from aejax import inputs, train
 from aejax import step as step_lib
 
 EPOCH_MODES = config_lib.EPOCH_MODES
@@ -48,6 +48,7 @@ class Measurement:
   device: str
   num_devices: int = 1  # data-parallel over this many devices
   input: str = "device"  # aejax: the train set on the device, or streamed (config.input)
+  members: int = 1  # models trained in one program (config.sweep over seeds)
 
   @property
   def median_epoch_s(self) -> float:
@@ -146,9 +147,10 @@ class JaxTrainer:
         name="benchmark", source="benchmark", location="", train_images=images,
         train_labels=np.zeros(len(images), np.uint8), test_images=images[:1],
         test_labels=np.zeros(1, np.uint8))
-    self.run = engine.setup(config, dataset, sharding.make_mesh(num_devices))
+    self.run = engine.setup(config, dataset, engine.default_mesh(config, num_devices))
     self.state = self.run.state
     self.epochs = 0
+    self._evaluator = None
     # The train set goes to the device (or its array_record copy is written) before
     # the clock starts.
     self.input = inputs.open_input(self.run, dataset)
@@ -159,8 +161,14 @@ class JaxTrainer:
     self.epochs += 1
     return history
 
-  def evaluator(self, test_images: np.ndarray) -> evaluate_lib.Evaluator:
-    return self.run.evaluator(test_images)
+  def test_mse(self, test_images: np.ndarray) -> float:
+    """The test MSE of the model (a sweep's: member 0), its evaluation compiled once."""
+    members = self.run.plan.members
+    if self._evaluator is None:
+      run = self.run if members is None else self.run.member(0)
+      self._evaluator = run.evaluator(test_images)
+    variables = train.member_variables(self.state, None if members is None else 0)
+    return self._evaluator.results(variables)["test"]["mse"]
 
 
 def time_jax(name: str, config, images: np.ndarray, test_images: np.ndarray, *,
@@ -178,8 +186,7 @@ def time_jax(name: str, config, images: np.ndarray, test_images: np.ndarray, *,
     t0 = time.perf_counter()
     history = trainer.epoch()  # device_get waits for the epoch to finish
     seconds.append(time.perf_counter() - t0)
-  step_lib.check_finite(history, int(trainer.state.step) - len(history["loss"]))
-  test = trainer.evaluator(test_images).results(trainer.state.variables)["test"]
+  step_lib.check_finite(history, int(np.max(trainer.state.step)) - len(history["loss"]))
   median = float(np.median(seconds[1:]))
   plan = trainer.run.plan
   return Measurement(
@@ -189,8 +196,8 @@ def time_jax(name: str, config, images: np.ndarray, test_images: np.ndarray, *,
       batch_size=config.batch_size, epoch_seconds=seconds,
       compile_s=max(seconds[0] - median, 0.0), peak_device_bytes=peak_device_bytes(),
       peak_rss_bytes=peak_rss_bytes(), final_loss=float(np.mean(history["loss"])),
-      test_mse=test["mse"], device=device_name(), num_devices=num_devices,
-      input=plan.input)
+      test_mse=trainer.test_mse(test_images), device=device_name(), num_devices=num_devices,
+      input=plan.input, members=plan.members.size if plan.members else 1)
 
 
 def time_to_quality(config, images: np.ndarray, test_images: np.ndarray, *,
@@ -205,11 +212,10 @@ def time_to_quality(config, images: np.ndarray, test_images: np.ndarray, *,
   """
   t0 = time.perf_counter()
   trainer = JaxTrainer(config, images, epoch_mode)
-  evaluator = trainer.evaluator(test_images)
   curve = []
   for epoch in range(1, config.num_epochs + 1):
     trainer.epoch()
-    mse = evaluator.results(trainer.state.variables)["test"]["mse"]
+    mse = trainer.test_mse(test_images)
     curve.append({"epoch": epoch, "seconds": time.perf_counter() - t0, "test_mse": mse})
     if mse <= target_mse:
       break
@@ -243,7 +249,7 @@ def table(measurements: list[Measurement]) -> str:
   """A Markdown table, one row per measurement."""
   head = ("| framework | model | devices | epoch | dtype | chunk | images | s/epoch | best s "
           "| examples/s | per device | compile s "
-          "| peak device mem | peak RSS | final loss | test MSE | input |")
+          "| peak device mem | peak RSS | final loss | test MSE | input | members |")
   rows = [head, "|" + "---|" * (head.count("|") - 1)]
   for m in measurements:
     compile_s = "–" if m.compile_s is None else f"{m.compile_s:.2f}"
@@ -254,8 +260,23 @@ def table(measurements: list[Measurement]) -> str:
         f"| {m.examples_per_s_per_device:,.0f} "
         f"| {compile_s} "
         f"| {_mib(m.peak_device_bytes)} | {_mib(m.peak_rss_bytes)} | {m.final_loss:.5f} "
-        f"| {m.test_mse:.5f} | {m.input} |")
+        f"| {m.test_mse:.5f} | {m.input} | {m.members} |")
   return "\n".join(rows)
+
+
+def member_ratios(measurements: list[Measurement]) -> list[str]:
+  """For each sweep measured beside its one-member run: M members' epoch in one
+  program against M times one member's (the target: at most 1.1 on a CPU)."""
+  lines = []
+  for m in (m for m in measurements if m.members > 1):
+    for one in measurements:
+      if (one.framework, one.model, one.members, one.num_devices, one.epoch_mode,
+          one.num_images) == ("aejax", m.model, 1, m.num_devices, m.epoch_mode, m.num_images):
+        ratio = m.median_epoch_s / (m.members * one.median_epoch_s)
+        lines.append(f"{m.model}: {m.members} members in one program {m.median_epoch_s:.4g} "
+                     f"s/epoch vs {m.members} x one member's {one.median_epoch_s:.4g} s = "
+                     f"{m.members * one.median_epoch_s:.4g} s: ratio {ratio:.2f}")
+  return lines
 
 
 def ratios(measurements: list[Measurement]) -> list[str]:

@@ -15,7 +15,10 @@ PyTorch eager twins (``experiments/bench_torch.py``) in the same run and prints 
 on a CPU host: there the figure is the overhead of partitioning, not a speed-up).
 ``--input=device,stream`` times each with the train set on the device and streamed
 from array_record files (``config.input``; the copy is written before the clock).
-``--time_to_quality`` times the vanilla model at its default config to a test MSE,
+``--members=1,8,32`` trains N-seed sweeps (``config.sweep``) as one program and
+prints each against N times one member's epoch; ``--sweep_launch=8`` times one
+8-seed sweep launch of the CLI against 8 separate launches, start-up and
+compilation included. ``--time_to_quality`` times the vanilla model at its default config to a test MSE,
 compilation included, in two fresh processes: cold, then with JAX's persistent
 compilation cache warm. ``--scaling`` times the vanilla model against data size and
 code size, and the conv model against its width. Heavy: on a shared machine run it
@@ -29,6 +32,7 @@ import platform
 import subprocess
 import sys
 import tempfile
+import time
 
 import jax
 from absl import app, flags
@@ -52,6 +56,10 @@ _INPUTS = flags.DEFINE_list("input", ["device"], "Where batches come from (confi
                             "array_record files, written once to the TFDS data dir).")
 _DEVICES = flags.DEFINE_list("devices", ["1"], "Device counts to train on, data-parallel "
                              "(on a CPU, that many forced CPU devices).")
+_MEMBERS = flags.DEFINE_list("members", ["1"], "Models per program: N > 1 trains an "
+                             "N-seed sweep (config.sweep) in one compiled program.")
+_SWEEP_LAUNCH = flags.DEFINE_integer("sweep_launch", 0, "N > 0: wall time of one N-seed "
+                                     "sweep launch of vanilla against N separate launches.")
 _LEARNING_RATE = flags.DEFINE_float("learning_rate", 1e-3, "Adam's constant rate, both "
                                     "frameworks (the configs' schedules are not used).")
 _NUM_IMAGES = flags.DEFINE_integer("num_images", 60000, "Training images per epoch.")
@@ -111,6 +119,11 @@ def validate() -> None:
   if max(counts) > jax.device_count():
     raise ValueError(f"--devices={_DEVICES.value}: this host has {jax.device_count()} "
                      f"{jax.default_backend()} devices.")
+  members = [int(m) for m in _MEMBERS.value if m.strip().isdigit()]
+  if len(members) != len(_MEMBERS.value) or not members or min(members) < 1:
+    raise ValueError(f"--members: use positive integers, got {_MEMBERS.value}.")
+  if _SWEEP_LAUNCH.value < 0:
+    raise ValueError(f"--sweep_launch must be >= 0, got {_SWEEP_LAUNCH.value}.")
   if _DATA_DIR.value and not pathlib.Path(_DATA_DIR.value).is_dir():
     raise ValueError(f"--data_dir={_DATA_DIR.value} is not a folder.")
   if _COMPARE.value == "torch":
@@ -137,12 +150,16 @@ def measure_models() -> list[bench.Measurement]:
         for mode in _EPOCH_MODES.value:
           for devices in map(int, _DEVICES.value):
             for input_mode in _INPUTS.value:
-              m = bench.time_jax(name, config, images, test_images, epoch_mode=mode,
-                                 num_devices=devices, input_mode=input_mode)
-              measurements.append(m)
-              print(f"  aejax {name} {m.epoch_mode} {dtype} chunk {m.microbatch_size} on "
-                    f"{devices} device(s), input {m.input}: {m.median_epoch_s:.4g} s/epoch "
-                    f"(epochs {['%.3g' % s for s in m.epoch_seconds]})", flush=True)
+              for members in map(int, _MEMBERS.value):
+                config.sweep = f"seed=0:{members}" if members > 1 else ""
+                m = bench.time_jax(name, config, images, test_images, epoch_mode=mode,
+                                   num_devices=devices, input_mode=input_mode)
+                measurements.append(m)
+                print(f"  aejax {name} {m.epoch_mode} {dtype} chunk {m.microbatch_size} on "
+                      f"{devices} device(s), input {m.input}, {m.members} member(s): "
+                      f"{m.median_epoch_s:.4g} s/epoch "
+                      f"(epochs {['%.3g' % s for s in m.epoch_seconds]})", flush=True)
+        config.sweep = ""
     if _COMPARE.value == "torch":
       from experiments import bench_torch  # only here: PyTorch is an optional extra
       config = bench.benchmark_config(MODEL_CONFIGS[name].get_config(),
@@ -184,6 +201,33 @@ def time_to_quality() -> dict:
             f"(test MSE {r['curve'][-1]['test_mse']:.5f}; {r['data']['n_train']} images, "
             f"batch {r['batch_size']}, {r['epoch_mode']} mode)", flush=True)
   return runs
+
+
+def sweep_launch(members: int) -> dict:
+  """Wall seconds of one ``--config.sweep=seed=0:N`` launch of the vanilla config
+  against N launches of one seed each, start-up and compilation included: on
+  --data_dir (or the bundled sample), --num_epochs epochs, batch --batch_size."""
+  data_flags = ([f"--config.data_dir={_DATA_DIR.value}"] if _DATA_DIR.value
+                else ["--config.dataset=mnist_sample"])
+  common = ["--config=experiments/configs/vanilla.py", *data_flags,
+            f"--config.num_epochs={_NUM_EPOCHS.value}",
+            f"--config.batch_size={_BATCH_SIZE.value}"]
+  env = {**os.environ, "AEJAX_DATA_DIR": ""}
+
+  def launch(workdir, *args) -> float:
+    start = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "experiments.main", f"--workdir={workdir}",
+                    *common, *args], check=True, env=env, capture_output=True)
+    return time.perf_counter() - start
+
+  with tempfile.TemporaryDirectory(prefix="aejax-sweep-launch-") as root:
+    one = launch(f"{root}/sweep", f"--config.sweep=seed=0:{members}")
+    separate = sum(launch(f"{root}/seed{i}", f"--config.seed={i}") for i in range(members))
+  result = {"members": members, "sweep_s": one, "separate_s": separate,
+            "speedup": separate / one, "num_epochs": _NUM_EPOCHS.value}
+  print(f"  {members}-seed sweep launch {one:.1f} s vs {members} separate launches "
+        f"{separate:.1f} s: {separate / one:.2f}x faster", flush=True)
+  return result
 
 
 def scaling() -> list[dict]:
@@ -251,11 +295,13 @@ def main(argv):
   measurements = measure_models() if _MODELS.value else []
   if measurements:
     print("\n" + bench.table(measurements))
-    for line in bench.ratios(measurements):
+    for line in bench.ratios(measurements) + bench.member_ratios(measurements):
       print(line)
     report["measurements"] = [m.record() for m in measurements]
   if _TTQ.value:
     report["time_to_quality"] = time_to_quality()
+  if _SWEEP_LAUNCH.value:
+    report["sweep_launch"] = sweep_launch(_SWEEP_LAUNCH.value)
   if _SCALING.value:
     points = scaling()
     print("\n" + scaling_table(points))
