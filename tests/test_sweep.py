@@ -24,9 +24,22 @@ from experiments.configs import vanilla
 BASE = ("--config=experiments/configs/vanilla.py", "--config.dataset=mnist_sample",
         "--config.batch_size=500")
 GRID = "seed=0:2; learning_rate=1e-3,3e-3"  # four members, the learning rate fastest
-# An all-reduce's device groups in HLO text: {{0,1},{2,3},...} or the iota form [4,2]<=[8].
-REPLICA_GROUPS = (r"all-reduce\(.*?replica_groups="
-                  r"(\{(?:\{[\d,]*\},?)*\}|\[[\d,]+\]<=\[\d+\]\S*)")
+# An all-reduce's device groups in HLO text, in one of three forms: explicit groups
+# {{0,1},{2,3},...}, iota groups [4,2]<=[8], or mesh axes mesh['axis_0'=4,...] {'axis_1'}.
+REPLICA_GROUPS = (r"all-reduce\(.*?replica_groups=(\{(?:\{[\d,]*\},?)*\}|\[[\d,]+\]<=\[\d+\]\S*"
+                  r"|mesh\[[^\]]*\] \{[^}]*\})")
+
+
+def within_members(group: str) -> bool:
+  """Whether an all-reduce of the 4 × 2 mesh reduces over the data pairs only."""
+  if group.startswith("mesh"):
+    sizes = dict(re.findall(r"'(\w+)'=(\d+)", group))
+    reduced = re.findall(r"'(\w+)'", group.split("{")[1])
+    return int(np.prod([int(sizes[a]) for a in reduced])) == 2 and "axis_0" not in reduced
+  if group.startswith("{"):  # pairs of neighbours, one member each
+    pairs = [tuple(map(int, g.split(","))) for g in re.findall(r"\{([\d,]+)\}", group)]
+    return all(len(p) == 2 and p[0] // 2 == p[1] // 2 for p in pairs)
+  return group.startswith("[4,2]<=[8]")  # four groups of two neighbours
 
 
 def sample_config(**changes):
@@ -218,9 +231,4 @@ def test_members_on_a_2d_mesh_equal_one_device_and_never_talk(swept, tmp_path):
     np.testing.assert_allclose(a["test"]["mse"], b["test"]["mse"], rtol=1e-4)
   groups = re.findall(REPLICA_GROUPS, proc.stdout)
   assert groups, "the gradient is all-reduced over the data axis"
-  for group in groups:
-    if group.startswith("{"):  # explicit groups: pairs of neighbours, one member each
-      pairs = [tuple(map(int, g.split(","))) for g in re.findall(r"\{([\d,]+)\}", group)]
-      assert all(len(p) == 2 and p[0] // 2 == p[1] // 2 for p in pairs), group
-    else:  # iota groups: [4,2]<=[8], four groups of two neighbours
-      assert group.startswith("[4,2]<=[8]"), group
+  assert all(within_members(group) for group in groups), groups
