@@ -155,8 +155,9 @@ def _split(variables: dict) -> tuple[dict, dict]:
 
 
 def _one_per_label(images: np.ndarray, labels: np.ndarray | None, n: int = 10) -> np.ndarray:
-  """The first test image of each label (the first ``n`` images without labels)."""
-  if labels is None:
+  """The first test image of each label (the first ``n`` images without labels, or
+  with a single one: unlabelled data)."""
+  if labels is None or len(np.unique(labels)) < 2:
     return images[:n]
   firsts = [np.flatnonzero(labels == label)[0] for label in np.unique(labels)[:n]]
   return images[np.array(firsts)]

@@ -16,7 +16,9 @@ tries, in order:
 
 ``dataset='mnist_sample'`` asks for the bundled sample directly; ``'tfds:<name>'``
 any image dataset of the TFDS catalog, which needs TensorFlow
-(``pip install "aejax[tensorflow]"``). The TFDS builders are imported only here and
+(``pip install "aejax[tensorflow]"``). A user's own data (``aejax.data.readers``):
+``'folder:<path>'`` a folder of image files, ``'npz:<file>'`` arrays, ``'cifar10'`` and
+``'cifar100'`` their binary distribution under ``config.data_dir``. The TFDS builders are imported only here and
 only when needed: tensorflow-datasets is slow to import.
 """
 
@@ -27,16 +29,25 @@ import os
 
 from absl import logging
 
+from aejax.data import readers
 from aejax.data.core import (DataError, Dataset, ENV_DATA_DIR, IDX_DATASETS,
                              _FULL_DATA_HINT, load_sample, read_idx_folder)
 
-# Besides these, 'tfds:<name>' names any dataset of the TFDS catalog.
-DATASETS = (*IDX_DATASETS, "mnist_sample")
+# Besides these, 'tfds:<name>' names any dataset of the TFDS catalog, 'folder:<path>'
+# a folder of images and 'npz:<file>' arrays.
+DATASETS = (*IDX_DATASETS, "mnist_sample", *readers.CIFAR)
 TFDS_PREFIX = "tfds:"
+FOLDER_PREFIX = "folder:"
+NPZ_PREFIX = "npz:"
 
 
 def validate_dataset_name(name: str) -> None:
   """Raises ValueError, naming ``config.dataset``, for a name ``load`` cannot serve."""
+  for prefix, what in ((FOLDER_PREFIX, "<folder of images>"), (NPZ_PREFIX, "<file.npz>")):
+    if name.startswith(prefix):
+      if not name[len(prefix):]:
+        raise ValueError(f"config.dataset={name!r} names no file: use {prefix}{what}.")
+      return
   if name.startswith(TFDS_PREFIX):
     if not name[len(TFDS_PREFIX):]:
       raise ValueError(f"config.dataset={name!r} names no dataset: use tfds:<name>, "
@@ -48,7 +59,7 @@ def validate_dataset_name(name: str) -> None:
           f"({', '.join(IDX_DATASETS)} need no TensorFlow.)")
   elif name not in DATASETS:
     raise ValueError(f"config.dataset={name!r} is unknown; choose one of "
-                     f"{list(DATASETS)} or tfds:<name>.")
+                     f"{list(DATASETS)}, folder:<path>, npz:<file> or tfds:<name>.")
 
 
 def _tfds_data():
@@ -79,11 +90,24 @@ def load(config) -> Dataset:
   validate_dataset_name(name)
   if name == "mnist_sample":
     return load_sample()
+  if name.startswith(FOLDER_PREFIX):
+    return readers.read_folder(name[len(FOLDER_PREFIX):], image_size=config.image_size,
+                               channels=config.channels, test_fraction=config.test_fraction,
+                               name=name)
+  if name.startswith(NPZ_PREFIX):
+    return readers.read_npz(name[len(NPZ_PREFIX):], name=name)
   if name.startswith(TFDS_PREFIX):
     from aejax.data import tfds_builders
     return tfds_builders.load_with_tensorflow(name[len(TFDS_PREFIX):])
 
   data_dir = config.data_dir or os.environ.get(ENV_DATA_DIR)
+  if name in readers.CIFAR:
+    if not config.data_dir:
+      raise DataError(
+          f"{name} is read from its binary distribution: download and unpack "
+          f"{readers.CIFAR_URLS[name]} and pass --config.data_dir=<the folder holding "
+          f"{readers.CIFAR[name][0]}>.")
+    return readers.read_cifar(config.data_dir, name)
   if data_dir:
     return read_idx_folder(data_dir, name=name)  # a named folder wins, or is an error
   ds = _try_tfds(name)

@@ -1,12 +1,13 @@
 """Input that streams from disk (``config.input='stream'``): a grain pipeline over the
 TFDS array_record files of the train set.
 
-Whatever the source (a prepared TFDS copy, a folder of IDX files, the bundled
-sample), the train split is read from ``array_record`` files written by aejax's own
-TensorFlow-free TFDS builders (``tfds_builders``): a prepared copy is used where it
-lies; other data is written once, through the same builder, into
-``<TFDS data dir>/aejax_stream/<fingerprint>/`` (so the copy is keyed by the data's
-identity, never by a path that could hold other images later).
+Whatever the source, the train split is read from ``array_record`` files of
+TFDS-serialized examples: a copy prepared by aejax's TensorFlow-free TFDS builders
+(``tfds_builders``) is used where it lies; any other uint8 image data (a folder of
+IDX files, the bundled sample, an image folder, npz arrays, CIFAR) is written once,
+in the same record format, into ``<TFDS data dir>/aejax_stream/<fingerprint>/`` (so
+the copy is keyed by the data's identity, never by a path that could hold other
+images later).
 
 TFDS stores records in an order of its own; each keeps its position in the source
 (``index``). ``positions`` maps that source position to the record's, so a batch of
@@ -30,7 +31,6 @@ import dataclasses
 import fcntl
 import os
 import pathlib
-import tempfile
 import threading
 from typing import Any, Callable, Iterator
 
@@ -48,49 +48,59 @@ from aejax.data import tfds_builders
 READ_THREADS = min(16, os.cpu_count() or 2)
 PREFETCH_CHUNKS = max(4, READ_THREADS)
 POSITIONS_FILE = "train_positions.npy"
+COPY_NAME = "aejax_stream"  # the file stem of the copies this module writes
 
 
 def cache_root() -> pathlib.Path:
   return tfds_builders.default_data_dir() / "aejax_stream"
 
 
-def _write_idx(path: pathlib.Path, array: np.ndarray) -> None:
-  """A raw IDX file of a uint8 array (what the TFDS builders read)."""
-  header = bytes([0, 0, 0x08, array.ndim]) + np.asarray(array.shape, ">u4").tobytes()
-  path.write_bytes(header + np.ascontiguousarray(array, np.uint8).tobytes())
+def _example(image: np.ndarray, index: int) -> bytes:
+  """One record as TFDS serializes its examples (a tf.train.Example proto, the image a
+  raw-bytes tensor), so one parser reads aejax's copies and TFDS-prepared files alike."""
+  from tensorflow_datasets.proto import tf_example_pb2
+  example = tf_example_pb2.Example()
+  example.features.feature["image"].bytes_list.value.append(image.tobytes())
+  example.features.feature["index"].int64_list.value.append(index)
+  return example.SerializeToString()
 
 
-def _builder_name(dataset: data_lib.Dataset) -> str:
-  name = dataset.name.removesuffix("_sample")
-  return name if name in tfds_builders.BUILDERS else "mnist"
+def write_train_records(path: pathlib.Path, images: np.ndarray) -> None:
+  """Writes uint8 images ``[N, ...]`` as one array_record file, in source order, each
+  record keeping its ``index``; atomically (a temporary name, then a rename)."""
+  from array_record.python import array_record_module
+  tmp = path.with_name(f".writing.{os.getpid()}")  # outside the copy's file pattern
+  # group_size:1: every record its own chunk, for random access (grain's advice).
+  writer = array_record_module.ArrayRecordWriter(str(tmp), "group_size:1")
+  try:
+    for index, image in enumerate(images):
+      writer.write(_example(np.ascontiguousarray(image), index))
+  finally:
+    writer.close()
+  tmp.replace(path)
 
 
 def array_record_folder(dataset: data_lib.Dataset) -> pathlib.Path:
-  """The folder of ``dataset``'s train split as TFDS array_record files, written once
-  (from the loaded arrays, through aejax's builder) when the data came from elsewhere."""
+  """The folder of ``dataset``'s train split as array_record files: a TFDS-prepared
+  copy where it lies; for any other uint8 image data (IDX folders, the sample, image
+  folders, npz, CIFAR) a copy written once from the loaded arrays, keyed by the data's
+  fingerprint."""
   if dataset.source == "tfds" and (pathlib.Path(dataset.location) / "features.json").is_file():
     return pathlib.Path(dataset.location)
-  if dataset.source == "tfds" or dataset.image_shape != tfds_builders.IMAGE_SHAPE:
+  if dataset.source == "tfds":
     raise data_lib.DataError(
-        f"config.input='stream' reads array_record files written by aejax's TFDS "
-        f"builders (28x28x1 images of the MNIST family); {dataset.name} "
-        f"({dataset.source}, images {dataset.image_shape}) has none: use "
-        "--config.input=device.")
-  name = _builder_name(dataset)
-  data_dir = cache_root() / dataset.fingerprint[:20]
-  folder = tfds_builders.prepared_dir(name, data_dir)
-  data_dir.mkdir(parents=True, exist_ok=True)
+        f"config.input='stream' reads array_record files; {dataset.name} was prepared by "
+        "TensorFlow as TFRecord and has none: use --config.input=device.")
+  folder = cache_root() / dataset.fingerprint[:20]
+  path = folder / f"{COPY_NAME}-train.array_record-00000-of-00001"
+  folder.mkdir(parents=True, exist_ok=True)
   # One writer per copy: processes of one run on one host share it.
-  with open(data_dir / ".lock", "a") as lock:
+  with open(folder / ".lock", "a") as lock:
     fcntl.flock(lock, fcntl.LOCK_EX)
-    if not (folder / "dataset_info.json").is_file():
+    if not path.is_file():
       logging.info("Writing %s once as array_record for config.input='stream': %s",
-                   dataset.name, folder)
-      with tempfile.TemporaryDirectory(dir=data_dir) as manual:
-        for key, stem in data_lib.IDX_FILES.items():
-          array = getattr(dataset, key)
-          _write_idx(pathlib.Path(manual) / stem, array[..., 0] if array.ndim == 4 else array)
-        tfds_builders.prepare(name, data_dir=data_dir, manual_dir=manual)
+                   dataset.name, path)
+      write_train_records(path, dataset.train_images)
   return folder
 
 
