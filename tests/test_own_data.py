@@ -273,8 +273,6 @@ def test_a_folder_trains_alike_streamed_and_on_the_device_and_resumes(folder_run
   resumed = results(root / "device")
   assert resumed["epochs"] == 2 and resumed["input"] == "stream"
   assert resumed["dataset"]["fingerprint"] == device["dataset"]["fingerprint"]
-  grid = np.asarray(Image.open(root / "stream" / "reconstructions.png").convert("RGB"), int)
-  assert np.abs(grid[..., 0] - grid[..., 1]).max() > 50  # in colour
 
 
 @pytest.mark.slow
@@ -312,3 +310,15 @@ def test_npz_and_cifar_train_alike_streamed_and_on_the_device(tmp_path, monkeypa
     out[mode] = train.train_and_evaluate(config, str(tmp_path / mode))
   assert out["stream"]["test"] == out["device"]["test"]
   assert out["device"]["dataset"]["source"] == {"npz": "npz", "cifar10": "cifar_binary"}[source]
+
+
+@pytest.mark.slow
+def test_the_colour_conv_config_trains_on_cifar_records_and_draws_in_colour(tmp_path, cli):
+  make_cifar10(tmp_path / "cifar", n_per_file=16, n_test=16)
+  cli.run_config("cifar_conv", tmp_path / "run", "--config.dataset=cifar10",
+                 f"--config.data_dir={tmp_path / 'cifar'}", "--config.batch_size=16")
+  out = results(tmp_path / "run")
+  assert out["dataset"]["image_shape"] == [32, 32, 3] and out["dataset"]["n_train"] == 80
+  assert 0 < out["test"]["mse"] < 0.2
+  grid = np.asarray(Image.open(tmp_path / "run" / "reconstructions.png").convert("RGB"), int)
+  assert np.abs(grid[..., 0] - grid[..., 1]).max() > 50  # in colour
