@@ -41,6 +41,7 @@ def defaults(model: str = "mlp") -> ml_collections.ConfigDict:
   config.image_size = 0  # folder: resize and centre-crop to n x n; 0: as stored.
   config.channels = 0  # folder: 1 (grey) or 3 (RGB), converted; 0: as stored.
   config.test_fraction = 0.1  # folder without train/ and test/: files held out, by name.
+  config.standardize = False  # npz float vectors: per-feature mean 0, std 1 (recorded).
   config.input = "auto"  # 'device' (train set on every device), 'stream' or 'auto'.
   # Optimization.
   config.num_epochs = 5
@@ -162,11 +163,20 @@ def validate(config: ml_collections.ConfigDict) -> None:
   _one_of(config, "channels", CHANNELS)
   _require(_finite(config.test_fraction) and 0 < config.test_fraction < 1, "test_fraction",
            config.test_fraction, "must lie strictly between 0 and 1")
+  _require(isinstance(config.standardize, bool), "standardize", config.standardize,
+           "must be True or False")
 
 
 def validate_against_data(config, dataset, num_devices: int = 1) -> None:
   """The checks that need the data (a ``data.Dataset`` or ``DataSpec``) and the devices."""
-  models.validate(config.model, dataset.image_shape)
+  models.validate(config.model, dataset.image_shape, unbounded=not dataset.bounded)
+  if not dataset.bounded:
+    bce = [t for t in losses.parse_weights(config.losses) if t == "bce"]
+    _require(not bce, "losses", config.losses,
+             f"must not hold 'bce' for {dataset.name}, whose values are not in [0, 1]")
+    _require(config.corruption.name == "none", "corruption.name", config.corruption.name,
+             f"must be 'none' for {dataset.name}, whose values are not in [0, 1] (the "
+             "corruptions clip to [0, 1])")
   if config.batch_size % num_devices:
     raise ValueError(f"config.batch_size={config.batch_size} is the global batch and must "
                      f"divide by the {num_devices} devices it is sharded over; use a "

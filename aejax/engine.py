@@ -135,6 +135,7 @@ class Plan:
   input: str  # 'device' or 'stream'
   input_reason: str  # why (for config.input='auto')
   chunk_batches: int  # batches per compiled call when streaming
+  bounded: bool = True  # the data lies in [0, 1]: PSNR and BCE are reported
 
 
 @dataclasses.dataclass(frozen=True)
@@ -160,8 +161,8 @@ class Run:
   keys: Keys
   mesh: jax.sharding.Mesh
 
-  def evaluator(self, test_images, test_labels=None) -> evaluate.Evaluator:
-    return evaluate.Evaluator(self, test_images, test_labels)
+  def evaluator(self, test_images, test_labels=None, scale=None) -> evaluate.Evaluator:
+    return evaluate.Evaluator(self, test_images, test_labels, scale)
 
   def record(self) -> dict:
     """What results.json says about where and how the run trained."""
@@ -182,16 +183,18 @@ def setup(config: ml_collections.ConfigDict, dataset, mesh=None) -> Run:
   config_lib.validate(config)
   config_lib.validate_against_data(config, dataset, mesh.size)
   image_shape = tuple(dataset.image_shape)
-  model = models.build(config.model, image_shape, pixel_mean=dataset.pixel_mean)
+  model = models.build(config.model, image_shape, pixel_mean=dataset.pixel_mean,
+                       unbounded=not dataset.bounded)
   objective = Objective(model, config.model, losses.parse_weights(config.losses))
   corrupt = corruption_lib.make(config.corruption.name, config.corruption.level)
   steps_per_epoch = dataset.n_train // config.batch_size
   mode = resolve_epoch_mode(config)
-  image_bytes = math.prod(image_shape)  # uint8
+  image_bytes = math.prod(image_shape) * (4 if len(image_shape) == 1 else 1)  # f32 vectors
   plan = Plan(dataset.n_train, steps_per_epoch, mode,
               resolve_microbatch_size(config, model, image_shape, mesh.size),
               *resolve_input(config, dataset.n_train * image_bytes),
-              chunk_batches(steps_per_epoch, config.batch_size * image_bytes, mode))
+              chunk_batches(steps_per_epoch, config.batch_size * image_bytes, mode),
+              dataset.bounded)
   optimizer = step_lib.make_optimizer(config, steps_per_epoch)
   train_step = step_lib.make_train_step(objective, optimizer, corrupt, plan.microbatch_size)
   batch, replicated = sharding.batch_sharded(mesh), sharding.replicated(mesh)

@@ -115,7 +115,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     try:
       state, meta = _resume(run, mngr, work, dataset, continue_with_changes)
       writer.resume(meta["record"])
-      evaluator = run.evaluator(dataset.test_images, dataset.test_labels)
+      scale = dataset.details.get("std")  # standardised vectors: errors in their units
+      evaluator = run.evaluator(dataset.test_images, dataset.test_labels, scale)
       first_epoch = int(state.step) // plan.steps_per_epoch
       feed = inputs.open_input(run, dataset, first_epoch, meta.get("input"))
       # ------------------------------------------------------------------ loop
@@ -168,12 +169,13 @@ def _finish(run: engine.Run, state, meta: dict, dataset, evaluator, work) -> dic
     results["model_eval"] = run.family.evaluate(run.model, state.variables, dataset,
                                                 jax.random.fold_in(run.keys.eval, 2))
   work.write_json("results.json", results)
-  if work.writes:
+  if work.writes and len(dataset.image_shape) == 3:  # pictures of images, not vectors
     plots.reconstruction_grid(evaluator.grid_rows(state.variables),
                               work.path / "reconstructions.png")
     if run.family.figures is not None:
       run.family.figures(run.model, state.variables, dataset,
                          jax.random.fold_in(run.keys.eval, 3), work.path)
-  logging.info("Wrote %s: test mse %.5f, psnr %.2f dB.", work.path / "results.json",
-               results["test"]["mse"], results["test"]["psnr_db"])
+  logging.info("Wrote %s: test mse %.5f%s.", work.path / "results.json",
+               results["test"]["mse"], f", psnr {results['test']['psnr_db']:.2f} dB"
+               if "psnr_db" in results["test"] else "")
   return results

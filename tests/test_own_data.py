@@ -15,7 +15,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 from PIL import Image
 
-from aejax import data, train
+from aejax import analysis, data, engine, train
 from aejax.data import readers
 from experiments.configs import base
 
@@ -181,7 +181,8 @@ def test_every_bad_input_is_one_line_naming_the_file(tmp_path):
   x = images(6)
   cases = {"missing.npz": (dict(train=x), r"lacks the key 'test'"),
            "dtype.npz": (dict(train=x.astype(np.int32), test=x), r"'train' has dtype int32"),
-           "floats.npz": (dict(train=x / 255, test=x), r"'train' holds float64 values"),
+           "floats.npz": (dict(train=x / 255, test=x / 255),
+                          r"'train' is float64 \[6, 8, 8, 3\]; float vectors must be \[N, D\]"),
            "count.npz": (dict(train=x, test=x, train_labels=np.zeros(5), test_labels=np.zeros(6)),
                          r"'train_labels' holds 5 labels .* for 6 train images"),
            "shape.npz": (dict(train=x, test=images(6, (8, 4, 3))),
@@ -234,6 +235,59 @@ def test_bad_names_and_keys_are_refused_before_any_compute():
   config.dataset = "cifar10"
   one_line_error(r"cifar10 is read from its binary distribution: .* --config\.data_dir",
                  data.load, config)
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.integers(2, 40), st.integers(1, 6), st.integers(0, 2**31))
+def test_standardize_against_numpy(n, d, seed):
+  rng = np.random.default_rng(seed)
+  train_x = (rng.standard_normal((n, d)) * rng.uniform(0.1, 100, d) + 7).astype(np.float32)
+  train_x[:, 0] = 3.0  # a constant feature keeps its scale
+  test_x = rng.standard_normal((5, d)).astype(np.float32)
+  a, b, mean, std = readers.standardize(train_x, test_x)
+  np.testing.assert_allclose(mean, train_x.astype(np.float64).mean(0), rtol=1e-6)
+  assert std[0] == 1.0 and (a[:, 0] == 0).all()
+  np.testing.assert_allclose(b, (test_x - mean) / std, rtol=1e-5, atol=1e-5)
+  if n > 2:
+    np.testing.assert_allclose(a[:, 1:].mean(0), 0, atol=1e-4)
+    np.testing.assert_allclose(a[:, 1:].std(0), 1, rtol=1e-3)
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.integers(1, 30), st.data())
+def test_first_non_finite_row_is_the_first_bad_one(n, draw):
+  x = np.zeros((n, 3), np.float32)
+  bad = draw.draw(st.sets(st.integers(0, n - 1)))
+  for row in bad:
+    x[row, row % 3] = draw.draw(st.sampled_from([np.nan, np.inf, -np.inf]))
+  assert readers.first_non_finite_row(x) == (min(bad) if bad else None)
+
+
+def test_bad_vectors_are_one_line_and_images_only_families_refuse_them(tmp_path):
+  x = vectors(20)
+  x[7, 3] = np.nan
+  np.savez(tmp_path / "nan.npz", train=vectors(20), test=x)
+  one_line_error(r"nan\.npz: 'test' holds a non-finite value \(NaN or inf\) in row 7",
+                 readers.read_npz, tmp_path / "nan.npz")
+  np.savez(tmp_path / "mixed.npz", train=vectors(20), test=images(4))
+  one_line_error(r"'test' is uint8 \[4, 8, 8, 3\]; float vectors must be \[N, D\]",
+                 readers.read_npz, tmp_path / "mixed.npz")
+  np.savez(tmp_path / "img.npz", train=images(4), test=images(4))
+  one_line_error(r"standardize applies to float vectors only", readers.read_npz,
+                 tmp_path / "img.npz", standardize=True)
+  np.savez(tmp_path / "ok.npz", train=vectors(40), test=vectors(8))
+  ds = readers.read_npz(tmp_path / "ok.npz")
+  assert ds.image_shape == (12,) and not ds.bounded and ds.train_images.dtype == np.float32
+  for model, losses, match in (("conv", "mse=1", r"'conv' trains on images .* 12 features"),
+                               ("vqvae", "mse=1", r"'vqvae' trains on images"),
+                               ("mlp", "bce=1", r"config.losses must not hold 'bce'")):
+    config = base.get_config(model)
+    config.losses, config.batch_size = losses, 8
+    with pytest.raises(ValueError, match=match) as info:
+      engine.setup(config, ds)
+    assert "\n" not in str(info.value)
+  unit = readers.read_npz(tmp_path / "img.npz")
+  assert unit.bounded
 
 
 # ------------------------------------------------------------ training on them
@@ -292,24 +346,48 @@ def test_a_folder_that_changed_is_refused_on_resume_and_a_bad_file_is_one_line(
   assert last.startswith("error: ") and "060.png cannot be read as an image" in last
 
 
+def vectors(n, d=12):
+  """Float features with a scale and an offset far from [0, 1]."""
+  return (RNG.standard_normal((n, d)) * 5 + 10).astype(np.float32)
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("source", ["npz", "cifar10"])
-def test_npz_and_cifar_train_alike_streamed_and_on_the_device(tmp_path, monkeypatch, source):
-  if source == "npz":
-    np.savez(tmp_path / "x.npz", train=images(96, (8, 8, 1)), test=images(16, (8, 8, 1)))
-    dataset, data_dir = f"npz:{tmp_path / 'x.npz'}", ""
+@pytest.mark.parametrize("source", ["vectors", "cifar10"])
+def test_vectors_and_cifar_train_alike_streamed_and_on_the_device(tmp_path, monkeypatch, source):
+  """Standardised float vectors (a TopK autoencoder, its linear head) and CIFAR
+  records (the MLP), 1 epoch each way; the vectors' error in their own units is
+  NumPy's on the restored model's reconstructions."""
+  config = base.get_config("topk" if source == "vectors" else "mlp")
+  if source == "vectors":
+    np.savez(tmp_path / "x.npz", train=vectors(96), test=vectors(16))
+    config.dataset, config.standardize = f"npz:{tmp_path / 'x.npz'}", True
+    config.model.width, config.model.k = 32, 4
   else:
     make_cifar10(tmp_path, n_per_file=16, n_test=16)
-    dataset, data_dir = "cifar10", str(tmp_path)
+    config.dataset, config.data_dir, config.model.code_size = "cifar10", str(tmp_path), 8
   monkeypatch.setenv("TFDS_DATA_DIR", str(tmp_path / "tfds"))
+  config.num_epochs, config.batch_size = 1, 16
   out = {}
   for mode in ("device", "stream"):
-    config = base.get_config()
-    config.dataset, config.data_dir, config.input = dataset, data_dir, mode
-    config.num_epochs, config.batch_size, config.model.code_size = 1, 16, 8
+    config.input = mode
     out[mode] = train.train_and_evaluate(config, str(tmp_path / mode))
   assert out["stream"]["test"] == out["device"]["test"]
-  assert out["device"]["dataset"]["source"] == {"npz": "npz", "cifar10": "cifar_binary"}[source]
+  test = out["device"]["test"]
+  if source == "cifar10":
+    assert out["device"]["dataset"]["source"] == "cifar_binary" and "psnr_db" in test
+    return
+  assert "psnr_db" not in test and "bce" not in test  # not [0, 1] data
+  record = out["device"]["dataset"]
+  mean, std = np.array(record["mean"]), np.array(record["std"])
+  raw = np.load(tmp_path / "x.npz")
+  np.testing.assert_allclose(mean, raw["train"].mean(0, dtype=np.float64), rtol=1e-6)
+  run = analysis.load_run(tmp_path / "device")
+  x = readers.standardize(raw["train"], raw["test"])[1]
+  reconstruction = run.reconstruct(x)
+  assert (reconstruction < 0).any()  # the linear head, unclipped
+  expected = np.mean(((reconstruction - x) * std) ** 2)
+  assert test["mse_data_units"] == pytest.approx(expected, rel=1e-4)
+  assert test["mse"] == pytest.approx(np.mean((reconstruction - x) ** 2), rel=1e-4)
 
 
 @pytest.mark.slow

@@ -2,7 +2,8 @@
 
 The bottom of ``aejax.data``: it imports nothing else of aejax. Images are
 ``uint8 [N, H, W, C]`` and labels ``uint8 [N]``; scaling to [0, 1] happens on the
-device (``aejax.objective.to_float``).
+device (``aejax.objective.to_float``). Vectors (``npz:`` files of float features) are
+``float32 [N, D]``, taken as they are.
 """
 
 from __future__ import annotations
@@ -70,8 +71,15 @@ class Dataset:
                                  "test": (self.test_images, self.test_labels)})
 
   @property
-  def image_shape(self) -> tuple[int, int, int]:
+  def image_shape(self) -> tuple[int, ...]:
+    """``(H, W, C)`` of images, ``(D,)`` of vectors."""
     return tuple(self.train_images.shape[1:])
+
+  @property
+  def bounded(self) -> bool:
+    """Whether the data lies in [0, 1] once scaled (every image; vectors that do):
+    a sigmoid output head fits it and PSNR means something."""
+    return self.details.get("bounded", True)
 
   @property
   def n_train(self) -> int:
@@ -79,7 +87,10 @@ class Dataset:
 
   @functools.cached_property
   def pixel_mean(self) -> np.ndarray:
-    """The training images' mean, float ``[H, W, C]`` in [0, 1]."""
+    """The training images' mean, float ``[H, W, C]`` in [0, 1] (of vectors: their
+    mean ``[D]``)."""
+    if self.train_images.dtype != np.uint8:
+      return self.train_images.mean(0, dtype=np.float64).astype(np.float32)
     return pixel_mean(self.train_images)
 
   @functools.cached_property
@@ -102,20 +113,22 @@ class Dataset:
 
 def check_splits(location: str, splits: dict[str, tuple[np.ndarray, np.ndarray]]) -> None:
   """Raises DataError, naming ``location``, unless every split is a non-empty uint8
-  ``[N, H, W, C]`` array with ``N`` uint8 labels, all of the train split's shape."""
+  ``[N, H, W, C]`` (or float32 ``[N, D]``) array with ``N`` uint8 labels, all of the
+  train split's shape and dtype."""
   shape = None
   for split, (images, labels) in splits.items():
-    if images.dtype != np.uint8 or images.ndim != 4:
-      raise DataError(f"{location}: the {split} images must be uint8 [N, H, W, C], got "
-                      f"{images.dtype} {list(images.shape)}.")
+    if not ((images.dtype == np.uint8 and images.ndim == 4)
+            or (images.dtype == np.float32 and images.ndim == 2)):
+      raise DataError(f"{location}: the {split} images must be uint8 [N, H, W, C] (or "
+                      f"vectors float32 [N, D]), got {images.dtype} {list(images.shape)}.")
     if not len(images):
       raise DataError(f"{location}: the {split} split is empty.")
     if labels.dtype != np.uint8 or labels.shape != (len(images),):
       raise DataError(f"{location}: the {split} split has {len(images)} images but labels "
                       f"{labels.dtype} {list(labels.shape)}.")
     if shape is None:
-      shape = images.shape[1:]
-    elif images.shape[1:] != shape:
+      shape, dtype = images.shape[1:], images.dtype
+    elif images.shape[1:] != shape or images.dtype != dtype:
       raise DataError(f"{location}: the {split} images are {_shape(images.shape[1:])} but "
                       f"the train images {_shape(shape)}; both splits need one shape.")
 
@@ -132,6 +145,7 @@ class DataSpec:
   image_shape: tuple[int, ...]
   n_train: int
   pixel_mean: np.ndarray | None = None
+  bounded: bool = True  # the data lies in [0, 1] (see Dataset.bounded)
 
 
 # ---------------------------------------------------------------------------- IDX

@@ -7,8 +7,9 @@ compute. Only ``core`` is imported; Pillow only when a folder is read.
 - ``read_folder``: PNG, JPEG, WebP, BMP... through Pillow; labels from class
   subfolders; ``train/`` and ``test/`` subfolders when there are both, else a split by
   each file's path (``in_test_split``), recorded in ``details``.
-- ``read_npz``: ``train`` / ``test`` uint8 ``[N, H, W, C]`` (and optional
-  ``train_labels`` / ``test_labels``).
+- ``read_npz``: ``train`` / ``test`` uint8 images ``[N, H, W, C]`` or float vectors
+  ``[N, D]`` (optionally standardised per feature, ``standardize``), and optional
+  ``train_labels`` / ``test_labels``.
 - ``read_cifar``: CIFAR-10 and CIFAR-100 from their binary distribution folders
   (``cifar-10-batches-bin``, ``cifar-100-binary``): fixed-size records of label bytes
   and 3,072 pixel bytes (1,024 red, then green, then blue, row-major), read with NumPy.
@@ -182,9 +183,49 @@ def _npz_labels(npz, path, split: str, n: int) -> np.ndarray | None:
   return labels.astype(np.uint8)
 
 
-def read_npz(path: str | pathlib.Path, name: str | None = None) -> Dataset:
-  """``train`` / ``test`` uint8 images ``[N, H, W, C]`` (and optional integer
-  ``train_labels`` / ``test_labels``) from one ``.npz`` file, never unpickled."""
+def standardize(train: np.ndarray, test: np.ndarray):
+  """``(train', test', mean [D], std [D])``: both splits less the train split's
+  per-feature mean, over its standard deviation (a constant feature's taken as 1),
+  in float64 then cast back to float32."""
+  mean = train.mean(0, dtype=np.float64)
+  std = train.std(0, dtype=np.float64)
+  std = np.where(std > 0, std, 1.0)
+  scale = lambda x: ((x - mean) / std).astype(np.float32)
+  return scale(train), scale(test), mean, std
+
+
+def first_non_finite_row(array: np.ndarray) -> int | None:
+  """The index of the first row ``[i, ...]`` holding a NaN or an infinity, or None."""
+  bad = ~np.isfinite(array).reshape(len(array), -1).all(1)
+  return int(np.argmax(bad)) if bad.any() else None
+
+
+def _vectors(path, arrays: dict[str, np.ndarray], standardize_: bool) -> tuple[dict, dict]:
+  for key, array in arrays.items():
+    if not np.issubdtype(array.dtype, np.floating) or array.ndim != 2:
+      raise DataError(f"{path}: {key!r} is {array.dtype} {list(array.shape)}; float "
+                      "vectors must be [N, D] in both 'train' and 'test' (images: uint8 "
+                      "[N, H, W, C] in both).")
+    row = first_non_finite_row(array)
+    if row is not None:
+      raise DataError(f"{path}: {key!r} holds a non-finite value (NaN or inf) in row "
+                      f"{row}: {array[row][~np.isfinite(array[row])][0]}.")
+  arrays = {k: v.astype(np.float32) for k, v in arrays.items()}
+  details = {"kind": "vectors", "standardize": standardize_}
+  if standardize_:
+    arrays["train"], arrays["test"], mean, std = standardize(arrays["train"], arrays["test"])
+    details.update(mean=mean.tolist(), std=std.tolist(), bounded=False)
+  else:
+    details["bounded"] = bool(all(v.min() >= 0 and v.max() <= 1 for v in arrays.values()))
+  return arrays, details
+
+
+def read_npz(path: str | pathlib.Path, name: str | None = None,
+             standardize: bool = False) -> Dataset:
+  """``train`` / ``test`` uint8 images ``[N, H, W, C]`` or float vectors ``[N, D]``
+  (and optional integer ``train_labels`` / ``test_labels``) from one ``.npz`` file,
+  never unpickled. ``standardize``: vectors less the train split's per-feature mean,
+  over its standard deviation (recorded in ``details``)."""
   path = pathlib.Path(path).expanduser()
   if not path.is_file():
     raise DataError(f"npz file {path} does not exist.")
@@ -202,24 +243,28 @@ def read_npz(path: str | pathlib.Path, name: str | None = None) -> Dataset:
       arrays = {k: npz[k] for k in NPZ_KEYS}
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
       raise DataError(f"{path}: an array cannot be read ({e}); the file is damaged.") from None
-    for key, array in arrays.items():
-      if np.issubdtype(array.dtype, np.floating):
-        raise DataError(f"{path}: {key!r} holds {array.dtype} values; images must be "
-                        "uint8 [N, H, W, C] (0-255).")
-      if array.dtype != np.uint8:
-        raise DataError(f"{path}: {key!r} has dtype {array.dtype}; it must be uint8 images "
-                        "[N, H, W, C].")
-      if array.ndim != 4:
-        raise DataError(f"{path}: {key!r} has shape {list(array.shape)}; images must be "
-                        "[N, H, W, C] (add a channel axis to grey images: x[..., None]).")
+    details = {}
+    if any(np.issubdtype(a.dtype, np.floating) for a in arrays.values()):
+      arrays, details = _vectors(path, arrays, standardize)
+    else:
+      for key, array in arrays.items():
+        if array.dtype != np.uint8:
+          raise DataError(f"{path}: {key!r} has dtype {array.dtype}; it must be uint8 "
+                          "images [N, H, W, C] or float vectors [N, D].")
+        if array.ndim != 4:
+          raise DataError(f"{path}: {key!r} has shape {list(array.shape)}; uint8 images must "
+                          "be [N, H, W, C] (add a channel axis to grey images: x[..., None]).")
+      if standardize:
+        raise DataError(f"{path} holds uint8 images; config.standardize applies to float "
+                        "vectors only.")
     labels = {k: _npz_labels(npz, path, k, len(arrays[k])) for k in NPZ_KEYS}
   labelled = all(v is not None for v in labels.values())
   labels = {k: v if v is not None else np.zeros(len(arrays[k]), np.uint8)
             for k, v in labels.items()}
+  details["labels"] = "from the file" if labelled else "none (all 0)"
   return Dataset(name=name or f"npz:{path}", source="npz", location=str(path),
                  train_images=arrays["train"], train_labels=labels["train"],
-                 test_images=arrays["test"], test_labels=labels["test"],
-                 details={"labels": "from the file" if labelled else "none (all 0)"})
+                 test_images=arrays["test"], test_labels=labels["test"], details=details)
 
 
 # ------------------------------------------------------------------------- CIFAR

@@ -95,7 +95,7 @@ def load(config) -> Dataset:
                                channels=config.channels, test_fraction=config.test_fraction,
                                name=name)
   if name.startswith(NPZ_PREFIX):
-    return readers.read_npz(name[len(NPZ_PREFIX):], name=name)
+    return readers.read_npz(name[len(NPZ_PREFIX):], name=name, standardize=config.standardize)
   if name.startswith(TFDS_PREFIX):
     from aejax.data import tfds_builders
     return tfds_builders.load_with_tensorflow(name[len(TFDS_PREFIX):])

@@ -66,7 +66,7 @@ def _example(image: np.ndarray, index: int) -> bytes:
 
 
 def write_train_records(path: pathlib.Path, images: np.ndarray) -> None:
-  """Writes uint8 images ``[N, ...]`` as one array_record file, in source order, each
+  """Writes images (or vectors) ``[N, ...]`` as one array_record file, in source order, each
   record keeping its ``index``; atomically (a temporary name, then a rename)."""
   from array_record.python import array_record_module
   tmp = path.with_name(f".writing.{os.getpid()}")  # outside the copy's file pattern
@@ -82,9 +82,9 @@ def write_train_records(path: pathlib.Path, images: np.ndarray) -> None:
 
 def array_record_folder(dataset: data_lib.Dataset) -> pathlib.Path:
   """The folder of ``dataset``'s train split as array_record files: a TFDS-prepared
-  copy where it lies; for any other uint8 image data (IDX folders, the sample, image
-  folders, npz, CIFAR) a copy written once from the loaded arrays, keyed by the data's
-  fingerprint."""
+  copy where it lies; for any other data (IDX folders, the sample, image folders, npz
+  images or vectors, CIFAR) a copy written once from the loaded arrays, keyed by the
+  data's fingerprint."""
   if dataset.source == "tfds" and (pathlib.Path(dataset.location) / "features.json").is_file():
     return pathlib.Path(dataset.location)
   if dataset.source == "tfds":
@@ -111,8 +111,8 @@ def _train_paths(folder: pathlib.Path) -> list[str]:
   return paths
 
 
-def _parse(records: list[bytes], image_shape) -> tuple[np.ndarray, np.ndarray]:
-  """``(images uint8 [n, *image_shape], source index int64 [n])`` of serialized
+def _parse(records: list[bytes], image_shape, dtype=np.uint8) -> tuple[np.ndarray, np.ndarray]:
+  """``(images [n, *image_shape] of dtype, source index int64 [n])`` of serialized
   TFDS examples (tf.train.Example protos; the image a raw-bytes tensor)."""
   from tensorflow_datasets.proto import tf_example_pb2
   images, indices = [], []
@@ -120,7 +120,7 @@ def _parse(records: list[bytes], image_shape) -> tuple[np.ndarray, np.ndarray]:
     feature = tf_example_pb2.Example.FromString(record).features.feature
     images.append(feature["image"].bytes_list.value[0])
     indices.append(feature["index"].int64_list.value[0])
-  return (np.frombuffer(b"".join(images), np.uint8).reshape(len(records), *image_shape),
+  return (np.frombuffer(b"".join(images), dtype).reshape(len(records), *image_shape),
           np.asarray(indices, np.int64))
 
 
@@ -140,7 +140,7 @@ def train_positions(folder: pathlib.Path, dataset: data_lib.Dataset) -> np.ndarr
   for start in range(0, len(source), 10_000):
     stop = min(start + 10_000, len(source))
     images, indices = _parse(source.__getitems__(list(range(start, stop))),
-                             dataset.image_shape)
+                             dataset.image_shape, dataset.train_images.dtype)
     if indices.min() < 0 or indices.max() >= dataset.n_train or not np.array_equal(
         images, dataset.train_images[indices]):
       raise data_lib.DataError(f"The array_record copy {folder} does not hold the run's "
@@ -180,8 +180,8 @@ class Stream:
   """
 
   def __init__(self, folder: pathlib.Path, positions: np.ndarray, image_shape,
-               order: Callable[[int], np.ndarray], layout: Layout):
-    self.folder, self.layout = folder, layout
+               order: Callable[[int], np.ndarray], layout: Layout, dtype=np.uint8):
+    self.folder, self.layout, self.dtype = folder, layout, np.dtype(dtype)
     self.source = grain.sources.ArrayRecordDataSource(_train_paths(folder))
     self.positions, self.image_shape = positions, tuple(image_shape)
     self._order, self._orders, self._lock = order, {}, threading.Lock()
@@ -206,7 +206,7 @@ class Stream:
     wanted = self.positions[self._epoch_order(epoch)[first:last, layout.rows]]
     # Sorted reads are ~2x faster from array_record than the permutation's order.
     unique, inverse = np.unique(wanted, return_inverse=True)
-    images, _ = _parse(self.source.__getitems__(unique.tolist()), self.image_shape)
+    images, _ = _parse(self.source.__getitems__(unique.tolist()), self.image_shape, self.dtype)
     return {"epoch": epoch, "batch": first,
             "images": images[inverse.reshape(-1)].reshape(*wanted.shape, *self.image_shape)}
 
