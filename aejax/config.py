@@ -173,10 +173,10 @@ def validate_against_data(config, dataset, num_devices: int = 1) -> None:
   if not dataset.bounded:
     bce = [t for t in losses.parse_weights(config.losses) if t == "bce"]
     _require(not bce, "losses", config.losses,
-             f"must not hold 'bce' for {dataset.name}, whose values are not in [0, 1]")
+             "must not hold 'bce' for data whose values are not in [0, 1]")
     _require(config.corruption.name == "none", "corruption.name", config.corruption.name,
-             f"must be 'none' for {dataset.name}, whose values are not in [0, 1] (the "
-             "corruptions clip to [0, 1])")
+             "must be 'none' for data whose values are not in [0, 1] (the corruptions "
+             "clip to [0, 1])")
   if config.batch_size % num_devices:
     raise ValueError(f"config.batch_size={config.batch_size} is the global batch and must "
                      f"divide by the {num_devices} devices it is sharded over; use a "

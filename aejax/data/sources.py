@@ -15,7 +15,8 @@ tries, in order:
    and 1,000 test images), with a loud warning that says how to get the full set.
 
 ``dataset='mnist_sample'`` asks for the bundled sample directly; ``'tfds:<name>'``
-any image dataset of the TFDS catalog, which needs TensorFlow
+any image dataset of the TFDS catalog: read without TensorFlow where it is prepared
+in array_record format in TFDS's data dir, else prepared through TensorFlow
 (``pip install "aejax[tensorflow]"``). A user's own data (``aejax.data.readers``):
 ``'folder:<path>'`` a folder of image files, ``'npz:<file>'`` arrays, ``'cifar10'`` and
 ``'cifar100'`` their binary distribution under ``config.data_dir``. The TFDS builders are imported only here and
@@ -24,7 +25,6 @@ only when needed: tensorflow-datasets is slow to import.
 
 from __future__ import annotations
 
-import importlib.util
 import os
 
 from absl import logging
@@ -49,14 +49,10 @@ def validate_dataset_name(name: str) -> None:
         raise ValueError(f"config.dataset={name!r} names no file: use {prefix}{what}.")
       return
   if name.startswith(TFDS_PREFIX):
+    # Without TensorFlow, a dataset prepared as array_record still reads (load).
     if not name[len(TFDS_PREFIX):]:
       raise ValueError(f"config.dataset={name!r} names no dataset: use tfds:<name>, "
                        "e.g. tfds:cifar10.")
-    if importlib.util.find_spec("tensorflow") is None:
-      raise ValueError(
-          f"config.dataset={name!r} needs TensorFlow, which tensorflow-datasets uses to "
-          'prepare and decode its catalog: pip install "aejax[tensorflow]". '
-          f"({', '.join(IDX_DATASETS)} need no TensorFlow.)")
   elif name not in DATASETS:
     raise ValueError(f"config.dataset={name!r} is unknown; choose one of "
                      f"{list(DATASETS)}, folder:<path>, npz:<file> or tfds:<name>.")
@@ -98,7 +94,11 @@ def load(config) -> Dataset:
     return readers.read_npz(name[len(NPZ_PREFIX):], name=name, standardize=config.standardize)
   if name.startswith(TFDS_PREFIX):
     from aejax.data import tfds_builders
-    return tfds_builders.load_with_tensorflow(name[len(TFDS_PREFIX):])
+    tfds_name = name[len(TFDS_PREFIX):]
+    folder = tfds_builders.find_array_record(tfds_name)
+    if folder is not None:  # no TensorFlow needed
+      return tfds_builders.read_catalog_array_record(tfds_name, folder)
+    return tfds_builders.load_with_tensorflow(tfds_name)
 
   data_dir = config.data_dir or os.environ.get(ENV_DATA_DIR)
   if name in readers.CIFAR:
