@@ -177,6 +177,10 @@ def test_every_bad_input_is_one_line_naming_the_file(tmp_path):
   save_images(tmp_path / "halves" / "train", images(2))
   (tmp_path / "halves" / "test").mkdir()
   one_line_error(r"test holds no image files", readers.read_folder, tmp_path / "halves")
+  save_images(tmp_path / "layouts" / "train" / "cats", images(2))
+  save_images(tmp_path / "layouts" / "test", images(1))
+  one_line_error(r"one of train/ and test/ has class subfolders", readers.read_folder,
+                 tmp_path / "layouts")
 
   x = images(6)
   cases = {"missing.npz": (dict(train=x), r"lacks the key 'test'"),

@@ -123,6 +123,9 @@ def read_folder(folder: str | pathlib.Path, *, image_size: int = 0, channels: in
   if all(p.is_dir() for p in subfolders.values()):
     (train, train_classes), (test, test_classes) = (_labelled_files(p)
                                                     for p in subfolders.values())
+    if bool(train_classes) != bool(test_classes):
+      raise DataError(f"{folder}: one of train/ and test/ has class subfolders and the "
+                      "other not; give both the same layout.")
     classes = sorted(set(train_classes) | set(test_classes))
     roots = subfolders
     details["split"] = "the folder's train/ and test/ subfolders"

@@ -14,7 +14,7 @@ TFDS stores records in an order of its own; each keeps its position in the sourc
 source indices (the epoch's permutation, drawn exactly as the device path draws it)
 reads the same images the device path gathers. The map is built once per copy by
 reading every record, which also checks each image against the data loaded for the
-run, and kept beside the copy (``train_positions.npy``).
+run, and kept beside the copy (``POSITIONS_FILE``).
 
 The pipeline: one element per chunk of ``chunk_batches`` consecutive batches of an
 epoch, holding only this process's rows of each global batch, as uint8
@@ -47,7 +47,9 @@ from aejax.data import tfds_builders
 # parsing of the records holds the GIL, so they scale less than the cores).
 READ_THREADS = min(16, os.cpu_count() or 2)
 PREFETCH_CHUNKS = max(4, READ_THREADS)
-POSITIONS_FILE = "train_positions.npy"
+# Beside the copy; renamed when the copy's layout changed (aejax's own record files
+# replaced the TFDS builder's), so that no older map is read for a newer copy.
+POSITIONS_FILE = "aejax_stream_positions.npy"
 COPY_NAME = "aejax_stream"  # the file stem of the copies this module writes
 
 
