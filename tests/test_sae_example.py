@@ -37,7 +37,7 @@ def test_exported_activations_are_vectors_aejax_reads(tmp_path):
   small = dataclasses.replace(sample, train_images=sample.train_images[:2000],
                               train_labels=sample.train_labels[:2000])
   summary = export_activations.export(small, tmp_path / "act.npz", hidden=32, epochs=2)
-  assert summary["shape"] == [2000, 32] and summary["test_accuracy"] > 0.6
+  assert summary["shape"] == [2000, 32] and summary["test_accuracy"] > 0.5
   ds = readers.read_npz(tmp_path / "act.npz")
   assert ds.image_shape == (32,) and ds.train_images.dtype == np.float32
   assert (ds.train_images >= 0).all() and not ds.bounded  # relu, beyond 1
