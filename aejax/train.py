@@ -115,8 +115,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     try:
       state, meta = _resume(run, mngr, work, dataset, continue_with_changes)
       writer.resume(meta["record"])
-      scale = dataset.details.get("std")  # standardised vectors: errors in their units
-      evaluator = run.evaluator(dataset.test_images, dataset.test_labels, scale)
+      # Standardised vectors: their errors in their own units too.
+      evaluator = run.evaluator(dataset.test_images, dataset.test_labels, dataset.scale)
       first_epoch = int(state.step) // plan.steps_per_epoch
       feed = inputs.open_input(run, dataset, first_epoch, meta.get("input"))
       # ------------------------------------------------------------------ loop

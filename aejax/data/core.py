@@ -85,6 +85,13 @@ class Dataset:
   def n_train(self) -> int:
     return len(self.train_images)
 
+  @property
+  def scale(self) -> np.ndarray | None:
+    """Standardised vectors' per-feature standard deviations ``[D]`` (what turns their
+    errors back into the data's own units), else None."""
+    std = self.details.get("std")
+    return None if std is None else np.asarray(std, np.float32)
+
   @functools.cached_property
   def pixel_mean(self) -> np.ndarray:
     """The training images' mean, float ``[H, W, C]`` in [0, 1] (of vectors: their
