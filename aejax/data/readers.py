@@ -58,7 +58,8 @@ def resize_and_crop(image, size: int):
 
 def _image_files(folder: pathlib.Path) -> list[pathlib.Path]:
   from PIL import Image
-  extensions = {ext for ext, _ in Image.registered_extensions().items()}
+  # Formats Pillow can open (PDF, say, it only writes).
+  extensions = {ext for ext, fmt in Image.registered_extensions().items() if fmt in Image.OPEN}
   return sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith(".")
                 and p.suffix.lower() in extensions)
 
