@@ -121,7 +121,8 @@ def load_run(workdir: str | pathlib.Path, member: int | None = None) -> Run:
     meta = checkpoint.read_meta(mngr, step)
     config = ml_collections.ConfigDict(config_lib.upgrade(meta["config"]))
     spec = data_lib.DataSpec(image_shape=tuple(meta["data"]["image_shape"]),
-                             n_train=meta["data"]["n_train"])
+                             n_train=meta["data"]["n_train"],
+                             bounded=meta["data"].get("bounded", True))
     run = engine.setup(config, spec)
     variables, meta = checkpoint.restore_variables(mngr, step, run.state.variables)
   finally:

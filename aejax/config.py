@@ -25,6 +25,7 @@ from aejax.step import SCHEDULES
 
 EPOCH_MODES = ("auto", "scan", "step")
 INPUTS = ("auto", "device", "stream")
+CHANNELS = (0, 1, 3)
 
 
 def defaults(model: str = "mlp") -> ml_collections.ConfigDict:
@@ -33,8 +34,14 @@ def defaults(model: str = "mlp") -> ml_collections.ConfigDict:
   config.name = "autoencoder"  # The experiment's name, written into results.json.
   config.model = models.default_config(model)  # The family's name and its own keys.
   # Data.
-  config.dataset = "mnist"  # 'mnist', 'fashion_mnist', 'kmnist', 'mnist_sample', 'tfds:<name>'.
-  config.data_dir = ""  # IDX folder; empty: $AEJAX_DATA_DIR, then TFDS, then the sample.
+  # 'mnist', 'fashion_mnist', 'kmnist', 'mnist_sample', 'cifar10', 'cifar100',
+  # 'folder:<path>', 'npz:<file>' or 'tfds:<name>' (docs/data.md).
+  config.dataset = "mnist"
+  config.data_dir = ""  # IDX or CIFAR folder; empty: $AEJAX_DATA_DIR, TFDS, the sample.
+  config.image_size = 0  # folder: resize and centre-crop to n x n; 0: as stored.
+  config.channels = 0  # folder: 1 (grey) or 3 (RGB), converted; 0: as stored.
+  config.test_fraction = 0.1  # folder without train/ and test/: files held out, by name.
+  config.standardize = False  # npz float vectors: per-feature mean 0, std 1 (recorded).
   config.input = "auto"  # 'device' (train set on every device), 'stream' or 'auto'.
   # Optimization.
   config.num_epochs = 5
@@ -153,6 +160,14 @@ def validate(config: ml_collections.ConfigDict) -> None:
       f"must be 0 (auto) or a divisor of batch_size={config.batch_size}")
   _one_of(config, "epoch_mode", EPOCH_MODES)
   _one_of(config, "input", INPUTS)
+  _require(isinstance(config.image_size, int) and not isinstance(config.image_size, bool)
+           and config.image_size >= 0, "image_size", config.image_size,
+           "must be 0 (as stored) or a positive integer")
+  _one_of(config, "channels", CHANNELS)
+  _require(_finite(config.test_fraction) and 0 < config.test_fraction < 1, "test_fraction",
+           config.test_fraction, "must lie strictly between 0 and 1")
+  _require(isinstance(config.standardize, bool), "standardize", config.standardize,
+           "must be True or False")
   members = sweep.members(config)
   for overrides in members:  # each member's numbers, as its own run would check them
     validate(sweep.member_config(config, overrides))
@@ -164,7 +179,14 @@ def validate(config: ml_collections.ConfigDict) -> None:
 
 def validate_against_data(config, dataset, num_devices: int = 1) -> None:
   """The checks that need the data (a ``data.Dataset`` or ``DataSpec``) and the devices."""
-  models.validate(config.model, dataset.image_shape)
+  models.validate(config.model, dataset.image_shape, unbounded=not dataset.bounded)
+  if not dataset.bounded:
+    bce = [t for t in losses.parse_weights(config.losses) if t == "bce"]
+    _require(not bce, "losses", config.losses,
+             "must not hold 'bce' for data whose values are not in [0, 1]")
+    _require(config.corruption.name == "none", "corruption.name", config.corruption.name,
+             "must be 'none' for data whose values are not in [0, 1] (the corruptions "
+             "clip to [0, 1])")
   if config.batch_size % num_devices:
     raise ValueError(f"config.batch_size={config.batch_size} is the global batch and must "
                      f"divide by the {num_devices} devices it is sharded over; use a "

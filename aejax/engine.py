@@ -155,6 +155,7 @@ class Plan:
   input: str  # 'device' or 'stream'
   input_reason: str  # why (for config.input='auto')
   chunk_batches: int  # batches per compiled call when streaming
+  bounded: bool = True  # the data lies in [0, 1]: PSNR and BCE are reported
   members: Members | None = None  # a sweep's; None for one model
 
 
@@ -181,8 +182,8 @@ class Run:
   keys: Keys
   mesh: jax.sharding.Mesh
 
-  def evaluator(self, test_images, test_labels=None) -> evaluate.Evaluator:
-    return evaluate.Evaluator(self, test_images, test_labels)
+  def evaluator(self, test_images, test_labels=None, scale=None) -> evaluate.Evaluator:
+    return evaluate.Evaluator(self, test_images, test_labels, scale)
 
   def member(self, i: int) -> "Run":
     """Member ``i`` of a sweep as a run of its own (its config, objective, corruption
@@ -219,14 +220,16 @@ def setup(config: ml_collections.ConfigDict, dataset, mesh=None) -> Run:
   mesh = default_mesh(config) if mesh is None else mesh
   config_lib.validate_against_data(config, dataset, mesh.shape[sharding.DATA])
   image_shape = tuple(dataset.image_shape)
-  model = models.build(config.model, image_shape, pixel_mean=dataset.pixel_mean)
+  model = models.build(config.model, image_shape, pixel_mean=dataset.pixel_mean,
+                       unbounded=not dataset.bounded)
   steps_per_epoch = dataset.n_train // config.batch_size
   mode = resolve_epoch_mode(config)
-  image_bytes = math.prod(image_shape)  # uint8
+  image_bytes = math.prod(image_shape) * (4 if len(image_shape) == 1 else 1)  # f32 vectors
   plan = Plan(dataset.n_train, steps_per_epoch, mode,
               resolve_microbatch_size(config, model, image_shape, mesh.shape[sharding.DATA]),
               *resolve_input(config, dataset.n_train * image_bytes),
-              chunk_batches(steps_per_epoch, config.batch_size * image_bytes, mode), members)
+              chunk_batches(steps_per_epoch, config.batch_size * image_bytes, mode),
+              dataset.bounded, members)
   if members is not None and plan.input == "stream":
     raise ValueError(f"config.sweep trains on the train set on the device, but "
                      f"config.input={config.input!r} chose streaming ({plan.input_reason}); "

@@ -9,6 +9,9 @@ Definitions (all on images scaled to [0, 1]):
 - ``bce``: pixel-wise binary cross-entropy (Keras's ``binary_crossentropy``);
 - ``code_mean_activation``: mean of |code| over test images and code units;
 - ``code_fraction_zero``: fraction of code units that are exactly 0.
+For data not in [0, 1] (standardised vectors) there is no ``psnr_db`` and no ``bce``;
+with a standardisation's ``scale`` (the features' standard deviations),
+``mse_data_units`` is the error in the data's own units, ``mean((r - x)² std²)``.
 With a corruption, ``denoising`` gives the PSNR of the corrupted input and of the
 model's output on it, both against the clean image. The loss terms are the training
 objective's (``objective.Objective``, the same object the train step uses), with the
@@ -41,8 +44,11 @@ class Evaluator:
   key ``keys.eval`` and ``config.eval_batch_size``).
   """
 
-  def __init__(self, run, test_images: np.ndarray, test_labels: np.ndarray | None = None):
+  def __init__(self, run, test_images: np.ndarray, test_labels: np.ndarray | None = None,
+               scale: np.ndarray | None = None):
     self.objective, self.corrupt = run.objective, run.corrupt
+    self.bounded = run.plan.bounded
+    self._scale = None if scale is None else np.asarray(scale, np.float32)
     self.denoising = self.corrupt is not corruption_lib.identity
     mesh, batch_size, key = run.mesh, run.config.eval_batch_size, run.keys.eval
     n = len(test_images)
@@ -83,10 +89,14 @@ class Evaluator:
     out = {
         "mse": losses.mse(**recon),
         "sse_per_image": losses.sse(**recon),
-        "bce": losses.binary_cross_entropy(**recon),
         "code_mean_activation": jnp.mean(jnp.abs(flat_code), axis=-1),
         "code_fraction_zero": jnp.mean(flat_code == 0, axis=-1),
     }
+    if self.bounded:
+      out["bce"] = losses.binary_cross_entropy(**recon)
+    if self._scale is not None:
+      out["mse_data_units"] = losses.mse(reconstruction=recon["reconstruction"] * self._scale,
+                                         target=x * self._scale)
     if self.denoising:
       noisy = self.corrupt(key, x)
       _, terms, denoised = self.objective.per_example(
@@ -125,8 +135,9 @@ class Evaluator:
     """Test-set metrics of the model with ``variables`` (``{"params": ...}``)."""
     means = self._means(variables)
     test = {k: means[k] for k in ("mse", "sse_per_image", "bce", "code_mean_activation",
-                                  "code_fraction_zero")}
-    test["psnr_db"] = psnr_db(means["mse"])
+                                  "code_fraction_zero", "mse_data_units") if k in means}
+    if self.bounded:
+      test["psnr_db"] = psnr_db(means["mse"])
     test["loss_terms"] = {k.removeprefix("term/"): v for k, v in means.items()
                           if k.startswith("term/")}
     out = {"test": test}
@@ -163,8 +174,9 @@ def _split(variables: dict) -> tuple[dict, dict]:
 
 
 def _one_per_label(images: np.ndarray, labels: np.ndarray | None, n: int = 10) -> np.ndarray:
-  """The first test image of each label (the first ``n`` images without labels)."""
-  if labels is None:
+  """The first test image of each label (the first ``n`` images without labels, or
+  with a single one: unlabelled data)."""
+  if labels is None or len(np.unique(labels)) < 2:
     return images[:n]
   firsts = [np.flatnonzero(labels == label)[0] for label in np.unique(labels)[:n]]
   return images[np.array(firsts)]

@@ -60,7 +60,8 @@ class StreamInput:
                            chunk_batches=plan.chunk_batches,
                            num_epochs=run.config.num_epochs)
     self.feed = stream.Stream(folder, stream.train_positions(folder, dataset),
-                              dataset.image_shape, self.epoch_order, layout)
+                              dataset.image_shape, self.epoch_order, layout,
+                              dataset.train_images.dtype)
     self.feed.start(first_epoch, saved and saved["iterator"])
     logging.info("Streaming the train set from %s (%d batches per call; this process feeds "
                  "rows %d:%d of each batch), from epoch %d, batch 1%s.", folder,

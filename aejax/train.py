@@ -147,14 +147,14 @@ def _models(run: engine.Run, dataset) -> list[tuple[engine.Run, object]]:
   """``(run, evaluator)`` of each model trained: the run, or each sweep member as a run
   of its own (so that it is evaluated exactly as that run would be)."""
   if run.plan.members is None:
-    return [(run, run.evaluator(dataset.test_images, dataset.test_labels))]
+    return [(run, run.evaluator(dataset.test_images, dataset.test_labels, dataset.scale))]
   out, shared = [], {}
   for i in range(run.plan.members.size):
     member = run.member(i)
     # Members whose objective and corruption agree share one compiled evaluation.
     same = (tuple(member.objective.weights.items()), member.config.corruption.level)
     if same not in shared:
-      shared[same] = member.evaluator(dataset.test_images, dataset.test_labels)
+      shared[same] = member.evaluator(dataset.test_images, dataset.test_labels, dataset.scale)
     out.append((member, shared[same].with_key(member.keys.eval)))
   return out
 
@@ -222,7 +222,7 @@ def _finish(run: engine.Run, state, meta: dict, dataset, models, work) -> dict:
                           for i, overrides in enumerate(members.overrides)]
     results["summary"] = sweep.summary(results["members"])
   work.write_json("results.json", results)
-  if work.writes:
+  if work.writes and len(dataset.image_shape) == 3:  # pictures of images, not vectors
     first, evaluator = models[0]
     variables = member_variables(state, None if members is None else 0)
     plots.reconstruction_grid(evaluator.grid_rows(variables),
@@ -230,7 +230,8 @@ def _finish(run: engine.Run, state, meta: dict, dataset, models, work) -> dict:
     if first.family.figures is not None:
       first.family.figures(first.model, variables, dataset,
                            jax.random.fold_in(first.keys.eval, 3), work.path)
-  logging.info("Wrote %s: test mse %.5f, psnr %.2f dB%s.", work.path / "results.json",
-               results["test"]["mse"], results["test"]["psnr_db"],
+  psnr = results["test"].get("psnr_db")
+  logging.info("Wrote %s: test mse %.5f%s%s.", work.path / "results.json",
+               results["test"]["mse"], "" if psnr is None else f", psnr {psnr:.2f} dB",
                "" if members is None else f" (member 0 of {members.size})")
   return results

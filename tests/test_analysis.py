@@ -53,6 +53,22 @@ def test_ssim_matches_scikit_image_gaussian_ssim(digits):
   assert analysis.ssim(reference=x, reconstruction=y) < 0.9
 
 
+def test_psnr_and_ssim_of_colour_images_pool_over_channels():
+  """[N, H, W, 3]: PSNR of the MSE over every pixel and channel, SSIM the mean of
+  each channel's (scikit-image's channel_axis)."""
+  rng = np.random.default_rng(3)
+  x = rng.random((4, 16, 16, 3)).astype(np.float32)
+  y = np.clip(x + 0.1 * rng.standard_normal(x.shape), 0, 1).astype(np.float32)
+  for i in range(2):
+    assert analysis.psnr_db(reference=x[i:i + 1], reconstruction=y[i:i + 1]) == pytest.approx(
+        skmetrics.peak_signal_noise_ratio(x[i], y[i], data_range=1.0), rel=1e-6)
+  expected = np.mean([
+      skmetrics.structural_similarity(a, b, data_range=1.0, channel_axis=-1,
+                                      gaussian_weights=True, sigma=1.5,
+                                      use_sample_covariance=False) for a, b in zip(x, y)])
+  assert analysis.ssim(reference=x, reconstruction=y) == pytest.approx(expected, abs=1e-5)
+
+
 def test_ssim_refuses_mismatched_shapes(digits):
   x = analysis.to_float(digits)
   with pytest.raises(ValueError, match="one shape"):

@@ -2,7 +2,8 @@
 
 The bottom of ``aejax.data``: it imports nothing else of aejax. Images are
 ``uint8 [N, H, W, C]`` and labels ``uint8 [N]``; scaling to [0, 1] happens on the
-device (``aejax.objective.to_float``).
+device (``aejax.objective.to_float``). Vectors (``npz:`` files of float features) are
+``float32 [N, D]``, taken as they are.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import functools
 import hashlib
 import os
 import pathlib
+import zlib
 from typing import Any
 
 import numpy as np
@@ -49,25 +51,53 @@ def pixel_mean(images: np.ndarray) -> np.ndarray:
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class Dataset:
+  """Both splits in host memory. Made only through a reader, which has checked its
+  files; ``__post_init__`` checks the splits against each other, so that no source
+  can hand training a test split it would only trip over after training."""
+
   name: str
-  source: str  # 'idx', 'tfds' or 'bundled_sample'
+  source: str  # 'idx', 'tfds', 'bundled_sample', 'folder', 'npz' or 'cifar_binary'
   location: str
   train_images: np.ndarray  # uint8 [N, H, W, C]
   train_labels: np.ndarray  # uint8 [N]
   test_images: np.ndarray
   test_labels: np.ndarray
+  # What else results.json should say of how the data was made (a folder's split,
+  # its classes, the resize); empty for the MNIST family.
+  details: dict = dataclasses.field(default_factory=dict)
+
+  def __post_init__(self):
+    check_splits(self.location, {"train": (self.train_images, self.train_labels),
+                                 "test": (self.test_images, self.test_labels)})
 
   @property
-  def image_shape(self) -> tuple[int, int, int]:
+  def image_shape(self) -> tuple[int, ...]:
+    """``(H, W, C)`` of images, ``(D,)`` of vectors."""
     return tuple(self.train_images.shape[1:])
+
+  @property
+  def bounded(self) -> bool:
+    """Whether the data lies in [0, 1] once scaled (every image; vectors that do):
+    a sigmoid output head fits it and PSNR means something."""
+    return self.details.get("bounded", True)
 
   @property
   def n_train(self) -> int:
     return len(self.train_images)
 
+  @property
+  def scale(self) -> np.ndarray | None:
+    """Standardised vectors' per-feature standard deviations ``[D]`` (what turns their
+    errors back into the data's own units), else None."""
+    std = self.details.get("std")
+    return None if std is None else np.asarray(std, np.float32)
+
   @functools.cached_property
   def pixel_mean(self) -> np.ndarray:
-    """The training images' mean, float ``[H, W, C]`` in [0, 1]."""
+    """The training images' mean, float ``[H, W, C]`` in [0, 1] (of vectors: their
+    mean ``[D]``)."""
+    if self.train_images.dtype != np.uint8:
+      return self.train_images.mean(0, dtype=np.float64).astype(np.float32)
     return pixel_mean(self.train_images)
 
   @functools.cached_property
@@ -84,7 +114,34 @@ class Dataset:
     """What ``results.json`` and the checkpoints say about the data."""
     return {"name": self.name, "source": self.source, "location": self.location,
             "n_train": int(len(self.train_images)), "n_test": int(len(self.test_images)),
-            "image_shape": list(self.image_shape), "fingerprint": self.fingerprint}
+            "image_shape": list(self.image_shape), "fingerprint": self.fingerprint,
+            **self.details}
+
+
+def check_splits(location: str, splits: dict[str, tuple[np.ndarray, np.ndarray]]) -> None:
+  """Raises DataError, naming ``location``, unless every split is a non-empty uint8
+  ``[N, H, W, C]`` (or float32 ``[N, D]``) array with ``N`` uint8 labels, all of the
+  train split's shape and dtype."""
+  shape = None
+  for split, (images, labels) in splits.items():
+    if not ((images.dtype == np.uint8 and images.ndim == 4)
+            or (images.dtype == np.float32 and images.ndim == 2)):
+      raise DataError(f"{location}: the {split} images must be uint8 [N, H, W, C] (or "
+                      f"vectors float32 [N, D]), got {images.dtype} {list(images.shape)}.")
+    if not len(images):
+      raise DataError(f"{location}: the {split} split is empty.")
+    if labels.dtype != np.uint8 or labels.shape != (len(images),):
+      raise DataError(f"{location}: the {split} split has {len(images)} images but labels "
+                      f"{labels.dtype} {list(labels.shape)}.")
+    if shape is None:
+      shape, dtype = images.shape[1:], images.dtype
+    elif images.shape[1:] != shape or images.dtype != dtype:
+      raise DataError(f"{location}: the {split} images are {_shape(images.shape[1:])} but "
+                      f"the train images {_shape(shape)}; both splits need one shape.")
+
+
+def _shape(shape) -> str:
+  return "x".join(str(d) for d in shape)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -95,6 +152,7 @@ class DataSpec:
   image_shape: tuple[int, ...]
   n_train: int
   pixel_mean: np.ndarray | None = None
+  bounded: bool = True  # the data lies in [0, 1] (see Dataset.bounded)
 
 
 # ---------------------------------------------------------------------------- IDX
@@ -110,7 +168,7 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
     raw = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
   except FileNotFoundError:
     raise DataError(f"IDX file {path} does not exist.") from None
-  except (OSError, EOFError, gzip.BadGzipFile) as e:
+  except (OSError, EOFError, zlib.error) as e:  # zlib.error: damaged inside the stream
     raise DataError(f"IDX file {path} cannot be read ({e}); it is corrupt or truncated: "
                     "download it again.") from None
   if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _IDX_DTYPES:
@@ -149,8 +207,13 @@ def read_idx_folder(folder: str | os.PathLike, name: str = "mnist",
   for split in ("train", "test"):
     images, labels = arrays[f"{split}_images"], arrays[f"{split}_labels"]
     if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
-      raise DataError(f"{folder}: {split} images {images.shape} and labels "
-                      f"{labels.shape} do not match.")
+      raise DataError(f"{paths[split + '_images']}: {split} images {images.shape} and "
+                      f"labels {labels.shape} ({paths[split + '_labels'].name}) do not match.")
+  train, test = arrays["train_images"], arrays["test_images"]
+  if train.shape[1:] != test.shape[1:]:
+    raise DataError(f"{paths['test_images']} holds {_shape(test.shape[1:])} images but "
+                    f"{paths['train_images'].name} {_shape(train.shape[1:])}; both splits "
+                    "need one shape.")
   return Dataset(name=name, source=source, location=str(folder),
                  train_images=arrays["train_images"][..., None],
                  train_labels=arrays["train_labels"].astype(np.uint8),

@@ -15,40 +15,47 @@ tries, in order:
    and 1,000 test images), with a loud warning that says how to get the full set.
 
 ``dataset='mnist_sample'`` asks for the bundled sample directly; ``'tfds:<name>'``
-any image dataset of the TFDS catalog, which needs TensorFlow
-(``pip install "aejax[tensorflow]"``). The TFDS builders are imported only here and
+any image dataset of the TFDS catalog: read without TensorFlow where it is prepared
+in array_record format in TFDS's data dir, else prepared through TensorFlow
+(``pip install "aejax[tensorflow]"``). A user's own data (``aejax.data.readers``):
+``'folder:<path>'`` a folder of image files, ``'npz:<file>'`` arrays, ``'cifar10'`` and
+``'cifar100'`` their binary distribution under ``config.data_dir``. The TFDS builders are imported only here and
 only when needed: tensorflow-datasets is slow to import.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import os
 
 from absl import logging
 
+from aejax.data import readers
 from aejax.data.core import (DataError, Dataset, ENV_DATA_DIR, IDX_DATASETS,
                              _FULL_DATA_HINT, load_sample, read_idx_folder)
 
-# Besides these, 'tfds:<name>' names any dataset of the TFDS catalog.
-DATASETS = (*IDX_DATASETS, "mnist_sample")
+# Besides these, 'tfds:<name>' names any dataset of the TFDS catalog, 'folder:<path>'
+# a folder of images and 'npz:<file>' arrays.
+DATASETS = (*IDX_DATASETS, "mnist_sample", *readers.CIFAR)
 TFDS_PREFIX = "tfds:"
+FOLDER_PREFIX = "folder:"
+NPZ_PREFIX = "npz:"
 
 
 def validate_dataset_name(name: str) -> None:
   """Raises ValueError, naming ``config.dataset``, for a name ``load`` cannot serve."""
+  for prefix, what in ((FOLDER_PREFIX, "<folder of images>"), (NPZ_PREFIX, "<file.npz>")):
+    if name.startswith(prefix):
+      if not name[len(prefix):]:
+        raise ValueError(f"config.dataset={name!r} names no file: use {prefix}{what}.")
+      return
   if name.startswith(TFDS_PREFIX):
+    # Without TensorFlow, a dataset prepared as array_record still reads (load).
     if not name[len(TFDS_PREFIX):]:
       raise ValueError(f"config.dataset={name!r} names no dataset: use tfds:<name>, "
                        "e.g. tfds:cifar10.")
-    if importlib.util.find_spec("tensorflow") is None:
-      raise ValueError(
-          f"config.dataset={name!r} needs TensorFlow, which tensorflow-datasets uses to "
-          'prepare and decode its catalog: pip install "aejax[tensorflow]". '
-          f"({', '.join(IDX_DATASETS)} need no TensorFlow.)")
   elif name not in DATASETS:
     raise ValueError(f"config.dataset={name!r} is unknown; choose one of "
-                     f"{list(DATASETS)} or tfds:<name>.")
+                     f"{list(DATASETS)}, folder:<path>, npz:<file> or tfds:<name>.")
 
 
 def _tfds_data():
@@ -79,11 +86,28 @@ def load(config) -> Dataset:
   validate_dataset_name(name)
   if name == "mnist_sample":
     return load_sample()
+  if name.startswith(FOLDER_PREFIX):
+    return readers.read_folder(name[len(FOLDER_PREFIX):], image_size=config.image_size,
+                               channels=config.channels, test_fraction=config.test_fraction,
+                               name=name)
+  if name.startswith(NPZ_PREFIX):
+    return readers.read_npz(name[len(NPZ_PREFIX):], name=name, standardize=config.standardize)
   if name.startswith(TFDS_PREFIX):
     from aejax.data import tfds_builders
-    return tfds_builders.load_with_tensorflow(name[len(TFDS_PREFIX):])
+    tfds_name = name[len(TFDS_PREFIX):]
+    folder = tfds_builders.find_array_record(tfds_name)
+    if folder is not None:  # no TensorFlow needed
+      return tfds_builders.read_catalog_array_record(tfds_name, folder)
+    return tfds_builders.load_with_tensorflow(tfds_name)
 
   data_dir = config.data_dir or os.environ.get(ENV_DATA_DIR)
+  if name in readers.CIFAR:
+    if not config.data_dir:
+      raise DataError(
+          f"{name} is read from its binary distribution: download and unpack "
+          f"{readers.CIFAR_URLS[name]} and pass --config.data_dir=<the folder holding "
+          f"{readers.CIFAR[name][0]}>.")
+    return readers.read_cifar(config.data_dir, name)
   if data_dir:
     return read_idx_folder(data_dir, name=name)  # a named folder wins, or is an error
   ds = _try_tfds(name)

@@ -1,19 +1,20 @@
 """Input that streams from disk (``config.input='stream'``): a grain pipeline over the
 TFDS array_record files of the train set.
 
-Whatever the source (a prepared TFDS copy, a folder of IDX files, the bundled
-sample), the train split is read from ``array_record`` files written by aejax's own
-TensorFlow-free TFDS builders (``tfds_builders``): a prepared copy is used where it
-lies; other data is written once, through the same builder, into
-``<TFDS data dir>/aejax_stream/<fingerprint>/`` (so the copy is keyed by the data's
-identity, never by a path that could hold other images later).
+Whatever the source, the train split is read from ``array_record`` files of
+TFDS-serialized examples: a copy prepared by aejax's TensorFlow-free TFDS builders
+(``tfds_builders``) is used where it lies; any other uint8 image data (a folder of
+IDX files, the bundled sample, an image folder, npz arrays, CIFAR) is written once,
+in the same record format, into ``<TFDS data dir>/aejax_stream/<fingerprint>/`` (so
+the copy is keyed by the data's identity, never by a path that could hold other
+images later).
 
 TFDS stores records in an order of its own; each keeps its position in the source
 (``index``). ``positions`` maps that source position to the record's, so a batch of
 source indices (the epoch's permutation, drawn exactly as the device path draws it)
 reads the same images the device path gathers. The map is built once per copy by
 reading every record, which also checks each image against the data loaded for the
-run, and kept beside the copy (``train_positions.npy``).
+run, and kept beside the copy (``POSITIONS_FILE``).
 
 The pipeline: one element per chunk of ``chunk_batches`` consecutive batches of an
 epoch, holding only this process's rows of each global batch, as uint8
@@ -30,7 +31,6 @@ import dataclasses
 import fcntl
 import os
 import pathlib
-import tempfile
 import threading
 from typing import Any, Callable, Iterator
 
@@ -47,50 +47,62 @@ from aejax.data import tfds_builders
 # parsing of the records holds the GIL, so they scale less than the cores).
 READ_THREADS = min(16, os.cpu_count() or 2)
 PREFETCH_CHUNKS = max(4, READ_THREADS)
-POSITIONS_FILE = "train_positions.npy"
+# Beside the copy; renamed when the copy's layout changed (aejax's own record files
+# replaced the TFDS builder's), so that no older map is read for a newer copy.
+POSITIONS_FILE = "aejax_stream_positions.npy"
+COPY_NAME = "aejax_stream"  # the file stem of the copies this module writes
 
 
 def cache_root() -> pathlib.Path:
   return tfds_builders.default_data_dir() / "aejax_stream"
 
 
-def _write_idx(path: pathlib.Path, array: np.ndarray) -> None:
-  """A raw IDX file of a uint8 array (what the TFDS builders read)."""
-  header = bytes([0, 0, 0x08, array.ndim]) + np.asarray(array.shape, ">u4").tobytes()
-  path.write_bytes(header + np.ascontiguousarray(array, np.uint8).tobytes())
+def _example(image: np.ndarray, index: int) -> bytes:
+  """One record as TFDS serializes its examples (a tf.train.Example proto, the image a
+  raw-bytes tensor), so one parser reads aejax's copies and TFDS-prepared files alike."""
+  from tensorflow_datasets.proto import tf_example_pb2
+  example = tf_example_pb2.Example()
+  example.features.feature["image"].bytes_list.value.append(image.tobytes())
+  example.features.feature["index"].int64_list.value.append(index)
+  return example.SerializeToString()
 
 
-def _builder_name(dataset: data_lib.Dataset) -> str:
-  name = dataset.name.removesuffix("_sample")
-  return name if name in tfds_builders.BUILDERS else "mnist"
+def write_train_records(path: pathlib.Path, images: np.ndarray) -> None:
+  """Writes images (or vectors) ``[N, ...]`` as one array_record file, in source order, each
+  record keeping its ``index``; atomically (a temporary name, then a rename)."""
+  from array_record.python import array_record_module
+  tmp = path.with_name(f".writing.{os.getpid()}")  # outside the copy's file pattern
+  # group_size:1: every record its own chunk, for random access (grain's advice).
+  writer = array_record_module.ArrayRecordWriter(str(tmp), "group_size:1")
+  try:
+    for index, image in enumerate(images):
+      writer.write(_example(np.ascontiguousarray(image), index))
+  finally:
+    writer.close()
+  tmp.replace(path)
 
 
 def array_record_folder(dataset: data_lib.Dataset) -> pathlib.Path:
-  """The folder of ``dataset``'s train split as TFDS array_record files, written once
-  (from the loaded arrays, through aejax's builder) when the data came from elsewhere."""
+  """The folder of ``dataset``'s train split as array_record files: a TFDS-prepared
+  copy where it lies; for any other data (IDX folders, the sample, image folders, npz
+  images or vectors, CIFAR) a copy written once from the loaded arrays, keyed by the
+  data's fingerprint."""
   if dataset.source == "tfds" and (pathlib.Path(dataset.location) / "features.json").is_file():
     return pathlib.Path(dataset.location)
-  if dataset.source == "tfds" or dataset.image_shape != tfds_builders.IMAGE_SHAPE:
+  if dataset.source == "tfds":
     raise data_lib.DataError(
-        f"config.input='stream' reads array_record files written by aejax's TFDS "
-        f"builders (28x28x1 images of the MNIST family); {dataset.name} "
-        f"({dataset.source}, images {dataset.image_shape}) has none: use "
-        "--config.input=device.")
-  name = _builder_name(dataset)
-  data_dir = cache_root() / dataset.fingerprint[:20]
-  folder = tfds_builders.prepared_dir(name, data_dir)
-  data_dir.mkdir(parents=True, exist_ok=True)
+        f"config.input='stream' reads array_record files; {dataset.name} was prepared by "
+        "TensorFlow as TFRecord and has none: use --config.input=device.")
+  folder = cache_root() / dataset.fingerprint[:20]
+  path = folder / f"{COPY_NAME}-train.array_record-00000-of-00001"
+  folder.mkdir(parents=True, exist_ok=True)
   # One writer per copy: processes of one run on one host share it.
-  with open(data_dir / ".lock", "a") as lock:
+  with open(folder / ".lock", "a") as lock:
     fcntl.flock(lock, fcntl.LOCK_EX)
-    if not (folder / "dataset_info.json").is_file():
+    if not path.is_file():
       logging.info("Writing %s once as array_record for config.input='stream': %s",
-                   dataset.name, folder)
-      with tempfile.TemporaryDirectory(dir=data_dir) as manual:
-        for key, stem in data_lib.IDX_FILES.items():
-          array = getattr(dataset, key)
-          _write_idx(pathlib.Path(manual) / stem, array[..., 0] if array.ndim == 4 else array)
-        tfds_builders.prepare(name, data_dir=data_dir, manual_dir=manual)
+                   dataset.name, path)
+      write_train_records(path, dataset.train_images)
   return folder
 
 
@@ -101,8 +113,8 @@ def _train_paths(folder: pathlib.Path) -> list[str]:
   return paths
 
 
-def _parse(records: list[bytes], image_shape) -> tuple[np.ndarray, np.ndarray]:
-  """``(images uint8 [n, *image_shape], source index int64 [n])`` of serialized
+def _parse(records: list[bytes], image_shape, dtype=np.uint8) -> tuple[np.ndarray, np.ndarray]:
+  """``(images [n, *image_shape] of dtype, source index int64 [n])`` of serialized
   TFDS examples (tf.train.Example protos; the image a raw-bytes tensor)."""
   from tensorflow_datasets.proto import tf_example_pb2
   images, indices = [], []
@@ -110,7 +122,7 @@ def _parse(records: list[bytes], image_shape) -> tuple[np.ndarray, np.ndarray]:
     feature = tf_example_pb2.Example.FromString(record).features.feature
     images.append(feature["image"].bytes_list.value[0])
     indices.append(feature["index"].int64_list.value[0])
-  return (np.frombuffer(b"".join(images), np.uint8).reshape(len(records), *image_shape),
+  return (np.frombuffer(b"".join(images), dtype).reshape(len(records), *image_shape),
           np.asarray(indices, np.int64))
 
 
@@ -130,7 +142,7 @@ def train_positions(folder: pathlib.Path, dataset: data_lib.Dataset) -> np.ndarr
   for start in range(0, len(source), 10_000):
     stop = min(start + 10_000, len(source))
     images, indices = _parse(source.__getitems__(list(range(start, stop))),
-                             dataset.image_shape)
+                             dataset.image_shape, dataset.train_images.dtype)
     if indices.min() < 0 or indices.max() >= dataset.n_train or not np.array_equal(
         images, dataset.train_images[indices]):
       raise data_lib.DataError(f"The array_record copy {folder} does not hold the run's "
@@ -170,8 +182,8 @@ class Stream:
   """
 
   def __init__(self, folder: pathlib.Path, positions: np.ndarray, image_shape,
-               order: Callable[[int], np.ndarray], layout: Layout):
-    self.folder, self.layout = folder, layout
+               order: Callable[[int], np.ndarray], layout: Layout, dtype=np.uint8):
+    self.folder, self.layout, self.dtype = folder, layout, np.dtype(dtype)
     self.source = grain.sources.ArrayRecordDataSource(_train_paths(folder))
     self.positions, self.image_shape = positions, tuple(image_shape)
     self._order, self._orders, self._lock = order, {}, threading.Lock()
@@ -196,7 +208,7 @@ class Stream:
     wanted = self.positions[self._epoch_order(epoch)[first:last, layout.rows]]
     # Sorted reads are ~2x faster from array_record than the permutation's order.
     unique, inverse = np.unique(wanted, return_inverse=True)
-    images, _ = _parse(self.source.__getitems__(unique.tolist()), self.image_shape)
+    images, _ = _parse(self.source.__getitems__(unique.tolist()), self.image_shape, self.dtype)
     return {"epoch": epoch, "batch": first,
             "images": images[inverse.reshape(-1)].reshape(*wanted.shape, *self.image_shape)}
 

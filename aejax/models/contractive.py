@@ -74,7 +74,7 @@ class ContractiveAutoencoder(nn.Module):
             "jacobian_frobenius_sq": frobenius_sq}
 
 
-def build(config, image_shape, pixel_mean) -> ContractiveAutoencoder:
+def build(config, image_shape, pixel_mean, unbounded: bool = False) -> ContractiveAutoencoder:
   init = layers.INITIALIZERS[config.init]()
   dtype = layers.compute_dtype(config)
   hidden = tuple(config.hidden)
@@ -82,8 +82,9 @@ def build(config, image_shape, pixel_mean) -> ContractiveAutoencoder:
                            code_activation=config.code_activation, kernel_init=init,
                            dtype=dtype)
   decoder = mlp.MLPDecoder(widths=hidden[::-1], image_shape=image_shape, kernel_init=init,
-                           output_bias_init=layers.output_bias_init(config, pixel_mean, False),
-                           dtype=dtype)
+                           output_bias_init=layers.output_bias_init(config, pixel_mean, False,
+                                                                    unbounded),
+                           dtype=dtype, linear=unbounded)
   return ContractiveAutoencoder(encoder=encoder, decoder=decoder)
 
 
@@ -91,4 +92,5 @@ registry.register(registry.Family(
     name="contractive",
     defaults=dict(hidden=(), code_size=64, code_activation="sigmoid", init="glorot_uniform",
                   output_bias="data_mean", compute_dtype="float32"),
-    build=build, check=mlp.check))  # the mlp family's keys, with a sigmoid code
+    build=build, check=mlp.check,  # the mlp family's keys, with a sigmoid code
+    vectors=True, linear_head=True))

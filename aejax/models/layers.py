@@ -65,10 +65,15 @@ def mean_logit_init(pixel_mean: np.ndarray | None, per_channel: bool) -> Callabl
   return lambda key, shape, dtype=jnp.float32: jnp.asarray(logits, dtype).reshape(shape)
 
 
-def output_bias_init(model_config, pixel_mean: np.ndarray | None, per_channel: bool):
-  """'data_mean' (``mean_logit_init``) or Keras's 'zeros'."""
-  if model_config.output_bias == "zeros":
+def output_bias_init(model_config, pixel_mean: np.ndarray | None, per_channel: bool,
+                     unbounded: bool = False):
+  """'data_mean' (``mean_logit_init``; for a linear head, ``unbounded``, the mean
+  itself) or Keras's 'zeros'."""
+  if model_config.output_bias == "zeros" or (unbounded and pixel_mean is None):
     return nn.initializers.zeros
+  if unbounded:
+    mean = np.asarray(pixel_mean, np.float32).reshape(-1)
+    return lambda key, shape, dtype=jnp.float32: jnp.asarray(mean, dtype).reshape(shape)
   return mean_logit_init(pixel_mean, per_channel)
 
 

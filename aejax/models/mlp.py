@@ -39,13 +39,15 @@ class MLPEncoder(nn.Module):
 
 
 class MLPDecoder(nn.Module):
-  """Dense relu layers, then a sigmoid Dense layer reshaped to the image."""
+  """Dense relu layers, then a sigmoid Dense layer reshaped to the image (``linear``:
+  no sigmoid, for data not in [0, 1])."""
 
   widths: Sequence[int]
   image_shape: tuple[int, ...]
   kernel_init: Callable = nn.initializers.lecun_normal()
   output_bias_init: Callable = nn.initializers.zeros
   dtype: jnp.dtype | None = None
+  linear: bool = False
 
   @nn.compact
   def __call__(self, code: jax.Array) -> jax.Array:  # [B, K] -> [B, *image_shape]
@@ -54,18 +56,20 @@ class MLPDecoder(nn.Module):
       x = nn.relu(nn.Dense(width, kernel_init=self.kernel_init, dtype=self.dtype)(x))
     x = nn.Dense(layers.flat_size(self.image_shape), kernel_init=self.kernel_init,
                  bias_init=self.output_bias_init, dtype=self.dtype)(x)
-    return nn.sigmoid(x.astype(jnp.float32)).reshape(x.shape[0], *self.image_shape)
+    x = x.astype(jnp.float32)
+    return (x if self.linear else nn.sigmoid(x)).reshape(x.shape[0], *self.image_shape)
 
 
-def build(config, image_shape, pixel_mean) -> layers.Autoencoder:
+def build(config, image_shape, pixel_mean, unbounded: bool = False) -> layers.Autoencoder:
   init = layers.INITIALIZERS[config.init]()
   dtype = layers.compute_dtype(config)
   hidden = tuple(config.hidden)
   encoder = MLPEncoder(widths=(*hidden, config.code_size),
                        code_activation=config.code_activation, kernel_init=init, dtype=dtype)
   decoder = MLPDecoder(widths=hidden[::-1], image_shape=image_shape, kernel_init=init,
-                       output_bias_init=layers.output_bias_init(config, pixel_mean, False),
-                       dtype=dtype)
+                       output_bias_init=layers.output_bias_init(config, pixel_mean, False,
+                                                                unbounded),
+                       dtype=dtype, linear=unbounded)
   return layers.Autoencoder(encoder=encoder, decoder=decoder)
 
 
@@ -80,4 +84,4 @@ registry.register(registry.Family(
     name="mlp",
     defaults=dict(hidden=(), code_size=64, code_activation="relu", init="glorot_uniform",
                   output_bias="data_mean", compute_dtype="float32"),
-    build=build, check=check))
+    build=build, check=check, vectors=True, linear_head=True))

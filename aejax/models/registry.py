@@ -55,6 +55,10 @@ class Family:
   ``model_eval``; ``variables`` is ``{"params": ..., <state collections>}``.
   ``figures(model, variables, dataset, key, folder) -> [file names]``: the family's own
   pictures (a VAE's samples from the prior), written into the workdir.
+  ``vectors``: it trains on vectors ``[D]`` (``image_shape == (D,)``) as well as
+  images. Its output head: a sigmoid (or a clip) for data in [0, 1], the default;
+  ``linear_head``: ``build`` also takes ``unbounded=True``, a linear head for data
+  that is not (standardised vectors).
   """
 
   name: str
@@ -66,6 +70,8 @@ class Family:
   state_collections: tuple[str, ...] = ()
   evaluate: Callable[[nn.Module, Any, Any, jax.Array], dict] | None = None
   figures: Callable[..., list[str]] | None = None
+  vectors: bool = False
+  linear_head: bool = False
 
 
 _FAMILIES: dict[str, Family] = {}
@@ -101,14 +107,26 @@ def default_config(name: str, **overrides) -> ModelConfig:
   return config
 
 
-def validate(model_config, image_shape: tuple[int, ...] | None = None) -> Family:
-  """Raises ValueError naming the key for anything the family cannot build; returns it."""
+def validate(model_config, image_shape: tuple[int, ...] | None = None,
+             unbounded: bool = False) -> Family:
+  """Raises ValueError naming the key for anything the family cannot build; returns it.
+  ``image_shape`` ``(D,)``: vectors; ``unbounded``: data outside [0, 1]."""
   family = get(model_config.name)
   unread = sorted(set(model_config.keys()) - {"name"} - set(family.defaults))
   if unread:
     raise ValueError(
         f"config.model has keys that model {family.name!r} does not read: {unread}; "
         f"its keys are {sorted(family.defaults)}.")
+  if image_shape is not None and len(image_shape) == 1 and not family.vectors:
+    raise ValueError(
+        f"config.model.name={family.name!r} trains on images [H, W, C]; this data holds "
+        f"vectors of {image_shape[0]} features: use one of "
+        f"{[n for n in names() if _FAMILIES[n].vectors]}.")
+  if unbounded and not family.linear_head:
+    raise ValueError(
+        f"config.model.name={family.name!r} outputs values in [0, 1]; this data is not "
+        f"in [0, 1] (standardised, or raw features beyond it): use one of "
+        f"{[n for n in names() if _FAMILIES[n].linear_head]}.")
   family.check(_complete(model_config, family), image_shape)
   return family
 
@@ -120,10 +138,13 @@ def _complete(model_config, family: Family) -> ModelConfig:
 
 
 def build(model_config, image_shape: tuple[int, ...],
-          pixel_mean: np.ndarray | None = None) -> nn.Module:
-  """The one place a model is made from a config's ``model`` block."""
-  family = validate(model_config, image_shape)
-  return family.build(_complete(model_config, family), tuple(image_shape), pixel_mean)
+          pixel_mean: np.ndarray | None = None, unbounded: bool = False) -> nn.Module:
+  """The one place a model is made from a config's ``model`` block. ``unbounded``:
+  the data is not in [0, 1], so the family's linear head (``Family.linear_head``)."""
+  family = validate(model_config, image_shape, unbounded)
+  extra = {"unbounded": True} if unbounded else {}
+  return family.build(_complete(model_config, family), tuple(image_shape), pixel_mean,
+                      **extra)
 
 
 def rngs(model_config, key: jax.Array) -> dict[str, jax.Array]:

@@ -146,6 +146,7 @@ class TopKAutoencoder(nn.Module):
   output: str = "linear"
   auxk_activation: str = "relu"
   pixel_mean: tuple[float, ...] | None = None
+  unbounded: bool = False  # data not in [0, 1]: the linear output is not clipped
 
   def setup(self):
     d = layers.flat_size(self.image_shape)
@@ -186,8 +187,10 @@ class TopKAutoencoder(nn.Module):
   def decode(self, code: jax.Array) -> jax.Array:
     """[B, width] -> [B, H, W, C] in [0, 1]."""
     out = self.decode_linear(code)
-    image = (nn.sigmoid(out + self.output_bias) if self.output == "sigmoid"
-             else clip_straight_through(out))
+    if self.output == "sigmoid":
+      image = nn.sigmoid(out + self.output_bias)
+    else:
+      image = out if self.unbounded else clip_straight_through(out)
     return image.reshape(code.shape[0], *self.image_shape)
 
   def __call__(self, x: jax.Array) -> dict[str, jax.Array]:
@@ -213,12 +216,15 @@ class TopKAutoencoder(nn.Module):
 # ------------------------------------------------------------------- family
 
 
-def build(config, image_shape, pixel_mean) -> TopKAutoencoder:
+def build(config, image_shape, pixel_mean, unbounded: bool = False) -> TopKAutoencoder:
+  if unbounded and config.output == "sigmoid":
+    raise ValueError("config.model.output='sigmoid' gives values in [0, 1]; this data is "
+                     "not in [0, 1]: use config.model.output='linear'.")
   mean = None if pixel_mean is None else tuple(float(v) for v in np.ravel(pixel_mean))
   return TopKAutoencoder(image_shape=tuple(image_shape), width=config.width, k=config.k,
                          k_aux=config.k_aux, dead_after=config.dead_after,
                          output=config.output, auxk_activation=config.auxk_activation,
-                         pixel_mean=mean)
+                         pixel_mean=mean, unbounded=unbounded)
 
 
 def check(config, image_shape) -> None:
@@ -235,4 +241,5 @@ registry.register(registry.Family(
     name="topk",
     defaults=dict(width=1024, k=32, k_aux=256, dead_after=60_000, output="linear",
                   auxk_activation="relu"),
-    build=build, check=check, state_collections=("activity",)))
+    build=build, check=check, state_collections=("activity",), vectors=True,
+    linear_head=True))

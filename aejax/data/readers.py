@@ -1,0 +1,336 @@
+"""Readers of a user's own data: image folders, npz arrays, CIFAR's binary records.
+
+Each returns a ``core.Dataset`` of uint8 images ``[N, H, W, C]`` (scaled on the
+device, as MNIST is) or raises ``DataError`` in one line naming the file, before any
+compute. Only ``core`` is imported; Pillow only when a folder is read.
+
+- ``read_folder``: PNG, JPEG, WebP, BMP... through Pillow; labels from class
+  subfolders; ``train/`` and ``test/`` subfolders when there are both, else a split by
+  each file's path (``in_test_split``), recorded in ``details``.
+- ``read_npz``: ``train`` / ``test`` uint8 images ``[N, H, W, C]`` or float vectors
+  ``[N, D]`` (optionally standardised per feature, ``standardize``), and optional
+  ``train_labels`` / ``test_labels``.
+- ``read_cifar``: CIFAR-10 and CIFAR-100 from their binary distribution folders
+  (``cifar-10-batches-bin``, ``cifar-100-binary``): fixed-size records of label bytes
+  and 3,072 pixel bytes (1,024 red, then green, then blue, row-major), read with NumPy.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import pathlib
+import zipfile
+
+import numpy as np
+
+from aejax.data.core import DataError, Dataset, _shape
+
+# ------------------------------------------------------------------ image folders
+
+SPLIT_FOLDERS = ("train", "test")
+# Modes whose images count as one channel when config.channels=0 ('as stored');
+# every other mode counts as three (an alpha channel is dropped).
+_GREY_MODES = ("1", "L", "LA", "I", "I;16", "F")
+
+
+def in_test_split(relative_path: str, test_fraction: float) -> bool:
+  """Whether a file goes to the test split: the first 32 bits of the sha256 of its
+  path under the folder (posix separators), as a fraction of 2^32, fall below
+  ``test_fraction``. Depends on the file's own name only, so adding files to a folder
+  moves none of the others."""
+  digest = hashlib.sha256(relative_path.encode()).digest()
+  return int.from_bytes(digest[:4], "big") / 2**32 < test_fraction
+
+
+def resize_and_crop(image, size: int):
+  """A Pillow image scaled (bicubic) so its shorter side is ``size``, then cropped to
+  the centred ``size`` x ``size`` square (the left/top offset rounded down)."""
+  from PIL import Image
+  width, height = image.size
+  scale = size / min(width, height)
+  if (width, height) != (size, size) and min(width, height) != size:
+    image = image.resize((max(size, round(width * scale)), max(size, round(height * scale))),
+                         Image.Resampling.BICUBIC)
+  width, height = image.size
+  left, top = (width - size) // 2, (height - size) // 2
+  return image.crop((left, top, left + size, top + size))
+
+
+def _image_files(folder: pathlib.Path) -> list[pathlib.Path]:
+  from PIL import Image
+  # Formats Pillow can open (PDF, say, it only writes).
+  extensions = {ext for ext, fmt in Image.registered_extensions().items() if fmt in Image.OPEN}
+  return sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith(".")
+                and p.suffix.lower() in extensions)
+
+
+def _labelled_files(folder: pathlib.Path) -> tuple[list[pathlib.Path], list[str]]:
+  """The images under ``folder`` and their class names: its subfolders, if any."""
+  files = _image_files(folder)
+  if not files:
+    raise DataError(f"{folder} holds no image files (PNG, JPEG, WebP, BMP, ...).")
+  at_top = [p for p in files if p.parent == folder]
+  classes = sorted({p.relative_to(folder).parts[0] for p in files if p.parent != folder})
+  if at_top and classes:
+    raise DataError(f"{folder} holds both images ({at_top[0].name}) and class subfolders "
+                    f"({classes[0]}/): put every image in its class's subfolder.")
+  return files, classes
+
+
+def _read_image(path: pathlib.Path, image_size: int, channels: int):
+  """``(uint8 [H, W, C], channels as stored)`` of one image file."""
+  from PIL import Image
+  try:
+    with Image.open(path) as image:
+      image.load()
+      stored = 1 if image.mode in _GREY_MODES else 3
+      image = image.convert("L" if (channels or stored) == 1 else "RGB")
+  except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
+    raise DataError(f"{path} cannot be read as an image ({e}); replace or remove it.") from None
+  if image_size:
+    image = resize_and_crop(image, image_size)
+  array = np.asarray(image, np.uint8)
+  return (array[..., None] if array.ndim == 2 else array), stored
+
+
+def _read_images(paths: list[pathlib.Path], image_size: int, channels: int) -> np.ndarray:
+  images, first, stored_first = [], None, None
+  for path in paths:
+    array, stored = _read_image(path, image_size, channels)
+    if first is None:
+      first, stored_first = (path, array.shape), stored
+    elif array.shape != first[1]:
+      key = "image_size" if array.shape[:2] != first[1][:2] else "channels"
+      raise DataError(
+          f"{first[0]} is {_shape(first[1])} but {path} is {_shape(array.shape)}: images "
+          f"of mixed sizes or channels need --config.{key}=<n> (image_size: resize and "
+          "centre-crop to n x n; channels: 1 or 3).")
+    images.append(array)
+  return np.stack(images)
+
+
+def read_folder(folder: str | pathlib.Path, *, image_size: int = 0, channels: int = 0,
+                test_fraction: float = 0.1, name: str | None = None) -> Dataset:
+  """The images under ``folder`` as a Dataset (see the module's docstring).
+
+  ``image_size`` > 0 resizes and centre-crops every image to that square; ``channels``
+  1 or 3 converts every image to grey or RGB (0: as stored, which must agree).
+  """
+  folder = pathlib.Path(folder).expanduser()
+  if not folder.is_dir():
+    raise DataError(f"Image folder {folder} does not exist.")
+  subfolders = {s: folder / s for s in SPLIT_FOLDERS}
+  details = {"image_size": image_size, "channels": channels}
+  if all(p.is_dir() for p in subfolders.values()):
+    (train, train_classes), (test, test_classes) = (_labelled_files(p)
+                                                    for p in subfolders.values())
+    if bool(train_classes) != bool(test_classes):
+      raise DataError(f"{folder}: one of train/ and test/ has class subfolders and the "
+                      "other not; give both the same layout.")
+    classes = sorted(set(train_classes) | set(test_classes))
+    roots = subfolders
+    details["split"] = "the folder's train/ and test/ subfolders"
+  else:
+    files, classes = _labelled_files(folder)
+    relative = lambda p: p.relative_to(folder).as_posix()
+    test = [p for p in files if in_test_split(relative(p), test_fraction)]
+    train = [p for p in files if not in_test_split(relative(p), test_fraction)]
+    roots = {"train": folder, "test": folder}
+    details["split"] = (f"by file name: a file is a test image when the first 32 bits of "
+                        f"the sha256 of its path under the folder, over 2^32, are below "
+                        f"test_fraction={test_fraction}")
+    for split, paths in (("train", train), ("test", test)):
+      if not paths:
+        raise DataError(f"{folder}: the split by file name left the {split} split empty "
+                        f"({len(files)} images); change --config.test_fraction or give "
+                        "the folder train/ and test/ subfolders.")
+  if len(classes) > 256:
+    raise DataError(f"{folder} has {len(classes)} class subfolders; labels are uint8, "
+                    "at most 256 classes.")
+  details["classes"] = classes
+  index = {c: i for i, c in enumerate(classes)}
+
+  def labels(paths, root):
+    if not classes:
+      return np.zeros(len(paths), np.uint8)
+    return np.array([index[p.relative_to(root).parts[0]] for p in paths], np.uint8)
+
+  train_images = _read_images(train, image_size, channels)
+  test_images = _read_images(test, image_size, channels)
+  if train_images.shape[1:] != test_images.shape[1:]:
+    raise DataError(f"{train[0]} is {_shape(train_images.shape[1:])} but {test[0]} is "
+                    f"{_shape(test_images.shape[1:])}: images of mixed sizes or channels "
+                    "need --config.image_size=<n> or --config.channels=<1|3>.")
+  return Dataset(name=name or f"folder:{folder}", source="folder", location=str(folder),
+                 train_images=train_images, train_labels=labels(train, roots["train"]),
+                 test_images=test_images, test_labels=labels(test, roots["test"]),
+                 details=details)
+
+
+# --------------------------------------------------------------------------- npz
+
+NPZ_KEYS = ("train", "test")
+
+
+def _npz_labels(npz, path, split: str, n: int) -> np.ndarray | None:
+  key = f"{split}_labels"
+  if key not in npz:
+    return None
+  labels = npz[key]
+  if labels.shape != (n,):
+    raise DataError(f"{path}: {key!r} holds {labels.shape[0] if labels.ndim else 0} labels "
+                    f"(shape {list(labels.shape)}) for {n} {split} images.")
+  if not np.issubdtype(labels.dtype, np.integer) or (n and (labels.min() < 0
+                                                           or labels.max() > 255)):
+    raise DataError(f"{path}: {key!r} must hold integers in [0, 255], got {labels.dtype}"
+                    f"{f' from {labels.min()} to {labels.max()}' if n else ''}.")
+  return labels.astype(np.uint8)
+
+
+def standardize(train: np.ndarray, test: np.ndarray):
+  """``(train', test', mean [D], std [D])``: both splits less the train split's
+  per-feature mean, over its standard deviation (a constant feature's taken as 1),
+  in float64 then cast back to float32."""
+  mean = train.mean(0, dtype=np.float64)
+  std = train.std(0, dtype=np.float64)
+  std = np.where(std > 0, std, 1.0)
+  scale = lambda x: ((x - mean) / std).astype(np.float32)
+  return scale(train), scale(test), mean, std
+
+
+def first_non_finite_row(array: np.ndarray) -> int | None:
+  """The index of the first row ``[i, ...]`` holding a NaN or an infinity, or None."""
+  bad = ~np.isfinite(array).reshape(len(array), -1).all(1)
+  return int(np.argmax(bad)) if bad.any() else None
+
+
+def _vectors(path, arrays: dict[str, np.ndarray], standardize_: bool) -> tuple[dict, dict]:
+  for key, array in arrays.items():
+    if not np.issubdtype(array.dtype, np.floating) or array.ndim != 2:
+      raise DataError(f"{path}: {key!r} is {array.dtype} {list(array.shape)}; float "
+                      "vectors must be [N, D] in both 'train' and 'test' (images: uint8 "
+                      "[N, H, W, C] in both).")
+    row = first_non_finite_row(array)
+    if row is not None:
+      raise DataError(f"{path}: {key!r} holds a non-finite value (NaN or inf) in row "
+                      f"{row}: {array[row][~np.isfinite(array[row])][0]}.")
+  arrays = {k: v.astype(np.float32) for k, v in arrays.items()}
+  details = {"kind": "vectors", "standardize": standardize_}
+  if standardize_:
+    arrays["train"], arrays["test"], mean, std = standardize(arrays["train"], arrays["test"])
+    details.update(mean=mean.tolist(), std=std.tolist(), bounded=False)
+  else:
+    details["bounded"] = bool(all(v.min() >= 0 and v.max() <= 1 for v in arrays.values()))
+  return arrays, details
+
+
+def read_npz(path: str | pathlib.Path, name: str | None = None,
+             standardize: bool = False) -> Dataset:
+  """``train`` / ``test`` uint8 images ``[N, H, W, C]`` or float vectors ``[N, D]``
+  (and optional integer ``train_labels`` / ``test_labels``) from one ``.npz`` file,
+  never unpickled. ``standardize``: vectors less the train split's per-feature mean,
+  over its standard deviation (recorded in ``details``)."""
+  path = pathlib.Path(path).expanduser()
+  if not path.is_file():
+    raise DataError(f"npz file {path} does not exist.")
+  try:
+    npz = np.load(path, allow_pickle=False)
+  except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
+    raise DataError(f"{path} cannot be read as an npz file ({e}).") from None
+  with npz:
+    missing = [k for k in NPZ_KEYS if k not in npz.files]
+    if missing:
+      raise DataError(f"{path} lacks the key{'s' * (len(missing) > 1)} "
+                      f"{', '.join(map(repr, missing))} (it holds {npz.files}); save it with "
+                      "np.savez(path, train=..., test=...[, train_labels=..., test_labels=...]).")
+    try:
+      arrays = {k: npz[k] for k in NPZ_KEYS}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
+      raise DataError(f"{path}: an array cannot be read ({e}); the file is damaged.") from None
+    details = {}
+    if any(np.issubdtype(a.dtype, np.floating) for a in arrays.values()):
+      arrays, details = _vectors(path, arrays, standardize)
+    else:
+      for key, array in arrays.items():
+        if array.dtype != np.uint8:
+          raise DataError(f"{path}: {key!r} has dtype {array.dtype}; it must be uint8 "
+                          "images [N, H, W, C] or float vectors [N, D].")
+        if array.ndim != 4:
+          raise DataError(f"{path}: {key!r} has shape {list(array.shape)}; uint8 images must "
+                          "be [N, H, W, C] (add a channel axis to grey images: x[..., None]).")
+      if standardize:
+        raise DataError(f"{path} holds uint8 images; config.standardize applies to float "
+                        "vectors only.")
+    labels = {k: _npz_labels(npz, path, k, len(arrays[k])) for k in NPZ_KEYS}
+  labelled = all(v is not None for v in labels.values())
+  labels = {k: v if v is not None else np.zeros(len(arrays[k]), np.uint8)
+            for k, v in labels.items()}
+  details["labels"] = "from the file" if labelled else "none (all 0)"
+  return Dataset(name=name or f"npz:{path}", source="npz", location=str(path),
+                 train_images=arrays["train"], train_labels=labels["train"],
+                 test_images=arrays["test"], test_labels=labels["test"], details=details)
+
+
+# ------------------------------------------------------------------------- CIFAR
+
+CIFAR_IMAGE_SHAPE = (32, 32, 3)
+# name -> (the distribution's folder, train files, test files, label bytes, classes)
+CIFAR = {
+    "cifar10": ("cifar-10-batches-bin", [f"data_batch_{i}.bin" for i in range(1, 6)],
+                ["test_batch.bin"], 1, 10),
+    # Coarse label, then fine label; the fine (100 classes) is the label.
+    "cifar100": ("cifar-100-binary", ["train.bin"], ["test.bin"], 2, 100),
+}
+CIFAR_URLS = {"cifar10": "https://www.cs.toronto.edu/~kriz/cifar-10-binary.tar.gz",
+              "cifar100": "https://www.cs.toronto.edu/~kriz/cifar-100-binary.tar.gz"}
+
+
+def parse_cifar_records(raw: bytes, label_bytes: int) -> tuple[np.ndarray, np.ndarray]:
+  """``(images uint8 [N, 32, 32, 3], labels uint8 [N])`` of concatenated CIFAR binary
+  records (``label_bytes`` label bytes, the last of them the label, then 3,072 pixels
+  as 3 planes of 32 x 32); ``len(raw)`` must be a whole number of records."""
+  records = np.frombuffer(raw, np.uint8).reshape(-1, label_bytes + 3072)
+  images = records[:, label_bytes:].reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
+  return np.ascontiguousarray(images), records[:, label_bytes - 1].copy()
+
+
+def _cifar_folder(data_dir: pathlib.Path, name: str) -> pathlib.Path:
+  folder_name, train, _, _, _ = CIFAR[name]
+  for folder in (data_dir, data_dir / folder_name):
+    if (folder / train[0]).is_file():
+      return folder
+  raise DataError(
+      f"{data_dir} holds no {name} binary files ({folder_name}/{train[0]} ...). Download "
+      f"and unpack {CIFAR_URLS[name]} and pass --config.data_dir=<the folder holding "
+      f"{folder_name}>.")
+
+
+def read_cifar(data_dir: str | pathlib.Path, name: str = "cifar10") -> Dataset:
+  """CIFAR-10 or CIFAR-100 from the unpacked binary distribution under ``data_dir``."""
+  data_dir = pathlib.Path(data_dir).expanduser()
+  if not data_dir.is_dir():
+    raise DataError(f"Data folder {data_dir} does not exist.")
+  folder = _cifar_folder(data_dir, name)
+  _, train, test, label_bytes, classes = CIFAR[name]
+  record = label_bytes + 3072
+  splits = {}
+  for split, files in (("train", train), ("test", test)):
+    parts = []
+    for file in files:
+      path = folder / file
+      if not path.is_file():
+        raise DataError(f"{folder} lacks {file}; unpack {CIFAR_URLS[name]} again.")
+      raw = path.read_bytes()
+      if not raw or len(raw) % record:
+        raise DataError(f"{path} holds {len(raw)} bytes, not a whole number of "
+                        f"{record}-byte records: it is truncated; unpack it again.")
+      images, labels = parse_cifar_records(raw, label_bytes)
+      if labels.max() >= classes:
+        bad = int(np.argmax(labels >= classes))
+        raise DataError(f"{path}: record {bad} has label {labels[bad]} (of {classes} "
+                        f"classes): this is not a {name} file.")
+      parts.append((images, labels))
+    splits[split] = tuple(np.concatenate(a) for a in zip(*parts))
+  return Dataset(name=name, source="cifar_binary", location=str(folder),
+                 train_images=splits["train"][0], train_labels=splits["train"][1],
+                 test_images=splits["test"][0], test_labels=splits["test"][1])
