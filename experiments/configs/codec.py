@@ -1,0 +1,22 @@
+"""A learned codec: Ballé et al.'s factorized prior (GDN transforms, a learned density
+per channel), trained for D + λ·R and entropy-coded into real bytes.
+
+Launch (λ in squared error per bit; the sweep is six runs of this at other λ):
+    python -m experiments.main --config experiments/configs/codec.py \
+        --workdir runs/codec --config.data_dir=path/to/mnist
+
+Expect on full MNIST: see docs/results/codec.md (bytes per image and PSNR in
+results.json's model_eval). Then `python -m experiments.codec --workdir runs/codec
+encode in.png out.bin`; the comparison with JPEG and WebP: docs/results/compression.md.
+"""
+
+from experiments.configs import base
+
+
+def get_config(recipe=None):
+  config = base.get_config("factorized_prior")
+  config.name = "codec"
+  config.losses = "sse=1, rate=0.05"
+  config.num_epochs = 2
+  config.learning_rate = 2e-3
+  return base.apply_recipe(config, recipe)
