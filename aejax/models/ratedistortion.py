@@ -1,8 +1,9 @@
 """A learned image codec: Ballé, Laparra & Simoncelli 2017 ("End-to-end optimized
 image compression"), the factorized-prior model.
 
-Analysis transform (per entry ``f`` of ``features``: Conv 5×5 stride 2 to ``f``
-channels, then GDN), then a 5×5 conv to ``latent_channels``: [B, 28, 28, 1] ->
+Analysis transform (per entry ``f`` of ``features``: Conv k×k stride 2 to ``f``
+channels, then GDN), then a k×k conv to ``latent_channels`` (k = ``kernel_size``,
+Ballé's 5 by default): [B, 28, 28, 1] ->
 y [B, 7, 7, M] for two features. Synthesis mirrors it with transposed convs and
 inverse GDN, sigmoid at the end. While training the latents are ``y + u``, u uniform
 on [-½, ½) (the rng stream 'quantization'), so that the rate is differentiable; the
@@ -146,22 +147,26 @@ class FactorizedPrior(nn.Module):
   latent_channels: int
   channels: int
   density_filters: Sequence[int] = (3, 3, 3)
+  density_init_scale: float = 10.0
   quantization: str = "noise"
+  kernel_size: int = 5
   kernel_init: nn.initializers.Initializer = nn.initializers.he_uniform()
   output_bias_init: nn.initializers.Initializer = nn.initializers.zeros
 
   def setup(self):
-    conv = lambda f, stride: nn.Conv(f, (5, 5), strides=(stride, stride), padding="SAME",
+    kernel = (self.kernel_size, self.kernel_size)
+    conv = lambda f, stride: nn.Conv(f, kernel, strides=(stride, stride), padding="SAME",
                                      kernel_init=self.kernel_init)
     self.analysis_convs = [conv(f, 2) for f in self.features] + [conv(self.latent_channels, 1)]
     self.analysis_gdns = [GDN() for _ in self.features]
     up = lambda f, stride, **kw: nn.ConvTranspose(
-        f, (5, 5), strides=(stride, stride), padding="SAME", kernel_init=self.kernel_init, **kw)
+        f, kernel, strides=(stride, stride), padding="SAME", kernel_init=self.kernel_init, **kw)
     reverse = tuple(self.features)[::-1]
     self.synthesis_convs = [up(f, 1 if i == 0 else 2) for i, f in enumerate(reverse)] + [
         up(self.channels, 2, bias_init=self.output_bias_init)]
     self.synthesis_gdns = [GDN(inverse=True) for _ in self.features]
-    self.density = FactorizedDensity(self.latent_channels, tuple(self.density_filters))
+    self.density = FactorizedDensity(self.latent_channels, tuple(self.density_filters),
+                                     self.density_init_scale)
 
   def analysis(self, x: jax.Array) -> jax.Array:
     """y: [B, H, W, C] -> [B, h, w, M] float."""
@@ -240,15 +245,21 @@ def build(config, image_shape, pixel_mean) -> FactorizedPrior:
   return FactorizedPrior(
       features=tuple(config.features), latent_channels=config.latent_channels,
       channels=image_shape[-1], density_filters=tuple(config.density_filters),
-      quantization=config.quantization, kernel_init=layers.INITIALIZERS[config.init](),
+      density_init_scale=config.density_init_scale,
+      quantization=config.quantization, kernel_size=config.kernel_size,
+      kernel_init=layers.INITIALIZERS[config.init](),
       output_bias_init=layers.output_bias_init(config, pixel_mean, True))
 
 
 def check(config, image_shape) -> None:
   layers.check_positive_ints(config, "features", allow_empty=False)
   layers.check_positive_ints(config, "latent_channels")
+  layers.check_positive_ints(config, "kernel_size")
   layers.check_positive_ints(config, "density_filters")
   layers.check_choice(config, "quantization", QUANTIZATIONS)
+  if not config.density_init_scale > 0:
+    raise ValueError(f"config.model.density_init_scale must be > 0, got "
+                     f"{config.density_init_scale!r}.")
   layers.check_choice(config, "init", layers.INITIALIZERS)
   layers.check_choice(config, "output_bias", layers.OUTPUT_BIAS)
   layers.check_halvings(image_shape, len(config.features),
@@ -258,6 +269,6 @@ def check(config, image_shape) -> None:
 registry.register(registry.Family(
     name="factorized_prior",
     defaults=dict(features=(32, 32), latent_channels=16, density_filters=(3, 3, 3),
-                  quantization="noise", init="he_uniform", output_bias="data_mean"),
+                  density_init_scale=10.0, quantization="noise", kernel_size=5, init="he_uniform", output_bias="data_mean"),
     build=build, check=check, cpu_epoch_mode="step", rng_streams=("quantization",),
     evaluate=evaluate))
