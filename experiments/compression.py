@@ -2,8 +2,8 @@
 at several λ) against JPEG, WebP and PNG, on MNIST and on data they were not trained
 on. Every byte count is a real byte string (the codec's range coder, Pillow's files).
 
-    python -m experiments.compression --runs 'runs/codec/lambda_*' \
-        --data_dir path/to/mnist --out docs
+    python -m experiments.compression --runs 'runs/codec/lambda_*,runs/codec_long/*' \
+        --data_dir path/to/mnist --test_images 2000 --out docs
 
 Data sets: the MNIST test set; the same inverted and shifted 4 px (as docs/REPORT.md
 §7); and grey 28×28 tiles of the photographs that ship with scikit-image
@@ -120,8 +120,8 @@ def measure(images_u8: np.ndarray, codecs: dict[str, codec_lib.Codec]) -> list[d
                  **quality(images_u8, decoded)})
   rows.append({"method": "PNG", "setting": "lossless", "bytes": float(png_bytes(
       images_u8).mean()), "psnr_db": float("inf"), "ssim": 1.0})
-  for name, codec in codecs.items():
-    rows.append({"method": "codec", "setting": name, **measure_codec(codec, images_u8)})
+  for (series, name), codec in codecs.items():
+    rows.append({"method": series, "setting": name, **measure_codec(codec, images_u8)})
   return rows
 
 
@@ -156,15 +156,15 @@ def psnr_gap_at_equal_bytes(reference: tuple[list, list], test: tuple[list, list
   return gaps
 
 
-def summarise(rows: list[dict]) -> dict:
-  codec_curve = curve(rows, "codec")
+def summarise(rows: list[dict], series: str) -> dict:
+  codec_curve = curve(rows, series)
   out = {}
   for name, method, size in (("JPEG scan", "JPEG", "scan_bytes"), ("JPEG file", "JPEG", "bytes"),
                              ("WebP file", "WebP", "bytes"), ("WebP VP8", "WebP", "scan_bytes")):
     reference = curve(rows, method, size)
     gaps = psnr_gap_at_equal_bytes(reference, codec_curve)
-    out[name] = {"bd_rate": bd_rate(reference, codec_curve),
-                 "psnr_gap_db": [round(g, 2) for _, g in gaps],
+    out[name] = {"bd_rate": bd_rate(reference, codec_curve) if len(codec_curve[0]) > 1
+                 else None, "psnr_gap_db": [round(g, 2) for _, g in gaps],
                  "above_at_every_shared_rate": bool(gaps) and all(g > 0 for _, g in gaps)}
   return out
 
@@ -180,11 +180,13 @@ def markdown(results: dict) -> str:
       estimated = f"{r['estimated_bytes']:.1f}" if "estimated_bytes" in r else ""
       lines.append(f"| {r['method']} | {r['setting']} | {r['bytes']:.1f} | {scan} | "
                    f"{estimated} | {r['psnr_db']:.2f} | {r['ssim']:.4f} |")
-    lines += ["", "| against | BD-rate of the codec | codec PSNR − theirs at equal bytes (dB) |",
-              "|---|---|---|"]
-    for name, s in entry["summary"].items():
-      bd = "no overlap" if s["bd_rate"] is None else f"{100 * s['bd_rate']:+.1f}%"
-      lines.append(f"| {name} | {bd} | {', '.join(f'{g:+.2f}' for g in s['psnr_gap_db'])} |")
+    lines += ["", "| codec | against | BD-rate | codec PSNR − theirs at equal bytes (dB) |",
+              "|---|---|---|---|"]
+    for series, summary in entry["summary"].items():
+      for name, s in summary.items():
+        bd = "–" if s["bd_rate"] is None else f"{100 * s['bd_rate']:+.1f}%"
+        gaps = ", ".join(f"{g:+.2f}" for g in s["psnr_gap_db"]) or "no shared rate"
+        lines.append(f"| {series} | {name} | {bd} | {gaps} |")
     lines.append("")
   return "\n".join(lines)
 
@@ -192,26 +194,29 @@ def markdown(results: dict) -> str:
 def main(argv):
   del argv
   FLAGS = flags.FLAGS
-  workdirs = sorted(glob.glob(FLAGS.runs))
+  workdirs = [w for pattern in FLAGS.runs for w in sorted(glob.glob(pattern))]
   if not workdirs:
     raise app.UsageError(f"--runs={FLAGS.runs!r} matches no workdir.")
-  codecs = {pathlib.Path(w).name: codec_lib.Codec.from_workdir(w) for w in workdirs}
+  # A series is the folder the runs share: runs/codec/lambda_* is one curve.
+  codecs = {(pathlib.Path(w).parent.name, pathlib.Path(w).name):
+            codec_lib.Codec.from_workdir(w) for w in workdirs}
+  series = sorted({s for s, _ in codecs})
   config = next(iter(codecs.values())).run.config
   if FLAGS.data_dir:
     config.data_dir = FLAGS.data_dir
   test_u8 = data.load(config).test_images[:FLAGS.test_images or None]
-  results = {"runs": {name: {"workdir": str(w), "losses": c.run.config.losses,
-                             "epochs": c.run.step} for (name, c), w in
-                      zip(codecs.items(), workdirs)}, "datasets": {}}
+  results = {"runs": {f"{s}/{name}": {"losses": c.run.config.losses, "steps": c.run.step}
+                      for (s, name), c in codecs.items()}, "datasets": {}}
   for title, images in datasets(test_u8).items():
     rows = measure(images, codecs)
     results["datasets"][title] = {"images": len(images), "rows": rows,
-                                  "summary": summarise(rows)}
+                                  "summary": {s: summarise(rows, s) for s in series}}
   out = pathlib.Path(FLAGS.out)
   out.mkdir(parents=True, exist_ok=True)
   (out / "compression.json").write_text(json.dumps(results, indent=1) + "\n")
   for value, suffix, label in (("psnr_db", "", "PSNR (dB)"), ("ssim", "_ssim", "SSIM")):
-    panels = {title: {"codec (real bytes)": curve(e["rows"], "codec", value=value),
+    panels = {title: {**{f"{s} (real bytes)": curve(e["rows"], s, value=value)
+                         for s in series},
                       "JPEG (scan only)": curve(e["rows"], "JPEG", "scan_bytes", value),
                       "JPEG (whole file)": curve(e["rows"], "JPEG", value=value),
                       "WebP (VP8 chunk)": curve(e["rows"], "WebP", "scan_bytes", value),
@@ -222,7 +227,8 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  flags.DEFINE_string("runs", None, "A glob of trained codec workdirs.")
+  flags.DEFINE_list("runs", None, "Globs of trained codec workdirs; the runs in one "
+                    "folder make one curve.")
   flags.DEFINE_string("data_dir", "", "Folder of the IDX files, if the runs' config does "
                       "not name it.")
   flags.DEFINE_integer("test_images", 0, "Measure on the first N test images (0: all).")
