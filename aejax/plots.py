@@ -143,6 +143,8 @@ def rate_distortion(panels: dict[str, dict[str, tuple[list[float], list[float]]]
     for i, (name, (sizes, psnrs)) in enumerate(series.items()):
       ax.plot(sizes, psnrs, styles[i % len(styles)], label=name, markersize=4)
     ax.set_xscale("log")
+    # Labels at the decades only: minor labels (2×10¹, 3×10¹, …) overlap.
+    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     ax.set_xlabel("bytes per image"), ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3)
   axes[0, 0].set_ylabel(ylabel)

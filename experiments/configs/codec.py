@@ -1,13 +1,14 @@
 """A learned codec: Ballé et al.'s factorized prior (GDN transforms, a learned density
 per channel), trained for D + λ·R and entropy-coded into real bytes.
 
-Launch (λ in squared error per bit; the sweep is six runs of this at other λ):
+Launch (λ = 0.05 squared error per bit; the sweep runs it at five other λ):
     python -m experiments.main --config experiments/configs/codec.py \
         --workdir runs/codec --config.data_dir=path/to/mnist
 
-Expect on full MNIST: see docs/results/codec.md (bytes per image and PSNR in
-results.json's model_eval). Then `python -m experiments.codec --workdir runs/codec
-encode in.png out.bin`; the comparison with JPEG and WebP: docs/results/compression.md.
+Expect on full MNIST after 2 epochs: 34.6 bytes per image (real range-coded strings)
+at 20.46 dB, results.json's model_eval. Results: docs/results/codec.md; coding a PNG:
+`python -m experiments.codec --workdir runs/codec encode in.png out.bin`; against
+JPEG and WebP: docs/results/compression.md.
 """
 
 from experiments.configs import base
