@@ -166,7 +166,7 @@ def test_bad_config_is_refused_naming_the_key():
 def trained(cli, tmp_path_factory):
   workdir = tmp_path_factory.mktemp("codec") / "run"
   cli.run_config("codec", workdir, "--config.model.features=(8, 8)",
-                 "--config.model.latent_channels=4")
+                 "--config.model.latent_channels=4", "--config.batch_size=250")
   return workdir
 
 
