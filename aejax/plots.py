@@ -133,8 +133,9 @@ def denoising_curves(levels: list[float], scores: dict[str, dict[str, dict[str, 
 
 
 def rate_distortion(panels: dict[str, dict[str, tuple[list[float], list[float]]]],
-                    path: str | pathlib.Path) -> None:
-  """PSNR vs bytes per image, one panel per data set: ``{data: {series: (bytes, psnr)}}``."""
+                    path: str | pathlib.Path, ylabel: str = "PSNR (dB)") -> None:
+  """PSNR (or ``ylabel``'s measure) vs bytes per image, one panel per data set:
+  ``{data: {series: (bytes, values)}}``."""
   fig, axes = plt.subplots(1, len(panels), figsize=(4.4 * len(panels), 3.8), squeeze=False,
                            sharey=True)
   styles = ["o-", "s--", "^-", "v-", "D-", "x-"]
@@ -142,8 +143,10 @@ def rate_distortion(panels: dict[str, dict[str, tuple[list[float], list[float]]]
     for i, (name, (sizes, psnrs)) in enumerate(series.items()):
       ax.plot(sizes, psnrs, styles[i % len(styles)], label=name, markersize=4)
     ax.set_xscale("log")
+    # Labels at the decades only: minor labels (2×10¹, 3×10¹, …) overlap.
+    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     ax.set_xlabel("bytes per image"), ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3)
-  axes[0, 0].set_ylabel("PSNR (dB)")
+  axes[0, 0].set_ylabel(ylabel)
   axes[0, 0].legend(fontsize=7)
   _save(fig, path)

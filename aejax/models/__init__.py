@@ -12,7 +12,8 @@ from aejax.models.registry import (Family, activation_bytes, build, default_conf
                                    init_variables, largest_activation_bytes, names, register, rngs, validate)
 
 # The families that ship with aejax; importing a module registers it.
-from aejax.models import contractive, conv, mlp, topk, vae, vqvae  # noqa: E402,F401
+from aejax.models import (contractive, conv, mlp, ratedistortion, topk, vae,  # noqa: E402,F401
+                          vqvae)
 
 __all__ = ["Family", "activation_bytes", "build", "default_config", "get", "init_variables",
            "largest_activation_bytes", "names", "register", "rngs", "validate"]

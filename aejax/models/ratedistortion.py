@@ -1,0 +1,274 @@
+"""A learned image codec: Ballé, Laparra & Simoncelli 2017 ("End-to-end optimized
+image compression"), the factorized-prior model.
+
+Analysis transform (per entry ``f`` of ``features``: Conv k×k stride 2 to ``f``
+channels, then GDN), then a k×k conv to ``latent_channels`` (k = ``kernel_size``,
+Ballé's 5 by default): [B, 28, 28, 1] ->
+y [B, 7, 7, M] for two features. Synthesis mirrors it with transposed convs and
+inverse GDN, sigmoid at the end. While training the latents are ``y + u``, u uniform
+on [-½, ½) (the rng stream 'quantization'), so that the rate is differentiable; the
+codec itself rounds: ``encode(x) = round(y)``, ``decode(ŷ)`` the image. With
+``quantization='mixed'`` (Minnen & Singh 2020) the synthesis sees ``round(y)``
+(straight-through gradient) while the density still sees ``y + u``, so the decoder
+trains on what it will decode.
+
+The density is Ballé et al. 2018's non-parametric factorized one (their appendix
+6.1): per channel, a cumulative ``c(x) = sigmoid(f_K ∘ … ∘ f_1(x))`` with
+``f_k(x) = g_k(H_k x + b_k)``, ``g_k(x) = x + tanh(a_k) ⊙ tanh(x)``, ``H_k``
+kept positive by a softplus, so c is monotone by construction; its filters are
+``density_filters``. The probability of a latent value is the mass of its unit bin,
+``p(ỹ) = c(ỹ + ½) - c(ỹ - ½)`` (computed on the side of the median where the
+sigmoid does not saturate), and an image costs ``rate_bits = Σ -log2 p`` over its
+latents. The loss term ``rate`` reads that; the config's ``sse=1, rate=λ`` is
+``D + λ R`` with λ in squared error per bit.
+
+The rate is the relaxed one in training and in the objective's test terms (the
+test set seen through the noise, as the model trained); the family's ``evaluate``
+gives the codec's own figures on the rounded latents: the estimated rate, the bytes
+the range coder actually writes (``aejax.entropy_coding``), and PSNR.
+
+Output dict: ``reconstruction``, ``code`` (the latents the synthesis saw),
+``latent`` y, ``rate_bits`` [B].
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from aejax import losses
+from aejax.models import layers, registry
+
+QUANTIZATIONS = ("noise", "mixed")
+LIKELIHOOD_FLOOR = 1e-9  # a bin's probability is at least this (≈ 30 bits), as CompressAI
+
+
+def rate(*, rate_bits: jax.Array) -> jax.Array:
+  """Bits per example under the model's density: [B] -> [B]."""
+  return rate_bits.astype(jnp.float32)
+
+
+losses.register("rate", rate, ("rate_bits",))
+
+
+# --------------------------------------------------------------------- GDN
+
+
+def nonnegative(raw: jax.Array, floor: float = 0.0) -> jax.Array:
+  """``floor + raw²``: GDN's β and γ stay ≥ floor whatever Adam does to ``raw``."""
+  return floor + jnp.square(raw)
+
+
+class GDN(nn.Module):
+  """Generalized divisive normalization over the channel axis (Ballé et al. 2016):
+  ``y_i = x_i / sqrt(β_i + Σ_j γ_ij x_j²)``; ``inverse`` multiplies instead (IGDN).
+  [..., C] -> [..., C]. Starts at β = 1, γ = 0.1 I (CompressAI's start)."""
+
+  inverse: bool = False
+  beta_min: float = 1e-6
+  gamma_init: float = 0.1
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    c = x.shape[-1]
+    beta = nonnegative(self.param(
+        "beta", lambda k, s: jnp.full(s, math.sqrt(1.0 - self.beta_min)), (c,)), self.beta_min)
+    gamma = nonnegative(self.param(
+        "gamma", lambda k, s: math.sqrt(self.gamma_init) * jnp.eye(s[0]), (c, c)))
+    norm = jnp.sqrt(beta + jnp.square(x) @ gamma.T)
+    return x * norm if self.inverse else x / norm
+
+
+# ----------------------------------------------------------------- density
+
+
+class FactorizedDensity(nn.Module):
+  """Ballé et al. 2018's non-parametric density, one per channel. ``logits(v)`` for
+  values ``v`` [C, N] gives ``logit(c_channel(v))`` [C, N]. Initialised as theirs
+  (CompressAI's ``EntropyBottleneck``: init scale 10, biases uniform in [-½, ½])."""
+
+  channels: int
+  filters: Sequence[int] = (3, 3, 3)
+  init_scale: float = 10.0
+
+  def setup(self):
+    dims = (1, *self.filters, 1)
+    scale = self.init_scale ** (1 / (len(dims) - 1))
+    self.matrices = [self.param(
+        f"matrix_{k}", lambda key, s, v=float(np.log(np.expm1(1 / scale / dims[k + 1]))):
+        jnp.full(s, v), (self.channels, dims[k + 1], dims[k])) for k in range(len(dims) - 1)]
+    self.biases = [self.param(
+        f"bias_{k}", lambda key, s: jax.random.uniform(key, s, jnp.float32, -0.5, 0.5),
+        (self.channels, dims[k + 1], 1)) for k in range(len(dims) - 1)]
+    self.factors = [self.param(f"factor_{k}", nn.initializers.zeros,
+                               (self.channels, dims[k + 1], 1)) for k in range(len(dims) - 2)]
+
+  def logits(self, values: jax.Array) -> jax.Array:
+    x = values[:, None, :].astype(jnp.float32)  # [C, 1, N]
+    for k, (matrix, bias) in enumerate(zip(self.matrices, self.biases)):
+      x = jnp.matmul(nn.softplus(matrix), x) + bias
+      if k < len(self.factors):
+        x = x + jnp.tanh(self.factors[k]) * jnp.tanh(x)
+    return x[:, 0, :]
+
+  def bin_probability(self, values: jax.Array) -> jax.Array:
+    """``c(v + ½) - c(v - ½)`` for ``v`` [C, N] -> [C, N]. Both sigmoids are taken
+    on the side where they are small (``sign``), so a bin far in a tail keeps its
+    few bits instead of the float difference of two numbers near 1."""
+    lower, upper = self.logits(values - 0.5), self.logits(values + 0.5)
+    sign = -jnp.sign(lower + upper)
+    sign = jnp.where(sign == 0, 1.0, sign)
+    return jnp.abs(nn.sigmoid(sign * upper) - nn.sigmoid(sign * lower))
+
+  def __call__(self, values: jax.Array) -> jax.Array:
+    return self.bin_probability(values)
+
+
+def bits(density: FactorizedDensity, latents: jax.Array) -> jax.Array:
+  """``Σ -log2 p`` over each example's latents [B, h, w, C] -> [B]."""
+  b, c = latents.shape[0], latents.shape[-1]
+  per_channel = jnp.moveaxis(latents, -1, 0).reshape(c, -1)  # [C, B·h·w]
+  p = jnp.maximum(density(per_channel), LIKELIHOOD_FLOOR)
+  return -jnp.sum(jnp.log2(p).reshape(c, b, -1), axis=(0, 2))
+
+
+# ------------------------------------------------------------------ module
+
+
+class FactorizedPrior(nn.Module):
+  """See the module docstring."""
+
+  features: Sequence[int]
+  latent_channels: int
+  channels: int
+  density_filters: Sequence[int] = (3, 3, 3)
+  density_init_scale: float = 10.0
+  quantization: str = "noise"
+  kernel_size: int = 5
+  kernel_init: nn.initializers.Initializer = nn.initializers.he_uniform()
+  output_bias_init: nn.initializers.Initializer = nn.initializers.zeros
+
+  def setup(self):
+    kernel = (self.kernel_size, self.kernel_size)
+    conv = lambda f, stride: nn.Conv(f, kernel, strides=(stride, stride), padding="SAME",
+                                     kernel_init=self.kernel_init)
+    self.analysis_convs = [conv(f, 2) for f in self.features] + [conv(self.latent_channels, 1)]
+    self.analysis_gdns = [GDN() for _ in self.features]
+    up = lambda f, stride, **kw: nn.ConvTranspose(
+        f, kernel, strides=(stride, stride), padding="SAME", kernel_init=self.kernel_init, **kw)
+    reverse = tuple(self.features)[::-1]
+    self.synthesis_convs = [up(f, 1 if i == 0 else 2) for i, f in enumerate(reverse)] + [
+        up(self.channels, 2, bias_init=self.output_bias_init)]
+    self.synthesis_gdns = [GDN(inverse=True) for _ in self.features]
+    self.density = FactorizedDensity(self.latent_channels, tuple(self.density_filters),
+                                     self.density_init_scale)
+
+  def analysis(self, x: jax.Array) -> jax.Array:
+    """y: [B, H, W, C] -> [B, h, w, M] float."""
+    for conv, gdn in zip(self.analysis_convs, self.analysis_gdns):
+      x = gdn(conv(x))
+    return self.analysis_convs[-1](x)
+
+  def encode(self, x: jax.Array) -> jax.Array:
+    """The codec's latents, ``round(y)``: [B, H, W, C] -> [B, h, w, M] (integers in
+    float32)."""
+    return jnp.round(self.analysis(x))
+
+  def decode(self, code: jax.Array) -> jax.Array:
+    """[B, h, w, M] -> [B, H, W, C] in [0, 1]."""
+    x = code
+    for conv, gdn in zip(self.synthesis_convs, self.synthesis_gdns):
+      x = gdn(conv(x))
+    return nn.sigmoid(self.synthesis_convs[-1](x))
+
+  def cdf_logits(self, values: jax.Array) -> jax.Array:
+    """``logit(c(v))`` per channel: [M, N] -> [M, N] (for the coder's tables)."""
+    return self.density.logits(values)
+
+  def latent_bits(self, code: jax.Array) -> jax.Array:
+    """The density's bits for rounded latents [B, h, w, M] -> [B]."""
+    return bits(self.density, code)
+
+  def __call__(self, x: jax.Array) -> dict[str, jax.Array]:
+    y = self.analysis(x)
+    noisy = y + jax.random.uniform(self.make_rng("quantization"), y.shape, y.dtype, -0.5, 0.5)
+    code = noisy if self.quantization == "noise" else y + jax.lax.stop_gradient(
+        jnp.round(y) - y)
+    return {"reconstruction": self.decode(code), "code": code, "latent": y,
+            "rate_bits": bits(self.density, noisy)}
+
+
+# -------------------------------------------------------------- evaluation
+
+EVAL_CHUNK = 1000
+
+
+def evaluate(model: FactorizedPrior, variables, dataset, key: jax.Array) -> dict:
+  """The codec on the test set, rounded latents: ``estimated_bits_per_image`` (the
+  density's), ``table_bits_per_image`` (the ideal code length under the integer
+  tables), ``bytes_per_image`` (the range coder's real byte strings, tables built
+  from this model), ``psnr_db`` and ``mse`` of the decoded images."""
+  del key
+  from aejax import entropy_coding, evaluate as evaluate_lib  # noqa: PLC0415 (cycle)
+  encode = jax.jit(lambda v, x: model.apply(v, x, method=FactorizedPrior.encode))
+  decode = jax.jit(lambda v, c: model.apply(v, c, method=FactorizedPrior.decode))
+  estimate = jax.jit(lambda v, c: model.apply(v, c, method=FactorizedPrior.latent_bits))
+  tables = entropy_coding.make_tables(
+      lambda values: np.asarray(model.apply(variables, jnp.asarray(values, jnp.float32),
+                                            method=FactorizedPrior.cdf_logits)),
+      model.latent_channels)
+  images = dataset.test_images
+  sizes, estimated, ideal, squared = [], [], [], 0.0
+  for i in range(0, len(images), EVAL_CHUNK):
+    x = jnp.asarray(images[i:i + EVAL_CHUNK], jnp.float32) / 255.0
+    code = encode(variables, x)
+    estimated.append(np.asarray(estimate(variables, code)))
+    squared += float(jnp.sum(jnp.square(decode(variables, code) - x)))
+    sizes += [len(s) for s in entropy_coding.encode_batch(np.asarray(code), tables)]
+    ideal.append(entropy_coding.table_bits(np.asarray(code), tables))
+  mse = squared / images.size
+  return {"bytes_per_image": float(np.mean(sizes)),
+          "estimated_bits_per_image": float(np.mean(np.concatenate(estimated))),
+          "table_bits_per_image": float(np.mean(np.concatenate(ideal))), "mse": mse, "psnr_db": evaluate_lib.psnr_db(mse),
+          "latent_shape": list(code.shape[1:])}
+
+
+# ------------------------------------------------------------------- family
+
+
+def build(config, image_shape, pixel_mean) -> FactorizedPrior:
+  return FactorizedPrior(
+      features=tuple(config.features), latent_channels=config.latent_channels,
+      channels=image_shape[-1], density_filters=tuple(config.density_filters),
+      density_init_scale=config.density_init_scale,
+      quantization=config.quantization, kernel_size=config.kernel_size,
+      kernel_init=layers.INITIALIZERS[config.init](),
+      output_bias_init=layers.output_bias_init(config, pixel_mean, True))
+
+
+def check(config, image_shape) -> None:
+  layers.check_positive_ints(config, "features", allow_empty=False)
+  layers.check_positive_ints(config, "latent_channels")
+  layers.check_positive_ints(config, "kernel_size")
+  layers.check_positive_ints(config, "density_filters")
+  layers.check_choice(config, "quantization", QUANTIZATIONS)
+  if not config.density_init_scale > 0:
+    raise ValueError(f"config.model.density_init_scale must be > 0, got "
+                     f"{config.density_init_scale!r}.")
+  layers.check_choice(config, "init", layers.INITIALIZERS)
+  layers.check_choice(config, "output_bias", layers.OUTPUT_BIAS)
+  layers.check_halvings(image_shape, len(config.features),
+                        "The codec's analysis transform halves the image")
+
+
+registry.register(registry.Family(
+    name="factorized_prior",
+    defaults=dict(features=(32, 32), latent_channels=16, density_filters=(3, 3, 3),
+                  density_init_scale=10.0, quantization="noise", kernel_size=5, init="he_uniform", output_bias="data_mean"),
+    build=build, check=check, cpu_epoch_mode="step", rng_streams=("quantization",),
+    evaluate=evaluate))
