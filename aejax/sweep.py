@@ -174,17 +174,20 @@ def _flat_numbers(tree: dict, prefix: str = "") -> dict[str, float]:
   return flat
 
 
+FIGURES = ("test", "denoising", "code_stats", "model_eval")  # a member's, summarised
+
+
 def summary(member_results: list[dict]) -> list[dict]:
   """For each setting of the non-seed keys: its members and, for every test metric
-  (``test``, ``denoising``, ``model_eval``, flattened), ``describe`` over its seeds."""
+  (``test``, ``denoising``, ``code_stats``, ``model_eval``, flattened), ``describe``
+  over its seeds."""
   groups: dict[tuple, list[dict]] = {}
   for member in member_results:
     setting = tuple(sorted((k, v) for k, v in member["overrides"].items() if k != "seed"))
     groups.setdefault(setting, []).append(member)
   out = []
   for setting, group in groups.items():
-    metrics = [_flat_numbers({k: m[k] for k in ("test", "denoising", "model_eval") if k in m})
-               for m in group]
+    metrics = [_flat_numbers({k: m[k] for k in FIGURES if k in m}) for m in group]
     names = sorted(set.intersection(*(set(m) for m in metrics)))
     out.append({"setting": dict(setting), "members": [m["member"] for m in group],
                 "metrics": {name: describe([m[name] for m in metrics]) for name in names}})

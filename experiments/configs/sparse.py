@@ -6,6 +6,7 @@ Launch:
 
 Expect on full MNIST: test MSE 0.00959, mean |code| 1.51 after 15 epochs (the target:
 ≤ 0.0099).
+With --config.sweep=seed=0:5: 0.00968 ± 0.00015 over the 5 seeds.
 Results, the Keras recipe (``:keras``) and history: docs/results/sparse.md.
 """
 
