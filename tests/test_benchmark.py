@@ -65,6 +65,20 @@ def test_scan_and_step_measurements_agree_on_the_loss():
   assert table.count("\n") == 3 and "| aejax | vanilla | 1 | scan |" in table
 
 
+def test_members_train_in_one_program_and_are_compared_with_one_member():
+  images, test_images, _ = bench.benchmark_images(N)
+  config = bench.benchmark_config(vanilla.get_config(), batch_size=BATCH, num_epochs=2)
+  one = bench.time_jax("vanilla", config, images, test_images, epoch_mode="scan")
+  config.sweep = "seed=0:3"
+  three = bench.time_jax("vanilla", config, images, test_images, epoch_mode="scan")
+  assert (one.members, three.members) == (1, 3)
+  assert three.test_mse == pytest.approx(one.test_mse, rel=1e-4)  # member 0 is seed 0
+  [line] = bench.member_ratios([one, three])
+  ratio = three.median_epoch_s / (3 * one.median_epoch_s)
+  assert line.startswith("vanilla: 3 members in one program") and f"ratio {ratio:.2f}" in line
+  assert "| 3 |" in bench.table([three])
+
+
 def test_time_to_quality_stops_at_the_target_or_at_the_last_epoch():
   images, test_images, _ = bench.benchmark_images(2 * N)
   config = vanilla.get_config()
@@ -123,6 +137,7 @@ def test_devices_flag_trains_data_parallel_and_reports_per_device(tmp_path, cli)
     ("--microbatch_sizes=0,100", "--microbatch_sizes: use 0 (auto) or divisors"),
     ("--learning_rate=0", "--learning_rate must be > 0"),
     ("--devices=3", "--devices: use positive divisors of --batch_size=256"),
+    ("--members=0", "--members: use positive integers"),
 ])
 def test_bad_flags_are_refused_before_any_compute(flag, message, cli):
   proc = cli.run_module("experiments.benchmark", flag, "--num_images=512", check=False)
