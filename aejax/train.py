@@ -117,24 +117,23 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
       state, meta = _resume(run, mngr, work, dataset, continue_with_changes)
       writer.resume(meta["record"])
       models = _models(run, dataset)
-      first_epoch = int(np.max(state.step)) // plan.steps_per_epoch
+      first_epoch = steps_taken(state) // plan.steps_per_epoch
       feed = inputs.open_input(run, dataset, first_epoch, meta.get("input"))
       # ------------------------------------------------------------------ loop
       examples = plan.steps_per_epoch * config.batch_size
       for epoch in range(first_epoch, config.num_epochs):
-        t0, step0 = time.perf_counter(), int(np.max(state.step))
+        t0, step0 = time.perf_counter(), steps_taken(state)
         state, history = feed.train_epoch(state, epoch)
         seconds = time.perf_counter() - t0
         check_finite(history, step0)
         meta["input"] = feed.position()
         meta["train_seconds"] += seconds
-        meta["record"] = {"epoch": epoch + 1, "step": int(np.max(state.step)),
-                          **_epoch_metrics(models, state, history), "seconds": seconds,
+        meta["record"] = {"epoch": epoch + 1, "step": steps_taken(state),
+                          **_epoch_metrics(run, models, state, history), "seconds": seconds,
                           "train_seconds": meta["train_seconds"],
                           "examples_per_second": examples / seconds}
         if (epoch + 1) % config.checkpoint_every == 0 or epoch + 1 == config.num_epochs:
-          checkpoint.save(mngr, int(np.max(state.step)), state.variables, state.opt_state,
-                          meta)
+          checkpoint.save(mngr, steps_taken(state), state.variables, state.opt_state, meta)
         writer.write_epoch(meta["record"], config.num_epochs)
     finally:
       writer.close()
@@ -159,22 +158,27 @@ def _models(run: engine.Run, dataset) -> list[tuple[engine.Run, object]]:
   return out
 
 
-def member_variables(state, i: int | None):
-  """The Flax variables of member ``i`` of a sweep's state (on the host), or of a
-  single model's state (``i`` None)."""
-  if i is None:
+def member_variables(run: engine.Run, state, i: int):
+  """The Flax variables of member ``i`` of a sweep's state (on the host); a single
+  model's state's own variables when ``run`` is not a sweep."""
+  if run.plan.members is None:
     return state.variables
   return jax.tree.map(lambda x: np.asarray(x[i]), state.variables)
 
 
-def _epoch_metrics(models, state, history) -> dict:
+def steps_taken(state) -> int:
+  """The optimizer steps taken (a sweep's members step together)."""
+  return int(np.max(state.step))
+
+
+def _epoch_metrics(run: engine.Run, models, state, history) -> dict:
   """The epoch's record: train means and test loss terms (a sweep's means over its
   members, and each member's)."""
-  if len(models) == 1 and np.ndim(history["loss"]) == 1:
+  if run.plan.members is None:
     return {"train": {k: float(np.mean(v)) for k, v in history.items()},
             "test": models[0][1].loss_terms(state.variables)}
   members = [{"train": {k: float(np.mean(v[:, i])) for k, v in history.items()},
-              "test": evaluator.loss_terms(member_variables(state, i))}
+              "test": evaluator.loss_terms(member_variables(run, state, i))}
              for i, (_, evaluator) in enumerate(models)]
   mean = lambda split: {k: float(np.mean([m[split][k] for m in members]))
                         for k in members[0][split]}
@@ -201,14 +205,14 @@ def _finish(run: engine.Run, state, meta: dict, dataset, models, work) -> dict:
   """results.json and the pictures; for a sweep, the top-level figures and pictures
   are member 0's, beside every member's (``members``) and their ``summary``."""
   config, members = run.config, run.plan.members
-  figures = [_model_results(r, member_variables(state, None if members is None else i),
-                            evaluator, dataset) for i, (r, evaluator) in enumerate(models)]
+  figures = [_model_results(r, member_variables(run, state, i), evaluator, dataset)
+             for i, (r, evaluator) in enumerate(models)]
   results = {
       "name": config.name,
       "model": config.model.to_dict(),
       "dataset": dataset.record(),
-      "epochs": int(np.max(state.step)) // run.plan.steps_per_epoch,
-      "steps": int(np.max(state.step)),
+      "epochs": steps_taken(state) // run.plan.steps_per_epoch,
+      "steps": steps_taken(state),
       "losses": run.objective.weights,
       "corruption": config.corruption.to_dict(),
       **run.record(),
@@ -224,7 +228,7 @@ def _finish(run: engine.Run, state, meta: dict, dataset, models, work) -> dict:
   work.write_json("results.json", results)
   if work.writes and len(dataset.image_shape) == 3:  # pictures of images, not vectors
     first, evaluator = models[0]
-    variables = member_variables(state, None if members is None else 0)
+    variables = member_variables(run, state, 0)
     plots.reconstruction_grid(evaluator.grid_rows(variables),
                               work.path / "reconstructions.png")
     if first.family.figures is not None:

@@ -18,7 +18,7 @@ from absl import app, flags
 
 import ml_collections
 
-from aejax import analysis, data, engine, sweep
+from aejax import analysis, config as config_lib, data, engine, sweep
 
 
 
@@ -35,10 +35,12 @@ def _define_flags() -> None:
 def evaluate(workdir: str, data_dir: str = "") -> dict:
   """The run's test figures; a sweep's, one entry per member under ``members``."""
   first = analysis.load_run(workdir)
-  count = len(sweep.members(ml_collections.ConfigDict(first.meta["config"])))
+  # The saved config as it ran (an older one gains today's keys, sweep among them).
+  saved = config_lib.upgrade(first.meta["config"])
+  count = len(sweep.members(ml_collections.ConfigDict(saved)))
   if not count:
     return _evaluate(first, workdir, data_dir)
-  return {"workdir": str(workdir), "step": first.step, "sweep": first.meta["config"]["sweep"],
+  return {"workdir": str(workdir), "step": first.step, "sweep": saved["sweep"],
           "members": [{"member": i, **_evaluate(analysis.load_run(workdir, i), workdir,
                                                 data_dir)} for i in range(count)]}
 

@@ -14,6 +14,7 @@ import optax
 import pytest
 
 from aejax import config as config_lib, step as step_lib, train
+from experiments import evaluate_run
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 CONFIGS = sorted(p.stem for p in (ROOT / "experiments" / "configs").glob("*.py")
@@ -87,7 +88,7 @@ def test_a_workdir_saved_before_keys_existed_resumes_to_the_same_result(tmp_path
   """A run whose config.json and checkpoint hold a config without today's newer keys
   (as an older aejax wrote them) resumes, and ends where an uninterrupted run does."""
   train.train_and_evaluate(sample_config(1), str(tmp_path / "old"))
-  dropped = ("weight_decay", "input", "checkpoint_every")
+  dropped = ("weight_decay", "input", "checkpoint_every", "sweep")
   metas = list((tmp_path / "old" / "checkpoints").glob("*/meta/metadata"))
   assert metas
   for path in metas:
@@ -100,6 +101,9 @@ def test_a_workdir_saved_before_keys_existed_resumes_to_the_same_result(tmp_path
   (tmp_path / "old" / "config.json").write_text(
       json.dumps({k: v for k, v in saved.items() if k not in dropped}))
 
+  # Evaluating the older run reads its config as it ran.
+  old = evaluate_run.evaluate(str(tmp_path / "old"))
+  assert old["epoch"] == 1 and "members" not in old
   resumed = train.train_and_evaluate(sample_config(2), str(tmp_path / "old"))
   straight = train.train_and_evaluate(sample_config(2), str(tmp_path / "new"))
   # The older run trained on the device before config.input existed: that layout key
