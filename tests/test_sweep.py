@@ -103,6 +103,14 @@ def test_the_summary_groups_seeds_by_setting():
   assert summary[1]["metrics"]["test.mse"]["mean"] == 7.0
 
 
+def test_a_nan_names_the_step_and_the_member():
+  history = {"loss": np.array([[1.0, 1.0], [1.0, np.nan]]),
+             "mse": np.array([[1.0, 1.0], [1.0, np.nan]])}
+  with pytest.raises(step_lib.NonFiniteLossError,
+                     match=r"'mse' became nan at step 12 \(sweep member 1\)"):
+    step_lib.check_finite(history, first_step=10)
+
+
 # -------------------------------------------------------------- one program
 
 
