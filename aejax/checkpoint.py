@@ -19,6 +19,8 @@ back past checkpoints that cannot be read, moving them aside.
 from __future__ import annotations
 
 import pathlib
+import shutil
+import threading
 from typing import Any, Callable
 
 import jax
@@ -30,17 +32,33 @@ ITEMS = ("variables", "opt_state", "meta")
 
 def manager(workdir: str | pathlib.Path, max_to_keep: int = 2) -> ocp.CheckpointManager:
   directory = pathlib.Path(workdir).absolute() / "checkpoints"
+  # cleanup_tmp_directories: a write cut short (a kill, a full disk) leaves a
+  # ``<step>.orbax-checkpoint-tmp`` folder, removed when the next run opens the manager.
   options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True,
-                                         enable_async_checkpointing=False)
+                                         enable_async_checkpointing=False,
+                                         cleanup_tmp_directories=True)
   return ocp.CheckpointManager(directory, options=options, item_names=ITEMS)
 
 
 def save(mngr: ocp.CheckpointManager, step: int, variables: Any, opt_state: Any,
          meta: dict) -> None:
-  mngr.save(step, args=ocp.args.Composite(
-      variables=ocp.args.StandardSave(variables),
-      opt_state=ocp.args.StandardSave(opt_state), meta=ocp.args.JsonSave(meta)), force=True)
-  mngr.wait_until_finished()
+  """Saves checkpoint ``step`` and waits for it. A write that fails waits for the
+  writer threads it started (so none logs after the run has reported the failure),
+  removes its unfinished folder (so a full disk gets its space back) and raises."""
+  before = set(threading.enumerate())
+  try:
+    mngr.save(step, args=ocp.args.Composite(
+        variables=ocp.args.StandardSave(variables),
+        opt_state=ocp.args.StandardSave(opt_state), meta=ocp.args.JsonSave(meta)),
+        force=True)
+    mngr.wait_until_finished()
+  except BaseException:
+    for thread in set(threading.enumerate()) - before:
+      thread.join(timeout=30)
+    if jax.process_index() == 0:
+      for unfinished in pathlib.Path(mngr.directory).glob(f"{step}.orbax-checkpoint-tmp*"):
+        shutil.rmtree(unfinished, ignore_errors=True)
+    raise
 
 
 def _abstract(tree: Any) -> Any:

@@ -65,6 +65,10 @@ def defaults(model: str = "mlp") -> ml_collections.ConfigDict:
   config.microbatch_size = 0  # Gradient chunks of this many examples; 0: auto by backend.
   config.eval_batch_size = 1000  # Test images per chunk of the compiled evaluation.
   config.checkpoint_every = 1  # Epochs between checkpoints; the last epoch always saves.
+  # Checkpoints inside epochs too: at the first chunk boundary this many steps, or this
+  # many minutes, after the last checkpoint (aejax/preemption.py); 0: off.
+  config.checkpoint_every_steps = 0
+  config.checkpoint_every_minutes = 0.0
   # Many models in one program: a grid, e.g. "seed=0:5; losses.l1_activity=1e-5,1e-4"
   # (aejax/sweep.py); empty: one model.
   config.sweep = ""
@@ -75,7 +79,8 @@ def defaults(model: str = "mlp") -> ml_collections.ConfigDict:
 # to float rounding), where the (fingerprinted, so identical) data is read from, and
 # more epochs.
 LAYOUT_KEYS = ("num_epochs", "epoch_mode", "microbatch_size", "eval_batch_size", "data_dir",
-               "checkpoint_every", "input")
+               "checkpoint_every", "checkpoint_every_steps", "checkpoint_every_minutes",
+               "input")
 # Keys a resumed run may change with --continue_with_changes: the optimizer's numbers.
 CONTINUE_KEYS = ("learning_rate", "final_lr_fraction", "warmup_epochs", "adam_b1",
                  "adam_b2", "adam_eps", "weight_decay")
@@ -135,6 +140,13 @@ def validate(config: ml_collections.ConfigDict) -> None:
   for key in ("num_epochs", "batch_size", "eval_batch_size", "checkpoint_every"):
     _require(isinstance(config[key], int) and not isinstance(config[key], bool)
              and config[key] > 0, key, config[key], "must be a positive integer")
+  _require(isinstance(config.checkpoint_every_steps, int)
+           and not isinstance(config.checkpoint_every_steps, bool)
+           and config.checkpoint_every_steps >= 0, "checkpoint_every_steps",
+           config.checkpoint_every_steps, "must be 0 (off) or a positive integer")
+  _require(_finite(config.checkpoint_every_minutes) and config.checkpoint_every_minutes >= 0,
+           "checkpoint_every_minutes", config.checkpoint_every_minutes,
+           "must be 0 (off) or a positive number of minutes")
   _require(isinstance(config.seed, int) and not isinstance(config.seed, bool), "seed",
            config.seed, "must be an integer")
   _require(_finite(config.learning_rate) and config.learning_rate > 0, "learning_rate",

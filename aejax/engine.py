@@ -39,6 +39,11 @@ DEVICE_INPUT_FRACTION = 0.25
 # 'scan' mode: e.g. 39 MNIST batches of 128 (3.9 MB). Bigger chunks dispatch less
 # often; smaller ones start computing sooner after the reader.
 STREAM_CHUNK_BYTES = 4 * 2**20
+# input='device' trains an epoch in chunks of about this many steps: where a run may
+# stop on a signal or save inside an epoch (aejax/preemption.py). An MNIST epoch
+# (234 steps of 256) stays one call; a conv net's step-by-step epoch on a CPU is
+# checked every few seconds.
+DEVICE_CHUNK_STEPS = {"scan": 500, "step": 10}
 
 
 # ----------------------------------------------------------------- backend rules
@@ -90,14 +95,26 @@ def resolve_input(config, train_bytes: int) -> tuple[str, str]:
       f"{limit / 2**30:.1f} GiB of device memory")
 
 
-def chunk_batches(steps: int, batch_bytes: int, mode: str) -> int:
-  """Batches per compiled call for input='stream': in 'scan' mode about
-  ``STREAM_CHUNK_BYTES`` worth, as a divisor of the epoch's steps within a factor
-  of two of that where there is one (a remainder chunk compiles a second program);
-  one in 'step' mode."""
-  if mode != "scan":
-    return 1
-  target = max(1, min(steps, STREAM_CHUNK_BYTES // max(batch_bytes, 1)))
+def chunk_steps(config, steps: int, batch_bytes: int, mode: str, input_mode: str) -> int:
+  """The steps of a chunk: what runs between two points where a run may stop on a
+  signal or save a checkpoint inside an epoch, one compiled call in 'scan' mode.
+
+  For input='stream' in 'scan' mode, about ``STREAM_CHUNK_BYTES`` of batches (one
+  batch a call in 'step' mode); for input='device', about ``DEVICE_CHUNK_STEPS``; at
+  most ``config.checkpoint_every_steps``. Epochs are cut from their first step, in
+  chunks of a divisor of the epoch's steps within a factor of two of that target
+  where there is one; otherwise the epoch's last chunk is shorter (in 'scan' mode a
+  second program: the same arithmetic, as each step gathers its batch by its number).
+  """
+  if input_mode == "stream":
+    if mode != "scan":
+      return 1
+    target = STREAM_CHUNK_BYTES // max(batch_bytes, 1)
+  else:
+    target = DEVICE_CHUNK_STEPS[mode]
+  if config.checkpoint_every_steps:
+    target = min(target, config.checkpoint_every_steps)
+  target = max(1, min(steps, target))
   below = max(d for d in range(1, target + 1) if steps % d == 0)
   if 2 * below >= target:
     return below
@@ -154,7 +171,7 @@ class Plan:
   microbatch_size: int
   input: str  # 'device' or 'stream'
   input_reason: str  # why (for config.input='auto')
-  chunk_batches: int  # batches per compiled call when streaming
+  chunk_steps: int  # steps between the points where a run may stop or save
   bounded: bool = True  # the data lies in [0, 1]: PSNR and BCE are reported
   members: Members | None = None  # a sweep's; None for one model
 
@@ -164,7 +181,7 @@ class Program:
   """The compiled functions of a run (``step.make_epoch_fns``, ``make_batch_fns``)."""
   train_step: Callable  # (state, uint8 batch, key) -> (state, metrics)
   start_epoch: Callable  # (state, shuffle_key) -> order
-  run_epoch: Callable  # (state, images, order, noise_key) -> (state, history)
+  run_chunk: Callable  # (state, images, order, noise_key, steps) -> (state, history)
   run_batches: Callable  # (state, batches, noise_key) -> (state, history)
 
 
@@ -204,7 +221,7 @@ class Run:
     return {"epoch_mode": self.plan.epoch_mode, "microbatch_size": self.plan.microbatch_size,
             "backend": jax.default_backend(), "num_devices": self.mesh.size,
             "num_processes": jax.process_count(), "mesh": dict(self.mesh.shape),
-            "input": self.plan.input}
+            "input": self.plan.input, "chunk_steps": self.plan.chunk_steps}
 
 
 def setup(config: ml_collections.ConfigDict, dataset, mesh=None) -> Run:
@@ -225,10 +242,12 @@ def setup(config: ml_collections.ConfigDict, dataset, mesh=None) -> Run:
   steps_per_epoch = dataset.n_train // config.batch_size
   mode = resolve_epoch_mode(config)
   image_bytes = math.prod(image_shape) * (4 if len(image_shape) == 1 else 1)  # f32 vectors
+  input, input_reason = resolve_input(config, dataset.n_train * image_bytes)
   plan = Plan(dataset.n_train, steps_per_epoch, mode,
               resolve_microbatch_size(config, model, image_shape, mesh.shape[sharding.DATA]),
-              *resolve_input(config, dataset.n_train * image_bytes),
-              chunk_batches(steps_per_epoch, config.batch_size * image_bytes, mode),
+              input, input_reason,
+              chunk_steps(config, steps_per_epoch, config.batch_size * image_bytes, mode,
+                          input),
               dataset.bounded, members)
   if members is not None and plan.input == "stream":
     raise ValueError(f"config.sweep trains on the train set on the device, but "

@@ -1,10 +1,11 @@
 """How training batches reach the step (``config.input``), behind one interface.
 
-``open_input(run, dataset, first_epoch, saved)`` gives a ``DeviceInput`` or a
-``StreamInput``; both have ``train_epoch(state, epoch) -> (state, history)`` (the
-per-step metrics on the host, stacked over steps) and ``position()`` (what a
-checkpoint keeps to resume the input where it stood). ``train.train_and_evaluate``
-and the benchmark train through it alike.
+``open_input(run, dataset, step, saved)`` gives a ``DeviceInput`` or a
+``StreamInput``; both have ``chunks(state, epoch, first)``, which trains an epoch one
+chunk of steps at a time (``train.train_and_evaluate`` may save or stop between two),
+``train_epoch(state, epoch) -> (state, history)`` (the per-step metrics on the host,
+stacked over steps; the benchmark's) and ``position()`` (what a checkpoint keeps to
+resume the input where it stood).
 
 - 'device' keeps the uint8 train set replicated on every device and gathers each
   batch there, by an order drawn on the device: no host↔device traffic inside an
@@ -29,43 +30,70 @@ class InputError(Exception):
   """A checkpoint's saved input position disagrees with its train state."""
 
 
-class DeviceInput:
-  """The train set on every device; an epoch is one call (or one call per step)."""
+def chunk_lengths(steps: int, chunk: int, first: int = 0) -> list[int]:
+  """The chunks of an epoch of ``steps`` steps from step ``first`` of it: cut at the
+  multiples of ``chunk`` from the epoch's start, so every run cuts them alike."""
+  cuts = [first, *range((first // chunk + 1) * chunk, steps, chunk), steps]
+  return [b - a for a, b in zip(cuts, cuts[1:]) if b > a]
+
+
+class _Input:
+
+  def chunks(self, state, epoch: int, first: int = 0):
+    """Trains ``epoch`` from its step ``first``, one chunk (``plan.chunk_steps``) at a
+    time: yields ``(state, history)`` as soon as each chunk is dispatched (the
+    history on the device). The next chunk starts only when the caller asks for it,
+    so the caller may save the state it was given, or stop, in between."""
+    raise NotImplementedError
+
+  def train_epoch(self, state, epoch: int):
+    """The whole epoch: ``(state, history)`` with the history on the host, stacked
+    over steps."""
+    histories = []
+    for state, history in self.chunks(state, epoch):
+      histories.append(history)
+    return state, jax.tree.map(lambda *xs: np.concatenate(xs), *jax.device_get(histories))
+
+
+class DeviceInput(_Input):
+  """The train set on every device; each chunk gathers its batches there."""
 
   def __init__(self, run, train_images: np.ndarray):
     self._run = run
     self._images = sharding.put(run.mesh, train_images)
 
-  def train_epoch(self, state, epoch: int):
-    del epoch  # the order follows state.step
-    program, keys = self._run.program, self._run.keys
+  def chunks(self, state, epoch: int, first: int = 0):
+    del epoch  # the order and the batches follow state.step
+    program, keys, plan = self._run.program, self._run.keys, self._run.plan
     order = program.start_epoch(state, keys.shuffle)
-    state, history = program.run_epoch(state, self._images, order, keys.noise)
-    return state, jax.device_get(history)
+    for steps in chunk_lengths(plan.steps_per_epoch, plan.chunk_steps, first):
+      state, history = program.run_chunk(state, self._images, order, keys.noise, steps)
+      yield state, history
 
   def position(self) -> dict:
     return {"mode": "device"}
 
 
-class StreamInput:
-  """The train set read from array_record files, ``chunk_batches`` batches a call."""
+class StreamInput(_Input):
+  """The train set read from array_record files, ``chunk_steps`` batches a call."""
 
-  def __init__(self, run, dataset, first_epoch: int = 0, saved: dict | None = None):
+  def __init__(self, run, dataset, step: int = 0, saved: dict | None = None):
     from aejax.data import stream  # grain and TFDS: only when streaming
     self._run = run
     plan = run.plan
     self.rows = sharding.local_rows(run.mesh, run.config.batch_size)
     folder = stream.array_record_folder(dataset)
     layout = stream.Layout(steps=plan.steps_per_epoch, rows=self.rows,
-                           chunk_batches=plan.chunk_batches,
+                           chunk_batches=plan.chunk_steps,
                            num_epochs=run.config.num_epochs)
     self.feed = stream.Stream(folder, stream.train_positions(folder, dataset),
                               dataset.image_shape, self.epoch_order, layout,
                               dataset.train_images.dtype)
-    self.feed.start(first_epoch, saved and saved["iterator"])
+    epoch, batch = divmod(step, plan.steps_per_epoch)
+    self.feed.start(epoch, batch, saved and saved["iterator"])
     logging.info("Streaming the train set from %s (%d batches per call; this process feeds "
-                 "rows %d:%d of each batch), from epoch %d, batch 1%s.", folder,
-                 plan.chunk_batches, self.rows.start, self.rows.stop, first_epoch + 1,
+                 "rows %d:%d of each batch), from epoch %d, batch %d%s.", folder,
+                 plan.chunk_steps, self.rows.start, self.rows.stop, epoch + 1, batch + 1,
                  f" (iterator state {saved['iterator']})" if saved else "")
 
   def epoch_order(self, epoch: int) -> np.ndarray:
@@ -80,34 +108,35 @@ class StreamInput:
     return np.asarray(permutation(key, epoch * run.plan.steps_per_epoch, run.plan.n_train,
                                   run.config.batch_size))
 
-  def train_epoch(self, state, epoch: int):
+  def chunks(self, state, epoch: int, first: int = 0):
     """Each chunk's transfer and dispatch return at once, so the next chunk is read
-    while the device trains on this one."""
+    while the device trains on this one. The stream stands where the last chunk
+    left it (``first`` is checked by ``open_input``)."""
+    del first
     run, stacked = self._run, self._run.plan.epoch_mode == "scan"
-    histories = []
     for chunk in self.feed.epoch(epoch):
       batches = sharding.put_local_batches(run.mesh, chunk, run.config.batch_size, stacked)
       state, history = run.program.run_batches(state, batches, run.keys.noise)
-      histories.append(history)
-    return state, jax.tree.map(lambda *xs: np.concatenate(xs), *jax.device_get(histories))
+      yield state, history
 
   def position(self) -> dict:
     return {"mode": "stream", "stream": self.feed.position()}
 
 
-def open_input(run, dataset, first_epoch: int = 0, saved: dict | None = None):
-  """``run.plan.input``'s input over ``dataset``'s train split, at ``first_epoch``'s
-  first batch. ``saved``: a checkpoint's ``position()``; a stream resumes where it
-  says (checked against ``first_epoch``)."""
+def open_input(run, dataset, step: int = 0, saved: dict | None = None):
+  """``run.plan.input``'s input over ``dataset``'s train split, at global step
+  ``step`` (an epoch's start or inside one). ``saved``: a checkpoint's
+  ``position()``; a stream resumes where it says (checked against ``step``)."""
   if run.plan.input == "device":
     return DeviceInput(run, dataset.train_images)
   saved = (saved or {}).get("stream")
-  # A position saved with other chunks (another aejax) is recomputed from the epoch.
-  if saved and saved.get("chunk_batches") != run.plan.chunk_batches:
-    saved = None
-  if saved is not None and (saved["epoch"], saved["batch"]) != (first_epoch, 0):
+  epoch, batch = divmod(step, run.plan.steps_per_epoch)
+  if saved is not None and (saved["epoch"], saved["batch"]) != (epoch, batch):
     raise InputError(
         f"The checkpoint's input stream stands at epoch {saved['epoch'] + 1}, batch "
-        f"{saved['batch'] + 1}, but its train state at epoch {first_epoch + 1}: the "
-        "checkpoint is inconsistent. Use a new --workdir.")
-  return StreamInput(run, dataset, first_epoch, saved)
+        f"{saved['batch'] + 1}, but its train state at epoch {epoch + 1}, batch "
+        f"{batch + 1}: the checkpoint is inconsistent. Use a new --workdir.")
+  # A position saved with other chunks (another layout) is recomputed from the step.
+  if saved and saved.get("chunk_batches") != run.plan.chunk_steps:
+    saved = None
+  return StreamInput(run, dataset, step, saved)

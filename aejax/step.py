@@ -8,14 +8,13 @@ weighted sum of the config's loss terms); each term is reported in the metrics.
 The dataset lives on the device as uint8 and is scaled to [0, 1] there. An epoch's
 batch order is a permutation drawn on the device from ``fold_in(seed, epoch)``,
 and each step picks its batch by ``state.step``, so there is no host↔device
-traffic inside an epoch. The epoch runs either as one compiled ``lax.scan`` or as
-one compiled step per batch (``make_epoch_fns``).
+traffic inside an epoch. An epoch runs in chunks of steps, each either one compiled
+``lax.scan`` or one compiled step per batch (``make_epoch_fns``).
 """
 
 from __future__ import annotations
 
 import functools
-import time
 from typing import Any, Callable
 
 import flax
@@ -27,9 +26,6 @@ from absl import logging
 
 from aejax import corruption as corruption_lib, sharding
 from aejax.objective import Objective, to_float
-
-PROGRESS_SECONDS = 30.0
-
 
 class NonFiniteLossError(FloatingPointError):
   """The loss became NaN or infinite; the message names the step and the term."""
@@ -212,17 +208,21 @@ def _shardings(layout):
 
 def make_epoch_fns(train_step: Callable, n: int, batch_size: int, mode: str,
                    layout=None, numbers: dict | None = None):
-  """Returns ``(start_epoch, run_epoch)``, both compiled.
+  """Returns ``(start_epoch, run_chunk)``, both compiled.
 
-  ``start_epoch(state, shuffle_key) -> order``; ``run_epoch(state, images, order, key)
-  -> (state, metrics stacked over steps)``. In 'scan' mode run_epoch is one call; in
-  'step' mode it dispatches one compiled step per batch (no host sync in between).
+  ``start_epoch(state, shuffle_key) -> order``, the order of the epoch ``state.step``
+  falls in; ``run_chunk(state, images, order, key, steps) -> (state, metrics stacked
+  over steps)`` trains the next ``steps`` steps of that epoch (a chunk). In 'scan'
+  mode a chunk is one call, compiled once per length; in 'step' mode it dispatches one
+  compiled step per batch (no host sync in between). Each step gathers its batch by
+  ``state.step``, so an epoch cut into chunks anywhere trains exactly as the epoch in
+  one call (``train`` cuts epochs where a run may stop or save, ``engine.chunk_steps``).
   ``layout`` (``sharding.Layout``): how batches, state and metrics lie on the mesh.
   With ``numbers`` (a sweep's ``{key: [M]}``), ``train_step(state, batch, key,
   numbers)`` is one member's, and state, keys and order have a leading members axis:
   each member gathers its own batches from the one train set.
   """
-  steps = n // batch_size
+  steps_per_epoch = n // batch_size
   batch_sharding, state_sharding, stacked = _shardings(layout)
   permutation = lambda state, key, *_: epoch_permutation(key, state.step, n, batch_size)
   start_epoch = jax.jit(over_members(permutation, numbers, (0, 0)),
@@ -230,36 +230,29 @@ def make_epoch_fns(train_step: Callable, n: int, batch_size: int, mode: str,
   sharded_step = _sharded(train_step, batch_sharding)
 
   def one_member(state, images, order, key, *numbers):
-    return sharded_step(state, images[order[state.step % steps]], key, *numbers)
+    return sharded_step(state, images[order[state.step % steps_per_epoch]], key, *numbers)
 
   indexed_step = over_members(one_member, numbers, (0, None, 0, 0))
 
   if mode == "scan":
-    @functools.partial(jax.jit, donate_argnums=0, out_shardings=(state_sharding, stacked))
-    def run_epoch(state, images, order, key):
+    @functools.partial(jax.jit, static_argnums=4, donate_argnums=0,
+                       out_shardings=(state_sharding, stacked))
+    def run_chunk(state, images, order, key, steps):
       return jax.lax.scan(lambda s, _: indexed_step(s, images, order, key), state,
                           length=steps)
-    return start_epoch, run_epoch
+    return start_epoch, run_chunk
 
   compiled_step = jax.jit(indexed_step, donate_argnums=0, out_shardings=state_sharding)
   stack = _stacker(stacked)
 
-  def run_epoch(state, images, order, key):
+  def run_chunk(state, images, order, key, steps):
     history = []
-    last_report = time.perf_counter()
-    for i in range(steps):
+    for _ in range(steps):
       state, metrics = compiled_step(state, images, order, key)
       history.append(metrics)
-      # Long epochs (a conv net on a CPU) report progress every ~30 s; waiting for one
-      # scalar that often costs nothing measurable. An explicit device_get, the one
-      # transfer an epoch makes on purpose (jax.transfer_guard allows only those).
-      if time.perf_counter() - last_report > PROGRESS_SECONDS and i + 1 < steps:
-        loss = float(np.mean(jax.device_get(metrics["loss"])))
-        last_report = time.perf_counter()
-        logging.info("  step %d/%d of the epoch  loss %.5f", i + 1, steps, loss)
     return state, stack(history)
 
-  return start_epoch, run_epoch
+  return start_epoch, run_chunk
 
 
 def make_batch_fns(train_step: Callable, mode: str, layout=None):

@@ -6,7 +6,11 @@ batches from ``inputs`` (the train set on the device, or streamed); the files fr
 ``workdir`` (lock, config, results), ``writers.MetricWriter`` (metrics.jsonl,
 TensorBoard, progress lines) and ``checkpoint`` (orbax: params, optimizer state and
 the run's metadata). A resumed run takes its state, its seconds and its history from
-the newest checkpoint that restores.
+the newest checkpoint that restores, at an epoch's end or inside one.
+
+Epochs train in chunks of steps (``engine.chunk_steps``); between two chunks a
+checkpoint may fall due (``config.checkpoint_every_steps`` / ``_minutes``) and a
+signal stops the run after saving one (``aejax.preemption``).
 """
 
 from __future__ import annotations
@@ -20,10 +24,12 @@ import numpy as np
 from absl import logging
 
 from aejax import checkpoint, code_stats, config as config_lib, data as data_lib, engine
-from aejax import inputs, plots, sweep
+from aejax import inputs, plots, preemption, sweep
 from aejax import workdir as workdir_lib
 from aejax.step import NonFiniteLossError, check_finite  # noqa: F401 (re-exported)
 from aejax.writers import MetricWriter
+
+PROGRESS_SECONDS = 30.0  # a long epoch logs its progress this often
 
 # What a user can cause and main.py reports in one line.
 USER_ERRORS = (ValueError, data_lib.DataError, NonFiniteLossError, workdir_lib.WorkdirError,
@@ -85,8 +91,11 @@ def _resume(run: engine.Run, mngr, work, dataset, continue_with_changes: bool):
                             opt_state=opt_state, model_state=variables)
   changes = workdir_lib.config_changes(config_lib.upgrade(meta["config"]), now)
   if changes:
-    meta["segments"].append({"first_epoch": step // steps_per_epoch + 1, "changes": changes,
-                             "schedule": _schedule(run.config)})
+    segment = {"first_epoch": step // steps_per_epoch + 1, "changes": changes,
+               "schedule": _schedule(run.config)}
+    if step % steps_per_epoch:  # resumed inside an epoch
+      segment["first_step"] = step + 1
+    meta["segments"].append(segment)
     logging.info("Resuming with changes %s (recorded in the run's history).", changes)
   meta["config"] = now
   if work.saved_config() != meta["original_config"]:
@@ -100,7 +109,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   """Trains (or resumes) the run in ``workdir``, evaluates it, writes its results.
 
   ``continue_with_changes``: a resumed run may change the optimizer's settings
-  (``config.CONTINUE_KEYS``), e.g. a lower learning rate after a NaN stop.
+  (``config.CONTINUE_KEYS``), e.g. a lower learning rate after a NaN stop. A SIGTERM,
+  SIGINT or SIGUSR1 while training saves a checkpoint at the step reached and raises
+  ``preemption.Stopped`` (``aejax/preemption.py``).
   """
   config_lib.validate(config)
   with workdir_lib.Workdir(workdir) as work:
@@ -117,29 +128,96 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
       state, meta = _resume(run, mngr, work, dataset, continue_with_changes)
       writer.resume(meta["record"])
       models = _models(run, dataset)
-      first_epoch = steps_taken(state) // plan.steps_per_epoch
-      feed = inputs.open_input(run, dataset, first_epoch, meta.get("input"))
+      feed = inputs.open_input(run, dataset, steps_taken(state), meta.get("input"))
       # ------------------------------------------------------------------ loop
-      examples = plan.steps_per_epoch * config.batch_size
-      for epoch in range(first_epoch, config.num_epochs):
-        t0, step0 = time.perf_counter(), steps_taken(state)
-        state, history = feed.train_epoch(state, epoch)
-        seconds = time.perf_counter() - t0
-        check_finite(history, step0)
-        meta["input"] = feed.position()
-        meta["train_seconds"] += seconds
-        meta["record"] = {"epoch": epoch + 1, "step": steps_taken(state),
-                          **_epoch_metrics(run, models, state, history), "seconds": seconds,
-                          "train_seconds": meta["train_seconds"],
-                          "examples_per_second": examples / seconds}
-        if (epoch + 1) % config.checkpoint_every == 0 or epoch + 1 == config.num_epochs:
-          checkpoint.save(mngr, steps_taken(state), state.variables, state.opt_state, meta)
-        writer.write_epoch(meta["record"], config.num_epochs)
+      with preemption.Signals() as signals:
+        saver = _Saver(run, mngr, work, feed, steps_taken(state))
+        state = _train(run, feed, state, meta, models, saver, writer, signals)
     finally:
       writer.close()
       mngr.close()
     # ------------------------------------------------------------- evaluation
-    return _finish(run, state, meta, dataset, models, work)
+    with work.writing("the results", "it evaluates the last checkpoint again"):
+      return _finish(run, state, meta, dataset, models, work)
+
+
+class _Saver:
+  """Saves the run's checkpoints: at most one per step, when due
+  (``config.checkpoint_every``, ``checkpoint_every_steps`` / ``_minutes``), and a
+  write the storage refuses as one line (``Workdir.writing``)."""
+
+  def __init__(self, run: engine.Run, mngr, work, feed, step: int):
+    self.work, self._mngr, self._feed = work, mngr, feed
+    self.cadence = preemption.Cadence(run.config.checkpoint_every_steps,
+                                      run.config.checkpoint_every_minutes, step)
+
+  def save(self, state, meta: dict) -> None:
+    step = steps_taken(state)
+    if self._mngr.latest_step() == step:
+      return
+    meta["input"] = self._feed.position()
+    newest = self._mngr.latest_step()
+    resumes = ("it starts from the beginning" if newest is None else
+               f"it resumes from the checkpoint of step {newest}")
+    with self.work.writing(f"the checkpoint of step {step}", resumes):
+      checkpoint.save(self._mngr, step, state.variables, state.opt_state, meta)
+    self.cadence.saved(step)
+
+
+def _train(run: engine.Run, feed, state, meta: dict, models, saver: _Saver, writer,
+           signals: preemption.Signals):
+  """The epochs from where ``state`` stands, chunk by chunk; between two chunks a
+  checkpoint may fall due and a signal stops the run (every process at the same
+  step: ``preemption.agree``). A checkpoint inside an epoch keeps that epoch's
+  metrics so far, so a resumed epoch's metrics line is the uninterrupted one's."""
+  config, steps = run.config, run.plan.steps_per_epoch
+  examples = steps * config.batch_size
+  for epoch in range(steps_taken(state) // steps, config.num_epochs):
+    so_far = meta.pop("epoch_so_far", None) or {"history": None, "seconds": 0.0}
+    parts = [] if so_far["history"] is None else [
+        {k: np.asarray(v, np.float32) for k, v in so_far["history"].items()}]
+    seconds, first = so_far["seconds"], steps_taken(state) - epoch * steps
+    last_report = t0 = time.perf_counter()
+    for state, history in feed.chunks(state, epoch, first):
+      history = jax.device_get(history)  # waits for the chunk
+      step = steps_taken(state)
+      check_finite(history, step - len(history["loss"]))
+      parts.append(history)
+      elapsed, t0 = time.perf_counter() - t0, time.perf_counter()
+      seconds += elapsed
+      meta["train_seconds"] += elapsed
+      if step % steps == 0:
+        break  # the epoch's end: below
+      stop, due = preemption.agree(signals.received is not None, saver.cadence.due(step))
+      if stop or due:
+        meta["epoch_so_far"] = {"history": {k: np.concatenate([p[k] for p in parts]).tolist()
+                                            for k in parts[0]}, "seconds": seconds}
+        saver.save(state, meta)
+        del meta["epoch_so_far"]
+      if stop:
+        raise preemption.Stopped(signals.received or "a signal to another process", step,
+                                 f"epoch {epoch + 1}, step {step - epoch * steps} of {steps}")
+      if time.perf_counter() - last_report > PROGRESS_SECONDS:
+        last_report = time.perf_counter()
+        logging.info("  step %d/%d of the epoch  loss %.5f", step - epoch * steps, steps,
+                     float(np.mean(history["loss"][-1])))
+      t0 = time.perf_counter()  # a checkpoint's write is not training time
+    history = jax.tree.map(lambda *xs: np.concatenate(xs), *parts)
+    meta["record"] = {"epoch": epoch + 1, "step": steps_taken(state),
+                      **_epoch_metrics(run, models, state, history), "seconds": seconds,
+                      "train_seconds": meta["train_seconds"],
+                      "examples_per_second": examples / seconds}
+    stop, due = preemption.agree(signals.received is not None,
+                                 saver.cadence.due(steps_taken(state)))
+    if (stop or due or (epoch + 1) % config.checkpoint_every == 0
+        or epoch + 1 == config.num_epochs):
+      saver.save(state, meta)
+    with saver.work.writing("the metrics", "it resumes from the last checkpoint"):
+      writer.write_epoch(meta["record"], config.num_epochs)
+    if stop and epoch + 1 < config.num_epochs:
+      raise preemption.Stopped(signals.received or "a signal to another process",
+                               steps_taken(state), f"the end of epoch {epoch + 1}")
+  return state
 
 
 def _models(run: engine.Run, dataset) -> list[tuple[engine.Run, object]]:

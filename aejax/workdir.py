@@ -12,10 +12,16 @@ What a workdir guarantees (docs/reliability.md):
   segment and what it changed is recorded in the checkpoint and in results.json.
 - **Only process 0 writes** files here and holds the lock; the other processes of
   the same run share the workdir without it.
+- **A write that fails for the storage's sake** (a full disk or quota, a read-only or
+  unwritable folder, a workdir removed while running) is one line naming the path
+  and what to do (``storage_error``); the checkpoints before it stay complete, so the
+  same command resumes once the cause is fixed.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import fcntl
 import json
 import os
@@ -27,6 +33,47 @@ from aejax.config import CONTINUE_KEYS, LAYOUT_KEYS
 
 class WorkdirError(Exception):
   """The workdir cannot be used as asked; the message says why and what to do."""
+
+
+# What a failed write's errno means, and the text that names it inside the messages
+# of libraries that wrap it (orbax's tensorstore: "... [os_error_code='28']").
+_STORAGE = {
+    errno.ENOSPC: ("the disk is full", "No space left on device"),
+    errno.EDQUOT: ("the disk quota is used up", "Disk quota exceeded"),
+    errno.EROFS: ("the file system is read-only", "Read-only file system"),
+    errno.EACCES: ("permission is denied", "Permission denied"),
+    errno.ENOENT: ("the folder is gone", "No such file or directory"),
+}
+_FIX = {
+    errno.ENOSPC: "Free space there (or move the workdir to a larger disk and pass its new "
+                  "--workdir)",
+    errno.EROFS: "Make it writable (or copy the workdir to a writable disk and pass its "
+                 "new --workdir)",
+    errno.ENOENT: "If the workdir was moved, pass its new place as --workdir",
+}
+_FIX[errno.EDQUOT] = _FIX[errno.ENOSPC]
+_FIX[errno.EACCES] = _FIX[errno.EROFS]
+
+
+def storage_error(error: BaseException) -> int | None:
+  """The errno of ``_STORAGE`` that ``error`` (or an error it wraps) reports; None
+  for any other error."""
+  seen = error
+  while seen is not None:
+    if isinstance(seen, OSError) and seen.errno in _STORAGE:
+      return seen.errno
+    text = str(seen)
+    for code, (_, message) in _STORAGE.items():
+      if message in text or f"os_error_code='{code}'" in text:
+        return code
+    seen = seen.__cause__ or seen.__context__
+  return None
+
+
+def storage_message(code: int, what: str, path, resumes: str) -> str:
+  """One line: what could not be written, why, and what to do."""
+  return (f"Writing {what} failed: {_STORAGE[code][0]} ({path}). {_FIX[code]}, then run "
+          f"the same command again: {resumes}.")
 
 
 def _flatten(tree: dict, prefix: str = "") -> dict:
@@ -99,6 +146,35 @@ class Workdir:
     lock.flush()
     self._lock = lock
     return self
+
+  def check_present(self) -> None:
+    """Raises WorkdirError if the workdir was removed or moved while the run held it
+    (its lock file is no longer the one this process locked): writing on would start
+    a new folder with no past there."""
+    if self._lock is None:
+      return
+    try:
+      present = os.stat(self.path / ".lock").st_ino == os.fstat(self._lock.fileno()).st_ino
+    except OSError:
+      present = False
+    if not present:
+      raise WorkdirError(
+          f"--workdir {self.path} was removed or moved while this run was training; "
+          "nothing more is written there. If it was moved, run the same command with "
+          "its new place as --workdir to resume from its last checkpoint.")
+
+  @contextlib.contextmanager
+  def writing(self, what: str, resumes: str):
+    """Turns a failed write of ``what`` that the storage caused into a one-line
+    WorkdirError (``storage_message``); ``resumes`` says where a rerun goes on from."""
+    self.check_present()
+    try:
+      yield
+    except Exception as e:  # noqa: BLE001 - whatever the writer wraps the OSError in
+      code = storage_error(e)
+      if code is None:
+        raise
+      raise WorkdirError(storage_message(code, what, self.path, resumes)) from None
 
   def __exit__(self, *exc) -> None:
     if self._lock is not None:

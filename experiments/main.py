@@ -4,8 +4,9 @@
     python -m experiments.main --config experiments/configs/conv.py --workdir runs/conv \
         --config.data_dir=<folder with the MNIST IDX files> --config.num_epochs=3
 
-Running the same command again resumes from the workdir's latest checkpoint. To go
-on from it with other optimizer settings (e.g. a lower learning rate after a NaN
+Running the same command again resumes from the workdir's latest checkpoint. SIGTERM,
+SIGINT or SIGUSR1 saves a checkpoint at the step reached and exits with status 75, for
+a job script to requeue (docs/reliability.md). To go on from it with other optimizer settings (e.g. a lower learning rate after a NaN
 stop), add --continue_with_changes; the change is recorded in the run's history.
 
 A run uses every device it sees. Across several processes (hosts), start the same
@@ -21,7 +22,7 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from aejax import train
+from aejax import preemption, train, workdir
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.",
                                           lock_config=True)
@@ -63,8 +64,13 @@ def parse_flags(argv):
 
 
 def _quiet_libraries(record) -> bool:
-  """Keeps orbax's per-save INFO chatter out of the progress log (warnings still show)."""
-  return record.levelno >= pylogging.WARNING or "orbax" not in record.pathname
+  """Keeps orbax's per-save INFO chatter out of the progress log (warnings still show),
+  and its threads' tracebacks of a write the storage refused: the run says that in
+  one line of its own."""
+  if "orbax" not in record.pathname:
+    return True
+  return (record.levelno >= pylogging.WARNING
+          and workdir.storage_error(Exception(record.getMessage())) is None)
 
 
 def initialize_distributed() -> None:
@@ -103,6 +109,10 @@ def main(argv):
   except train.USER_ERRORS as e:
     logging.error("%s", e)
     _fail(str(e))
+  except preemption.Stopped as e:
+    logging.warning("%s", e)
+    print(f"stopped: {e}", file=sys.stderr)
+    sys.exit(preemption.EXIT_STOPPED)
 
 
 if __name__ == "__main__":

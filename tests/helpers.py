@@ -9,8 +9,9 @@ its device count when it starts, hence a subprocess per count); ``None`` leaves 
 caller's environment as it is. ``env`` adds or overrides variables last.
 
 Run as ``python -m tests.helpers <pause point> <marker> <experiments.main flags>``, this
-module is the child process of the SIGKILL tests: the CLI with a pause at one instant,
-where it touches the marker file and sleeps until the test kills it.
+module is the child process of the SIGKILL and signal tests: the CLI with a pause at
+one instant, where it touches the marker file and waits, until the test kills it or
+(for a signal) deletes the marker to let it go on.
 """
 
 import os
@@ -65,14 +66,17 @@ class Cli:
     return subprocess.Popen(cmd, cwd=ROOT, env=_env(devices, env), stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
 
-  def start_child(self, workdir, point: str, marker: pathlib.Path,
-                  *args: str) -> subprocess.Popen:
+  def start_child(self, workdir, point: str, marker: pathlib.Path, *args: str,
+                  devices: int | None = None, env: dict | None = None,
+                  output: bool = False) -> subprocess.Popen:
     """``experiments.main --workdir=<workdir> <args>`` in the background, paused at
-    ``point`` (see ``_child``) for a SIGKILL; its output is discarded."""
+    ``point`` (see ``_child``) for a SIGKILL or a signal; its output is discarded, or
+    with ``output`` kept in text pipes (read them with ``communicate``)."""
     cmd = [sys.executable, "-m", "tests.helpers", point, str(marker),
            f"--workdir={workdir}", *args]
-    return subprocess.Popen(cmd, cwd=ROOT, env=_env(None, None), stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    pipe = subprocess.PIPE if output else subprocess.DEVNULL
+    return subprocess.Popen(cmd, cwd=ROOT, env=_env(devices, env), stdout=pipe,
+                            stderr=pipe, text=True)
 
   @staticmethod
   def wait_for(marker: pathlib.Path, child: subprocess.Popen, timeout: float = 300) -> None:
@@ -85,9 +89,13 @@ class Cli:
 
 
 def _child(argv: list[str]) -> None:
-  """Runs experiments.main with a pause at ``point:epoch`` that touches ``marker``:
+  """Runs experiments.main with a pause at ``point:N`` that touches ``marker``:
   'checkpoint_write:N' while orbax commits the Nth checkpoint, 'after_checkpoint:N'
-  between epoch N's checkpoint and its metrics line, 'none' never."""
+  between epoch N's checkpoint and its metrics line, 'save:N' before the Nth
+  checkpoint's write begins (the steps since the last one trained, not saved; all
+  three sleep until killed);
+  'chunk:N' after the Nth chunk of steps inside an epoch (the run's checks of it
+  done, the next chunk not started), until the marker is deleted; 'none' never."""
   point, marker = argv[0], pathlib.Path(argv[1])
   sys.argv = [sys.argv[0], *argv[2:]]
   name, _, epoch = point.partition(":")
@@ -95,6 +103,11 @@ def _child(argv: list[str]) -> None:
   def pause():
     marker.touch()
     time.sleep(3600)
+
+  def pause_until_released():
+    marker.touch()
+    while marker.exists():
+      time.sleep(0.02)
 
   if name == "checkpoint_write":  # orbax's commit: the rename of the temporary folder
     from orbax.checkpoint._src.path import async_path
@@ -118,6 +131,32 @@ def _child(argv: list[str]) -> None:
       return write_epoch(self, record, num_epochs)
 
     writers.MetricWriter.write_epoch = paused_write_epoch
+  elif name == "save":  # trained past the last checkpoint, the next not yet written
+    from aejax import checkpoint
+    save, calls = checkpoint.save, []
+
+    def paused_save(*args, **kwargs):
+      calls.append(1)
+      if len(calls) == int(epoch):
+        pause()
+      return save(*args, **kwargs)
+
+    checkpoint.save = paused_save
+  elif name == "chunk":  # between two chunks of an epoch
+    from aejax import inputs
+    count = [0]
+
+    def paused(chunks):
+      def paused_chunks(self, *args):
+        for item in chunks(self, *args):
+          yield item  # back here when the run asks for the next chunk of the epoch
+          count[0] += 1
+          if count[0] == int(epoch):
+            pause_until_released()
+      return paused_chunks
+
+    for kind in (inputs.DeviceInput, inputs.StreamInput):
+      kind.chunks = paused(kind.chunks)
   from absl import app
   from experiments import main
   app.run(main.main, flags_parser=main.parse_flags)

@@ -94,6 +94,9 @@ def test_cli_rejects_bad_values_before_compute(tmp_path, cli):
     ("adam_eps", 0.0, "adam_eps must be > 0"),
     ("eval_batch_size", 0, "eval_batch_size must be a positive integer"),
     ("checkpoint_every", 0, "checkpoint_every must be a positive integer"),
+    ("checkpoint_every_steps", -5, "checkpoint_every_steps must be 0 \\(off\\) or a positive"),
+    ("checkpoint_every_minutes", -1.0, "checkpoint_every_minutes must be 0 \\(off\\)"),
+    ("checkpoint_every_minutes", float("nan"), "checkpoint_every_minutes must be 0"),
 ])
 def test_invalid_config_values_raise(key, value, message):
   """Every value is checked before compute, with a message that names the key."""

@@ -141,7 +141,7 @@ def test_step_mode_streams_one_batch_per_call_to_the_same_state(monkeypatch, tmp
   config = vanilla.get_config()
   config.batch_size, config.epoch_mode, config.input = 512, "step", "stream"
   run = engine.setup(config, dataset)
-  assert run.plan.chunk_batches == 1
+  assert run.plan.chunk_steps == 1
   stream = inputs.open_input(run, dataset)
   assert isinstance(stream, inputs.StreamInput)
   # The stream's order, computed on the host, is the device path's, epoch by epoch.

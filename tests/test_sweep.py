@@ -122,12 +122,12 @@ def test_a_member_trains_as_its_own_run_and_the_step_traces_once():
   config = sample_config(sweep="seed=1:2; weight_decay=0,0.1; losses.mse=1,0.5")
   run = engine.setup(config, dataset)
   traced = chex.assert_max_traces(run.program.train_step, n=1)
-  start, run_epoch = step_lib.make_epoch_fns(
+  start, run_chunk = step_lib.make_epoch_fns(
       traced, run.plan.n_train, config.batch_size, "scan",
       numbers={k: jax.numpy.asarray(v) for k, v in run.plan.members.numbers.items()})
   images = jax.numpy.asarray(dataset.train_images)
-  state, history = run_epoch(run.state, images, start(run.state, run.keys.shuffle),
-                             run.keys.noise)
+  state, history = run_chunk(run.state, images, start(run.state, run.keys.shuffle),
+                             run.keys.noise, run.plan.steps_per_epoch)
   assert history["loss"].shape == (run.plan.steps_per_epoch, 4)
   for i in (1, 3):
     member = run.plan.members.configs[i]
@@ -227,8 +227,8 @@ def test_members_on_a_2d_mesh_equal_one_device_and_never_talk(swept, tmp_path):
       run = engine.setup(config, data.DataSpec((28, 28, 1), 1000))
       images = sharding.put(run.mesh, np.zeros((1000, 28, 28, 1), np.uint8))
       order = run.program.start_epoch(run.state, run.keys.shuffle)
-      print(run.program.run_epoch.lower(run.state, images, order, run.keys.noise)
-            .compile().as_text())
+      print(run.program.run_chunk.lower(run.state, images, order, run.keys.noise,
+                                        run.plan.chunk_steps).compile().as_text())
       """)
   proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                         timeout=600, env={**os.environ, "JAX_NUM_CPU_DEVICES": "8",

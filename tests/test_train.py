@@ -72,7 +72,7 @@ def test_same_seed_same_parameters_other_seed_other_parameters():
     step, state, images = setup(seed=seed)
     start, run = step_lib.make_epoch_fns(step, N, BATCH, "step")
     state, _ = run(state, jnp.asarray(images), start(state, jax.random.key(seed)),
-                   jax.random.key(seed))
+                   jax.random.key(seed), N // BATCH)
     runs.append(state.params)
   chex.assert_trees_all_equal(runs[0], runs[1])
   assert not np.allclose(runs[0]["encoder"]["Dense_0"]["kernel"],
@@ -86,10 +86,28 @@ def test_scan_and_step_epochs_agree():
     start, run = step_lib.make_epoch_fns(step, N, BATCH, mode)
     for _ in range(2):
       state, history = run(state, jnp.asarray(images), start(state, jax.random.key(1)),
-                           jax.random.key(2))
+                           jax.random.key(2), N // BATCH)
     results[mode] = (state, history)
   chex.assert_trees_all_close(results["scan"], results["step"], rtol=1e-4, atol=1e-6)
   assert results["scan"][1]["loss"].shape == (N // BATCH,)
+
+
+@pytest.mark.parametrize("cuts", [(1, 3), (2, 1, 1), (3, 1)])
+def test_an_epoch_cut_into_chunks_anywhere_is_the_epoch_in_one_call(cuts):
+  """Where a run may stop or save (between chunks) changes nothing: each step gathers
+  its batch and draws its noise by its number, and a chunk of any length compiles the
+  same step, so the state and the metrics are the whole epoch's, bit for bit."""
+  step, state, images = setup()
+  start, run = step_lib.make_epoch_fns(step, N, BATCH, "scan")
+  images, key = jnp.asarray(images), jax.random.key(2)
+  order = start(state, jax.random.key(1))
+  whole, history = run(jax.tree.map(jnp.copy, state), images, order, key, N // BATCH)
+  parts = []
+  for steps in cuts:
+    state, part = run(state, images, order, key, steps)
+    parts.append(part)
+  chex.assert_trees_all_equal(state, whole)
+  chex.assert_trees_all_equal(jax.tree.map(lambda *xs: jnp.concatenate(xs), *parts), history)
 
 
 def test_noise_depends_on_step_not_on_call_order():
@@ -228,10 +246,11 @@ def test_a_second_epoch_compiles_nothing():
     chex.clear_trace_counter()
     run = engine.setup(make_config(), SPEC)
     traced_step = chex.assert_max_traces(run.program.train_step, n=1)
-    start, run_epoch = step_lib.make_epoch_fns(traced_step, N, BATCH, mode)
+    start, run_chunk = step_lib.make_epoch_fns(traced_step, N, BATCH, mode)
     state, images = run.state, jnp.asarray(np.zeros((N, 28, 28, 1), np.uint8))
     for _ in range(2):
-      state, _ = run_epoch(state, images, start(state, run.keys.shuffle), run.keys.noise)
+      state, _ = run_chunk(state, images, start(state, run.keys.shuffle), run.keys.noise,
+                           N // BATCH)
     evaluator = run.evaluator(np.zeros((10, 28, 28, 1), np.uint8))
     evaluator._per_example = chex.assert_max_traces(evaluator._per_example, n=2)
     for _ in range(2):  # eval_shape + the scan body: 2 traces, then none

@@ -19,8 +19,9 @@ run, and kept beside the copy (``POSITIONS_FILE``).
 The pipeline: one element per chunk of ``chunk_batches`` consecutive batches of an
 epoch, holding only this process's rows of each global batch, as uint8
 ``[k, rows, H, W, C]``; grain reads elements ahead in background threads. The
-iterator's state (``get_state``) is what a checkpoint keeps, so a resumed run
-continues with the chunk after the last one trained.
+iterator's state (``get_state``) and the batch it stands at are what a checkpoint
+keeps, so a resumed run continues with the chunk after the last one trained, at an
+epoch's end or inside one.
 
 This module imports grain and tensorflow-datasets; import it only for streaming.
 """
@@ -191,7 +192,7 @@ class Stream:
         self._read)
     self._dataset = dataset.to_iter_dataset(grain.ReadOptions(
         num_threads=READ_THREADS, prefetch_buffer_size=PREFETCH_CHUNKS))
-    self._iterator, self._expected = None, (0, 0)
+    self._iterator, self._expected, self._lead = None, (0, 0), None
 
   def _epoch_order(self, epoch: int) -> np.ndarray:
     with self._lock:  # grain's threads ask for the same epoch at once
@@ -204,7 +205,11 @@ class Stream:
     layout = self.layout
     epoch, chunk = divmod(index, layout.chunks_per_epoch)
     first = chunk * layout.chunk_batches
-    last = min(first + layout.chunk_batches, layout.steps)
+    return self._read_batches(epoch, first, min(first + layout.chunk_batches, layout.steps))
+
+  def _read_batches(self, epoch: int, first: int, last: int) -> dict[str, Any]:
+    """Batches ``first:last`` of ``epoch``: this process's rows of each."""
+    layout = self.layout
     wanted = self.positions[self._epoch_order(epoch)[first:last, layout.rows]]
     # Sorted reads are ~2x faster from array_record than the permutation's order.
     unique, inverse = np.unique(wanted, return_inverse=True)
@@ -212,17 +217,23 @@ class Stream:
     return {"epoch": epoch, "batch": first,
             "images": images[inverse.reshape(-1)].reshape(*wanted.shape, *self.image_shape)}
 
-  def start(self, epoch: int, state: dict | None = None) -> None:
-    """Positions the iterator at ``epoch``'s first chunk: from a checkpoint's saved
-    iterator ``state`` when given (checked against ``epoch``), else computed."""
+  def start(self, epoch: int, batch: int = 0, state: dict | None = None) -> None:
+    """Positions the iterator at batch ``batch`` of ``epoch``: from a checkpoint's
+    saved iterator ``state`` when given (checked against the position as it is
+    read), else computed. A batch inside a chunk (a run resumed with other chunks)
+    first reads the rest of that chunk on its own."""
+    layout = self.layout
+    grid = -(-batch // layout.chunk_batches)  # the first whole chunk from ``batch``
     self._iterator = iter(self._dataset)
-    self._iterator.set_state(state or {"next_index": epoch * self.layout.chunks_per_epoch})
-    self._expected = (epoch, 0)
+    self._iterator.set_state(state or {"next_index": epoch * layout.chunks_per_epoch + grid})
+    self._expected = (epoch, batch)
+    self._lead = None if batch % layout.chunk_batches == 0 else self._read_batches(
+        epoch, batch, min(grid * layout.chunk_batches, layout.steps))
 
   def epoch(self, epoch: int) -> Iterator[np.ndarray]:
-    """The chunks of ``epoch``, in order."""
-    for _ in range(self.layout.chunks_per_epoch):
-      element = next(self._iterator)
+    """The chunks of ``epoch`` from where the stream stands, in order."""
+    while self._expected[0] == epoch:
+      element, self._lead = (self._lead or next(self._iterator)), None
       if (element["epoch"], element["batch"]) != self._expected:
         raise RuntimeError(f"The input stream is at epoch {element['epoch'] + 1}, batch "
                            f"{element['batch'] + 1}; training expects epoch "

@@ -1,0 +1,291 @@
+"""Preemption-safe runs: real signals to a training subprocess, checkpoints inside an
+epoch, and writes the storage refuses (a full disk, a read-only or a moved workdir).
+
+Every run is vanilla on the bundled sample (batch 256: 23 steps an epoch) with a
+checkpoint every 5 steps, so an epoch runs in chunks of 5, 5, 5, 5 and 3 steps. The
+child (``cli.start_child``, tests/helpers.py) pauses between two chunks, or before a
+checkpoint's write; the test signals or kills it there, or breaks its storage, and
+lets it go on. The disk faults need a tmpfs of their own: they run in a user and
+mount namespace (``unshare -rm``).
+"""
+
+import json
+import os
+import pathlib
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+BASE = ("--config=experiments/configs/vanilla.py", "--config.dataset=mnist_sample",
+        "--config.batch_size=256", "--config.num_epochs=4")
+EVERY_5 = (*BASE, "--config.checkpoint_every_steps=5")
+STOPPED = 75  # preemption.EXIT_STOPPED, as a job script reads it
+# The child pauses after its 6th chunk inside an epoch: epoch 1's four, then epoch 2's
+# steps 24-28 and 29-33. The signal arrives there; the chunk of steps 34-38 finishes.
+PAUSE, STOP_STEP = "chunk:6", 38
+
+
+def results(workdir) -> dict:
+  return json.loads((workdir / "results.json").read_text())
+
+
+def lines(workdir) -> list[dict]:
+  """metrics.jsonl without its seconds (which differ between runs)."""
+  return [{k: v for k, v in json.loads(l).items() if "second" not in k}
+          for l in (workdir / "metrics.jsonl").read_text().splitlines()]
+
+
+def checkpoints(workdir) -> list[int]:
+  return sorted(int(p.name) for p in (workdir / "checkpoints").iterdir() if p.name.isdigit())
+
+
+def assert_equals_uninterrupted(workdir, straight) -> None:
+  assert lines(workdir) == lines(straight)  # every epoch's train and test figures
+  assert results(workdir)["test"] == results(straight)["test"]
+
+
+@pytest.fixture(scope="module")
+def straight(tmp_path_factory, cli):
+  """An uninterrupted run, one call per epoch: what every interrupted one must equal."""
+  workdir = tmp_path_factory.mktemp("straight")
+  cli.run(workdir, *BASE)
+  return workdir
+
+
+def release(marker: pathlib.Path, child) -> float:
+  """Lets a paused child go on; the time it then takes to exit."""
+  start = time.monotonic()
+  marker.unlink()
+  child.wait(timeout=120)
+  return time.monotonic() - start
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sig,input", [("SIGTERM", "device"), ("SIGUSR1", "stream"),
+                                       ("SIGINT", "device")])
+def test_a_signal_mid_epoch_saves_that_step_and_the_rerun_equals_the_uninterrupted_run(
+    sig, input, tmp_path, straight, cli):
+  env = {"TFDS_DATA_DIR": str(tmp_path / "tfds")}  # the stream's copy of the sample
+  run, marker = tmp_path / "run", tmp_path / "paused"
+  args = (*EVERY_5, f"--config.input={input}")
+  child = cli.start_child(run, PAUSE, marker, *args, env=env, output=True)
+  cli.wait_for(marker, child)
+  child.send_signal(getattr(signal, sig))
+  seconds = release(marker, child)
+  stderr = child.stderr.read()
+  assert child.returncode == STOPPED, stderr[-3000:]
+  assert seconds < 60  # bounded: one chunk, one checkpoint, the exit
+  assert stderr.splitlines()[-1] == (
+      f"stopped: Stopped by {sig} at step {STOP_STEP} (epoch 2, step 15 of 23); the "
+      f"checkpoint of step {STOP_STEP} is saved. Run the same command again to resume "
+      f"(exit status {STOPPED}).")
+  assert checkpoints(run)[-1] == STOP_STEP and STOP_STEP % 23
+  assert not any("tmp" in p.name for p in (run / "checkpoints").iterdir())
+  cli.run(run, *args, env=env)
+  assert_equals_uninterrupted(run, straight)
+  assert results(run)["input"] == input
+
+
+@pytest.mark.slow
+def test_two_processes_stop_together_when_one_is_signalled_and_resume_bit_for_bit(
+    tmp_path, cli):
+  """2 processes × 4 devices: process 1 gets SIGTERM; both stop at the same step,
+  their checkpoint is one, and the rerun ends where an uninterrupted pair ends."""
+  def pair(workdir, start):
+    with socket.socket() as s:
+      s.bind(("localhost", 0))
+      port = s.getsockname()[1]
+    return [start(workdir, i, f"--coordinator_address=localhost:{port}",
+                  "--num_processes=2", f"--process_id={i}") for i in range(2)]
+
+  def finish(procs, status):
+    logs = [proc.communicate(timeout=600)[1] for proc in procs]
+    for proc, log in zip(procs, logs):
+      assert proc.returncode == status, log[-3000:]
+    return logs
+
+  plain = lambda workdir, i, *flags: cli.start(workdir, *EVERY_5, *flags, devices=4)
+  finish(pair(tmp_path / "straight", plain), 0)
+  markers = [tmp_path / f"paused{i}" for i in range(2)]
+  paused = lambda workdir, i, *flags: cli.start_child(
+      workdir, PAUSE, markers[i], *EVERY_5, *flags, devices=4, output=True)
+  procs = pair(tmp_path / "run", paused)
+  for marker, proc in zip(markers, procs):
+    cli.wait_for(marker, proc)
+  procs[1].send_signal(signal.SIGTERM)
+  for marker in markers:
+    marker.unlink()
+  logs = finish(procs, STOPPED)
+  assert f"Stopped by SIGTERM at step {STOP_STEP}" in logs[1]
+  assert f"Stopped by a signal to another process at step {STOP_STEP}" in logs[0]
+  assert checkpoints(tmp_path / "run")[-1] == STOP_STEP
+  finish(pair(tmp_path / "run", plain), 0)
+  assert_equals_uninterrupted(tmp_path / "run", tmp_path / "straight")
+  assert results(tmp_path / "run")["num_processes"] == 2
+
+
+@pytest.mark.slow
+def test_a_sigkill_between_mid_epoch_checkpoints_repeats_those_steps_exactly(
+    tmp_path, straight, cli):
+  """Killed after training steps 29-33, before their checkpoint is written: the rerun
+  resumes inside epoch 2 at step 28 and ends where the uninterrupted run ends."""
+  run, marker = tmp_path / "run", tmp_path / "paused"
+  child = cli.start_child(run, "save:7", marker, *EVERY_5)  # 5, 10, 15, 20, 23, 28, 33
+  cli.wait_for(marker, child)
+  assert checkpoints(run) == [23, 28]  # two kept
+  child.send_signal(signal.SIGKILL)
+  assert child.wait() == -signal.SIGKILL
+  proc = cli.run(run, *EVERY_5)
+  assert "Resumed from the checkpoint at step 28" in proc.stderr
+  assert_equals_uninterrupted(run, straight)
+
+
+def test_a_checkpoint_falls_due_by_steps_or_minutes():
+  from aejax import preemption
+  every_10 = preemption.Cadence(10, 0.0, step=23)
+  assert not every_10.due(30) and every_10.due(33)
+  every_10.saved(33)
+  assert not every_10.due(40)
+  by_time = preemption.Cadence(0, 1e-6, step=0)  # due 60 µs after the last save
+  time.sleep(0.01)
+  assert by_time.due(1)
+  assert not preemption.Cadence(0, 0.0, step=0).due(10**9)  # both off
+
+
+@pytest.mark.parametrize("steps, every, mode, input, chunk", [
+    (234, 0, "scan", "device", 234),  # an MNIST epoch of 256s: one call, as ever
+    (23, 5, "scan", "device", 5),  # 23 is prime: chunks of 5, the last of 3
+    (24, 10, "scan", "device", 8),  # a divisor within a factor of two of 10
+    (4700, 0, "scan", "device", 470),
+    (4700, 0, "step", "device", 10),
+    (23, 0, "step", "stream", 1),  # one streamed batch a call
+])
+def test_the_chunk_of_steps(steps, every, mode, input, chunk):
+  from aejax import engine, inputs
+  from experiments.configs import vanilla
+  config = vanilla.get_config()
+  config.checkpoint_every_steps = every
+  assert engine.chunk_steps(config, steps, 256 * 784, mode, input) == chunk
+  lengths = inputs.chunk_lengths(steps, chunk)
+  assert sum(lengths) == steps and set(lengths[:-1]) <= {chunk}
+  # Resumed at any step: on to the next cut, then the same cuts as ever.
+  for first in range(0, steps, max(1, steps // 7)):
+    cut = min(steps, (first // chunk + 1) * chunk)
+    assert inputs.chunk_lengths(steps, chunk, first) == [cut - first,
+                                                         *lengths[first // chunk + 1:]]
+
+
+def test_storage_errors_are_told_apart_from_other_errors():
+  import errno
+  from aejax import workdir
+  assert workdir.storage_error(OSError(errno.EROFS, "Read-only file system")) == errno.EROFS
+  wrapped = ValueError("RESOURCE_EXHAUSTED: Error writing ... Failed to write 31288 bytes "
+                       "to file 30: No space left on device [os_error_code='28']")
+  assert workdir.storage_error(wrapped) == errno.ENOSPC
+  try:
+    try:
+      raise OSError(errno.EDQUOT, "Disk quota exceeded")
+    except OSError as e:
+      raise RuntimeError("the writer failed") from e
+  except RuntimeError as e:
+    assert workdir.storage_error(e) == errno.EDQUOT  # through the cause
+  assert workdir.storage_error(ValueError("shapes (3,) and (4,) differ")) is None
+
+
+# ------------------------------------------------------------------ storage
+
+
+def test_a_workdir_moved_while_training_stops_in_one_line_and_resumes_from_its_new_place(
+    tmp_path, straight, cli):
+  run, moved, marker = tmp_path / "run", tmp_path / "moved", tmp_path / "paused"
+  child = cli.start_child(run, PAUSE, marker, *EVERY_5, output=True)
+  cli.wait_for(marker, child)
+  run.rename(moved)
+  release(marker, child)
+  errors = [l for l in child.stderr.read().splitlines() if l.startswith("error:")]
+  assert child.returncode == 1
+  assert errors == [f"error: --workdir {run} was removed or moved while this run was "
+                    "training; nothing more is written there. If it was moved, run the "
+                    "same command with its new place as --workdir to resume from its last "
+                    "checkpoint."]
+  assert not run.exists()
+  cli.run(moved, *EVERY_5)
+  assert_equals_uninterrupted(moved, straight)
+
+
+def _namespaces() -> bool:
+  try:
+    return subprocess.run(["unshare", "-rm", "setpriv", "--bounding-set=-dac_override",
+                           "true"], capture_output=True).returncode == 0
+  except FileNotFoundError:
+    return False
+
+
+# On a tmpfs of its own: the child trains until its pause, the fault breaks the disk,
+# the child goes on and fails at its next checkpoint; the fix repairs the disk and
+# the same command runs again.
+SCENARIO = r"""
+set -u
+mount -t tmpfs -o size=64m tmpfs "$DISK"
+$AS "$PYTHON" -m tests.helpers "$PAUSE" "$MARKER" --workdir="$DISK/run" $ARGS \
+    2> "$OUT/first.err" &
+child=$!
+while [ ! -e "$MARKER" ]; do kill -0 $child || exit 3; sleep 0.05; done
+eval "$FAULT"
+rm "$MARKER"
+wait $child; echo $? > "$OUT/first.rc"
+ls "$DISK/run/checkpoints" > "$OUT/checkpoints"
+eval "$FIX"
+$AS "$PYTHON" -m experiments.main --workdir="$DISK/run" $ARGS 2> "$OUT/second.err"
+echo $? > "$OUT/second.rc"
+cp "$DISK/run/results.json" "$DISK/run/metrics.jsonl" "$OUT/"
+"""
+# (fault, fix, runs as, the cause named, what to do.)
+FAULTS = {
+    # Every free byte taken by one file, removed to free the space.
+    "full": ('dd if=/dev/zero of="$DISK/filler" bs=64k status=none 2>/dev/null || true',
+             'rm "$DISK/filler"', "", "the disk is full",
+             "Free space there (or move the workdir to a larger disk and pass its new "
+             "--workdir)"),
+    # The workdir made unwritable, for a run without root's power to write anyway (a
+    # tmpfs busy with open files cannot be remounted read-only under a running job).
+    "unwritable": ('chmod -R a-w "$DISK/run"', 'chmod -R u+w "$DISK/run"',
+                   "setpriv --bounding-set=-dac_override,-dac_read_search --",
+                   "permission is denied",
+                   "Make it writable (or copy the workdir to a writable disk and pass its "
+                   "new --workdir)"),
+}
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not _namespaces(), reason="needs unshare -rm (user namespaces) for a "
+                    "tmpfs of its own, and setpriv")
+@pytest.mark.parametrize("fault", list(FAULTS))
+def test_a_disk_that_fails_writes_stops_in_one_line_and_the_rerun_completes(
+    fault, tmp_path, straight):
+  make, fix, run_as, cause, what_to_do = FAULTS[fault]
+  disk, out = tmp_path / "disk", tmp_path / "out"
+  disk.mkdir()
+  out.mkdir()
+  env = {**os.environ, "AEJAX_DATA_DIR": "", "PYTHON": sys.executable, "DISK": str(disk),
+         "OUT": str(out), "MARKER": str(tmp_path / "paused"), "PAUSE": PAUSE,
+         "ARGS": " ".join(EVERY_5), "FAULT": make, "FIX": fix, "AS": run_as}
+  proc = subprocess.run(["unshare", "-rm", "bash", "-c", SCENARIO], cwd=ROOT, env=env,
+                        capture_output=True, text=True, timeout=600)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  first = (out / "first.err").read_text()
+  assert (out / "first.rc").read_text().strip() == "1", first[-3000:]
+  errors = [l for l in first.splitlines() if l.startswith("error:")]
+  assert errors == [
+      f"error: Writing the checkpoint of step 38 failed: {cause} ({disk / 'run'}). "
+      f"{what_to_do}, then run the same command again: it resumes from the checkpoint "
+      "of step 33."], first[-3000:]
+  assert "Traceback" not in first  # orbax's threads say nothing after the one line
+  assert (out / "checkpoints").read_text().split() == ["28", "33"]  # intact, no leftovers
+  assert (out / "second.rc").read_text().strip() == "0", (out / "second.err").read_text()
+  assert_equals_uninterrupted(out, straight)
