@@ -67,7 +67,8 @@ def _resume(run: engine.Run, mngr, work, dataset, continue_with_changes: bool):
 
   def check(step: int, meta: dict) -> None:
     changes = workdir_lib.config_changes(config_lib.upgrade(meta["config"]), now)
-    workdir_lib.check_changes(work.path, changes, step // steps_per_epoch,
+    # Epochs begun: a checkpoint inside an epoch needs that epoch to end.
+    workdir_lib.check_changes(work.path, changes, -(-step // steps_per_epoch),
                               continue_with_changes)
     _check_data(work, meta["data"], dataset)
 
