@@ -6,9 +6,11 @@ through NumPy, CIFAR records byte by byte).
 """
 
 import gzip
+import io
 import json
 import pathlib
 import struct
+import tarfile
 
 import numpy as np
 import pytest
@@ -227,7 +229,6 @@ def test_idx_damaged_gzip_and_test_shape_unlike_train(tmp_path):
 
 
 def test_bad_names_and_keys_are_refused_before_any_compute():
-  config = base.get_config()
   for key, value, match in (("dataset", "folder:", "names no file"),
                             ("channels", 2, "config.channels=2 is unknown"),
                             ("image_size", -1, "config.image_size must be 0"),
@@ -236,9 +237,6 @@ def test_bad_names_and_keys_are_refused_before_any_compute():
     bad[key] = value
     with pytest.raises(ValueError, match=match):
       train.config_lib.validate(bad)
-  config.dataset = "cifar10"
-  one_line_error(r"cifar10 is read from its binary distribution: .* --config\.data_dir",
-                 data.load, config)
 
 
 @settings(max_examples=25, deadline=None)
@@ -395,3 +393,104 @@ def test_the_colour_conv_config_streams_cifar_records_and_draws_in_colour(tmp_pa
   assert 0 < out["test"]["mse"] < 0.2
   grid = np.asarray(Image.open(tmp_path / "run" / "reconstructions.png").convert("RGB"), int)
   assert np.abs(grid[..., 0] - grid[..., 1]).max() > 50  # in colour
+
+
+@pytest.fixture(scope="module")
+def cifar_runs(tmp_path_factory, cli):
+  """CIFAR-10 binary records (written here, byte by byte) trained 1 epoch with
+  input=device and with input=stream through the CLI, then the device run resumed
+  to 2 epochs with input=stream."""
+  root = tmp_path_factory.mktemp("cifar")
+  make_cifar10(root / "cifar", n_per_file=16, n_test=16)
+  env = {"TFDS_DATA_DIR": str(root / "tfds")}
+  args = ("--config=experiments/configs/vanilla.py", "--config.dataset=cifar10",
+          f"--config.data_dir={root / 'cifar'}", "--config.batch_size=16",
+          "--config.num_epochs=1")
+  logs = {mode: cli.run(root / mode, *args, f"--config.input={mode}", env=env).stderr
+          for mode in ("device", "stream")}
+  one_epoch = results(root / "device")
+  logs["resumed"] = cli.run(root / "device", *args, "--config.num_epochs=2",
+                            "--config.input=stream", env=env).stderr
+  return root, logs, one_epoch
+
+
+@pytest.mark.slow
+def test_cifar_records_train_alike_streamed_and_on_the_device_and_resume(cifar_runs):
+  root, logs, device = cifar_runs
+  stream = results(root / "stream")
+  assert stream["test"] == device["test"] and device["steps"] == stream["steps"] == 5
+  assert device["dataset"]["source"] == stream["dataset"]["source"] == "cifar_binary"
+  assert device["dataset"]["image_shape"] == [32, 32, 3] and device["dataset"]["n_train"] == 80
+  assert "Writing cifar10 once as array_record" in logs["stream"]
+  assert "Writing" not in logs["resumed"]  # the stream copy is reused
+  assert "Resumed from the checkpoint" in logs["resumed"]
+  resumed = results(root / "device")
+  assert resumed["epochs"] == 2 and resumed["input"] == "stream" and resumed["steps"] == 10
+  assert resumed["dataset"]["fingerprint"] == device["dataset"]["fingerprint"]
+
+
+def cifar_tarball(path, root_folder, records):
+  """A tarball laid out like the binary distribution: one folder of record files."""
+  with tarfile.open(path, "w:gz") as archive:
+    for name, raw in records.items():
+      info = tarfile.TarInfo(f"{root_folder}/{name}")
+      info.size = len(raw)
+      archive.addfile(info, io.BytesIO(raw))
+
+
+def test_cifar_without_data_dir_offline_is_one_line_at_once(monkeypatch):
+  """Without a data_dir, nothing downloaded before and the host unreachable: one line
+  that says where to put the files; the network is asked once, through the bounded
+  reachability check, and nothing is fetched."""
+  from aejax.data import tfds_builders
+  asked = []
+  monkeypatch.setattr(tfds_builders, "network_reachable", lambda url: asked.append(url))
+  monkeypatch.setattr(tfds_builders.tfds.download.DownloadManager, "download",
+                      lambda *a: pytest.fail("downloaded while offline"))
+  for name, folder in (("cifar10", "cifar-10-batches-bin"), ("cifar100", "cifar-100-binary")):
+    config = base.get_config()
+    config.dataset = name
+    message = one_line_error(
+        rf"{name} was not found: no --config.data_dir was given, .*aejax_cifar holds no "
+        rf"download of it, and www\.cs\.toronto\.edu cannot be reached .* Download and "
+        rf"unpack https://\S+{name.replace('cifar', 'cifar-')}-binary\.tar\.gz and pass "
+        rf"--config\.data_dir=<the folder holding {folder}>\.$", data.load, config)
+    assert asked[-1] == readers.CIFAR_URLS[name] and "Traceback" not in message
+  assert tfds_builders.REACHABILITY_TIMEOUT_S <= 2
+
+
+def test_cifar_without_data_dir_downloads_through_tfds_then_reads_offline(tmp_path,
+                                                                        monkeypatch):
+  """Online, the tarball comes through TFDS's download manager (checked against the
+  sha256 TFDS registers for its own cifar10 builder), is unpacked into TFDS's data dir
+  and read as from a data_dir; the next load reads that copy with no network."""
+  from aejax.data import tfds_builders
+  tarball = tmp_path / "cifar-10-binary.tar.gz"
+  pictures, labels = images(12, (32, 32, 3)), RNG.integers(0, 10, 12)
+  cifar_tarball(tarball, "cifar-10-batches-bin", {
+      **{f"data_batch_{i}.bin": cifar_records(pictures[2 * i - 2:2 * i], labels[2 * i - 2:2 * i])
+         for i in range(1, 6)},
+      "test_batch.bin": cifar_records(pictures[10:], labels[10:])})
+  fetched = []
+
+  def download(manager, url):
+    info = manager._url_infos[url]  # TFDS's registered size and sha256 for the URL
+    fetched.append((url, info.size, info.checksum))
+    return tarball
+
+  monkeypatch.setattr(tfds_builders, "network_reachable", lambda url: True)
+  monkeypatch.setattr(tfds_builders.tfds.download.DownloadManager, "download", download)
+  config = base.get_config()
+  config.dataset = "cifar10"
+  ds = data.load(config)
+  assert fetched == [(readers.CIFAR_URLS["cifar10"], 170052171,
+                      "c4a38c50a1bc5f3a1c5537f2155ab9d68f9f25eb1ed8d9ddda3db29a59bca1dd")]
+  np.testing.assert_array_equal(ds.train_images, pictures[:10])
+  np.testing.assert_array_equal(ds.test_labels, labels[10:])
+  assert ds.source == "cifar_binary"
+  assert pathlib.Path(ds.location) == tfds_builders.cifar_download_dir() / "cifar-10-batches-bin"
+  monkeypatch.setattr(tfds_builders, "network_reachable",
+                      lambda url: pytest.fail("asked the network for a downloaded copy"))
+  again = data.load(config)
+  assert again.fingerprint == ds.fingerprint
+  assert not list(tfds_builders.cifar_download_dir().glob(".*partial"))

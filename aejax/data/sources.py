@@ -18,9 +18,11 @@ tries, in order:
 any image dataset of the TFDS catalog: read without TensorFlow where it is prepared
 in array_record format in TFDS's data dir, else prepared through TensorFlow
 (``pip install "aejax[tensorflow]"``). A user's own data (``aejax.data.readers``):
-``'folder:<path>'`` a folder of image files, ``'npz:<file>'`` arrays, ``'cifar10'`` and
-``'cifar100'`` their binary distribution under ``config.data_dir``. The TFDS builders are imported only here and
-only when needed: tensorflow-datasets is slow to import.
+``'folder:<path>'`` a folder of image files, ``'npz:<file>'`` arrays, ``'cifar10'``
+and ``'cifar100'`` their binary distribution under ``config.data_dir`` (without one:
+downloaded through TFDS's download manager when it can be, as MNIST is). The TFDS
+builders are imported only here and only when needed: tensorflow-datasets is slow to
+import.
 """
 
 from __future__ import annotations
@@ -80,6 +82,28 @@ def _try_tfds_download(name: str) -> Dataset | None:
   return None if tfds_data is None else tfds_data.download_and_load(name)
 
 
+def _load_cifar(name: str, data_dir: str) -> Dataset:
+  """CIFAR's binary records from ``data_dir``; without one, as the MNIST family: an
+  earlier download in TFDS's data dir, else a download through TFDS's download
+  manager when the host answers within seconds, else an error saying what to do.
+  ($AEJAX_DATA_DIR names the MNIST folder, so it is not read here.)"""
+  if data_dir:
+    return readers.read_cifar(data_dir, name)  # a named folder wins, or is an error
+  tfds_data = _tfds_data()
+  url = readers.CIFAR_URLS[name]
+  why = "tensorflow-datasets, which downloads it, cannot be imported"
+  if tfds_data is not None:
+    ds = tfds_data.load_cifar_downloaded(name) or tfds_data.download_cifar(name)
+    if ds is not None:
+      return ds
+    why = (f"{tfds_data.cifar_download_dir()} holds no download of it, and "
+           f"{url.split('/')[2]} cannot be reached to download it")
+  raise DataError(
+      f"{name} was not found: no --config.data_dir was given, {why}. Download and "
+      f"unpack {url} and pass --config.data_dir=<the folder holding "
+      f"{readers.CIFAR[name][0]}>.")
+
+
 def load(config) -> Dataset:
   """Returns the dataset ``config.dataset`` names, from the first source that has it."""
   name = config.dataset
@@ -102,12 +126,7 @@ def load(config) -> Dataset:
 
   data_dir = config.data_dir or os.environ.get(ENV_DATA_DIR)
   if name in readers.CIFAR:
-    if not config.data_dir:
-      raise DataError(
-          f"{name} is read from its binary distribution: download and unpack "
-          f"{readers.CIFAR_URLS[name]} and pass --config.data_dir=<the folder holding "
-          f"{readers.CIFAR[name][0]}>.")
-    return readers.read_cifar(config.data_dir, name)
+    return _load_cifar(name, config.data_dir)
   if data_dir:
     return read_idx_folder(data_dir, name=name)  # a named folder wins, or is an error
   ds = _try_tfds(name)

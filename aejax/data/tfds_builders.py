@@ -21,6 +21,10 @@ Sources of the IDX files, in order:
 
 TFDS writes the records in an order of its own (by key hash): a prepared split holds
 exactly the source's images and labels, as a multiset.
+
+CIFAR-10 and CIFAR-100 take only TFDS's download manager and registered checksums
+(``download_cifar``): the tarball of binary records is unpacked into
+``$TFDS_DATA_DIR/aejax_cifar/`` and read by ``aejax.data.readers``.
 """
 
 from __future__ import annotations
@@ -28,7 +32,9 @@ from __future__ import annotations
 import importlib.util
 import os
 import pathlib
+import shutil
 import socket
+import tarfile
 import threading
 import urllib.parse
 
@@ -37,7 +43,7 @@ import tensorflow_datasets as tfds
 from absl import logging
 from tensorflow_datasets.core.utils import py_utils
 
-from aejax.data import core as data_lib
+from aejax.data import core as data_lib, readers
 
 IMAGE_SHAPE = (28, 28, 1)
 NUM_CLASSES = 10
@@ -379,6 +385,64 @@ def download_and_load(name: str) -> data_lib.Dataset | None:
         f"Prepare it from local IDX files instead: python -m experiments.prepare_data "
         f"--dataset={name} --manual_dir=<folder>.") from e
   return read_prepared(name)
+
+
+# ------------------------------------- CIFAR's binary files, through TFDS's download
+
+# Below TFDS's data dir: <data dir>/aejax_cifar/cifar-10-batches-bin (or
+# cifar-100-binary), unpacked from the tarball TFDS's download manager fetched.
+CIFAR_FOLDER = "aejax_cifar"
+
+
+def cifar_download_dir(data_dir: str | os.PathLike | None = None) -> pathlib.Path:
+  """Where a downloaded CIFAR binary distribution is unpacked."""
+  return pathlib.Path(data_dir or default_data_dir()).expanduser() / CIFAR_FOLDER
+
+
+def load_cifar_downloaded(name: str) -> data_lib.Dataset | None:
+  """``name`` ('cifar10' or 'cifar100') from an earlier download unpacked in TFDS's
+  data dir, else None. Read with no network: the unpacked files are the source."""
+  folder = cifar_download_dir() / readers.CIFAR[name][0]
+  if not folder.is_dir():
+    return None
+  return readers.read_cifar(folder, name)
+
+
+def download_cifar(name: str) -> data_lib.Dataset | None:
+  """Downloads ``name``'s binary tarball through TFDS's download manager when its host
+  answers within seconds, its size and sha256 checked against those the installed
+  tensorflow_datasets registers for its own ``cifar10`` / ``cifar100`` builders, and
+  unpacks it into TFDS's data dir; None when offline.
+
+  Only the download manager and the registered checksums are TFDS's: its builders
+  parse these files with ``tf.io.gfile`` and need TensorFlow, so the files are read
+  with ``readers.read_cifar`` instead, as from a ``data_dir``.
+  """
+  url = readers.CIFAR_URLS[name]
+  if not network_reachable(url):
+    return None
+  checksums = tfds.core.utils.tfds_path() / "url_checksums" / f"{name}.txt"
+  manager = tfds.download.DownloadManager(
+      download_dir=str(default_data_dir() / "downloads"),
+      url_infos=tfds.core.download.checksums.load_url_infos(checksums),
+      force_checksums_validation=True)
+  target = cifar_download_dir()
+  target.mkdir(parents=True, exist_ok=True)
+  try:
+    tarball = pathlib.Path(str(manager.download(url)))
+    partial = target / f".{name}.partial"
+    shutil.rmtree(partial, ignore_errors=True)
+    with tarfile.open(tarball) as archive:
+      archive.extractall(partial, filter="data")  # no absolute paths, no links out
+    # Renamed into place once whole: a download cut off midway is never read as data.
+    (partial / readers.CIFAR[name][0]).rename(target / readers.CIFAR[name][0])
+    shutil.rmtree(partial)
+  except Exception as e:  # TFDS raises many kinds: network, checksum, disk
+    raise data_lib.DataError(
+        f"Downloading {name} through tensorflow-datasets failed ({type(e).__name__}: {e}). "
+        f"Download and unpack {url} yourself and pass --config.data_dir=<the folder "
+        f"holding {readers.CIFAR[name][0]}>.") from e
+  return load_cifar_downloaded(name)
 
 
 # ------------------------------------------------- other TFDS datasets, with TF

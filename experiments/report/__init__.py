@@ -4,6 +4,8 @@ measures each claim against its baseline and writes REPORT.md with its figures.
     python -m experiments.report --workdir docs --runs_dir runs/report \
         --data_dir path/to/mnist          # full MNIST (about 45 min on 2 CPU cores)
     python -m experiments.report --workdir report_quick --quick   # bundled sample, 1 epoch
+    python -m experiments.report --workdir out --runs_dir runs/mine --codes_only
+                                   # sections 1-4 of runs on any data, nothing trained
 
 Runs live in ``--runs_dir`` (default ``<workdir>/runs``), one workdir each; a run
 that is already trained is resumed, i.e. only evaluated again, so a second call
@@ -26,4 +28,4 @@ from experiments.report.plan import (BURDA_IWAE_NLL, BURDA_VAE_NLL, CAE_RUNS, CO
                                      FIGURES, FULL, HS_DEEP_SSE, HS_PCA30_SSE, LONG_RUNS,
                                      QUICK, Plan, cae_configs, frontier_configs,
                                      map2d_config, run_configs)
-from experiments.report.study import make_report, measure
+from experiments.report.study import codes_report, make_report, measure

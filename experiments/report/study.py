@@ -3,7 +3,10 @@ section compute its results, and hand them to the writer."""
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import pathlib
+import re
 import time
 
 import jax
@@ -13,7 +16,7 @@ from aejax import config as config_lib, data as data_lib, train
 from experiments import sparsity_frontier
 from experiments.report import (codes, compression, contractive, denoising, runs, sparsity,
                                 vae, writer)
-from experiments.report.context import Context, make_context
+from experiments.report.context import Context, from_runs, make_context
 from experiments.report.plan import FULL, QUICK, frontier_configs, run_configs
 
 
@@ -73,3 +76,28 @@ def measure(ctx: Context) -> dict[str, dict]:
   timed("vqvae", compression.vqvae, ctx, done["compression"]["panels"])
   timed("vae", vae.vae, ctx.runs_dir, ctx.out)
   return done
+
+
+def codes_report(workdir: str | pathlib.Path, runs_dir: str | pathlib.Path,
+                 command: str = "") -> dict:
+  """Sections 1 to 4 (PCA against the autoencoder, codes as probe features, 2-D maps)
+  on runs trained elsewhere on any one data set: ``runs_dir/vanilla_k<k>`` for each
+  code size k of the sweep (``map2d``, ``multilayer``, ``deep`` where present).
+  Writes REPORT.md, report.json and figures into ``workdir``; returns report.json."""
+  runs_dir, out = pathlib.Path(runs_dir), pathlib.Path(workdir)
+  sizes = sorted(int(m.group(1)) for p in runs_dir.glob("vanilla_k*/results.json")
+                 if (m := re.fullmatch(r"vanilla_k(\d+)", p.parent.name)))
+  if not sizes:
+    raise FileNotFoundError(f"{runs_dir} holds no vanilla_k<k> run: train one per code size "
+                            "k with experiments/configs/vanilla.py, --config.model.code_size=k.")
+  plan = dataclasses.replace(FULL, sweep_sizes=tuple(sizes), test_images=None)
+  out.mkdir(parents=True, exist_ok=True)
+  ctx = from_runs(runs_dir, plan, out)
+  plan = dataclasses.replace(plan, dataset=ctx.dataset["name"])
+  done = {"sweep": codes.pca_and_sweep(ctx), "features": codes.features(ctx)}
+  done["maps"] = codes.maps(ctx, done["features"]["numbers"]["features"])
+  (out / "REPORT.md").write_text(writer.codes_markdown(command, ctx.dataset, done))
+  numbers = {"command": command, "dataset": ctx.dataset,
+             **{k: v for r in done.values() for k, v in r["numbers"].items()}}
+  (out / "report.json").write_text(json.dumps(numbers, indent=2, default=float) + "\n")
+  return numbers

@@ -49,6 +49,19 @@ def markdown(summary: Summary, done: dict[str, dict]) -> str:
   return header(summary) + "\n".join(text(done[name]) for name, text in SECTIONS.items())
 
 
+def codes_markdown(command: str, dataset: dict, done: dict[str, dict]) -> str:
+  """Sections 1 to 4 alone, of runs on any data (``study.codes_report``)."""
+  shape = dataset["image_shape"]
+  what = (f"{shape[0]} features" if len(shape) == 1
+          else "×".join(map(str, shape)) + " images")
+  return ("# PCA, probes and 2-D maps of the codes\n\n"
+          + (f"Written by this command, run from the repository root:\n\n    {command}\n\n"
+             if command else "")
+          + f"Data: {dataset['name']} ({dataset['source']}), {dataset['n_train']:,} training "
+          f"and {dataset['n_test']:,} test examples of {what}.\n\n"
+          + "\n".join(SECTIONS[name](done[name]) for name in ("sweep", "features", "maps")))
+
+
 def header(s: Summary) -> str:
   record = s.dataset
   return (
@@ -89,17 +102,26 @@ def _or_dash(v):
 
 def sweep(r: dict) -> str:
   pca30 = r["numbers"]["pca30"]
-  off = pca30["relative_difference"]
+  d, unit = r["dimensions"], r["unit"]
+  if "hinton_salakhutdinov" in pca30:  # MNIST
+    off = pca30["relative_difference"]
+    anchor = (f"; Hinton & Salakhutdinov (2006) report {HS_PCA30_SSE}: "
+              f"{100 * off:.1f}% apart ({'within' if off <= 0.05 else 'NOT within'} 5%)")
+  else:
+    anchor = (f" of {r['data']}; Hinton & Salakhutdinov's {HS_PCA30_SSE} is MNIST's, "
+              "so there is no published figure to set it against")
+  values = "in [0, 1]" if r["bounded"] else "as the runs trained on them"
   return (
       "## 1. PCA at equal code size, and 2. the code-size sweep\n\n"
-      f"PCA with 30 components (fit on the {r['train_images']:,} training images) gives "
-      f"**{pca30['sse_per_image']:.2f}** squared error per image on the {r['test_images']:,} test "
-      f"images; Hinton & Salakhutdinov (2006) report {HS_PCA30_SSE}: "
-      f"{100 * off:.1f}% apart ({'within' if off <= 0.05 else 'NOT within'} 5%).\n\n"
-      f"Each autoencoder is the article's vanilla model 784-k-784 (relu code, sigmoid "
-      f"output, MSE, Adam) trained {epochs(r['epochs'])}; PCA keeps min(k, 784) components, so "
-      "its error is 0 from k = 784 on. SSE = squared error summed over the 784 pixels "
-      "(in [0, 1]), averaged over test images; MSE = SSE / 784. Sparsity columns are "
+      f"PCA with {pca30['components']} components (fit on the "
+      f"{r['train_images']:,} training examples) gives "
+      f"**{pca30['sse_per_image']:.2f}** squared error per example on the "
+      f"{r['test_images']:,} test examples{anchor}.\n\n"
+      f"Each autoencoder is the article's vanilla model {d}-k-{d} (relu code, "
+      f"{'sigmoid' if r['bounded'] else 'linear'} output, MSE, Adam) trained "
+      f"{epochs(r['epochs'])}; PCA keeps min(k, {d}) components, so "
+      f"its error is 0 from k = {d} on. SSE = squared error summed over the {d} {unit}s "
+      f"({values}), averaged over test examples; MSE = SSE / {d}. Sparsity columns are "
       "the autoencoder's test codes: fraction of units exactly 0 per example, active "
       "units per example (L0), units never active on the whole test set.\n\n"
       + table(["k", "PCA comps", "PCA SSE/img", "AE SSE/img", "PCA MSE", "AE MSE",
@@ -108,25 +130,30 @@ def sweep(r: dict) -> str:
 
 
 def features(r: dict) -> str:
+  if r.get("skipped"):
+    return f"## 3. Codes as features\n\n{r['skipped']}\n"
   return (
       "## 3. Codes as features\n\n"
       f"Test accuracy of a logistic-regression probe (standardised features, lbfgs, "
       f"at most 300 iterations) and of 5-nearest-neighbours (Euclidean) fit on the "
-      f"codes of the first {r['probe_train']:,} training images, against PCA codes "
-      "with as many components (min(k, 784)) and against raw pixels.\n\n"
+      f"codes of the first {r['probe_train']:,} training examples, against PCA codes "
+      f"with as many components (min(k, {r['dimensions']})) and against the raw "
+      "data.\n\n"
       + table(["model", "code size", "AE logistic", "AE 5-NN", "PCA logistic",
                "PCA 5-NN"], r["rows"]))
 
 
 def maps(r: dict) -> str:
-  numbers = r["numbers"]["maps_2d"]
+  if r.get("skipped"):
+    return f"## 4. 2-D maps\n\n{r['skipped']}\n"
+  numbers, d = r["numbers"]["maps_2d"], r["dimensions"]
   knn = numbers["knn_accuracy"]
   fmt = lambda v: "—" if v is None else f"{v:.3f}"
   return (
       "## 4. 2-D maps\n\n"
       "Test codes coloured by digit (first 5,000 test images). 5-NN accuracy on the "
-      f"2-D codes: PCA {fmt(knn['pca_2'])}, vanilla 784-2-784 {fmt(knn['vanilla_k2'])}, "
-      f"784-512-128-2 {fmt(knn['map2d'])} (squared error per image "
+      f"2-D codes: PCA {fmt(knn['pca_2'])}, vanilla {d}-2-{d} {fmt(knn['vanilla_k2'])}, "
+      f"{d}-512-128-2 {fmt(knn['map2d'])} (squared error per image "
       f"{numbers['map2d_sse_per_image']:.2f}, {epochs(r['map2d_epochs'])}).\n\n"
       "![2-D codes](code_maps_2d.png)\n")
 
