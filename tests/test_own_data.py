@@ -295,6 +295,18 @@ def test_bad_vectors_are_one_line_and_images_only_families_refuse_them(tmp_path)
 # ------------------------------------------------------------ training on them
 
 
+def device_stream_resume(cli, root, args, env):
+  """1 epoch with input=device and with input=stream (into root/device, root/stream),
+  then the device run resumed to 2 epochs with input=stream: ``(logs, the device
+  run's 1-epoch results)``."""
+  logs = {mode: cli.run(root / mode, *args, f"--config.input={mode}", env=env).stderr
+          for mode in ("device", "stream")}
+  one_epoch = results(root / "device")
+  logs["resumed"] = cli.run(root / "device", *args, "--config.num_epochs=2",
+                            "--config.input=stream", env=env).stderr
+  return logs, one_epoch
+
+
 @pytest.fixture(scope="module")
 def folder_runs(tmp_path_factory, cli):
   """A PNG folder trained 1 epoch with input=device and with input=stream through
@@ -305,12 +317,7 @@ def folder_runs(tmp_path_factory, cli):
   env = {"TFDS_DATA_DIR": str(root / "tfds")}
   args = ("--config=experiments/configs/vanilla.py", f"--config.dataset=folder:{root / 'pictures'}",
           "--config.batch_size=32", "--config.num_epochs=1")
-  logs = {mode: cli.run(root / mode, *args, f"--config.input={mode}", env=env).stderr
-          for mode in ("device", "stream")}
-  one_epoch = results(root / "device")
-  logs["resumed"] = cli.run(root / "device", *args, "--config.num_epochs=2",
-                            "--config.input=stream", env=env).stderr
-  return root, logs, one_epoch
+  return root, *device_stream_resume(cli, root, args, env)
 
 
 def results(workdir: pathlib.Path) -> dict:
@@ -406,12 +413,7 @@ def cifar_runs(tmp_path_factory, cli):
   args = ("--config=experiments/configs/vanilla.py", "--config.dataset=cifar10",
           f"--config.data_dir={root / 'cifar'}", "--config.batch_size=16",
           "--config.num_epochs=1")
-  logs = {mode: cli.run(root / mode, *args, f"--config.input={mode}", env=env).stderr
-          for mode in ("device", "stream")}
-  one_epoch = results(root / "device")
-  logs["resumed"] = cli.run(root / "device", *args, "--config.num_epochs=2",
-                            "--config.input=stream", env=env).stderr
-  return root, logs, one_epoch
+  return root, *device_stream_resume(cli, root, args, env)
 
 
 @pytest.mark.slow
