@@ -3,11 +3,14 @@
 Behaviour only: what the benchmark reports and that it reports it, never how fast.
 """
 
+import contextlib
 import json
 
 import jax
 import numpy as np
 import pytest
+from absl import flags
+from absl.testing import flagsaver
 
 from aejax import data, engine, models
 from experiments import bench, benchmark
@@ -128,6 +131,21 @@ def test_devices_flag_trains_data_parallel_and_reports_per_device(tmp_path, cli)
   assert "| aejax | vanilla | 4 |" in proc.stdout
 
 
+@contextlib.contextmanager
+def command_line(*argv: str):
+  """The benchmark's flags as the command line ``argv`` sets them (``--name=value``
+  each), then as they were: what ``benchmark.validate`` reads when ``main`` calls it."""
+  FLAGS = flags.FLAGS
+  was_parsed = FLAGS.is_parsed()
+  with flagsaver.as_parsed(**dict(a.removeprefix("--").split("=", 1) for a in argv)):
+    FLAGS.mark_as_parsed()
+    try:
+      yield
+    finally:
+      if not was_parsed:
+        FLAGS.unparse_flags()
+
+
 @pytest.mark.parametrize("flag, message", [
     ("--models=vanilla,resnet", "unknown ['resnet']"),
     ("--num_epochs=1", "--num_epochs must be >= 2"),
@@ -138,9 +156,22 @@ def test_devices_flag_trains_data_parallel_and_reports_per_device(tmp_path, cli)
     ("--devices=3", "--devices: use positive divisors of --batch_size=256"),
     ("--members=0", "--members: use positive integers"),
 ])
-def test_bad_flags_are_refused_before_any_compute(flag, message, cli):
-  proc = cli.run_module("experiments.benchmark", flag, "--num_images=512", check=False)
-  assert proc.returncode == 1 and message in proc.stderr and "s/epoch" not in proc.stdout
+def test_bad_flags_are_refused_before_any_compute(flag, message):
+  """``validate``, the first thing ``main`` does (the command's exit on a refusal is
+  the next test's): one process for all eight, rather than a start-up each."""
+  with command_line(flag, "--num_images=512"), pytest.raises(ValueError) as info:
+    benchmark.validate()
+  assert message in str(info.value)
+  with command_line("--num_images=512"):
+    benchmark.validate()  # the defaults pass
+
+
+def test_a_refused_flag_exits_with_its_message_and_computes_nothing(cli):
+  proc = cli.run_module("experiments.benchmark", "--devices=3", "--num_images=512",
+                        check=False)
+  assert proc.returncode == 1 and "s/epoch" not in proc.stdout
+  assert proc.stderr.strip().splitlines()[-1] == (
+      "error: --devices: use positive divisors of --batch_size=256, got ['3'].")
 
 
 def test_every_benchmark_model_has_a_config():

@@ -20,8 +20,15 @@ levels = st.floats(0.0, 1.0)
 KINDS = ("gaussian", "masking", "salt_and_pepper")
 
 
-# The jitted variant compiles once per example (each level is baked into its own
-# function), so these two draw fewer examples than the others.
+def corrupt(name, key, x, level):
+  """``make(name, level)(key, x)`` with the level an argument: jitted, it is traced (as
+  a sweep's member passes it), so the variant compiles once per corruption and shape
+  rather than once per example; un-jitted, ``make`` gets the drawn Python float."""
+  return corruption.make(name, level)(key, x)
+
+
+# Each jitted example of a new shape costs a compilation, so these two draw fewer
+# examples than the others.
 class CorruptionTest(chex.TestCase):
 
   @chex.variants(with_jit=True, without_jit=True)
@@ -29,13 +36,13 @@ class CorruptionTest(chex.TestCase):
   @given(x=images, level=levels, seed=st.integers(0, 2**31 - 1))
   def test_shape_dtype_range_and_purity(self, x, level, seed):
     key = jax.random.key(seed)
+    fn = self.variant(corrupt, static_argnums=0)
     for name in KINDS:
-      fn = self.variant(corruption.make(name, level))
-      y = fn(key, x)
+      y = fn(name, key, x, level)
       chex.assert_shape(y, x.shape)
       chex.assert_type(y, x.dtype)
       assert np.all((np.asarray(y) >= 0) & (np.asarray(y) <= 1))
-      np.testing.assert_array_equal(y, fn(key, x))  # same key, same output
+      np.testing.assert_array_equal(y, fn(name, key, x, level))  # same key, same output
 
   @chex.variants(with_jit=True, without_jit=True)
   @settings(max_examples=12, deadline=None)
@@ -44,7 +51,7 @@ class CorruptionTest(chex.TestCase):
     key = jax.random.key(seed)
     noise = np.asarray(jax.random.normal(key, x.shape, jnp.float32))
     expected = np.clip(x + np.float32(level) * noise, 0, 1)
-    got = self.variant(corruption.make("gaussian", level))(key, x)
+    got = self.variant(corrupt, static_argnums=0)("gaussian", key, x, level)
     np.testing.assert_allclose(got, expected, atol=1e-6)
 
 
