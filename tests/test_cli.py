@@ -1,6 +1,7 @@
 """End to end through the command line on the bundled sample: files, resume, errors."""
 
 import json
+import shutil
 
 import jax.numpy as jnp
 import pytest
@@ -18,11 +19,22 @@ def metrics_lines(workdir):
   return [json.loads(l) for l in (workdir / "metrics.jsonl").read_text().splitlines()]
 
 
+@pytest.fixture(scope="module")
+def vanilla_run(tmp_path_factory, cli):
+  """The vanilla config's run: checked as every config's is, then a copy rerun."""
+  workdir = tmp_path_factory.mktemp("vanilla")
+  cli.run_config("vanilla", workdir)
+  return workdir
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("config", CONFIGS)
-def test_each_config_trains_and_leaves_its_files(config, tmp_path, cli):
+def test_each_config_trains_and_leaves_its_files(config, tmp_path, cli, request):
   # --config.num_epochs=1 on each config (sparse's 1-epoch warm-up is clamped).
-  cli.run_config(config, tmp_path)
+  if config == "vanilla":
+    tmp_path = request.getfixturevalue("vanilla_run")
+  else:
+    cli.run_config(config, tmp_path)
   results = json.loads((tmp_path / "results.json").read_text())
   assert results["name"] == config and results["epochs"] == 1
   assert results["dataset"] == {**results["dataset"], "name": "mnist_sample",
@@ -49,14 +61,14 @@ def test_each_config_trains_and_leaves_its_files(config, tmp_path, cli):
 
 
 @pytest.mark.slow
-def test_rerun_resumes_and_may_change_only_the_layout(tmp_path, cli):
-  args = ("--config.num_epochs=2", "--config.batch_size=256")
-  cli.run_config("vanilla", tmp_path, *args)
+def test_rerun_resumes_and_may_change_only_the_layout(vanilla_run, tmp_path, cli):
+  workdir = tmp_path / "run"
+  shutil.copytree(vanilla_run, workdir)  # a trained run of its own, as the first left it
   # How the step is laid out may change on resumption; what it computes may not.
-  again = cli.run_config("vanilla", tmp_path, *args, "--config.epoch_mode=step",
-                         "--config.microbatch_size=128")
-  assert "Resumed" in again.stderr and len(metrics_lines(tmp_path)) == 2  # nothing retrained
-  other = cli.run_config("vanilla", tmp_path, *args, "--config.model.code_size=32", check=False)
+  again = cli.run_config("vanilla", workdir, "--config.epoch_mode=step",
+                         "--config.microbatch_size=64")
+  assert "Resumed" in again.stderr and len(metrics_lines(workdir)) == 1  # nothing retrained
+  other = cli.run_config("vanilla", workdir, "--config.model.code_size=32", check=False)
   assert other.returncode == 1 and "different config (model.code_size: 64 -> 32)" in other.stderr
 
 
