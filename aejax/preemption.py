@@ -41,7 +41,9 @@ SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1)
 class Stopped(Exception):
   """The run stopped on a signal after saving a checkpoint; the same command resumes."""
 
-  def __init__(self, signal_name: str, step: int, where: str):
+  def __init__(self, signal_name: str | None, step: int, where: str):
+    """``signal_name`` None: another process of the run was signalled."""
+    signal_name = signal_name or "a signal to another process"
     self.signal_name, self.step = signal_name, step
     super().__init__(f"Stopped by {signal_name} at step {step} ({where}); the checkpoint "
                      f"of step {step} is saved. Run the same command again to resume "

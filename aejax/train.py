@@ -153,11 +153,10 @@ class _Saver:
                                       run.config.checkpoint_every_minutes, step)
 
   def save(self, state, meta: dict) -> None:
-    step = steps_taken(state)
-    if self._mngr.latest_step() == step:
+    step, newest = steps_taken(state), self._mngr.latest_step()
+    if newest == step:
       return
     meta["input"] = self._feed.position()
-    newest = self._mngr.latest_step()
     resumes = ("it starts from the beginning" if newest is None else
                f"it resumes from the checkpoint of step {newest}")
     with self.work.writing(f"the checkpoint of step {step}", resumes):
@@ -196,7 +195,7 @@ def _train(run: engine.Run, feed, state, meta: dict, models, saver: _Saver, writ
         saver.save(state, meta)
         del meta["epoch_so_far"]
       if stop:
-        raise preemption.Stopped(signals.received or "a signal to another process", step,
+        raise preemption.Stopped(signals.received, step,
                                  f"epoch {epoch + 1}, step {step - epoch * steps} of {steps}")
       if time.perf_counter() - last_report > PROGRESS_SECONDS:
         last_report = time.perf_counter()
@@ -216,7 +215,7 @@ def _train(run: engine.Run, feed, state, meta: dict, models, saver: _Saver, writ
     with saver.work.writing("the metrics", "it resumes from the last checkpoint"):
       writer.write_epoch(meta["record"], config.num_epochs)
     if stop and epoch + 1 < config.num_epochs:
-      raise preemption.Stopped(signals.received or "a signal to another process",
+      raise preemption.Stopped(signals.received,
                                steps_taken(state), f"the end of epoch {epoch + 1}")
   return state
 

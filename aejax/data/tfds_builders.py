@@ -380,11 +380,16 @@ def download_and_load(name: str) -> data_lib.Dataset | None:
   except data_lib.DataError:
     raise
   except Exception as e:  # TFDS raises many kinds: network, checksum, disk
-    raise data_lib.DataError(
-        f"Downloading {name} through tensorflow-datasets failed ({type(e).__name__}: {e}). "
-        f"Prepare it from local IDX files instead: python -m experiments.prepare_data "
-        f"--dataset={name} --manual_dir=<folder>.") from e
+    raise _download_failed(
+        name, e, "Prepare it from local IDX files instead: python -m experiments."
+        f"prepare_data --dataset={name} --manual_dir=<folder>.") from e
   return read_prepared(name)
+
+
+def _download_failed(name: str, error: Exception, instead: str) -> data_lib.DataError:
+  """The one-line error of a download through TFDS that failed, and what to do."""
+  return data_lib.DataError(f"Downloading {name} through tensorflow-datasets failed "
+                            f"({type(error).__name__}: {error}). {instead}")
 
 
 # ------------------------------------- CIFAR's binary files, through TFDS's download
@@ -438,10 +443,9 @@ def download_cifar(name: str) -> data_lib.Dataset | None:
     (partial / readers.CIFAR[name][0]).rename(target / readers.CIFAR[name][0])
     shutil.rmtree(partial)
   except Exception as e:  # TFDS raises many kinds: network, checksum, disk
-    raise data_lib.DataError(
-        f"Downloading {name} through tensorflow-datasets failed ({type(e).__name__}: {e}). "
-        f"Download and unpack {url} yourself and pass --config.data_dir=<the folder "
-        f"holding {readers.CIFAR[name][0]}>.") from e
+    raise _download_failed(
+        name, e, f"Download and unpack {url} yourself and pass --config.data_dir=<the "
+        f"folder holding {readers.CIFAR[name][0]}>.") from e
   return load_cifar_downloaded(name)
 
 
