@@ -72,6 +72,10 @@ def defaults(model: str = "mlp") -> ml_collections.ConfigDict:
   # Many models in one program: a grid, e.g. "seed=0:5; losses.l1_activity=1e-5,1e-4"
   # (aejax/sweep.py); empty: one model.
   config.sweep = ""
+  # Members a sweep's step trains side by side in one vmap: 0 (auto) all of them, or
+  # one at a time on XLA:CPU for families that run slowly vmapped (conv nets); k: in
+  # groups of k, one group after another (needs the members on one device).
+  config.sweep_vmap = 0
   return config
 
 
@@ -80,7 +84,7 @@ def defaults(model: str = "mlp") -> ml_collections.ConfigDict:
 # more epochs.
 LAYOUT_KEYS = ("num_epochs", "epoch_mode", "microbatch_size", "eval_batch_size", "data_dir",
                "checkpoint_every", "checkpoint_every_steps", "checkpoint_every_minutes",
-               "input")
+               "input", "sweep_vmap")
 # Keys a resumed run may change with --continue_with_changes: the optimizer's numbers.
 CONTINUE_KEYS = ("learning_rate", "final_lr_fraction", "warmup_epochs", "adam_b1",
                  "adam_b2", "adam_eps", "weight_decay")
@@ -178,6 +182,9 @@ def validate(config: ml_collections.ConfigDict) -> None:
   _one_of(config, "channels", CHANNELS)
   _require(_finite(config.test_fraction) and 0 < config.test_fraction < 1, "test_fraction",
            config.test_fraction, "must lie strictly between 0 and 1")
+  _require(isinstance(config.sweep_vmap, int) and not isinstance(config.sweep_vmap, bool)
+           and config.sweep_vmap >= 0, "sweep_vmap", config.sweep_vmap,
+           "must be 0 (auto) or a positive number of members")
   _require(isinstance(config.standardize, bool), "standardize", config.standardize,
            "must be True or False")
   members = sweep.members(config)

@@ -59,6 +59,28 @@ def resolve_epoch_mode(config) -> str:
   return "scan"
 
 
+def resolve_member_group(config, mesh, num_members: int) -> int:
+  """How many of a sweep's members a step trains side by side (``step.over_members``):
+  0 for all of them in one ``vmap``. ``config.sweep_vmap``, or for 0 ('auto') 1 on
+  XLA:CPU for a family that runs slowly vmapped (``Family.cpu_vmap_members``), else
+  0. Members in sequence need the members axis on one device: a mesh that spreads
+  them runs them side by side."""
+  across = mesh.shape.get(sharding.MEMBERS, 1)
+  group = config.sweep_vmap
+  if group and across > 1:
+    raise ValueError(f"config.sweep_vmap={group} trains members one group after another "
+                     f"on one device, but the mesh spreads them over {across} devices "
+                     "(members on different devices already train side by side); use "
+                     "--config.sweep_vmap=0.")
+  if group and num_members % group:
+    raise ValueError(f"config.sweep_vmap={group} must divide the sweep's {num_members} "
+                     "members (its groups are all one size, one compiled step).")
+  if not group and across == 1 and jax.default_backend() == "cpu" and not models.get(
+      config.model.name).cpu_vmap_members:
+    group = 1
+  return 0 if group >= num_members else group
+
+
 def resolve_microbatch_size(config, model, image_shape: tuple[int, ...],
                             num_devices: int = 1) -> int:
   """The chunk size of a train step's (global) batch: ``config.microbatch_size``, or
@@ -172,6 +194,7 @@ class Plan:
   input: str  # 'device' or 'stream'
   input_reason: str  # why (for config.input='auto')
   chunk_steps: int  # steps between the points where a run may stop or save
+  member_group: int = 0  # a sweep's members side by side per step; 0: all (one vmap)
   bounded: bool = True  # the data lies in [0, 1]: PSNR and BCE are reported
   members: Members | None = None  # a sweep's; None for one model
 
@@ -221,7 +244,8 @@ class Run:
     return {"epoch_mode": self.plan.epoch_mode, "microbatch_size": self.plan.microbatch_size,
             "backend": jax.default_backend(), "num_devices": self.mesh.size,
             "num_processes": jax.process_count(), "mesh": dict(self.mesh.shape),
-            "input": self.plan.input, "chunk_steps": self.plan.chunk_steps}
+            "input": self.plan.input, "chunk_steps": self.plan.chunk_steps,
+            **({} if self.plan.members is None else {"member_group": self.plan.member_group})}
 
 
 def setup(config: ml_collections.ConfigDict, dataset, mesh=None) -> Run:
@@ -248,6 +272,7 @@ def setup(config: ml_collections.ConfigDict, dataset, mesh=None) -> Run:
               input, input_reason,
               chunk_steps(config, steps_per_epoch, config.batch_size * image_bytes, mode,
                           input),
+              0 if members is None else resolve_member_group(config, mesh, members.size),
               dataset.bounded, members)
   if members is not None and plan.input == "stream":
     raise ValueError(f"config.sweep trains on the train set on the device, but "
@@ -279,7 +304,8 @@ def setup(config: ml_collections.ConfigDict, dataset, mesh=None) -> Run:
       key: jax.device_put(value, layout.state) for key, value in members.numbers.items()}
   objective, _, corrupt = pieces({})
   program = Program(train_step, *step_lib.make_epoch_fns(
-      train_step, dataset.n_train, config.batch_size, mode, layout, numbers),
+      train_step, dataset.n_train, config.batch_size, mode, layout, numbers,
+      plan.member_group),
       step_lib.make_batch_fns(train_step, mode, layout))
   if members is None:
     keys = Keys.from_seed(config.seed, mesh)

@@ -193,11 +193,42 @@ def over_members(fn: Callable, numbers: dict | None, in_axes: tuple) -> Callable
   return lambda *args: over(*args, numbers)
 
 
-def _stacker(out_sharding) -> Callable:
+def member_groups(fn: Callable, numbers: dict, group: int) -> Callable:
+  """``fn(state, images, order, key, numbers)`` of one member as a step of ``group``
+  members of a sweep: ``(state, images, order, key, start) -> (state, metrics
+  [group])`` trains members ``start .. start + group - 1`` of the stacked state (one
+  member as it is, or ``group`` of them in a ``vmap``) and writes them back in place.
+  Compiled once for every ``start``: the sweep's step, one group after another, for
+  arithmetic a backend runs slowly batched (a vmapped convolution is a grouped one,
+  several times slower on XLA:CPU, and a loop around a conv net is slower still)."""
+  over = fn if group == 1 else jax.vmap(fn, in_axes=(0, None, 0, 0, 0))
+
+  def group_step(state, images, order, key, start):
+    if group == 1:
+      take = lambda tree: jax.tree.map(
+          lambda x: jax.lax.dynamic_index_in_dim(x, start, keepdims=False), tree)
+      put = lambda full, part: jax.lax.dynamic_update_index_in_dim(full, part, start, 0)
+    else:
+      take = lambda tree: jax.tree.map(
+          lambda x: jax.lax.dynamic_slice_in_dim(x, start, group), tree)
+      put = lambda full, part: jax.lax.dynamic_update_slice_in_dim(full, part, start, 0)
+    new, metrics = over(take(state), images, take(order), take(key), take(numbers))
+    metrics = metrics if group > 1 else jax.tree.map(lambda x: x[None], metrics)
+    return jax.tree.map(put, state, new), metrics
+
+  return group_step
+
+
+def _stacker(out_sharding, grouped: int = 0) -> Callable:
   """Stacks a list of per-step metric dicts, under jit: an eager op cannot read arrays
-  that span processes."""
-  return jax.jit(lambda history: jax.tree.map(lambda *xs: jnp.stack(xs), *history),
-                 out_shardings=out_sharding)
+  that span processes. ``grouped`` k > 0: each step's item is a list of its groups'
+  metrics (k members each; k = 1: one member's, unbatched), joined into ``[steps, M]``."""
+  def stack(history):
+    if grouped:
+      join = jnp.stack if grouped == 1 else jnp.concatenate
+      history = [jax.tree.map(lambda *xs: join(xs), *groups) for groups in history]
+    return jax.tree.map(lambda *xs: jnp.stack(xs), *history)
+  return jax.jit(stack, out_shardings=out_sharding)
 
 
 def _shardings(layout):
@@ -207,7 +238,7 @@ def _shardings(layout):
 
 
 def make_epoch_fns(train_step: Callable, n: int, batch_size: int, mode: str,
-                   layout=None, numbers: dict | None = None):
+                   layout=None, numbers: dict | None = None, member_group: int = 0):
   """Returns ``(start_epoch, run_chunk)``, both compiled.
 
   ``start_epoch(state, shuffle_key) -> order``, the order of the epoch ``state.step``
@@ -220,7 +251,10 @@ def make_epoch_fns(train_step: Callable, n: int, batch_size: int, mode: str,
   ``layout`` (``sharding.Layout``): how batches, state and metrics lie on the mesh.
   With ``numbers`` (a sweep's ``{key: [M]}``), ``train_step(state, batch, key,
   numbers)`` is one member's, and state, keys and order have a leading members axis:
-  each member gathers its own batches from the one train set.
+  each member gathers its own batches from the one train set. ``member_group`` 0: a
+  step trains every member in one ``vmap``; k > 0: k members at a time, one group
+  after another (``member_groups``; k divides M and the members lie on one device,
+  ``engine.resolve_member_group``).
   """
   steps_per_epoch = n // batch_size
   batch_sharding, state_sharding, stacked = _shardings(layout)
@@ -232,7 +266,18 @@ def make_epoch_fns(train_step: Callable, n: int, batch_size: int, mode: str,
   def one_member(state, images, order, key, *numbers):
     return sharded_step(state, images[order[state.step % steps_per_epoch]], key, *numbers)
 
-  indexed_step = over_members(one_member, numbers, (0, None, 0, 0))
+  grouped = numbers is not None and member_group > 0
+  if grouped:
+    group_step = member_groups(one_member, numbers, member_group)
+    starts = lambda state: range(0, len(state.step), member_group)
+
+    def indexed_step(state, images, order, key):  # every member, a group at a time
+      state, metrics = jax.lax.scan(
+          lambda s, start: group_step(s, images, order, key, start), state,
+          jnp.asarray(starts(state), jnp.int32))
+      return state, jax.tree.map(lambda x: x.reshape(-1, *x.shape[2:]), metrics)
+  else:
+    indexed_step = over_members(one_member, numbers, (0, None, 0, 0))
 
   if mode == "scan":
     @functools.partial(jax.jit, static_argnums=4, donate_argnums=0,
@@ -240,6 +285,33 @@ def make_epoch_fns(train_step: Callable, n: int, batch_size: int, mode: str,
     def run_chunk(state, images, order, key, steps):
       return jax.lax.scan(lambda s, _: indexed_step(s, images, order, key), state,
                           length=steps)
+    return start_epoch, run_chunk
+
+  if grouped:  # each group's own state, stepped by one compiled step of one group
+    group_of = (lambda fn: fn) if member_group == 1 else (
+        lambda fn: jax.vmap(fn, in_axes=(0, None, 0, 0, 0)))
+    compiled_group = jax.jit(group_of(one_member), donate_argnums=0)
+    part = (lambda i: i) if member_group == 1 else (
+        lambda i: slice(i * member_group, (i + 1) * member_group))
+    split = jax.jit(lambda tree, groups: [jax.tree.map(lambda x: x[part(i)], tree)
+                                          for i in range(groups)], static_argnums=1)
+    join = jax.jit(lambda parts: jax.tree.map(
+        lambda *xs: jnp.stack(xs) if member_group == 1 else jnp.concatenate(xs), *parts),
+        out_shardings=state_sharding)
+    stack = _stacker(stacked, grouped=member_group)
+
+    def run_chunk(state, images, order, key, steps):
+      groups = len(state.step) // member_group
+      parts = split((state, order, key, numbers), groups)
+      states = [p[0] for p in parts]
+      history = []
+      for _ in range(steps):
+        history.append([])
+        for i, (_, group_order, group_key, group_numbers) in enumerate(parts):
+          states[i], metrics = compiled_group(states[i], images, group_order, group_key,
+                                              group_numbers)
+          history[-1].append(metrics)
+      return join(states), stack(history)
     return start_epoch, run_chunk
 
   compiled_step = jax.jit(indexed_step, donate_argnums=0, out_shardings=state_sharding)

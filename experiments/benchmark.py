@@ -18,7 +18,7 @@ from array_record files (``config.input``; the copy is written before the clock)
 ``--members=1,8,32`` trains N-seed sweeps (``config.sweep``) as one program and
 prints each against N times one member's epoch; ``--sweep_launch=8`` times one
 8-seed sweep launch of the CLI against 8 separate launches, start-up and
-compilation included. ``--time_to_quality`` times the vanilla model at its default config to a test MSE,
+compilation included, for each model of ``--sweep_launch_models``. ``--time_to_quality`` times the vanilla model at its default config to a test MSE,
 compilation included, in two fresh processes: cold, then with JAX's persistent
 compilation cache warm. ``--scaling`` times the vanilla model against data size and
 code size, and the conv model against its width. Heavy: on a shared machine run it
@@ -60,6 +60,8 @@ _MEMBERS = flags.DEFINE_list("members", ["1"], "Models per program: N > 1 trains
                              "N-seed sweep (config.sweep) in one compiled program.")
 _SWEEP_LAUNCH = flags.DEFINE_integer("sweep_launch", 0, "N > 0: wall time of one N-seed "
                                      "sweep launch of vanilla against N separate launches.")
+_SWEEP_LAUNCH_MODELS = flags.DEFINE_list("sweep_launch_models", ["vanilla"],
+                                         "Models whose --sweep_launch is timed.")
 _LEARNING_RATE = flags.DEFINE_float("learning_rate", 1e-3, "Adam's constant rate, both "
                                     "frameworks (the configs' schedules are not used).")
 _NUM_IMAGES = flags.DEFINE_integer("num_images", 60000, "Training images per epoch.")
@@ -124,6 +126,9 @@ def validate() -> None:
     raise ValueError(f"--members: use positive integers, got {_MEMBERS.value}.")
   if _SWEEP_LAUNCH.value < 0:
     raise ValueError(f"--sweep_launch must be >= 0, got {_SWEEP_LAUNCH.value}.")
+  if unknown := set(_SWEEP_LAUNCH_MODELS.value) - set(MODEL_CONFIGS):
+    raise ValueError(f"--sweep_launch_models: unknown {sorted(unknown)}; choose from "
+                     f"{list(MODEL_CONFIGS)}.")
   if _DATA_DIR.value and not pathlib.Path(_DATA_DIR.value).is_dir():
     raise ValueError(f"--data_dir={_DATA_DIR.value} is not a folder.")
   if _COMPARE.value == "torch":
@@ -203,13 +208,13 @@ def time_to_quality() -> dict:
   return runs
 
 
-def sweep_launch(members: int) -> dict:
-  """Wall seconds of one ``--config.sweep=seed=0:N`` launch of the vanilla config
+def sweep_launch(members: int, model: str) -> dict:
+  """Wall seconds of one ``--config.sweep=seed=0:N`` launch of ``model``'s config
   against N launches of one seed each, start-up and compilation included: on
   --data_dir (or the bundled sample), --num_epochs epochs, batch --batch_size."""
   data_flags = ([f"--config.data_dir={_DATA_DIR.value}"] if _DATA_DIR.value
                 else ["--config.dataset=mnist_sample"])
-  common = ["--config=experiments/configs/vanilla.py", *data_flags,
+  common = [f"--config=experiments/configs/{model}.py", *data_flags,
             f"--config.num_epochs={_NUM_EPOCHS.value}",
             f"--config.batch_size={_BATCH_SIZE.value}"]
   env = {**os.environ, "AEJAX_DATA_DIR": ""}
@@ -223,9 +228,9 @@ def sweep_launch(members: int) -> dict:
   with tempfile.TemporaryDirectory(prefix="aejax-sweep-launch-") as root:
     one = launch(f"{root}/sweep", f"--config.sweep=seed=0:{members}")
     separate = sum(launch(f"{root}/seed{i}", f"--config.seed={i}") for i in range(members))
-  result = {"members": members, "sweep_s": one, "separate_s": separate,
+  result = {"model": model, "members": members, "sweep_s": one, "separate_s": separate,
             "speedup": separate / one, "num_epochs": _NUM_EPOCHS.value}
-  print(f"  {members}-seed sweep launch {one:.1f} s vs {members} separate launches "
+  print(f"  {model}: {members}-seed sweep launch {one:.1f} s vs {members} separate launches "
         f"{separate:.1f} s: {separate / one:.2f}x faster", flush=True)
   return result
 
@@ -301,7 +306,8 @@ def main(argv):
   if _TTQ.value:
     report["time_to_quality"] = time_to_quality()
   if _SWEEP_LAUNCH.value:
-    report["sweep_launch"] = sweep_launch(_SWEEP_LAUNCH.value)
+    report["sweep_launch"] = [sweep_launch(_SWEEP_LAUNCH.value, model)
+                              for model in _SWEEP_LAUNCH_MODELS.value]
   if _SCALING.value:
     points = scaling()
     print("\n" + scaling_table(points))

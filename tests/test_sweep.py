@@ -19,7 +19,7 @@ from hypothesis import given, settings
 from scipy import stats
 
 from aejax import analysis, data, engine, inputs, step as step_lib, sweep
-from experiments.configs import vanilla
+from experiments.configs import base, vanilla
 
 BASE = ("--config=experiments/configs/vanilla.py", "--config.dataset=mnist_sample",
         "--config.batch_size=500")
@@ -140,6 +140,87 @@ def test_a_member_trains_as_its_own_run_and_the_step_traces_once():
   chex.clear_trace_counter()
 
 
+def conv_eqns(fn, *args) -> list:
+  jaxpr = jax.make_jaxpr(fn)(*args)
+  found = []
+  def walk(jaxpr):
+    for eqn in jaxpr.eqns:
+      if eqn.primitive.name == "conv_general_dilated":
+        found.append(eqn.params["feature_group_count"])
+      for sub in jax.extend.core.jaxprs_in_params(eqn.params):
+        walk(sub)
+  walk(jaxpr.jaxpr)
+  return found
+
+
+def test_conv_members_train_one_after_another_on_a_cpu_each_its_own_run_exactly():
+  """On XLA:CPU a conv net's members are not vmapped (a vmapped convolution is a
+  grouped one, slow there): each member's step is the plain step, so member i is bit
+  for bit the run with member i's numbers."""
+  dataset = data.load_sample()
+  config = sample_config(sweep="seed=0:2; learning_rate=1e-3,3e-3")
+  config.model, config.batch_size = base.get_config("conv").model, 100
+  run = engine.setup(config, dataset)
+  assert run.plan.member_group == 1 and run.record()["member_group"] == 1
+  images = jax.numpy.asarray(dataset.train_images)
+  state, history = run.program.run_chunk(run.state, images,
+                                         run.program.start_epoch(run.state, run.keys.shuffle),
+                                         run.keys.noise, 2)
+  for i in (1, 2):
+    own = engine.setup(run.plan.members.configs[i], dataset)
+    own_state, own_history = own.program.run_chunk(
+        own.state, images, own.program.start_epoch(own.state, own.keys.shuffle),
+        own.keys.noise, 2)
+    np.testing.assert_array_equal(np.asarray(history["loss"])[:, i], own_history["loss"])
+    for a, b in zip(jax.tree.leaves(own_state.params), jax.tree.leaves(state.params)):
+      np.testing.assert_array_equal(np.asarray(b[i]), np.asarray(a))
+  # A group's step holds plain convolutions only; vmapped, they would be grouped.
+  numbers = {k: jax.numpy.asarray(v) for k, v in run.plan.members.numbers.items()}
+  member = lambda state, batch, key, n: run.program.train_step(state, batch, key, n)
+  batch = jax.ShapeDtypeStruct((100, 28, 28, 1), jax.numpy.uint8)
+  order = jax.numpy.zeros((4, 1, 100), jax.numpy.int32)
+  images = jax.ShapeDtypeStruct((100, 28, 28, 1), jax.numpy.uint8)
+  one = lambda state, images, order, key, n: member(state, images[order[0]], key, n)
+  args = (run.state, images, order, run.keys.noise, 0)
+  groups = {g: conv_eqns(step_lib.member_groups(one, numbers, g), *args) for g in (1, 2)}
+  vmapped = conv_eqns(step_lib.over_members(run.program.train_step, numbers, (0, None, 0)),
+                      run.state, batch, run.keys.noise)
+  assert groups[1] and set(groups[1]) == {1}
+  assert max(groups[2]) == 2 and max(vmapped) == 4
+
+
+def test_sweep_vmap_in_groups_is_the_vmapped_sweep_and_needs_the_members_on_one_device():
+  dataset = data.load_sample()
+  runs = {g: engine.setup(sample_config(sweep="seed=0:4", sweep_vmap=g, epoch_mode=mode),
+                         dataset) for g, mode in ((0, "scan"), (2, "scan"), (1, "step"))}
+  assert [runs[g].plan.member_group for g in (0, 2, 1)] == [0, 2, 1]
+  out, states = {}, {}
+  for g, run in runs.items():
+    states[g], history = run.program.run_chunk(
+        run.state, jax.numpy.asarray(dataset.train_images),
+        run.program.start_epoch(run.state, run.keys.shuffle), run.keys.noise, 3)
+    out[g] = history["loss"]
+  assert out[0].shape == out[1].shape == out[2].shape == (3, 4)
+  np.testing.assert_allclose(out[2], out[0], rtol=2e-5)
+  np.testing.assert_allclose(out[1], out[0], rtol=2e-5)
+  # One group's step is compiled once, for every group of every step.
+  traced = chex.assert_max_traces(runs[1].program.train_step, n=1)
+  start, run_chunk = step_lib.make_epoch_fns(
+      traced, runs[1].plan.n_train, 500, "step", numbers={}, member_group=1)
+  state = states[1]
+  run_chunk(state, jax.numpy.asarray(dataset.train_images), start(state, runs[1].keys.shuffle),
+            runs[1].keys.noise, 2)
+  chex.clear_trace_counter()
+
+  class Spread:  # a mesh that lays 2 members on 2 devices
+    shape = {"members": 2, "data": 1}
+  with pytest.raises(ValueError, match=r"config.sweep_vmap=1 .* over 2 devices"):
+    engine.resolve_member_group(sample_config(sweep="seed=0:2", sweep_vmap=1), Spread, 2)
+  with pytest.raises(ValueError, match=r"config.sweep_vmap=2 must divide the sweep's 3"):
+    engine.setup(sample_config(sweep="seed=0:3", sweep_vmap=2), dataset)
+  assert engine.resolve_member_group(sample_config(sweep="seed=0:2"), Spread, 2) == 0
+
+
 def test_a_one_member_sweep_is_the_plain_run():
   dataset = data.load_sample()
   plain = engine.setup(sample_config(), dataset)
@@ -218,7 +299,7 @@ def test_members_on_a_2d_mesh_equal_one_device_and_never_talk(swept, tmp_path):
   code = textwrap.dedent(f"""
       import json, numpy as np
       from aejax import data, engine, sharding, train
-      from experiments.configs import vanilla
+      from experiments.configs import base, vanilla
       config = vanilla.get_config()
       config.dataset, config.batch_size, config.num_epochs = "mnist_sample", 500, 2
       config.sweep = "{GRID}"

@@ -95,4 +95,4 @@ registry.register(registry.Family(
     build=build, check=check,
     # On XLA:CPU a conv net inside any loop (scan) ran several times slower than one
     # jitted step per batch (`python -m experiments.benchmark --epoch_modes=step,scan`).
-    cpu_epoch_mode="step"))
+    cpu_epoch_mode="step", cpu_vmap_members=False))

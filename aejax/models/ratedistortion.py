@@ -270,5 +270,6 @@ registry.register(registry.Family(
     name="factorized_prior",
     defaults=dict(features=(32, 32), latent_channels=16, density_filters=(3, 3, 3),
                   density_init_scale=10.0, quantization="noise", kernel_size=5, init="he_uniform", output_bias="data_mean"),
-    build=build, check=check, cpu_epoch_mode="step", rng_streams=("quantization",),
+    build=build, check=check, cpu_epoch_mode="step", cpu_vmap_members=False,
+    rng_streams=("quantization",),
     evaluate=evaluate))

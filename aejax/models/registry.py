@@ -48,7 +48,10 @@ class Family:
   ``build`` cannot use (``image_shape`` is None before the data is known).
   ``cpu_epoch_mode``: how ``epoch_mode='auto'`` runs an epoch on XLA:CPU ('scan': one
   compiled loop; 'step': one compiled step per batch, for models XLA:CPU runs slowly
-  inside a loop). ``rng_streams``: the Flax rng names ``apply`` draws from.
+  inside a loop). ``cpu_vmap_members``: on XLA:CPU a sweep's members train side by
+  side in one ``vmap`` (True), or one after another (False: for convolutions, which
+  XLA:CPU runs far slower vmapped, as grouped convolutions; ``config.sweep_vmap``).
+  ``rng_streams``: the Flax rng names ``apply`` draws from.
   ``state_collections``: the non-parameter variable collections the model updates
   while training. ``evaluate(model, variables, dataset, key) -> {name: value}``: the
   family's own test figures (a VAE's importance-sampled NLL), written to results.json's
@@ -66,6 +69,7 @@ class Family:
   build: Callable[[ModelConfig, tuple[int, ...], np.ndarray | None], nn.Module]
   check: Callable[[ModelConfig, tuple[int, ...] | None], None] = lambda c, s: None
   cpu_epoch_mode: str = "scan"
+  cpu_vmap_members: bool = True
   rng_streams: tuple[str, ...] = ()
   state_collections: tuple[str, ...] = ()
   evaluate: Callable[[nn.Module, Any, Any, jax.Array], dict] | None = None

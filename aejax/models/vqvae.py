@@ -267,5 +267,6 @@ registry.register(registry.Family(
     defaults=dict(features=(32, 64), embedding_dim=16, num_embeddings=512, decay=0.99,
                   dead_threshold=0.01, init="he_uniform", output_bias="data_mean",
                   compute_dtype="float32"),
-    build=build, check=check, cpu_epoch_mode="step", rng_streams=("codebook_reset",),
+    build=build, check=check, cpu_epoch_mode="step", cpu_vmap_members=False,
+    rng_streams=("codebook_reset",),
     state_collections=("codebook",), evaluate=evaluate))
