@@ -5,9 +5,11 @@ relu autoencoders over a λ sweep, at each code width.
         --workdir=runs/frontier --num_epochs=3
 
 trains, per width in ``--widths`` (widest first): TopK (with AuxK) for each k in
-``--ks`` (k ≤ width), the mlp family with ``mse=1, l1_activity=λ`` for each λ in
-``--l1_weights``, and at the widest width TopK without AuxK for each k in
-``--noaux_ks``; all with the same optimizer, epochs and batch size. Each run lives in ``<workdir>/<name>`` (a rerun skips finished runs).
+``--ks`` (k ≤ width), the mlp family with ``mse=1, l1_activity=λ`` for every λ in
+``--l1_weights`` as one sweep run (``config.sweep="losses.l1_activity=..."``: one
+compiled program, one member per λ), and at the widest width TopK without AuxK for
+each k in ``--noaux_ks``; all with the same optimizer, epochs and batch size. Each
+run lives in ``<workdir>/<name>`` (a rerun skips finished runs).
 It prints two Markdown tables and writes them with every run's figures to
 ``<workdir>/frontier.json`` and ``frontier.md``:
 
@@ -62,20 +64,22 @@ def run_configs(*, widths=DEFAULT_WIDTHS, ks=DEFAULT_KS, l1_weights=DEFAULT_L1_W
                 dataset: str = "mnist", data_dir: str = "", num_epochs: int = 3,
                 batch_size: int = 128, learning_rate: float = 1e-3
                 ) -> list[tuple[str, dict, object]]:
-  """``(name, description, config)`` for every run, the widest width first. The λ are
-  strings as written in run names (``l1_w32_lambda1e-4``)."""
+  """``(name, description, config)`` for every run, the widest width first. A width's
+  L1 runs are one sweep (``l1_w32``) whose members are its λ, written as strings in
+  their row names (``l1_w32_lambda1e-4``)."""
   widths = sorted((int(w) for w in widths), reverse=True)
   runs = []
   for width in widths:
     for k in (int(k) for k in ks):
       if k <= width:
         runs.append(_topk(width, k, aux=True, auxk_weight=auxk_weight))
-    for weight in l1_weights:
+    if l1_weights:
       config = base.get_config("mlp")
       config.model.code_size = width
-      config.losses = f"mse=1, l1_activity={weight}"
-      runs.append((f"l1_w{width}_lambda{weight}",
-                   {"model": "l1", "width": width, "l1_weight": float(weight)}, config))
+      config.losses = f"mse=1, l1_activity={l1_weights[0]}"
+      config.sweep = f"losses.l1_activity={','.join(l1_weights)}"
+      runs.append((f"l1_w{width}", {"model": "l1", "width": width,
+                                    "l1_weights": [str(w) for w in l1_weights]}, config))
     if width == widths[0]:
       runs += [_topk(width, int(k), aux=False, auxk_weight=auxk_weight)
                for k in noaux_ks if int(k) <= width]
@@ -97,17 +101,23 @@ def _topk(width: int, k: int, aux: bool, auxk_weight: float):
   return name, {"model": "topk", "width": width, "k": k, "auxk": aux}, config
 
 
-def measure(name: str, config, root: pathlib.Path, dataset) -> dict:
-  """Trains (or finds) one run and returns its test MSE, code statistics and seconds."""
+def measure(name: str, config, root: pathlib.Path, dataset) -> list[dict]:
+  """Trains (or finds) one run and returns its test MSE, code statistics and
+  seconds: one dict, or one per member of a sweep (its training seconds are the
+  whole program's, every member's together)."""
   workdir = root / name
   results = train.train_and_evaluate(config, str(workdir))
-  restored = analysis.load_run(workdir)
-  stats = code_stats.code_statistics(
-      functools.partial(restored.model.apply, method="encode"),
-      functools.partial(restored.model.apply, method="decode"), restored.variables,
-      dataset.train_images, dataset.test_images, config.eval_batch_size)
-  return {"test_mse": results["test"]["mse"], "train_seconds": results["train_seconds"],
-          "epochs": results["epochs"], **stats}
+  members = results.get("members", [results])
+  out = []
+  for i, member in enumerate(members):
+    restored = analysis.load_run(workdir, member=i)
+    stats = code_stats.code_statistics(
+        functools.partial(restored.model.apply, method="encode"),
+        functools.partial(restored.model.apply, method="decode"), restored.variables,
+        dataset.train_images, dataset.test_images, config.eval_batch_size)
+    out.append({"test_mse": member["test"]["mse"], "train_seconds": results["train_seconds"],
+                "epochs": results["epochs"], **stats})
+  return out
 
 
 def l1_mse_at(l0: float, l1_runs: list[dict]) -> float | None:
@@ -153,13 +163,23 @@ def frontier_rows(runs: list[tuple[str, dict, object]], root: pathlib.Path, data
   done = json.loads(out_json.read_text())["runs"] if out_json.exists() else {}
   rows = []
   for name, description, config in runs:
-    if name not in done:
-      done[name] = {**description, **measure(name, config, root, dataset)}
+    if "l1_weights" in description:  # a sweep: one row per member, named by its λ
+      weights = description["l1_weights"]
+      names = [f"{name}_lambda{w}" for w in weights]
+      described = [{"model": "l1", "width": description["width"], "l1_weight": float(w)}
+                   for w in weights]
+    else:
+      names, described = [name], [description]
+    if not all(n in done for n in names):
+      for row_name, row_description, figures in zip(
+          names, described, measure(name, config, root, dataset)):
+        done[row_name] = {**row_description, **figures}
+        if verbose:
+          print(f"{row_name}: L0 {done[row_name]['l0']:.1f}  test MSE "
+                f"{done[row_name]['test_mse']:.5f}  dead {done[row_name]['dead_fraction']:.3f}",
+                flush=True)
       out_json.write_text(json.dumps({"runs": done}, indent=1))
-      if verbose:
-        print(f"{name}: L0 {done[name]['l0']:.1f}  test MSE {done[name]['test_mse']:.5f}  "
-              f"dead {done[name]['dead_fraction']:.3f}", flush=True)
-    rows.append(done[name])
+    rows += [done[n] for n in names]
   return rows
 
 
