@@ -1,6 +1,7 @@
 """A user's own data: image folders, npz arrays (of images and of vectors), CIFAR's
 binary records, each trained through the CLI alike streamed and on the device, and
-resumed; every bad input is one line naming the file, before any compute.
+resumed; every bad input is one line naming the file, before any compute, and loses
+nothing.
 
 The data is made here, tiny, in the real formats (PNG, JPEG and BMP through Pillow,
 npz through NumPy, CIFAR records byte by byte).
@@ -10,6 +11,7 @@ import gzip
 import io
 import json
 import pathlib
+import shutil
 import struct
 import tarfile
 
@@ -20,7 +22,7 @@ from PIL import Image
 
 from aejax import analysis, data, engine, train
 from aejax.data import readers
-from experiments.configs import base
+from experiments.configs import base, vanilla
 
 RNG = np.random.default_rng(0)
 
@@ -379,14 +381,33 @@ def test_a_png_jpeg_and_bmp_folder_trains_alike_streamed_and_on_the_device_and_r
 
 
 @pytest.mark.slow
-def test_a_bad_file_in_a_folder_is_one_line_from_the_cli(tmp_path, cli):
-  save_images(tmp_path / "pictures", images(60))
-  (tmp_path / "pictures" / "007.png").write_bytes(b"\x89PNG broken")
-  proc = cli.run(tmp_path / "run", "--config=experiments/configs/vanilla.py",
-                 f"--config.dataset=folder:{tmp_path / 'pictures'}", check=False)
+def test_a_bad_file_in_a_folder_is_one_line_from_the_cli_and_loses_nothing(tmp_path, cli,
+                                                                           folder_runs):
+  """A run that stops on its data leaves no workdir of its own behind, and one that
+  held a trained run exactly as it was, lock file and all."""
+  root, _, _ = folder_runs
+  pictures = shutil.copytree(root / "pictures", tmp_path / "pictures")
+  (pictures / "class1" / "007.jpg").write_bytes(b"\xff\xd8 broken")
+  args = ("--config=experiments/configs/vanilla.py", f"--config.dataset=folder:{pictures}",
+          "--config.batch_size=32")
+  proc = cli.run(tmp_path / "new" / "run", *args, check=False)
   last = proc.stderr.strip().splitlines()[-1]
   assert proc.returncode == 1 and "Traceback" not in proc.stderr
-  assert last.startswith("error: ") and "007.png cannot be read as an image" in last
+  assert last.startswith("error: ") and "007.jpg cannot be read as an image" in last
+  assert not (tmp_path / "new").exists()
+  # The same command on a trained run's workdir, in-process (the code below the CLI).
+  workdir = shutil.copytree(root / "stream", tmp_path / "trained")
+  before = tree(workdir)
+  config = vanilla.get_config()
+  config.dataset, config.batch_size, config.num_epochs = f"folder:{pictures}", 32, 2
+  with pytest.raises(data.DataError, match="007.jpg cannot be read"):
+    train.train_and_evaluate(config, str(workdir))
+  assert tree(workdir) == before and ".lock" in before and "config.json" in before
+
+
+def tree(folder: pathlib.Path) -> dict[str, bytes]:
+  """Every file under ``folder`` (its path there) and its bytes."""
+  return {str(p.relative_to(folder)): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
 
 
 @pytest.fixture(scope="module")
