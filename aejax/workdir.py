@@ -124,12 +124,21 @@ class Workdir:
     self._lock = None
 
   def __enter__(self) -> "Workdir":
+    # The folders this run makes, innermost first: removed again if it fails before
+    # writing anything (``__exit__``).
+    self._made = []
+    for folder in (self.path, *self.path.parents):
+      if folder.exists():
+        break
+      self._made.append(folder)
     try:
       self.path.mkdir(parents=True, exist_ok=True)
       if not self.writes:
         return self
+      found = (self.path / ".lock").exists()
       lock = open(self.path / ".lock", "a+")
     except OSError as e:
+      self._remove_made()
       raise WorkdirError(f"--workdir {self.path} cannot be used: {e.strerror or e}. "
                          "Name a folder you can write to.") from None
     try:
@@ -141,23 +150,43 @@ class Workdir:
       raise WorkdirError(f"{self.path} is in use by another run (pid {holder}); wait for "
                          "it to finish, or use another --workdir.") from None
     lock.seek(0)
+    self._found = (found, lock.read())  # what a failed run puts back
+    lock.seek(0)
     lock.truncate()
     lock.write(f"{os.getpid()}\n")
     lock.flush()
     self._lock = lock
+    self._before = self._listing()
     return self
+
+  def _listing(self) -> dict | None:
+    """Every entry but the lock, with its kind, size and modification time: what any
+    write of the run changes (a checkpoint's new folder, that of ``checkpoints/``)."""
+    try:
+      return {e.name: (e.is_dir(), e.stat().st_size, e.stat().st_mtime_ns)
+              for e in os.scandir(self.path) if e.name != ".lock"}
+    except OSError:
+      return None
+
+  def _holds_lock_file(self) -> bool:
+    """Whether the workdir's lock file is still the one this process locked."""
+    try:
+      return os.stat(self.path / ".lock").st_ino == os.fstat(self._lock.fileno()).st_ino
+    except OSError:
+      return False
+
+  def _remove_made(self) -> None:
+    for folder in self._made:  # a folder someone else put something in stays
+      try:
+        folder.rmdir()
+      except OSError:
+        return
 
   def check_present(self) -> None:
     """Raises WorkdirError if the workdir was removed or moved while the run held it
     (its lock file is no longer the one this process locked): writing on would start
     a new folder with no past there."""
-    if self._lock is None:
-      return
-    try:
-      present = os.stat(self.path / ".lock").st_ino == os.fstat(self._lock.fileno()).st_ino
-    except OSError:
-      present = False
-    if not present:
+    if self._lock is not None and not self._holds_lock_file():
       raise WorkdirError(
           f"--workdir {self.path} was removed or moved while this run was training; "
           "nothing more is written there. If it was moved, run the same command with "
@@ -176,8 +205,28 @@ class Workdir:
         raise
       raise WorkdirError(storage_message(code, what, self.path, resumes)) from None
 
-  def __exit__(self, *exc) -> None:
-    if self._lock is not None:
+  def __exit__(self, exc_type, *exc) -> None:
+    if self._lock is None:
+      return
+    try:
+      # A run that failed before writing anything (unreadable data, a config its
+      # data refuses, an interrupt while loading) leaves the workdir as it found it:
+      # the lock file as it was, and a folder the run made itself removed. The lock
+      # is held meanwhile, so no other run starts in the folder halfway through.
+      if (exc_type is not None and self._holds_lock_file()
+          and self._listing() == self._before):
+        found, content = self._found
+        if found:
+          self._lock.seek(0)
+          self._lock.truncate()
+          self._lock.write(content)
+          self._lock.flush()
+        else:
+          (self.path / ".lock").unlink()
+          self._remove_made()
+    except OSError:
+      pass  # the run's own error is the one to report
+    finally:
       fcntl.flock(self._lock, fcntl.LOCK_UN)
       self._lock.close()
       self._lock = None

@@ -1,14 +1,17 @@
-"""A user's own data: image folders, npz arrays, CIFAR's binary records; every bad
-input is one line naming the file, before any compute.
+"""A user's own data: image folders, npz arrays (of images and of vectors), CIFAR's
+binary records, each trained through the CLI alike streamed and on the device, and
+resumed; every bad input is one line naming the file, before any compute, and loses
+nothing.
 
-The data is made here, tiny, in the real formats (PNG and JPEG through Pillow, npz
-through NumPy, CIFAR records byte by byte).
+The data is made here, tiny, in the real formats (PNG, JPEG and BMP through Pillow,
+npz through NumPy, CIFAR records byte by byte).
 """
 
 import gzip
 import io
 import json
 import pathlib
+import shutil
 import struct
 import tarfile
 
@@ -19,7 +22,7 @@ from PIL import Image
 
 from aejax import analysis, data, engine, train
 from aejax.data import readers
-from experiments.configs import base
+from experiments.configs import base, vanilla
 
 RNG = np.random.default_rng(0)
 
@@ -293,60 +296,140 @@ def test_bad_vectors_are_one_line_and_images_only_families_refuse_them(tmp_path)
 
 
 # ------------------------------------------------------------ training on them
+#
+# Each source is trained through the CLI 1 epoch with input=device and with
+# input=stream, then the device run is resumed to a second epoch with input=stream
+# (``device_stream_resume``); ``check_alike_and_resumed`` holds what every source
+# must show; each source's test adds what is its own.
 
 
-def device_stream_resume(cli, root, args, env):
+def device_stream_resume(cli, root, args):
   """1 epoch with input=device and with input=stream (into root/device, root/stream),
-  then the device run resumed to 2 epochs with input=stream: ``(logs, the device
-  run's 1-epoch results)``."""
+  then the device run resumed to 2 epochs with input=stream: ``(root, logs, the
+  device run's 1-epoch results)``."""
+  env = {"TFDS_DATA_DIR": str(root / "tfds")}  # a module fixture's own, for the copy
+  args = (*args, "--config.num_epochs=1")
   logs = {mode: cli.run(root / mode, *args, f"--config.input={mode}", env=env).stderr
           for mode in ("device", "stream")}
   one_epoch = results(root / "device")
   logs["resumed"] = cli.run(root / "device", *args, "--config.num_epochs=2",
                             "--config.input=stream", env=env).stderr
-  return logs, one_epoch
+  return root, logs, one_epoch
 
 
-@pytest.fixture(scope="module")
-def folder_runs(tmp_path_factory, cli):
-  """A PNG folder trained 1 epoch with input=device and with input=stream through
-  the CLI, then the device run resumed to 2 epochs with input=stream."""
-  root = tmp_path_factory.mktemp("own")
-  for label in range(3):
-    save_images(root / "pictures" / f"class{label}", images(60))
-  env = {"TFDS_DATA_DIR": str(root / "tfds")}
-  args = ("--config=experiments/configs/vanilla.py", f"--config.dataset=folder:{root / 'pictures'}",
-          "--config.batch_size=32", "--config.num_epochs=1")
-  return root, *device_stream_resume(cli, root, args, env)
+def check_alike_and_resumed(root, logs, device) -> tuple[dict, dict]:
+  """The same test metrics, bit for bit, streamed and on the device; the resumed run
+  went on from the checkpoint to a second epoch on the same data, reading the stream
+  copy written before. ``(the stream run's results, the resumed run's)``."""
+  stream = results(root / "stream")
+  assert (device["input"], stream["input"]) == ("device", "stream")
+  assert stream["test"] == device["test"] and stream["steps"] == device["steps"]
+  assert stream["dataset"]["fingerprint"] == device["dataset"]["fingerprint"]
+  assert f"Writing {device['dataset']['name']} once as array_record" in logs["stream"]
+  assert "Writing" not in logs["resumed"]  # the stream copy is reused
+  assert "Resumed from the checkpoint" in logs["resumed"]
+  resumed = results(root / "device")
+  assert resumed["epochs"] == 2 and resumed["steps"] == 2 * device["steps"]
+  assert resumed["input"] == "stream"
+  assert resumed["dataset"]["fingerprint"] == device["dataset"]["fingerprint"]
+  return stream, resumed
 
 
 def results(workdir: pathlib.Path) -> dict:
   return json.loads((workdir / "results.json").read_text())
 
 
+# One class a format: PNG and BMP (lossless), JPEG (lossy).
+FOLDER_FORMATS = {"class0": ".png", "class1": ".jpg", "class2": ".bmp"}
+
+
+@pytest.fixture(scope="module")
+def folder_runs(tmp_path_factory, cli):
+  """A folder of PNG, JPEG and BMP files, a class each (``FOLDER_FORMATS``)."""
+  root = tmp_path_factory.mktemp("folder")
+  for name, suffix in FOLDER_FORMATS.items():
+    arrays = images(60)
+    np.save(root / f"{name}.npy", arrays)  # the pixels saved, file by file
+    save_images(root / "pictures" / name, arrays, suffix)
+  return device_stream_resume(cli, root, (
+      "--config=experiments/configs/vanilla.py",
+      f"--config.dataset=folder:{root / 'pictures'}", "--config.batch_size=32"))
+
+
 @pytest.mark.slow
-def test_a_folder_trains_alike_streamed_and_on_the_device_and_resumes(folder_runs):
+def test_a_png_jpeg_and_bmp_folder_trains_alike_streamed_and_on_the_device_and_resumes(
+    folder_runs):
+  """The CLI's run read every file as Pillow decodes it: PNG and BMP the very pixels
+  saved, JPEG its own lossy decoding of them."""
   root, logs, device = folder_runs
-  stream = results(root / "stream")
-  assert stream["test"] == device["test"] and device["steps"] == stream["steps"]
-  assert "Writing folder:" in logs["stream"] and "Writing" not in logs["resumed"]
-  assert device["dataset"]["classes"] == ["class0", "class1", "class2"]
+  check_alike_and_resumed(root, logs, device)
+  assert device["dataset"]["classes"] == list(FOLDER_FORMATS)
   assert "by file name" in device["dataset"]["split"]
-  assert "Resumed from the checkpoint" in logs["resumed"]
-  resumed = results(root / "device")
-  assert resumed["epochs"] == 2 and resumed["input"] == "stream"
-  assert resumed["dataset"]["fingerprint"] == device["dataset"]["fingerprint"]
+  ds = readers.read_folder(root / "pictures")
+  assert ds.fingerprint == device["dataset"]["fingerprint"]
+  labels = np.concatenate([ds.train_labels, ds.test_labels])
+  decoded = np.concatenate([ds.train_images, ds.test_images])
+  for label, name in enumerate(FOLDER_FORMATS):
+    files = sorted((root / "pictures" / name).iterdir())
+    # The reader's order: the train split's files, then the test split's, each sorted.
+    order = sorted(range(len(files)),
+                   key=lambda i: readers.in_test_split(f"{name}/{files[i].name}", 0.1))
+    pillow = np.stack([np.asarray(Image.open(files[i]).convert("RGB")) for i in order])
+    np.testing.assert_array_equal(decoded[labels == label], pillow)
+    saved = np.load(root / f"{name}.npy")[order]
+    assert np.array_equal(pillow, saved) == (FOLDER_FORMATS[name] != ".jpg")
 
 
 @pytest.mark.slow
-def test_a_bad_file_in_a_folder_is_one_line_from_the_cli(tmp_path, cli):
-  save_images(tmp_path / "pictures", images(60))
-  (tmp_path / "pictures" / "007.png").write_bytes(b"\x89PNG broken")
-  proc = cli.run(tmp_path / "run", "--config=experiments/configs/vanilla.py",
-                 f"--config.dataset=folder:{tmp_path / 'pictures'}", check=False)
+def test_a_bad_file_in_a_folder_is_one_line_from_the_cli_and_loses_nothing(tmp_path, cli,
+                                                                           folder_runs):
+  """A run that stops on its data leaves no workdir of its own behind, and one that
+  held a trained run exactly as it was, lock file and all."""
+  root, _, _ = folder_runs
+  pictures = shutil.copytree(root / "pictures", tmp_path / "pictures")
+  (pictures / "class1" / "007.jpg").write_bytes(b"\xff\xd8 broken")
+  args = ("--config=experiments/configs/vanilla.py", f"--config.dataset=folder:{pictures}",
+          "--config.batch_size=32")
+  proc = cli.run(tmp_path / "new" / "run", *args, check=False)
   last = proc.stderr.strip().splitlines()[-1]
   assert proc.returncode == 1 and "Traceback" not in proc.stderr
-  assert last.startswith("error: ") and "007.png cannot be read as an image" in last
+  assert last.startswith("error: ") and "007.jpg cannot be read as an image" in last
+  assert not (tmp_path / "new").exists()
+  # The same command on a trained run's workdir, in-process (the code below the CLI).
+  workdir = shutil.copytree(root / "stream", tmp_path / "trained")
+  before = tree(workdir)
+  config = vanilla.get_config()
+  config.dataset, config.batch_size, config.num_epochs = f"folder:{pictures}", 32, 2
+  with pytest.raises(data.DataError, match="007.jpg cannot be read"):
+    train.train_and_evaluate(config, str(workdir))
+  assert tree(workdir) == before and ".lock" in before and "config.json" in before
+
+
+def tree(folder: pathlib.Path) -> dict[str, bytes]:
+  """Every file under ``folder`` (its path there) and its bytes."""
+  return {str(p.relative_to(folder)): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def npz_image_runs(tmp_path_factory, cli):
+  """Grey uint8 images ``[N, 8, 8, 1]`` with labels in an npz file."""
+  root = tmp_path_factory.mktemp("npz_images")
+  np.savez(root / "mine.npz", train=images(64, (8, 8, 1)), test=images(16, (8, 8, 1)),
+           train_labels=np.arange(64) % 4, test_labels=np.arange(16) % 4)
+  return device_stream_resume(cli, root, (
+      "--config=experiments/configs/vanilla.py", f"--config.dataset=npz:{root / 'mine.npz'}",
+      "--config.batch_size=16"))
+
+
+@pytest.mark.slow
+def test_npz_images_train_alike_streamed_and_on_the_device_and_resume(npz_image_runs):
+  root, logs, device = npz_image_runs
+  check_alike_and_resumed(root, logs, device)
+  record = device["dataset"]
+  assert record["source"] == "npz" and record["image_shape"] == [8, 8, 1]
+  assert record["labels"] == "from the file" and device["steps"] == 4
+  assert record["fingerprint"] == readers.read_npz(root / "mine.npz").fingerprint
+  assert 0 < device["test"]["psnr_db"] and (root / "device" / "reconstructions.png").is_file()
 
 
 def vectors(n, d=12):
@@ -354,81 +437,62 @@ def vectors(n, d=12):
   return (RNG.standard_normal((n, d)) * 5 + 10).astype(np.float32)
 
 
+@pytest.fixture(scope="module")
+def vector_runs(tmp_path_factory, cli):
+  """Unlabelled float vectors ``[N, 12]``, standardised, under the TopK config."""
+  root = tmp_path_factory.mktemp("vectors")
+  np.savez(root / "x.npz", train=vectors(96), test=vectors(16))
+  return device_stream_resume(cli, root, (
+      "--config=experiments/configs/topk.py", f"--config.dataset=npz:{root / 'x.npz'}",
+      "--config.standardize=True", "--config.model.width=32", "--config.model.k=4",
+      "--config.batch_size=16"))
+
+
 @pytest.mark.slow
-def test_vectors_train_alike_streamed_and_on_the_device_in_their_own_units(tmp_path,
-                                                                          monkeypatch):
-  """Standardised float vectors (a TopK autoencoder, its linear head), 1 epoch each
-  way; their error in their own units is NumPy's on the restored model's
-  reconstructions."""
-  config = base.get_config("topk")
-  np.savez(tmp_path / "x.npz", train=vectors(96), test=vectors(16))
-  config.dataset, config.standardize = f"npz:{tmp_path / 'x.npz'}", True
-  config.model.width, config.model.k = 32, 4
-  monkeypatch.setenv("TFDS_DATA_DIR", str(tmp_path / "tfds"))
-  config.num_epochs, config.batch_size = 1, 16
-  out = {}
-  for mode in ("device", "stream"):
-    config.input = mode
-    out[mode] = train.train_and_evaluate(config, str(tmp_path / mode))
-  assert out["stream"]["test"] == out["device"]["test"]
-  test = out["device"]["test"]
+def test_vectors_train_alike_streamed_and_on_the_device_in_their_own_units(vector_runs):
+  """Standardised float vectors (a TopK autoencoder, its linear head); their error in
+  their own units is NumPy's on the restored model's reconstructions."""
+  root, logs, device = vector_runs
+  stream, _ = check_alike_and_resumed(root, logs, device)
+  test = stream["test"]
   assert "psnr_db" not in test and "bce" not in test  # not [0, 1] data
-  record = out["device"]["dataset"]
+  record = stream["dataset"]
+  assert record["labels"] == "none (all 0)" and record["bounded"] is False
   mean, std = np.array(record["mean"]), np.array(record["std"])
-  raw = np.load(tmp_path / "x.npz")
+  raw = np.load(root / "x.npz")
   np.testing.assert_allclose(mean, raw["train"].mean(0, dtype=np.float64), rtol=1e-6)
-  run = analysis.load_run(tmp_path / "device")
+  run = analysis.load_run(root / "stream")  # 1 epoch, as stream["test"]
   x = readers.standardize(raw["train"], raw["test"])[1]
   reconstruction = run.reconstruct(x)
   assert (reconstruction < 0).any()  # the linear head, unclipped
   expected = np.mean(((reconstruction - x) * std) ** 2)
   assert test["mse_data_units"] == pytest.approx(expected, rel=1e-4)
   assert test["mse"] == pytest.approx(np.mean((reconstruction - x) ** 2), rel=1e-4)
-
-
-@pytest.mark.slow
-def test_the_colour_conv_config_streams_cifar_records_and_draws_in_colour(tmp_path, cli):
-  """(A CIFAR stream is the folder's: the same copy of uint8 images, tested above
-  against the device path.)"""
-  make_cifar10(tmp_path / "cifar", n_per_file=16, n_test=16)
-  cli.run_config("cifar_conv", tmp_path / "run", "--config.dataset=cifar10",
-                 f"--config.data_dir={tmp_path / 'cifar'}", "--config.batch_size=16",
-                 "--config.input=stream")
-  out = results(tmp_path / "run")
-  assert out["dataset"]["image_shape"] == [32, 32, 3] and out["dataset"]["n_train"] == 80
-  assert out["dataset"]["source"] == "cifar_binary" and out["input"] == "stream"
-  assert 0 < out["test"]["mse"] < 0.2
-  grid = np.asarray(Image.open(tmp_path / "run" / "reconstructions.png").convert("RGB"), int)
-  assert np.abs(grid[..., 0] - grid[..., 1]).max() > 50  # in colour
+  assert not (root / "stream" / "reconstructions.png").exists()  # no pictures of vectors
 
 
 @pytest.fixture(scope="module")
 def cifar_runs(tmp_path_factory, cli):
-  """CIFAR-10 binary records (written here, byte by byte) trained 1 epoch with
-  input=device and with input=stream through the CLI, then the device run resumed
-  to 2 epochs with input=stream."""
+  """CIFAR-10 binary records (written here, byte by byte) under the colour conv
+  config."""
   root = tmp_path_factory.mktemp("cifar")
   make_cifar10(root / "cifar", n_per_file=16, n_test=16)
-  env = {"TFDS_DATA_DIR": str(root / "tfds")}
-  args = ("--config=experiments/configs/vanilla.py", "--config.dataset=cifar10",
-          f"--config.data_dir={root / 'cifar'}", "--config.batch_size=16",
-          "--config.num_epochs=1")
-  return root, *device_stream_resume(cli, root, args, env)
+  return device_stream_resume(cli, root, (
+      "--config=experiments/configs/cifar_conv.py", "--config.dataset=cifar10",
+      f"--config.data_dir={root / 'cifar'}", "--config.batch_size=16"))
 
 
 @pytest.mark.slow
-def test_cifar_records_train_alike_streamed_and_on_the_device_and_resume(cifar_runs):
+def test_cifar_records_train_alike_streamed_and_on_the_device_resume_and_draw_in_colour(
+    cifar_runs):
   root, logs, device = cifar_runs
-  stream = results(root / "stream")
-  assert stream["test"] == device["test"] and device["steps"] == stream["steps"] == 5
-  assert device["dataset"]["source"] == stream["dataset"]["source"] == "cifar_binary"
-  assert device["dataset"]["image_shape"] == [32, 32, 3] and device["dataset"]["n_train"] == 80
-  assert "Writing cifar10 once as array_record" in logs["stream"]
-  assert "Writing" not in logs["resumed"]  # the stream copy is reused
-  assert "Resumed from the checkpoint" in logs["resumed"]
-  resumed = results(root / "device")
-  assert resumed["epochs"] == 2 and resumed["input"] == "stream" and resumed["steps"] == 10
-  assert resumed["dataset"]["fingerprint"] == device["dataset"]["fingerprint"]
+  check_alike_and_resumed(root, logs, device)
+  record = device["dataset"]
+  assert record["source"] == "cifar_binary" and device["steps"] == 5
+  assert record["image_shape"] == [32, 32, 3] and record["n_train"] == 80
+  assert 0 < device["test"]["mse"] < 0.2
+  grid = np.asarray(Image.open(root / "stream" / "reconstructions.png").convert("RGB"), int)
+  assert np.abs(grid[..., 0] - grid[..., 1]).max() > 50  # in colour
 
 
 def cifar_tarball(path, root_folder, records):

@@ -8,6 +8,7 @@ CLI with a pause (and a marker file) at one instant, where the test SIGKILLs it.
 
 import gzip
 import json
+import os
 import pathlib
 import shutil
 import signal
@@ -138,6 +139,39 @@ def test_a_second_run_in_a_busy_workdir_is_refused_and_a_killed_runs_lock_taken_
   cli.run(tmp_path / "run", *BASE, "--config.num_epochs=4")  # the lock is free again
   assert epochs(tmp_path / "run") == [1, 2, 3, 4]
   assert results(tmp_path / "run")["test"] == straight["test"]
+
+
+def test_a_run_that_fails_before_writing_leaves_the_workdir_as_it_found_it(tmp_path):
+  """The folders it made are removed, a lock file it made too, and a lock file it
+  found gets its content back; once the run wrote anything, nothing is undone. A
+  second run is refused as before, and leaves the first's lock alone."""
+  from aejax import workdir
+
+  def fail(path):
+    with pytest.raises(ZeroDivisionError):
+      with workdir.Workdir(path):
+        1 / 0
+
+  fail(tmp_path / "new" / "run")
+  (tmp_path / "empty").mkdir()
+  fail(tmp_path / "empty")
+  assert sorted(p.name for p in tmp_path.rglob("*")) == ["empty"]
+  (tmp_path / "kept").mkdir()
+  (tmp_path / "kept" / ".lock").write_text("123\n")
+  (tmp_path / "kept" / "config.json").write_text("{}")
+  fail(tmp_path / "kept")
+  assert (tmp_path / "kept" / ".lock").read_text() == "123\n"
+  assert sorted(p.name for p in (tmp_path / "kept").iterdir()) == [".lock", "config.json"]
+  with pytest.raises(ZeroDivisionError):
+    with workdir.Workdir(tmp_path / "wrote") as work:
+      work.write_json("config.json", {})
+      1 / 0
+  assert sorted(p.name for p in (tmp_path / "wrote").iterdir()) == [".lock", "config.json"]
+  with workdir.Workdir(tmp_path / "busy"):
+    with pytest.raises(workdir.WorkdirError, match="is in use by another run"):
+      with workdir.Workdir(tmp_path / "busy"):
+        pass
+    assert (tmp_path / "busy" / ".lock").read_text() == f"{os.getpid()}\n"
 
 
 # --------------------------------------------------------- provenance
