@@ -123,7 +123,7 @@ def load_run(workdir: str | pathlib.Path, member: int | None = None) -> Run:
     spec = data_lib.DataSpec(image_shape=tuple(meta["data"]["image_shape"]),
                              n_train=meta["data"]["n_train"],
                              bounded=meta["data"].get("bounded", True))
-    run = engine.setup(config, spec)
+    run = engine.setup(config, spec, abstract=True)
     variables, meta = checkpoint.restore_variables(mngr, step, run.state.variables)
   finally:
     mngr.close()

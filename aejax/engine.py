@@ -248,13 +248,16 @@ class Run:
             **({} if self.plan.members is None else {"member_group": self.plan.member_group})}
 
 
-def setup(config: ml_collections.ConfigDict, dataset, mesh=None) -> Run:
+def setup(config: ml_collections.ConfigDict, dataset, mesh=None, abstract: bool = False
+          ) -> Run:
   """Builds a run's model, objective, compiled functions, initial state and keys.
 
   ``dataset`` is a ``data.Dataset`` or, to restore a trained model without its data,
   a ``data.DataSpec`` (``image_shape``, ``n_train``). ``mesh``: the devices to train
   on (every device of every process by default: ``sharding.make_mesh()``, or for a
-  sweep ``sharding.make_member_mesh``).
+  sweep ``sharding.make_member_mesh``). ``abstract``: the initial state as shapes,
+  dtypes and shardings only (``jax.ShapeDtypeStruct``s, nothing computed), as the
+  target a checkpoint is restored into.
   """
   config_lib.validate(config)
   members = _members(config)
@@ -309,12 +312,13 @@ def setup(config: ml_collections.ConfigDict, dataset, mesh=None) -> Run:
       step_lib.make_batch_fns(train_step, mode, layout))
   if members is None:
     keys = Keys.from_seed(config.seed, mesh)
-    state = jax.jit(init, out_shardings=layout.state)(keys.init)
+    make_state = jax.jit(init, out_shardings=layout.state)
   else:
     _check_memory(members.size, model, config, image_shape)
     keys = Keys.from_seeds([c.seed for c in members.configs], layout)
-    state = jax.jit(step_lib.over_members(init, numbers, (0,)),
-                    out_shardings=layout.state)(keys.init)
+    make_state = jax.jit(step_lib.over_members(init, numbers, (0,)),
+                         out_shardings=layout.state)
+  state = (jax.eval_shape if abstract else (lambda f, *a: f(*a)))(make_state, keys.init)
   _check_objective(objective, jax.eval_shape(init, jax.random.key(0)), image_shape)
   return Run(config, models.get(config.model.name), model, objective, corrupt, plan,
              program, state, keys, mesh)

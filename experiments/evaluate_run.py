@@ -52,7 +52,7 @@ def _evaluate(run: analysis.Run, workdir: str, data_dir: str) -> dict:
   dataset = data.load(config)
   if dataset.fingerprint != run.meta["data"]["fingerprint"]:
     raise data.DataError(f"{workdir} was trained on other data than {dataset.location}.")
-  setup = engine.setup(config, dataset)
+  setup = engine.setup(config, dataset, abstract=True)
   evaluator = setup.evaluator(dataset.test_images, dataset.test_labels, dataset.scale)
   out = {"workdir": str(workdir), "step": run.step,
          "epoch": run.step // setup.plan.steps_per_epoch, **evaluator.results(run.variables)}
