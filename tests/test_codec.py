@@ -4,15 +4,18 @@ tables and the range coder, and one small trained run coded to bytes and back.""
 import json
 import pathlib
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 from PIL import Image
 
-from aejax import analysis, codec as codec_lib, data, entropy_coding, models
+from aejax import analysis, codec as codec_lib, data, engine, entropy_coding, models
+from aejax import step as step_lib
 from aejax.models import ratedistortion
 from experiments import codec as codec_cli
+from experiments.configs import codec as codec_config
 
 # ------------------------------------------------------------- NumPy references
 
@@ -107,6 +110,29 @@ def test_rate_bits_match_numpy(density):
   p = np.abs(1 / (1 + np.exp(-logits(values + 0.5))) - 1 / (1 + np.exp(-logits(values - 0.5))))
   want = -np.log2(np.maximum(p, 1e-9)).reshape(3, 2, -1).sum(axis=(0, 2))
   np.testing.assert_allclose(got, want, rtol=1e-4)
+
+
+@pytest.mark.parametrize("name", ["factorized_prior"])
+def test_no_parameter_starts_weakly_typed(name):
+  """A weakly typed start (``jnp.full(shape, 0.5)``) becomes float32 after one update,
+  so the step would compile a second time."""
+  config = models.default_config(name, features=(4,), latent_channels=2)
+  variables = models.init_variables(models.build(config, (8, 8, 1)), config, (8, 8, 1),
+                                    jax.random.key(0))
+  assert [jax.tree_util.keystr(path) for path, leaf in
+          jax.tree_util.tree_leaves_with_path(variables) if leaf.weak_type] == []
+
+
+def test_the_codec_step_compiles_once():
+  chex.clear_trace_counter()
+  config = codec_config.get_config()
+  config.model.features, config.model.latent_channels, config.batch_size = (4,), 2, 8
+  run = engine.setup(config, data.DataSpec(image_shape=(8, 8, 1), n_train=16))
+  traced_step = chex.assert_max_traces(run.program.train_step, n=1)
+  start, run_chunk = step_lib.make_epoch_fns(traced_step, 16, 8, "step")
+  state, images = run.state, jnp.zeros((16, 8, 8, 1), jnp.uint8)
+  for _ in range(2):
+    state, _ = run_chunk(state, images, start(state, run.keys.shuffle), run.keys.noise, 2)
 
 
 # ------------------------------------------------------------- tables and coder

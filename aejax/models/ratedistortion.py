@@ -77,7 +77,8 @@ class GDN(nn.Module):
   def __call__(self, x: jax.Array) -> jax.Array:
     c = x.shape[-1]
     beta = nonnegative(self.param(
-        "beta", lambda k, s: jnp.full(s, math.sqrt(1.0 - self.beta_min)), (c,)), self.beta_min)
+        "beta", lambda k, s: jnp.full(s, math.sqrt(1.0 - self.beta_min), jnp.float32), (c,)),
+        self.beta_min)
     gamma = nonnegative(self.param(
         "gamma", lambda k, s: math.sqrt(self.gamma_init) * jnp.eye(s[0]), (c, c)))
     norm = jnp.sqrt(beta + jnp.square(x) @ gamma.T)
@@ -101,7 +102,8 @@ class FactorizedDensity(nn.Module):
     scale = self.init_scale ** (1 / (len(dims) - 1))
     self.matrices = [self.param(
         f"matrix_{k}", lambda key, s, v=float(np.log(np.expm1(1 / scale / dims[k + 1]))):
-        jnp.full(s, v), (self.channels, dims[k + 1], dims[k])) for k in range(len(dims) - 1)]
+        jnp.full(s, v, jnp.float32), (self.channels, dims[k + 1], dims[k]))
+        for k in range(len(dims) - 1)]
     self.biases = [self.param(
         f"bias_{k}", lambda key, s: jax.random.uniform(key, s, jnp.float32, -0.5, 0.5),
         (self.channels, dims[k + 1], 1)) for k in range(len(dims) - 1)]
