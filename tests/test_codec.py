@@ -216,7 +216,7 @@ def test_decode_of_encode_is_the_models_reconstruction_bit_for_bit(codec, test_i
 def test_bytes_written_match_the_rate(codec, test_images):
   latents = codec.latents(test_images)
   written = np.array([len(s) for s in codec.encode_latents(latents)])
-  ideal = entropy_coding.table_bits(latents, codec.tables) / 8
+  ideal = codec.table_bits(latents) / 8
   estimated = codec.estimated_bits(latents) / 8
   # The coder writes the tables' ideal length plus its flush (< 4 bytes) ...
   assert np.all(written - ideal > -1) and np.all(written - ideal < 4.5)

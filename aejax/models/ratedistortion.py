@@ -156,6 +156,13 @@ class FactorizedPrior(nn.Module):
   output_bias_init: nn.initializers.Initializer = nn.initializers.zeros
 
   def setup(self):
+    self.make_transforms()
+    self.density = FactorizedDensity(self.latent_channels, tuple(self.density_filters),
+                                     self.density_init_scale)
+
+  def make_transforms(self):
+    """The analysis and synthesis layers (called from ``setup``, here and in the scale
+    hyperprior)."""
     kernel = (self.kernel_size, self.kernel_size)
     conv = lambda f, stride: nn.Conv(f, kernel, strides=(stride, stride), padding="SAME",
                                      kernel_init=self.kernel_init)
@@ -167,8 +174,6 @@ class FactorizedPrior(nn.Module):
     self.synthesis_convs = [up(f, 1 if i == 0 else 2) for i, f in enumerate(reverse)] + [
         up(self.channels, 2, bias_init=self.output_bias_init)]
     self.synthesis_gdns = [GDN(inverse=True) for _ in self.features]
-    self.density = FactorizedDensity(self.latent_channels, tuple(self.density_filters),
-                                     self.density_init_scale)
 
   def analysis(self, x: jax.Array) -> jax.Array:
     """y: [B, H, W, C] -> [B, h, w, M] float."""
@@ -207,50 +212,47 @@ class FactorizedPrior(nn.Module):
 
 # -------------------------------------------------------------- evaluation
 
-EVAL_CHUNK = 1000
-
-
 def evaluate(model: FactorizedPrior, variables, dataset, key: jax.Array) -> dict:
-  """The codec on the test set, rounded latents: ``estimated_bits_per_image`` (the
-  density's), ``table_bits_per_image`` (the ideal code length under the integer
-  tables), ``bytes_per_image`` (the range coder's real byte strings, tables built
-  from this model), ``psnr_db`` and ``mse`` of the decoded images."""
+  """The codec on the test set, rounded latents (``aejax.codec``, tables made from
+  this model): ``estimated_bits_per_image`` (the model's densities'),
+  ``table_bits_per_image`` (the ideal code length under the integer tables),
+  ``bytes_per_image`` (the range coder's real byte strings), ``psnr_db`` and ``mse``
+  of the decoded images; a hyperprior's also ``side_bits_per_image`` (ẑ's share of
+  the estimate)."""
   del key
-  from aejax import entropy_coding, evaluate as evaluate_lib  # noqa: PLC0415 (cycle)
-  encode = jax.jit(lambda v, x: model.apply(v, x, method=FactorizedPrior.encode))
-  decode = jax.jit(lambda v, c: model.apply(v, c, method=FactorizedPrior.decode))
-  estimate = jax.jit(lambda v, c: model.apply(v, c, method=FactorizedPrior.latent_bits))
-  tables = entropy_coding.make_tables(
-      lambda values: np.asarray(model.apply(variables, jnp.asarray(values, jnp.float32),
-                                            method=FactorizedPrior.cdf_logits)),
-      model.latent_channels)
+  from aejax import analysis, codec as codec_lib, evaluate as evaluate_lib  # noqa: PLC0415 (cycle)
   images = dataset.test_images
-  sizes, estimated, ideal, squared = [], [], [], 0.0
-  for i in range(0, len(images), EVAL_CHUNK):
-    x = jnp.asarray(images[i:i + EVAL_CHUNK], jnp.float32) / 255.0
-    code = encode(variables, x)
-    estimated.append(np.asarray(estimate(variables, code)))
-    squared += float(jnp.sum(jnp.square(decode(variables, code) - x)))
-    sizes += [len(s) for s in entropy_coding.encode_batch(np.asarray(code), tables)]
-    ideal.append(entropy_coding.table_bits(np.asarray(code), tables))
-  mse = squared / images.size
-  return {"bytes_per_image": float(np.mean(sizes)),
-          "estimated_bits_per_image": float(np.mean(np.concatenate(estimated))),
-          "table_bits_per_image": float(np.mean(np.concatenate(ideal))), "mse": mse, "psnr_db": evaluate_lib.psnr_db(mse),
-          "latent_shape": list(code.shape[1:])}
+  codec = codec_lib.Codec.of(analysis.Run(None, None, model, variables, 0), images.shape[1:])
+  latents = codec.latents(images)
+  sizes = [len(s) for s in codec.encode_latents(latents)]
+  mse = float(np.mean(np.square(codec.reconstruct(latents) - analysis.to_float(images),
+                                dtype=np.float64)))
+  figures = {"bytes_per_image": float(np.mean(sizes)),
+             "estimated_bits_per_image": float(np.mean(codec.estimated_bits(latents))),
+             "table_bits_per_image": float(np.mean(codec.table_bits(latents))), "mse": mse,
+             "psnr_db": evaluate_lib.psnr_db(mse), "latent_shape": list(codec.latent_shape)}
+  if codec.side_shape is not None:
+    figures |= {"side_bits_per_image": float(np.mean(codec.side_bits(latents))),
+                "side_shape": list(codec.side_shape)}
+  return figures
 
 
 # ------------------------------------------------------------------- family
 
 
-def build(config, image_shape, pixel_mean) -> FactorizedPrior:
-  return FactorizedPrior(
+def fields(config, image_shape, pixel_mean) -> dict:
+  """``FactorizedPrior``'s fields from a config's model block."""
+  return dict(
       features=tuple(config.features), latent_channels=config.latent_channels,
       channels=image_shape[-1], density_filters=tuple(config.density_filters),
       density_init_scale=config.density_init_scale,
       quantization=config.quantization, kernel_size=config.kernel_size,
       kernel_init=layers.INITIALIZERS[config.init](),
       output_bias_init=layers.output_bias_init(config, pixel_mean, True))
+
+
+def build(config, image_shape, pixel_mean) -> FactorizedPrior:
+  return FactorizedPrior(**fields(config, image_shape, pixel_mean))
 
 
 def check(config, image_shape) -> None:
