@@ -9,8 +9,7 @@ The run's model provides ``encode`` (integer latents ŷ), ``decode``, ``cdf_logi
 rate). A scale hyperprior also provides ``side`` (the integer side information ẑ),
 ``scales`` (σ of each latent of ŷ, from ẑ) and ``side_bits``: its string holds ẑ,
 coded with the factorized density's tables, then ŷ, each latent coded with the
-Gaussian table (``entropy_coding.ScaleTables``) of the smallest scale at or above
-its σ.
+Gaussian table (``entropy_coding.ScaleTables``) of the scale nearest its σ in log.
 
 The integer tables are made once per checkpoint and written beside it in the
 workdir (``codec_tables_<step>.npz``, the factorized density's; a hyperprior's

@@ -1,5 +1,6 @@
 """A learned image codec: Ballé, Laparra & Simoncelli 2017 ("End-to-end optimized
-image compression"), the factorized-prior model.
+image compression"), the factorized-prior model, and with ``prior='hyperprior'``
+Ballé, Minnen, Singh, Hwang & Johnston 2018's scale hyperprior (below).
 
 Analysis transform (per entry ``f`` of ``features``: Conv k×k stride 2 to ``f``
 channels, then GDN), then a k×k conv to ``latent_channels`` (k = ``kernel_size``,
@@ -27,6 +28,26 @@ test set seen through the noise, as the model trained); the family's ``evaluate`
 gives the codec's own figures on the rounded latents: the estimated rate, the bytes
 the range coder actually writes (``aejax.entropy_coding``), and PSNR.
 
+**The scale hyperprior** (``prior='hyperprior'``, ``ScaleHyperprior``): the same
+transforms, and each latent of y a zero-mean Gaussian whose scale the hyper-latents
+z carry:
+
+    z = h_a(|y|)   [B, h', w', K]  3×3 conv to ``hyper_features``, ReLU, k×k stride 2
+                                   to K = ``hyper_channels`` (h' = ⌈h/2⌉: 7×7 -> 4×4)
+    σ = h_s(ẑ)     [B, h, w, M]    k×k transposed stride 2 to ``hyper_features`` (4×4
+                                   -> 8×8, cropped to y's 7×7), ReLU, 3×3 conv to M,
+                                   then ``SCALE_MIN + softplus``
+
+ẑ has the density above, one per channel of z (Ballé's "entropy bottleneck"); ŷ
+given σ a Gaussian convolved with a unit uniform, ``p(ŷ | σ) = Φ((ŷ + ½)/σ) -
+Φ((ŷ - ½)/σ)``, and ``rate_bits = bits(ŷ | σ) + bits(ẑ)``. Both densities see the
+latents plus uniform noise in training; with ``'mixed'`` quantization h_s, like the
+synthesis, sees ``round(z)`` (straight-through), so the σ of training is the σ the
+decoder computes. The codec writes ẑ with its density's integer tables, then each
+latent of ŷ with the Gaussian table of the scale nearest its σ (in log) of a fixed
+list (``entropy_coding.ScaleTables``; ``SCALE_MIN`` is the first).
+``hyper_features`` and ``hyper_channels`` are read only with this prior.
+
 Output dict: ``reconstruction``, ``code`` (the latents the synthesis saw),
 ``latent`` y, ``rate_bits`` [B].
 """
@@ -41,10 +62,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from aejax import losses
+from aejax import entropy_coding, losses
 from aejax.models import layers, registry
 
 QUANTIZATIONS = ("noise", "mixed")
+PRIORS = ("factorized", "hyperprior")
 LIKELIHOOD_FLOOR = 1e-9  # a bin's probability is at least this (≈ 30 bits), as CompressAI
 
 
@@ -210,7 +232,89 @@ class FactorizedPrior(nn.Module):
             "rate_bits": bits(self.density, noisy)}
 
 
+# --------------------------------------------------------- scale hyperprior
+
+SCALE_MIN = float(entropy_coding.log_scales()[0])  # σ ≥ the scale table's first entry
+
+
+def gaussian_bin_probability(values: jax.Array, scales: jax.Array) -> jax.Array:
+  """``Φ((v + ½)/σ) - Φ((v - ½)/σ)`` of a zero-mean Gaussian, elementwise. Taken at
+  ``-|v|``, the same mass by symmetry, where both Φ are small and their difference
+  keeps its bits (as CompressAI's ``GaussianConditional``)."""
+  phi = lambda t: 0.5 * jax.scipy.special.erfc(-t / math.sqrt(2.0))
+  v = -jnp.abs(values)
+  return phi((v + 0.5) / scales) - phi((v - 0.5) / scales)
+
+
+def gaussian_bits(values: jax.Array, scales: jax.Array) -> jax.Array:
+  """``Σ -log2 p(v | σ)`` over each example's latents [B, ...] -> [B]."""
+  p = jnp.maximum(gaussian_bin_probability(values, scales), LIKELIHOOD_FLOOR)
+  return -jnp.sum(jnp.log2(p), axis=tuple(range(1, values.ndim)))
+
+
+class ScaleHyperprior(FactorizedPrior):
+  """See the module docstring. ``density`` is ẑ's here, and ``latent_bits`` takes ẑ
+  as well as ŷ."""
+
+  latent_grid: tuple[int, int] = (7, 7)  # y's h, w: h_s crops its output to them
+  hyper_features: int = 32
+  hyper_channels: int = 8
+
+  def setup(self):
+    self.make_transforms()
+    self.density = FactorizedDensity(
+        self.hyper_channels, tuple(self.density_filters), self.density_init_scale)
+    kernel, stride = (self.kernel_size, self.kernel_size), (2, 2)
+    init = dict(kernel_init=self.kernel_init)
+    self.hyper_analysis_convs = [
+        nn.Conv(self.hyper_features, (3, 3), **init),
+        nn.Conv(self.hyper_channels, kernel, strides=stride, padding="SAME", **init)]
+    self.hyper_synthesis_convs = [
+        nn.ConvTranspose(self.hyper_features, kernel, strides=stride, padding="SAME", **init),
+        nn.Conv(self.latent_channels, (3, 3), **init)]
+
+  def hyper_analysis(self, y: jax.Array) -> jax.Array:
+    """z: [B, h, w, M] -> [B, ⌈h/2⌉, ⌈w/2⌉, K] float."""
+    first, second = self.hyper_analysis_convs
+    return second(nn.relu(first(jnp.abs(y))))
+
+  def side(self, x: jax.Array) -> jax.Array:
+    """The side information ``round(h_a(|y|))``: images [B, H, W, C] -> [B, h', w', K]
+    (integers in float32)."""
+    return jnp.round(self.hyper_analysis(self.analysis(x)))
+
+  def scales(self, side: jax.Array) -> jax.Array:
+    """σ of each latent of y: [B, h', w', K] -> [B, h, w, M], ≥ ``SCALE_MIN``."""
+    first, second = self.hyper_synthesis_convs
+    h, w = self.latent_grid
+    s = second(nn.relu(first(side)[:, :h, :w]))
+    return SCALE_MIN + nn.softplus(s)
+
+  def side_bits(self, side: jax.Array) -> jax.Array:
+    """ẑ's bits under its density: [B, h', w', K] -> [B]."""
+    return bits(self.density, side)
+
+  def latent_bits(self, code: jax.Array, side: jax.Array) -> jax.Array:
+    """The model's bits for rounded latents ŷ [B, h, w, M] and ẑ: [B]."""
+    return gaussian_bits(code, self.scales(side)) + self.side_bits(side)
+
+  def __call__(self, x: jax.Array) -> dict[str, jax.Array]:
+    y = self.analysis(x)
+    z = self.hyper_analysis(y)
+    noise = lambda v: v + jax.random.uniform(self.make_rng("quantization"), v.shape, v.dtype,
+                                             -0.5, 0.5)
+    noisy_y, noisy_z = noise(y), noise(z)
+    if self.quantization == "noise":
+      code, side = noisy_y, noisy_z
+    else:
+      code, side = (v + jax.lax.stop_gradient(jnp.round(v) - v) for v in (y, z))
+    rate_bits = gaussian_bits(noisy_y, self.scales(side)) + self.side_bits(noisy_z)
+    return {"reconstruction": self.decode(code), "code": code, "latent": y,
+            "rate_bits": rate_bits}
+
+
 # -------------------------------------------------------------- evaluation
+
 
 def evaluate(model: FactorizedPrior, variables, dataset, key: jax.Array) -> dict:
   """The codec on the test set, rounded latents (``aejax.codec``, tables made from
@@ -240,26 +344,30 @@ def evaluate(model: FactorizedPrior, variables, dataset, key: jax.Array) -> dict
 # ------------------------------------------------------------------- family
 
 
-def fields(config, image_shape, pixel_mean) -> dict:
-  """``FactorizedPrior``'s fields from a config's model block."""
-  return dict(
+def build(config, image_shape, pixel_mean) -> FactorizedPrior:
+  fields = dict(
       features=tuple(config.features), latent_channels=config.latent_channels,
       channels=image_shape[-1], density_filters=tuple(config.density_filters),
       density_init_scale=config.density_init_scale,
       quantization=config.quantization, kernel_size=config.kernel_size,
       kernel_init=layers.INITIALIZERS[config.init](),
       output_bias_init=layers.output_bias_init(config, pixel_mean, True))
-
-
-def build(config, image_shape, pixel_mean) -> FactorizedPrior:
-  return FactorizedPrior(**fields(config, image_shape, pixel_mean))
+  if config.prior == "factorized":
+    return FactorizedPrior(**fields)
+  halvings = 2 ** len(config.features)
+  return ScaleHyperprior(
+      **fields, latent_grid=(image_shape[0] // halvings, image_shape[1] // halvings),
+      hyper_features=config.hyper_features, hyper_channels=config.hyper_channels)
 
 
 def check(config, image_shape) -> None:
+  layers.check_choice(config, "prior", PRIORS)
   layers.check_positive_ints(config, "features", allow_empty=False)
   layers.check_positive_ints(config, "latent_channels")
   layers.check_positive_ints(config, "kernel_size")
   layers.check_positive_ints(config, "density_filters")
+  layers.check_positive_ints(config, "hyper_features")
+  layers.check_positive_ints(config, "hyper_channels")
   layers.check_choice(config, "quantization", QUANTIZATIONS)
   if not config.density_init_scale > 0:
     raise ValueError(f"config.model.density_init_scale must be > 0, got "
@@ -272,7 +380,8 @@ def check(config, image_shape) -> None:
 
 registry.register(registry.Family(
     name="factorized_prior",
-    defaults=dict(features=(32, 32), latent_channels=16, density_filters=(3, 3, 3),
+    defaults=dict(prior="factorized", hyper_features=32, hyper_channels=8,
+                  features=(32, 32), latent_channels=16, density_filters=(3, 3, 3),
                   density_init_scale=10.0, quantization="noise", kernel_size=5, init="he_uniform", output_bias="data_mean"),
     build=build, check=check, cpu_epoch_mode="step", cpu_vmap_members=False,
     rng_streams=("quantization",),
