@@ -27,4 +27,8 @@ def get_config(recipe=None):
   config.model.kernel_size = 3
   config.model.density_init_scale = 1.0
   config.model.quantization = "mixed"
+  if recipe == "hyperprior":  # Ballé et al. 2018's scale hyperprior, same λ and epochs
+    config.name = "codec_hyperprior"
+    config.model.prior = "hyperprior"
+    return config
   return base.apply_recipe(config, recipe)
