@@ -75,15 +75,17 @@ class Run:
       return jnp.sum(jnp.square(jax.jacrev(encode)(x)))
     self._frobenius_sq = jax.jit(jax.vmap(frobenius_sq, in_axes=(None, 0)))
 
-  def _batched(self, fn, inputs: np.ndarray, batch_size: int | None = None) -> np.ndarray:
-    inputs = np.asarray(inputs, np.float32)
+  def _batched(self, fn, *inputs: np.ndarray, batch_size: int | None = None) -> np.ndarray:
+    """``fn(variables, *chunks)`` over the inputs' leading axis (they share it), in
+    chunks of ``batch_size``, the last one padded with zeros."""
+    inputs = [np.asarray(x, np.float32) for x in inputs]
     batch_size = batch_size or self.batch_size
+    pad = lambda chunk: np.concatenate(
+        [chunk, np.zeros((batch_size - len(chunk), *chunk.shape[1:]), chunk.dtype)])
     outputs = []
-    for start in range(0, len(inputs), batch_size):
-      chunk = inputs[start:start + batch_size]
-      pad = batch_size - len(chunk)
-      padded = np.concatenate([chunk, np.zeros((pad, *chunk.shape[1:]), chunk.dtype)])
-      outputs.append(np.asarray(fn(self.variables, padded))[:len(chunk)])
+    for start in range(0, len(inputs[0]), batch_size):
+      chunks = [x[start:start + batch_size] for x in inputs]
+      outputs.append(np.asarray(fn(self.variables, *map(pad, chunks)))[:len(chunks[0])])
     return np.concatenate(outputs)
 
   def encode(self, images: np.ndarray) -> np.ndarray:
@@ -102,7 +104,7 @@ class Run:
     image, so no layer can mix examples. Batches of 100 keep the [B, K, H, W, C]
     Jacobians small.
     """
-    return self._batched(self._frobenius_sq, images, batch_size)
+    return self._batched(self._frobenius_sq, images, batch_size=batch_size)
 
 
 def load_run(workdir: str | pathlib.Path, member: int | None = None) -> Run:

@@ -4,20 +4,30 @@
     strings = codec.encode(images_u8)        # [N, H, W, C] uint8 -> N byte strings
     images = codec.decode(strings)           # -> float [N, H, W, C] in [0, 1]
 
-The run's model provides ``encode`` (integer latents), ``decode``, ``cdf_logits``
-(its per-channel cumulative density) and ``latent_bits`` (its estimated rate). The
-integer tables the range coder uses are made from that density once per checkpoint
-and written beside it (``codec_tables_<step>.npz`` in the workdir); encoder and
-decoder read the same file, so decoding needs the bytes, the tables and the model,
-nothing else. ``decode(encode(x))`` is ``Run.reconstruct(x)`` bit for bit on the
-machine that runs both: the latents come back exactly, and the same compiled
-decoder turns them into the image.
+The run's model provides ``encode`` (integer latents ŷ), ``decode``, ``cdf_logits``
+(its factorized density's per-channel cumulative) and ``latent_bits`` (its estimated
+rate). A scale hyperprior also provides ``side`` (the integer side information ẑ),
+``scales`` (σ of each latent of ŷ, from ẑ) and ``side_bits``: its string holds ẑ,
+coded with the factorized density's tables, then ŷ, each latent coded with the
+Gaussian table (``entropy_coding.ScaleTables``) of the scale nearest its σ in log.
+
+The integer tables are made once per checkpoint and written beside it in the
+workdir (``codec_tables_<step>.npz``, the factorized density's; a hyperprior's
+Gaussian tables in ``codec_scale_tables_<step>.npz``); encoder and decoder read the
+same files, so decoding needs the bytes, the tables and the model, nothing else.
+``decode(encode(x))`` is ``Run.reconstruct(x)`` bit for bit on the machine that runs
+both: the latents come back exactly, and the same compiled decoder turns them into
+the image. A hyperprior's decoder also recomputes σ from ẑ with the same compiled
+h_s, so it picks the encoder's tables; on another machine a σ within a rounding
+error of a table scale may land on the other side of it, and the string would then
+decode wrongly (docs/results/codec.md).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import pathlib
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -32,53 +42,149 @@ def to_uint8(images: np.ndarray) -> np.ndarray:
   return np.clip(np.rint(np.asarray(images, np.float64) * 255.0), 0, 255).astype(np.uint8)
 
 
+class Latents(NamedTuple):
+  """What a string holds for N images: ``code`` ŷ [N, h, w, M] and, for a
+  hyperprior, ``side`` ẑ [N, h', w', K] (integers in float32)."""
+  code: np.ndarray
+  side: np.ndarray | None = None
+
+
+def _channel_major(latents: np.ndarray) -> np.ndarray:
+  """[..., h, w, C] -> [..., C, h, w]: the order a string holds them in."""
+  return np.moveaxis(latents, -1, -3)
+
+
+def _channel_last(latents: np.ndarray) -> np.ndarray:
+  return np.moveaxis(latents, -3, -1).astype(np.float32)
+
+
 @dataclasses.dataclass
 class Codec:
+  """``tables``: the factorized density's, of ŷ or of a hyperprior's ẑ;
+  ``scale_tables`` (a hyperprior's): ŷ's; ``latent_shape`` ŷ's [h, w, M];
+  ``side_shape`` ẑ's [h', w', K], None without side information."""
+
   run: analysis.Run
   tables: entropy_coding.Tables
   latent_shape: tuple[int, ...]
+  scale_tables: entropy_coding.ScaleTables | None = None
+  side_shape: tuple[int, ...] | None = None
+
+  def __post_init__(self):
+    model = self.run.model
+    self._compiled = {
+        name: jax.jit(lambda variables, *x, method=name: model.apply(variables, *x,
+                                                                     method=method))
+        for name in ("latent_bits", "side", "scales", "side_bits") if hasattr(model, name)}
+
+  @classmethod
+  def of(cls, run: analysis.Run, image_shape: tuple[int, ...],
+         folder: str | pathlib.Path | None = None) -> "Codec":
+    """The codec of ``run``'s model for images of ``image_shape``; its tables read
+    from ``folder``, or made from the model (and written there when it is given)."""
+    for method in ("cdf_logits", "latent_bits"):
+      if not hasattr(run.model, method):
+        raise ValueError(f"The model of {run.workdir} ({type(run.model).__name__}) has no "
+                         f"{method!r}: it is not a rate–distortion codec.")
+    image = jax.ShapeDtypeStruct((1, *image_shape), jnp.float32)
+    shape = lambda method: tuple(jax.eval_shape(
+        lambda v, x: run.model.apply(v, x, method=method), run.variables, image).shape[1:])
+    latent_shape = shape("encode")
+    side_shape = shape("side") if hasattr(run.model, "side") else None
+    folder = None if folder is None else pathlib.Path(folder)
+    tables = _cached(folder, f"codec_tables_{run.step}.npz", lambda: entropy_coding.make_tables(
+        lambda values: np.asarray(run.model.apply(
+            run.variables, jnp.asarray(values, jnp.float32), method="cdf_logits")),
+        (side_shape or latent_shape)[-1]))
+    scale_tables = None
+    if side_shape is not None:
+      scale_tables = _cached(folder, f"codec_scale_tables_{run.step}.npz", lambda: (
+          entropy_coding.gaussian_tables(entropy_coding.log_scales())),
+          entropy_coding.ScaleTables)
+    return cls(run, tables, latent_shape, scale_tables, side_shape)
 
   @classmethod
   def from_workdir(cls, workdir: str | pathlib.Path) -> "Codec":
     run = analysis.load_run(workdir)
-    for method in ("cdf_logits", "latent_bits"):
-      if not hasattr(run.model, method):
-        raise ValueError(f"The model in {workdir} ({run.config.model.name!r}) has no "
-                         f"{method!r}: it is not a rate–distortion codec.")
-    image_shape = tuple(run.meta["data"]["image_shape"])
-    latent = jax.eval_shape(
-        lambda v, x: run.model.apply(v, x, method="encode"), run.variables,
-        jax.ShapeDtypeStruct((1, *image_shape), jnp.float32))
-    path = pathlib.Path(workdir) / f"codec_tables_{run.step}.npz"
-    if path.exists():
-      tables = entropy_coding.load(path)
-    else:
-      tables = entropy_coding.make_tables(
-          lambda values: np.asarray(run.model.apply(
-              run.variables, jnp.asarray(values, jnp.float32), method="cdf_logits")),
-          latent.shape[-1])
-      entropy_coding.save(tables, path)
-    return cls(run, tables, tuple(latent.shape[1:]))
+    return cls.of(run, tuple(run.meta["data"]["image_shape"]), workdir)
 
-  def latents(self, images_u8: np.ndarray) -> np.ndarray:
-    """uint8 [N, H, W, C] -> the integer latents [N, h, w, M] (float32)."""
-    return self.run.encode(to_float(images_u8))
+  def latents(self, images_u8: np.ndarray) -> Latents:
+    """uint8 [N, H, W, C] -> the integer latents."""
+    x = to_float(images_u8)
+    side = None if self.side_shape is None else self._batched("side", x)
+    return Latents(self.run.encode(x), side)
 
-  def estimated_bits(self, latents: np.ndarray) -> np.ndarray:
-    """The model's density's bits for each image's latents: [N]."""
-    return self.run._batched(  # noqa: SLF001 (the Run's fixed-size compiled batches)
-        jax.jit(lambda v, c: self.run.model.apply(v, c, method="latent_bits")), latents)
+  def _batched(self, method: str, *inputs: np.ndarray) -> np.ndarray:
+    """The model's ``method`` in the Run's fixed-size compiled batches."""
+    return self.run._batched(self._compiled[method], *inputs)  # noqa: SLF001
+
+  def _scale_rows(self, side: np.ndarray) -> np.ndarray:
+    """The Gaussian table of each latent of ŷ, from ẑ [N, h', w', K]: [N, M, h, w]."""
+    return _channel_major(self.scale_tables.indexes(self._batched("scales", side)))
+
+  def estimated_bits(self, latents: Latents) -> np.ndarray:
+    """The model's densities' bits for each image's latents: [N]."""
+    return self._batched("latent_bits", *(x for x in latents if x is not None))
+
+  def side_bits(self, latents: Latents) -> np.ndarray:
+    """A hyperprior's share of ``estimated_bits`` that is ẑ's: [N]."""
+    return self._batched("side_bits", latents.side)
+
+  def table_bits(self, latents: Latents) -> np.ndarray:
+    """The ideal code length of each image's latents under the integer tables,
+    escapes included: [N] bits, what an exact entropy coder would write."""
+    if self.side_shape is None:
+      return entropy_coding.table_bits(latents.code, self.tables)
+    side_rows = entropy_coding.channel_rows(self.side_shape)
+    return np.array([
+        entropy_coding.part_bits(_channel_major(side), side_rows, self.tables)
+        + entropy_coding.part_bits(_channel_major(code), rows, self.scale_tables)
+        for code, side, rows in zip(latents.code, latents.side,
+                                    self._scale_rows(latents.side))])
 
   def encode(self, images_u8: np.ndarray) -> list[bytes]:
     return self.encode_latents(self.latents(images_u8))
 
-  def encode_latents(self, latents: np.ndarray) -> list[bytes]:
-    return entropy_coding.encode_batch(latents, self.tables)
+  def encode_latents(self, latents: Latents) -> list[bytes]:
+    if self.side_shape is None:
+      return entropy_coding.encode_batch(latents.code, self.tables)
+    side_rows = entropy_coding.channel_rows(self.side_shape)
+    strings = []
+    for code, side, rows in zip(latents.code, latents.side, self._scale_rows(latents.side)):
+      encoder = entropy_coding.Encoder()
+      encoder.push(_channel_major(side), side_rows, self.tables)
+      encoder.push(_channel_major(code), rows, self.scale_tables)
+      strings.append(encoder.bytes())
+    return strings
 
-  def decode_latents(self, strings: list[bytes]) -> np.ndarray:
-    return np.stack([entropy_coding.decode(s, self.tables, self.latent_shape)
-                     for s in strings])
+  def decode_latents(self, strings: list[bytes]) -> Latents:
+    if self.side_shape is None:
+      return Latents(np.stack([entropy_coding.decode(s, self.tables, self.latent_shape)
+                               for s in strings]))
+    # Every string's ẑ first, then σ for all of them in the encoder's compiled
+    # batches, then each string's ŷ.
+    decoders = [entropy_coding.Decoder(s) for s in strings]
+    side_rows = entropy_coding.channel_rows(self.side_shape)
+    side = _channel_last(np.stack([d.pull(side_rows, self.tables) for d in decoders]))
+    code = _channel_last(np.stack([d.pull(rows, self.scale_tables) for d, rows in
+                                   zip(decoders, self._scale_rows(side))]))
+    return Latents(code, side)
+
+  def reconstruct(self, latents: Latents) -> np.ndarray:
+    """The decoded images of the latents: float [N, H, W, C] in [0, 1]."""
+    return self.run.decode(latents.code)
 
   def decode(self, strings: list[bytes]) -> np.ndarray:
     """N byte strings -> float images [N, H, W, C] in [0, 1]."""
-    return self.run.decode(self.decode_latents(strings))
+    return self.reconstruct(self.decode_latents(strings))
+
+
+def _cached(folder: pathlib.Path | None, name: str, make, kind=entropy_coding.Tables):
+  """The tables in ``folder / name`` if that exists, else ``make()``'s, written there
+  (when a folder is given)."""
+  if folder is not None and (folder / name).exists():
+    return entropy_coding.load(folder / name, kind)
+  tables = make()
+  if folder is not None:
+    entropy_coding.save(tables, folder / name)
+  return tables

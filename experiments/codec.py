@@ -57,7 +57,7 @@ def batch(codec: codec_lib.Codec, out: pathlib.Path, data_dir: str, limit: int) 
   for i, s in enumerate(strings):
     (out / f"{i}.bin").write_bytes(s)
   decoded = codec.decode([(out / f"{i}.bin").read_bytes() for i in range(len(images))])
-  reference = codec.run.decode(latents)
+  reference = codec.reconstruct(latents)
   sizes = np.array([len(s) for s in strings])
   estimated = codec.estimated_bits(latents) / 8
   summary = {

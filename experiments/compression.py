@@ -97,7 +97,7 @@ def measure_codec(codec: codec_lib.Codec, images_u8: np.ndarray) -> dict:
   latents = codec.latents(images_u8)
   strings = codec.encode_latents(latents)
   decoded = codec.decode(strings)
-  if not np.array_equal(decoded, codec.run.decode(latents)):
+  if not np.array_equal(decoded, codec.reconstruct(latents)):
     raise AssertionError(f"{codec.run.workdir}: a byte string decodes to another image.")
   sizes = np.array([len(s) for s in strings], np.float64)
   estimated = codec.estimated_bits(latents) / 8

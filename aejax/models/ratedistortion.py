@@ -1,5 +1,6 @@
 """A learned image codec: Ballé, Laparra & Simoncelli 2017 ("End-to-end optimized
-image compression"), the factorized-prior model.
+image compression"), the factorized-prior model, and with ``prior='hyperprior'``
+Ballé, Minnen, Singh, Hwang & Johnston 2018's scale hyperprior (below).
 
 Analysis transform (per entry ``f`` of ``features``: Conv k×k stride 2 to ``f``
 channels, then GDN), then a k×k conv to ``latent_channels`` (k = ``kernel_size``,
@@ -27,6 +28,26 @@ test set seen through the noise, as the model trained); the family's ``evaluate`
 gives the codec's own figures on the rounded latents: the estimated rate, the bytes
 the range coder actually writes (``aejax.entropy_coding``), and PSNR.
 
+**The scale hyperprior** (``prior='hyperprior'``, ``ScaleHyperprior``): the same
+transforms, and each latent of y a zero-mean Gaussian whose scale the hyper-latents
+z carry:
+
+    z = h_a(|y|)   [B, h', w', K]  3×3 conv to ``hyper_features``, ReLU, k×k stride 2
+                                   to K = ``hyper_channels`` (h' = ⌈h/2⌉: 7×7 -> 4×4)
+    σ = h_s(ẑ)     [B, h, w, M]    k×k transposed stride 2 to ``hyper_features`` (4×4
+                                   -> 8×8, cropped to y's 7×7), ReLU, 3×3 conv to M,
+                                   then ``SCALE_MIN + softplus``
+
+ẑ has the density above, one per channel of z (Ballé's "entropy bottleneck"); ŷ
+given σ a Gaussian convolved with a unit uniform, ``p(ŷ | σ) = Φ((ŷ + ½)/σ) -
+Φ((ŷ - ½)/σ)``, and ``rate_bits = bits(ŷ | σ) + bits(ẑ)``. Both densities see the
+latents plus uniform noise in training; with ``'mixed'`` quantization h_s, like the
+synthesis, sees ``round(z)`` (straight-through), so the σ of training is the σ the
+decoder computes. The codec writes ẑ with its density's integer tables, then each
+latent of ŷ with the Gaussian table of the scale nearest its σ (in log) of a fixed
+list (``entropy_coding.ScaleTables``; ``SCALE_MIN`` is the first).
+``hyper_features`` and ``hyper_channels`` are read only with this prior.
+
 Output dict: ``reconstruction``, ``code`` (the latents the synthesis saw),
 ``latent`` y, ``rate_bits`` [B].
 """
@@ -41,10 +62,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from aejax import losses
+from aejax import entropy_coding, losses
 from aejax.models import layers, registry
 
 QUANTIZATIONS = ("noise", "mixed")
+PRIORS = ("factorized", "hyperprior")
 LIKELIHOOD_FLOOR = 1e-9  # a bin's probability is at least this (≈ 30 bits), as CompressAI
 
 
@@ -77,7 +99,8 @@ class GDN(nn.Module):
   def __call__(self, x: jax.Array) -> jax.Array:
     c = x.shape[-1]
     beta = nonnegative(self.param(
-        "beta", lambda k, s: jnp.full(s, math.sqrt(1.0 - self.beta_min)), (c,)), self.beta_min)
+        "beta", lambda k, s: jnp.full(s, math.sqrt(1.0 - self.beta_min), jnp.float32), (c,)),
+        self.beta_min)
     gamma = nonnegative(self.param(
         "gamma", lambda k, s: math.sqrt(self.gamma_init) * jnp.eye(s[0]), (c, c)))
     norm = jnp.sqrt(beta + jnp.square(x) @ gamma.T)
@@ -101,7 +124,8 @@ class FactorizedDensity(nn.Module):
     scale = self.init_scale ** (1 / (len(dims) - 1))
     self.matrices = [self.param(
         f"matrix_{k}", lambda key, s, v=float(np.log(np.expm1(1 / scale / dims[k + 1]))):
-        jnp.full(s, v), (self.channels, dims[k + 1], dims[k])) for k in range(len(dims) - 1)]
+        jnp.full(s, v, jnp.float32), (self.channels, dims[k + 1], dims[k]))
+        for k in range(len(dims) - 1)]
     self.biases = [self.param(
         f"bias_{k}", lambda key, s: jax.random.uniform(key, s, jnp.float32, -0.5, 0.5),
         (self.channels, dims[k + 1], 1)) for k in range(len(dims) - 1)]
@@ -154,6 +178,13 @@ class FactorizedPrior(nn.Module):
   output_bias_init: nn.initializers.Initializer = nn.initializers.zeros
 
   def setup(self):
+    self.make_transforms()
+    self.density = FactorizedDensity(self.latent_channels, tuple(self.density_filters),
+                                     self.density_init_scale)
+
+  def make_transforms(self):
+    """The analysis and synthesis layers (called from ``setup``, here and in the scale
+    hyperprior)."""
     kernel = (self.kernel_size, self.kernel_size)
     conv = lambda f, stride: nn.Conv(f, kernel, strides=(stride, stride), padding="SAME",
                                      kernel_init=self.kernel_init)
@@ -165,8 +196,6 @@ class FactorizedPrior(nn.Module):
     self.synthesis_convs = [up(f, 1 if i == 0 else 2) for i, f in enumerate(reverse)] + [
         up(self.channels, 2, bias_init=self.output_bias_init)]
     self.synthesis_gdns = [GDN(inverse=True) for _ in self.features]
-    self.density = FactorizedDensity(self.latent_channels, tuple(self.density_filters),
-                                     self.density_init_scale)
 
   def analysis(self, x: jax.Array) -> jax.Array:
     """y: [B, H, W, C] -> [B, h, w, M] float."""
@@ -203,59 +232,142 @@ class FactorizedPrior(nn.Module):
             "rate_bits": bits(self.density, noisy)}
 
 
-# -------------------------------------------------------------- evaluation
+# --------------------------------------------------------- scale hyperprior
 
-EVAL_CHUNK = 1000
+SCALE_MIN = float(entropy_coding.log_scales()[0])  # σ ≥ the scale table's first entry
+
+
+def gaussian_bin_probability(values: jax.Array, scales: jax.Array) -> jax.Array:
+  """``Φ((v + ½)/σ) - Φ((v - ½)/σ)`` of a zero-mean Gaussian, elementwise. Taken at
+  ``-|v|``, the same mass by symmetry, where both Φ are small and their difference
+  keeps its bits (as CompressAI's ``GaussianConditional``)."""
+  phi = lambda t: 0.5 * jax.scipy.special.erfc(-t / math.sqrt(2.0))
+  v = -jnp.abs(values)
+  return phi((v + 0.5) / scales) - phi((v - 0.5) / scales)
+
+
+def gaussian_bits(values: jax.Array, scales: jax.Array) -> jax.Array:
+  """``Σ -log2 p(v | σ)`` over each example's latents [B, ...] -> [B]."""
+  p = jnp.maximum(gaussian_bin_probability(values, scales), LIKELIHOOD_FLOOR)
+  return -jnp.sum(jnp.log2(p), axis=tuple(range(1, values.ndim)))
+
+
+class ScaleHyperprior(FactorizedPrior):
+  """See the module docstring. ``density`` is ẑ's here, and ``latent_bits`` takes ẑ
+  as well as ŷ."""
+
+  latent_grid: tuple[int, int] = (7, 7)  # y's h, w: h_s crops its output to them
+  hyper_features: int = 32
+  hyper_channels: int = 8
+
+  def setup(self):
+    self.make_transforms()
+    self.density = FactorizedDensity(
+        self.hyper_channels, tuple(self.density_filters), self.density_init_scale)
+    kernel, stride = (self.kernel_size, self.kernel_size), (2, 2)
+    init = dict(kernel_init=self.kernel_init)
+    self.hyper_analysis_convs = [
+        nn.Conv(self.hyper_features, (3, 3), **init),
+        nn.Conv(self.hyper_channels, kernel, strides=stride, padding="SAME", **init)]
+    self.hyper_synthesis_convs = [
+        nn.ConvTranspose(self.hyper_features, kernel, strides=stride, padding="SAME", **init),
+        nn.Conv(self.latent_channels, (3, 3), **init)]
+
+  def hyper_analysis(self, y: jax.Array) -> jax.Array:
+    """z: [B, h, w, M] -> [B, ⌈h/2⌉, ⌈w/2⌉, K] float."""
+    first, second = self.hyper_analysis_convs
+    return second(nn.relu(first(jnp.abs(y))))
+
+  def side(self, x: jax.Array) -> jax.Array:
+    """The side information ``round(h_a(|y|))``: images [B, H, W, C] -> [B, h', w', K]
+    (integers in float32)."""
+    return jnp.round(self.hyper_analysis(self.analysis(x)))
+
+  def scales(self, side: jax.Array) -> jax.Array:
+    """σ of each latent of y: [B, h', w', K] -> [B, h, w, M], ≥ ``SCALE_MIN``."""
+    first, second = self.hyper_synthesis_convs
+    h, w = self.latent_grid
+    s = second(nn.relu(first(side)[:, :h, :w]))
+    return SCALE_MIN + nn.softplus(s)
+
+  def side_bits(self, side: jax.Array) -> jax.Array:
+    """ẑ's bits under its density: [B, h', w', K] -> [B]."""
+    return bits(self.density, side)
+
+  def latent_bits(self, code: jax.Array, side: jax.Array) -> jax.Array:
+    """The model's bits for rounded latents ŷ [B, h, w, M] and ẑ: [B]."""
+    return gaussian_bits(code, self.scales(side)) + self.side_bits(side)
+
+  def __call__(self, x: jax.Array) -> dict[str, jax.Array]:
+    y = self.analysis(x)
+    z = self.hyper_analysis(y)
+    noise = lambda v: v + jax.random.uniform(self.make_rng("quantization"), v.shape, v.dtype,
+                                             -0.5, 0.5)
+    noisy_y, noisy_z = noise(y), noise(z)
+    if self.quantization == "noise":
+      code, side = noisy_y, noisy_z
+    else:
+      code, side = (v + jax.lax.stop_gradient(jnp.round(v) - v) for v in (y, z))
+    rate_bits = gaussian_bits(noisy_y, self.scales(side)) + self.side_bits(noisy_z)
+    return {"reconstruction": self.decode(code), "code": code, "latent": y,
+            "rate_bits": rate_bits}
+
+
+# -------------------------------------------------------------- evaluation
 
 
 def evaluate(model: FactorizedPrior, variables, dataset, key: jax.Array) -> dict:
-  """The codec on the test set, rounded latents: ``estimated_bits_per_image`` (the
-  density's), ``table_bits_per_image`` (the ideal code length under the integer
-  tables), ``bytes_per_image`` (the range coder's real byte strings, tables built
-  from this model), ``psnr_db`` and ``mse`` of the decoded images."""
+  """The codec on the test set, rounded latents (``aejax.codec``, tables made from
+  this model): ``estimated_bits_per_image`` (the model's densities'),
+  ``table_bits_per_image`` (the ideal code length under the integer tables),
+  ``bytes_per_image`` (the range coder's real byte strings), ``psnr_db`` and ``mse``
+  of the decoded images; a hyperprior's also ``side_bits_per_image`` (ẑ's share of
+  the estimate)."""
   del key
-  from aejax import entropy_coding, evaluate as evaluate_lib  # noqa: PLC0415 (cycle)
-  encode = jax.jit(lambda v, x: model.apply(v, x, method=FactorizedPrior.encode))
-  decode = jax.jit(lambda v, c: model.apply(v, c, method=FactorizedPrior.decode))
-  estimate = jax.jit(lambda v, c: model.apply(v, c, method=FactorizedPrior.latent_bits))
-  tables = entropy_coding.make_tables(
-      lambda values: np.asarray(model.apply(variables, jnp.asarray(values, jnp.float32),
-                                            method=FactorizedPrior.cdf_logits)),
-      model.latent_channels)
+  from aejax import analysis, codec as codec_lib, evaluate as evaluate_lib  # noqa: PLC0415 (cycle)
   images = dataset.test_images
-  sizes, estimated, ideal, squared = [], [], [], 0.0
-  for i in range(0, len(images), EVAL_CHUNK):
-    x = jnp.asarray(images[i:i + EVAL_CHUNK], jnp.float32) / 255.0
-    code = encode(variables, x)
-    estimated.append(np.asarray(estimate(variables, code)))
-    squared += float(jnp.sum(jnp.square(decode(variables, code) - x)))
-    sizes += [len(s) for s in entropy_coding.encode_batch(np.asarray(code), tables)]
-    ideal.append(entropy_coding.table_bits(np.asarray(code), tables))
-  mse = squared / images.size
-  return {"bytes_per_image": float(np.mean(sizes)),
-          "estimated_bits_per_image": float(np.mean(np.concatenate(estimated))),
-          "table_bits_per_image": float(np.mean(np.concatenate(ideal))), "mse": mse, "psnr_db": evaluate_lib.psnr_db(mse),
-          "latent_shape": list(code.shape[1:])}
+  codec = codec_lib.Codec.of(analysis.Run(None, None, model, variables, 0), images.shape[1:])
+  latents = codec.latents(images)
+  sizes = [len(s) for s in codec.encode_latents(latents)]
+  mse = float(np.mean(np.square(codec.reconstruct(latents) - analysis.to_float(images),
+                                dtype=np.float64)))
+  figures = {"bytes_per_image": float(np.mean(sizes)),
+             "estimated_bits_per_image": float(np.mean(codec.estimated_bits(latents))),
+             "table_bits_per_image": float(np.mean(codec.table_bits(latents))), "mse": mse,
+             "psnr_db": evaluate_lib.psnr_db(mse), "latent_shape": list(codec.latent_shape)}
+  if codec.side_shape is not None:
+    figures |= {"side_bits_per_image": float(np.mean(codec.side_bits(latents))),
+                "side_shape": list(codec.side_shape)}
+  return figures
 
 
 # ------------------------------------------------------------------- family
 
 
 def build(config, image_shape, pixel_mean) -> FactorizedPrior:
-  return FactorizedPrior(
+  fields = dict(
       features=tuple(config.features), latent_channels=config.latent_channels,
       channels=image_shape[-1], density_filters=tuple(config.density_filters),
       density_init_scale=config.density_init_scale,
       quantization=config.quantization, kernel_size=config.kernel_size,
       kernel_init=layers.INITIALIZERS[config.init](),
       output_bias_init=layers.output_bias_init(config, pixel_mean, True))
+  if config.prior == "factorized":
+    return FactorizedPrior(**fields)
+  halvings = 2 ** len(config.features)
+  return ScaleHyperprior(
+      **fields, latent_grid=(image_shape[0] // halvings, image_shape[1] // halvings),
+      hyper_features=config.hyper_features, hyper_channels=config.hyper_channels)
 
 
 def check(config, image_shape) -> None:
+  layers.check_choice(config, "prior", PRIORS)
   layers.check_positive_ints(config, "features", allow_empty=False)
   layers.check_positive_ints(config, "latent_channels")
   layers.check_positive_ints(config, "kernel_size")
   layers.check_positive_ints(config, "density_filters")
+  layers.check_positive_ints(config, "hyper_features")
+  layers.check_positive_ints(config, "hyper_channels")
   layers.check_choice(config, "quantization", QUANTIZATIONS)
   if not config.density_init_scale > 0:
     raise ValueError(f"config.model.density_init_scale must be > 0, got "
@@ -268,7 +380,8 @@ def check(config, image_shape) -> None:
 
 registry.register(registry.Family(
     name="factorized_prior",
-    defaults=dict(features=(32, 32), latent_channels=16, density_filters=(3, 3, 3),
+    defaults=dict(prior="factorized", hyper_features=32, hyper_channels=8,
+                  features=(32, 32), latent_channels=16, density_filters=(3, 3, 3),
                   density_init_scale=10.0, quantization="noise", kernel_size=5, init="he_uniform", output_bias="data_mean"),
     build=build, check=check, cpu_epoch_mode="step", cpu_vmap_members=False,
     rng_streams=("quantization",),
