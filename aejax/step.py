@@ -198,9 +198,11 @@ def member_groups(fn: Callable, numbers: dict, group: int) -> Callable:
   members of a sweep: ``(state, images, order, key, start) -> (state, metrics
   [group])`` trains members ``start .. start + group - 1`` of the stacked state (one
   member as it is, or ``group`` of them in a ``vmap``) and writes them back in place.
-  Compiled once for every ``start``: the sweep's step, one group after another, for
-  arithmetic a backend runs slowly batched (a vmapped convolution is a grouped one,
-  several times slower on XLA:CPU, and a loop around a conv net is slower still)."""
+  Traced once for every ``start``: 'scan' mode loops it over the groups inside the
+  compiled step. ('step' mode instead gives each group its own state for a chunk and
+  dispatches one compiled step per group: a loop around a conv net is slow on XLA:CPU,
+  and the conv nets, whose vmapped convolutions are grouped ones, slower still, are
+  the reason members run one after another at all.)"""
   over = fn if group == 1 else jax.vmap(fn, in_axes=(0, None, 0, 0, 0))
 
   def group_step(state, images, order, key, start):
@@ -253,7 +255,8 @@ def make_epoch_fns(train_step: Callable, n: int, batch_size: int, mode: str,
   numbers)`` is one member's, and state, keys and order have a leading members axis:
   each member gathers its own batches from the one train set. ``member_group`` 0: a
   step trains every member in one ``vmap``; k > 0: k members at a time, one group
-  after another (``member_groups``; k divides M and the members lie on one device,
+  after another, with one member's (or one group's) step compiled once whatever M
+  (``member_groups``; k divides M and the members lie on one device,
   ``engine.resolve_member_group``).
   """
   steps_per_epoch = n // batch_size
