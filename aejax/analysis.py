@@ -75,8 +75,8 @@ class Run:
       return jnp.sum(jnp.square(jax.jacrev(encode)(x)))
     self._frobenius_sq = jax.jit(jax.vmap(frobenius_sq, in_axes=(None, 0)))
 
-  def _batched(self, fn, *inputs: np.ndarray, batch_size: int | None = None) -> np.ndarray:
-    """``fn(variables, *chunks)`` over the inputs' leading axis (they share it), in
+  def batched(self, fn, *inputs: np.ndarray, batch_size: int | None = None) -> np.ndarray:
+    """``fn(variables, *chunks)`` (a jitted apply) over the inputs' leading axis (they share it), in
     chunks of ``batch_size``, the last one padded with zeros."""
     inputs = [np.asarray(x, np.float32) for x in inputs]
     batch_size = batch_size or self.batch_size
@@ -89,10 +89,10 @@ class Run:
     return np.concatenate(outputs)
 
   def encode(self, images: np.ndarray) -> np.ndarray:
-    return self._batched(self._encode, images)
+    return self.batched(self._encode, images)
 
   def decode(self, codes: np.ndarray) -> np.ndarray:
-    return self._batched(self._decode, codes)
+    return self.batched(self._decode, codes)
 
   def reconstruct(self, images: np.ndarray) -> np.ndarray:
     return self.decode(self.encode(images))
@@ -104,7 +104,7 @@ class Run:
     image, so no layer can mix examples. Batches of 100 keep the [B, K, H, W, C]
     Jacobians small.
     """
-    return self._batched(self._frobenius_sq, images, batch_size=batch_size)
+    return self.batched(self._frobenius_sq, images, batch_size=batch_size)
 
 
 def load_run(workdir: str | pathlib.Path, member: int | None = None) -> Run:

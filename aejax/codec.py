@@ -116,7 +116,7 @@ class Codec:
 
   def _batched(self, method: str, *inputs: np.ndarray) -> np.ndarray:
     """The model's ``method`` in the Run's fixed-size compiled batches."""
-    return self.run._batched(self._compiled[method], *inputs)  # noqa: SLF001
+    return self.run.batched(self._compiled[method], *inputs)
 
   def _scale_rows(self, side: np.ndarray) -> np.ndarray:
     """The Gaussian table of each latent of ŷ, from ẑ [N, h', w', K]: [N, M, h, w]."""
