@@ -13,7 +13,8 @@ Gaussian table (``entropy_coding.ScaleTables``) of the scale nearest its σ in l
 
 The integer tables are made once per checkpoint and written beside it in the
 workdir (``codec_tables_<step>.npz``, the factorized density's; a hyperprior's
-Gaussian tables in ``codec_scale_tables_<step>.npz``); encoder and decoder read the
+Gaussian tables in ``codec_scale_tables_<step>.npz``; a sweep's member i's end in
+``_member<i>``); encoder and decoder read the
 same files, so decoding needs the bytes, the tables and the model, nothing else.
 ``decode(encode(x))`` is ``Run.reconstruct(x)`` bit for bit on the machine that runs
 both: the latents come back exactly, and the same compiled decoder turns them into
@@ -79,9 +80,10 @@ class Codec:
 
   @classmethod
   def of(cls, run: analysis.Run, image_shape: tuple[int, ...],
-         folder: str | pathlib.Path | None = None) -> "Codec":
+         folder: str | pathlib.Path | None = None, suffix: str = "") -> "Codec":
     """The codec of ``run``'s model for images of ``image_shape``; its tables read
-    from ``folder``, or made from the model (and written there when it is given)."""
+    from ``folder``, or made from the model (and written there when it is given),
+    their file names ending in ``suffix``."""
     for method in ("cdf_logits", "latent_bits"):
       if not hasattr(run.model, method):
         raise ValueError(f"The model of {run.workdir} ({type(run.model).__name__}) has no "
@@ -92,21 +94,25 @@ class Codec:
     latent_shape = shape("encode")
     side_shape = shape("side") if hasattr(run.model, "side") else None
     folder = None if folder is None else pathlib.Path(folder)
-    tables = _cached(folder, f"codec_tables_{run.step}.npz", lambda: entropy_coding.make_tables(
+    tables = _cached(folder, f"codec_tables_{run.step}{suffix}.npz", lambda: entropy_coding.make_tables(
         lambda values: np.asarray(run.model.apply(
             run.variables, jnp.asarray(values, jnp.float32), method="cdf_logits")),
         (side_shape or latent_shape)[-1]))
     scale_tables = None
     if side_shape is not None:
-      scale_tables = _cached(folder, f"codec_scale_tables_{run.step}.npz", lambda: (
+      scale_tables = _cached(folder, f"codec_scale_tables_{run.step}{suffix}.npz", lambda: (
           entropy_coding.gaussian_tables(entropy_coding.log_scales())),
           entropy_coding.ScaleTables)
     return cls(run, tables, latent_shape, scale_tables, side_shape)
 
   @classmethod
-  def from_workdir(cls, workdir: str | pathlib.Path) -> "Codec":
-    run = analysis.load_run(workdir)
-    return cls.of(run, tuple(run.meta["data"]["image_shape"]), workdir)
+  def from_workdir(cls, workdir: str | pathlib.Path, member: int | None = None) -> "Codec":
+    """The codec of ``workdir``'s trained run; of a sweep's member ``member`` (0 by
+    default), whose tables are its own (``codec_tables_<step>_member<i>.npz``)."""
+    run = analysis.load_run(workdir, member=member)
+    sweep = run.meta["config"].get("sweep")
+    return cls.of(run, tuple(run.meta["data"]["image_shape"]), workdir,
+                  suffix=f"_member{member or 0}" if sweep else "")
 
   def latents(self, images_u8: np.ndarray) -> Latents:
     """uint8 [N, H, W, C] -> the integer latents."""

@@ -28,6 +28,8 @@ def _define_flags() -> None:
   flags.DEFINE_string("workdir", None, "The trained codec's workdir.")
   flags.DEFINE_string("data_dir", "", "batch: folder of the IDX files, if the run's "
                       "config does not name it.")
+  flags.DEFINE_integer("member", None, "A sweep's member to code with (0 by default); "
+                       "the members are listed in the run's results.json.")
   flags.DEFINE_integer("limit", 0, "batch: code only the first N test images (0: all).")
   flags.mark_flags_as_required(["workdir"])
 
@@ -74,7 +76,7 @@ def main(argv):
   FLAGS = flags.FLAGS
   command, *paths = argv[1:]
   try:
-    codec = codec_lib.Codec.from_workdir(FLAGS.workdir)
+    codec = codec_lib.Codec.from_workdir(FLAGS.workdir, FLAGS.member)
     shape = codec.run.meta["data"]["image_shape"]
     if command == "encode" and len(paths) == 2:
       pathlib.Path(paths[1]).write_bytes(codec.encode(read_image(paths[0], shape))[0])

@@ -5,6 +5,9 @@ on. Every byte count is a real byte string (the codec's range coder, Pillow's fi
     python -m experiments.compression --runs 'runs/codec/lambda_*,runs/codec_long/*' \
         --data_dir path/to/mnist --test_images 2000 --out docs
 
+A curve is the runs of one folder (``runs/codec/lambda_*``) or the members of one
+sweep run (``--config.sweep="losses.rate=0.2,0.05,…"``, one workdir).
+
 Data sets: the MNIST test set; the same inverted and shifted 4 px (as docs/REPORT.md
 §7); and grey 28×28 tiles of the photographs that ship with scikit-image
 (``skimage.data``: camera, astronaut, coffee, chelsea, rocket, coins, moon, clock;
@@ -30,11 +33,12 @@ import io
 import json
 import pathlib
 
+import ml_collections
 import numpy as np
 from absl import app, flags
 from PIL import Image
 
-from aejax import analysis, codec as codec_lib, data, plots
+from aejax import analysis, codec as codec_lib, data, plots, sweep
 
 PHOTOS = ("camera", "astronaut", "coffee", "chelsea", "rocket", "coins", "moon", "clock")
 JPEG_QUALITIES = (5, 10, 20, 30, 50, 75, 90)
@@ -91,6 +95,21 @@ def quality(images_u8: np.ndarray, decoded: np.ndarray) -> dict:
   decoded = analysis.to_float(decoded) if decoded.dtype == np.uint8 else decoded
   return {"psnr_db": analysis.psnr_db(reference=reference, reconstruction=decoded),
           "ssim": analysis.ssim(reference=reference, reconstruction=decoded)}
+
+
+def codecs_in(workdir: str) -> dict[tuple[str, str], codec_lib.Codec]:
+  """``{(series, setting): codec}`` of one workdir: a plain run is a point of the
+  curve its folder's runs make (``runs/codec/lambda_0.05``: series ``codec``); a
+  sweep's members are a curve of their own, named after the workdir, each member's
+  setting its overrides (``rate=0.05``)."""
+  path = pathlib.Path(workdir)
+  first = codec_lib.Codec.from_workdir(path)
+  overrides = sweep.members(ml_collections.ConfigDict(first.run.meta["config"]))
+  if not overrides:
+    return {(path.parent.name, path.name): first}
+  name = lambda o: ", ".join(f"{k.split('.')[-1]}={v:g}" for k, v in o.items())
+  return {(path.name, name(o)): first if i == 0 else codec_lib.Codec.from_workdir(path, i)
+          for i, o in enumerate(overrides)}
 
 
 def measure_codec(codec: codec_lib.Codec, images_u8: np.ndarray) -> dict:
@@ -197,9 +216,7 @@ def main(argv):
   workdirs = [w for pattern in FLAGS.runs for w in sorted(glob.glob(pattern))]
   if not workdirs:
     raise app.UsageError(f"--runs={FLAGS.runs!r} matches no workdir.")
-  # A series is the folder the runs share: runs/codec/lambda_* is one curve.
-  codecs = {(pathlib.Path(w).parent.name, pathlib.Path(w).name):
-            codec_lib.Codec.from_workdir(w) for w in workdirs}
+  codecs = {key: c for w in workdirs for key, c in codecs_in(w).items()}
   series = sorted({s for s, _ in codecs})
   config = next(iter(codecs.values())).run.config
   if FLAGS.data_dir:
@@ -228,7 +245,7 @@ def main(argv):
 
 if __name__ == "__main__":
   flags.DEFINE_list("runs", None, "Globs of trained codec workdirs; the runs in one "
-                    "folder make one curve.")
+                    "folder make one curve, and so do a sweep's members.")
   flags.DEFINE_string("data_dir", "", "Folder of the IDX files, if the runs' config does "
                       "not name it.")
   flags.DEFINE_integer("test_images", 0, "Measure on the first N test images (0: all).")

@@ -3,6 +3,8 @@ subprocess, and the comparison of two data-parallel trainings."""
 
 import os
 import pathlib
+import shutil
+import tempfile
 
 import pytest
 
@@ -16,6 +18,24 @@ os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
 if "xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", ""):
   os.environ["XLA_FLAGS"] = " ".join(
       [os.environ.get("XLA_FLAGS", ""), "--xla_backend_optimization_level=0"]).strip()
+# Most tests train the same few small models on the bundled sample, many of them in
+# commands they launch: JAX's persistent compilation cache, one folder per test session
+# (made by the first process to import this file, inherited by the xdist workers and
+# every command they run), compiles each program once for the whole suite. Programs
+# that compile fast are cached too (JAX's default skips those under a second).
+if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+  os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(prefix="aejax-tests-jax-cache-")
+  os.environ["AEJAX_TESTS_OWN_JAX_CACHE"] = str(os.getpid())
+  os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
+  os.environ["JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES"] = "0"
+
+
+def pytest_unconfigure(config):
+  """The process that made the compilation cache's folder removes it at the end."""
+  del config
+  if os.environ.get("AEJAX_TESTS_OWN_JAX_CACHE") == str(os.getpid()):
+    shutil.rmtree(os.environ["JAX_COMPILATION_CACHE_DIR"], ignore_errors=True)
+
 
 # Its asserts (wait_for's) say what they compared, as a test file's would.
 pytest.register_assert_rewrite("tests.helpers")

@@ -20,7 +20,7 @@ from scipy import stats
 from aejax import analysis, codec as codec_lib, data, engine, entropy_coding, models
 from aejax import step as step_lib
 from aejax.models import ratedistortion
-from experiments import codec as codec_cli
+from experiments import codec as codec_cli, compression
 from experiments.configs import codec as codec_config
 
 # ------------------------------------------------------------- NumPy references
@@ -333,9 +333,12 @@ def test_the_hyperprior_evaluates_as_a_codec(hyperprior_codec, sample_images):
 
 @pytest.fixture(scope="module")
 def trained(cli, tmp_path_factory):
+  """Two λ as one sweep run (the codec's own λ as member 0, a 20× higher one as member
+  1): the tests below code with member 0, the default, and the sweep's tests with both."""
   workdir = tmp_path_factory.mktemp("codec") / "run"
   cli.run_config("codec", workdir, "--config.model.features=(8, 8)",
-                 "--config.model.latent_channels=4", "--config.batch_size=250")
+                 "--config.model.latent_channels=4", "--config.batch_size=250",
+                 "--config.sweep=losses.rate=0.05,1")
   return workdir
 
 
@@ -377,9 +380,32 @@ def test_results_hold_the_codecs_figures(trained):
 
 def test_the_tables_are_made_once_per_checkpoint(trained, codec):
   files = list(trained.glob("codec_tables_*.npz"))
-  assert [f.name for f in files] == [f"codec_tables_{codec.run.step}.npz"]
+  assert [f.name for f in files] == [f"codec_tables_{codec.run.step}_member0.npz"]
   np.testing.assert_array_equal(entropy_coding.load(files[0]).frequencies,
                                 codec.tables.frequencies)
+  again = codec_lib.Codec.from_workdir(trained, member=0)  # read back, not made again
+  np.testing.assert_array_equal(again.tables.frequencies, codec.tables.frequencies)
+
+
+def test_each_member_of_a_lambda_sweep_is_a_codec_of_its_own(trained, codec, test_images):
+  """Member 1 has its own density, tables and bytes: fewer at its higher λ, and what
+  results.json's member figures say; the compression study reads the sweep as one
+  curve of two settings."""
+  other = codec_lib.Codec.from_workdir(trained, member=1)
+  assert (trained / f"codec_tables_{other.run.step}_member1.npz").exists()
+  assert other.run.config.losses != codec.run.config.losses
+  assert not np.array_equal(other.tables.frequencies, codec.tables.frequencies)
+  strings = other.encode(test_images)
+  np.testing.assert_array_equal(other.decode(strings),
+                                other.run.reconstruct(analysis.to_float(test_images)))
+  assert np.mean([len(s) for s in strings]) < np.mean([len(s) for s in codec.encode(test_images)])
+  members = json.loads((trained / "results.json").read_text())["members"]
+  everything = data.load(other.run.config).test_images
+  for member, c in zip(members, (codec, other)):
+    assert member["model_eval"]["bytes_per_image"] == pytest.approx(
+        compression.measure_codec(c, everything)["bytes"], rel=1e-12)
+  curves = compression.codecs_in(str(trained))
+  assert list(curves) == [("run", "rate=0.05"), ("run", "rate=1")]
 
 
 def test_cli_decodes_from_the_bytes_and_the_workdir_alone(cli, trained, codec, test_images,
