@@ -195,10 +195,14 @@ def ssim(*, reference: np.ndarray, reconstruction: np.ndarray, batch_size: int =
 def fit_pca(train_flat: np.ndarray, n_components: int) -> decomposition.PCA:
   """PCA of the training images [N, D] with min(n_components, D, N) components.
 
-  ``covariance_eigh`` diagonalises the D×D covariance: exact, and fast for N ≫ D.
+  Both solvers are exact: ``covariance_eigh`` diagonalises the D×D covariance, fast
+  for N ≫ D (MNIST); with fewer images than dimensions (a few hundred 32×32×3 images,
+  D = 3072) the SVD of the N×D data is the smaller problem.
   """
-  n = min(n_components, train_flat.shape[1], train_flat.shape[0])
-  return decomposition.PCA(n_components=n, svd_solver="covariance_eigh").fit(train_flat)
+  n_images, dims = train_flat.shape
+  n = min(n_components, dims, n_images)
+  solver = "covariance_eigh" if n_images >= dims else "full"
+  return decomposition.PCA(n_components=n, svd_solver=solver).fit(train_flat)
 
 
 def pca_reconstruct(pca: decomposition.PCA, x_flat: np.ndarray) -> np.ndarray:

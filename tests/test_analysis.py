@@ -75,11 +75,12 @@ def test_ssim_refuses_mismatched_shapes(digits):
     analysis.ssim(reference=x, reconstruction=x[:, :27])
 
 
-def test_pca_error_per_example_is_the_sum_of_discarded_eigenvalues():
+@pytest.mark.parametrize("n_images", [300, 9])  # more images than pixels, and fewer
+def test_pca_error_per_example_is_the_sum_of_discarded_eigenvalues(n_images):
   rng = np.random.default_rng(2)
-  x = rng.standard_normal((300, 12)) @ rng.standard_normal((12, 12)) + 3.0
+  x = rng.standard_normal((n_images, 12)) @ rng.standard_normal((12, 12)) + 3.0
   eigenvalues = np.sort(np.linalg.eigvalsh(np.cov(x.T, bias=True)))[::-1]
-  for k in (1, 4, 11):
+  for k in (1, 4, min(11, n_images - 1)):
     pca = analysis.fit_pca(x, k)
     sse = analysis.sse_per_image(reference=x, reconstruction=analysis.pca_reconstruct(pca, x))
     assert np.mean(sse) == pytest.approx(eigenvalues[k:].sum(), rel=1e-8)
