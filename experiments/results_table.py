@@ -33,12 +33,13 @@ def rows(workdir: pathlib.Path) -> list[str]:
   out = []
   for group in r["summary"]:
     setting = ", ".join(f"{k}={v:g}" for k, v in group["setting"].items())
-    stats = group["metrics"]
-    def figure(key, digits, stats=stats):
+    stats, seeds = group["metrics"], len(group["members"])
+    def figure(key, digits, stats=stats, seeds=seeds):  # one seed has no spread to give
       s = stats[key]
-      return f"{s['mean']:.{digits}f} ± {s['std']:.{digits}f}"
-    seeds = len(group["members"])
-    label = f"{workdir.name}{' ' + setting if setting else ''} ({seeds} seeds)"
+      spread = f" ± {s['std']:.{digits}f}" if seeds > 1 else ""
+      return f"{s['mean']:.{digits}f}{spread}"
+    label = (f"{workdir.name}{' ' + setting if setting else ''} "
+             f"({seeds} seed{'s' if seeds > 1 else ''})")
     out.append(_row(label, r, figure))
   return out
 

@@ -19,6 +19,7 @@ from hypothesis import given, settings
 from scipy import stats
 
 from aejax import analysis, data, engine, inputs, step as step_lib, sweep
+from experiments import results_table
 from experiments.configs import base, vanilla
 
 BASE = ("--config=experiments/configs/vanilla.py", "--config.dataset=mnist_sample",
@@ -269,6 +270,22 @@ def test_the_sweep_writes_every_member_and_a_summary(swept, tmp_path, cli):
   trained = analysis.load_run(tmp_path)
   for a, b in zip(jax.tree.leaves(member.variables), jax.tree.leaves(trained.variables)):
     np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-5)
+
+
+def test_the_results_table_gives_each_setting_as_mean_and_std_over_its_seeds(swept, tmp_path):
+  r = results(swept)
+  table = results_table.rows(swept)
+  assert len(table) == 2
+  for row, group in zip(table, r["summary"]):
+    mse = group["metrics"]["test.mse"]
+    lr = group["setting"]["learning_rate"]
+    assert row.startswith(f"| `{swept.name} learning_rate={lr:g} (2 seeds)` |")
+    assert f"| {mse['mean']:.5f} ± {mse['std']:.5f} |" in row
+  # A setting with one seed (a λ sweep) has no spread to give.
+  one = {**r, "summary": [{**r["summary"][0], "members": [0]}]}
+  (tmp_path / "results.json").write_text(json.dumps(one))
+  [row] = results_table.rows(tmp_path)
+  assert "(1 seed)" in row and "±" not in row
 
 
 @pytest.mark.slow
