@@ -23,7 +23,8 @@ BD-rate (Bjøntegaard): the mean difference in log bytes between two PSNR curves
 the PSNR range both cover, each curve interpolated linearly in (PSNR, log bytes)
 (piecewise linear rather than Bjøntegaard's cubic: the curves here have a few
 uneven points). Writes ``<out>/compression.json``, ``compression_codec.png`` (PSNR)
-and ``compression_codec_ssim.png``, and prints the markdown table.
+and ``compression_codec_ssim.png`` (``--name`` changes "compression"), and prints the
+markdown table.
 """
 
 from __future__ import annotations
@@ -230,7 +231,7 @@ def main(argv):
                                   "summary": {s: summarise(rows, s) for s in series}}
   out = pathlib.Path(FLAGS.out)
   out.mkdir(parents=True, exist_ok=True)
-  (out / "compression.json").write_text(json.dumps(results, indent=1) + "\n")
+  (out / f"{FLAGS.name}.json").write_text(json.dumps(results, indent=1) + "\n")
   for value, suffix, label in (("psnr_db", "", "PSNR (dB)"), ("ssim", "_ssim", "SSIM")):
     panels = {title: {**{f"{s} (real bytes)": curve(e["rows"], s, value=value)
                          for s in series},
@@ -239,7 +240,7 @@ def main(argv):
                       "WebP (VP8 chunk)": curve(e["rows"], "WebP", "scan_bytes", value),
                       "WebP (whole file)": curve(e["rows"], "WebP", value=value)}
               for title, e in results["datasets"].items()}
-    plots.rate_distortion(panels, out / f"compression_codec{suffix}.png", ylabel=label)
+    plots.rate_distortion(panels, out / f"{FLAGS.name}_codec{suffix}.png", ylabel=label)
   print(markdown(results))
 
 
@@ -249,6 +250,8 @@ if __name__ == "__main__":
   flags.DEFINE_string("data_dir", "", "Folder of the IDX files, if the runs' config does "
                       "not name it.")
   flags.DEFINE_integer("test_images", 0, "Measure on the first N test images (0: all).")
-  flags.DEFINE_string("out", "docs", "Folder for compression.json and the figures.")
+  flags.DEFINE_string("out", "docs", "Folder for the JSON and the figures.")
+  flags.DEFINE_string("name", "compression", "Their names: <name>.json, <name>_codec.png "
+                      "(PSNR) and <name>_codec_ssim.png.")
   flags.mark_flags_as_required(["runs"])
   app.run(main)

@@ -433,3 +433,21 @@ def test_batch_mode_codes_the_test_set(codec, tmp_path):
   assert summary["images"] == 30 and summary["decodes_exactly"]
   assert len(list(tmp_path.glob("*.bin"))) == 30
   assert 0 <= summary["overhead_bytes_per_image"] < 4.5
+
+
+@pytest.mark.slow
+def test_the_compression_command_measures_a_sweep_as_one_curve(cli, trained, tmp_path):
+  proc = cli.run_module("experiments.compression", f"--runs={trained}", "--test_images=30",
+                        f"--out={tmp_path}", "--name=study")
+  results = json.loads((tmp_path / "study.json").read_text())
+  assert list(results["runs"]) == ["run/rate=0.05", "run/rate=1"]
+  mnist = results["datasets"]["MNIST test"]
+  assert mnist["images"] == 30 and results["datasets"]["photo tiles"]["images"] > 1000
+  codecs = [r for r in mnist["rows"] if r["method"] == "run"]
+  assert [r["setting"] for r in codecs] == ["rate=0.05", "rate=1"]
+  assert codecs[1]["bytes"] < codecs[0]["bytes"]  # the higher λ writes less
+  assert {r["method"] for r in mnist["rows"]} == {"JPEG", "WebP", "PNG", "run"}
+  assert set(mnist["summary"]["run"]) == {"JPEG scan", "JPEG file", "WebP file", "WebP VP8"}
+  for name in ("study_codec.png", "study_codec_ssim.png"):
+    assert (tmp_path / name).read_bytes()[:4] == b"\x89PNG"
+  assert "| run | rate=1 |" in proc.stdout
