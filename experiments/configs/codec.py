@@ -7,12 +7,9 @@ scale hyperprior instead; the sweep runs the factorized prior at five other λ):
         --workdir runs/codec --config.data_dir=path/to/mnist
 
 Expect on full MNIST after 2 epochs: 34.6 bytes per image (real range-coded strings)
-at 20.46 dB, results.json's model_eval; ``:hyperprior`` 24.6 bytes at 22.15 dB. The
-hyperprior's λ curve as one sweep run, ``:hyperprior --config.num_epochs=6
---config.sweep="losses.rate=0.2,0.05,0.012,0.004,0.0015,0.0006"``: 12.3 bytes at
-18.19 dB to 124.3 bytes at 31.15 dB.
-Results: docs/results/codec.md; coding a PNG: `python -m experiments.codec --workdir
-runs/codec encode in.png out.bin`; against JPEG and WebP: docs/results/compression.md.
+at 20.46 dB, results.json's model_eval; ``:hyperprior`` 24.6 bytes at 22.15 dB, and
+its six λ as one 6-epoch sweep run 12.3 bytes at 18.19 dB to 124.3 at 31.15 dB.
+Results, coding a PNG: docs/results/codec.md; against JPEG: docs/results/compression.md.
 """
 
 from experiments.configs import base
