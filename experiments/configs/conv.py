@@ -4,7 +4,8 @@ Launch:
     python -m experiments.main --config experiments/configs/conv.py \
         --workdir runs/conv --config.data_dir=<MNIST folder>
 
-Expect on full MNIST: test MSE 0.00235 (PSNR 26.3 dB) after 5 epochs.
+Expect on full MNIST after 5 epochs: test MSE 0.00235 (PSNR 26.3 dB); over 5 seeds
+(--config.sweep=seed=0:5) 0.00227 ± 0.00009 (PSNR 26.44 ± 0.18 dB).
 Results and history: docs/results/conv.md.
 """
 
