@@ -5,7 +5,7 @@ Launch:
         --workdir runs/denoising --config.data_dir=<MNIST folder>
 
 Expect on full MNIST: test PSNR 9.37 dB noisy → 19.14 dB denoised after 5 epochs
-(the target: ≥ +8 dB).
+(the target: ≥ +8 dB); over 5 seeds (--config.sweep=seed=0:5) 19.16 ± 0.08 dB.
 Results and history: docs/results/denoising.md.
 """
 
