@@ -111,6 +111,9 @@ def train_peer(torch, train_u8: np.ndarray, lam: float, num_epochs: int, batch_s
       sse = torch.sum(torch.square(out["x_hat"][..., :h, :w] - x[..., :h, :w]), dim=(1, 2, 3))
       bits = torch.sum(-torch.log2(out["likelihoods"]["y"]), dim=(1, 2, 3))
       loss = torch.mean(sse + lam * bits)
+      if not torch.isfinite(loss):  # as aejax's own steps do: stop, say where
+        raise SystemExit(f"error: CompressAI's loss is {float(loss)} at λ={lam:g}, epoch "
+                         f"{epoch + 1}, step {i + 1}; nothing of it was measured.")
       loss.backward()
       torch.nn.utils.clip_grad_norm_(main, 1.0)
       optimizer.step()
@@ -147,15 +150,16 @@ def measure_peer(torch, model, images_u8: np.ndarray, batch: int = 500) -> dict:
 
 
 def train_aejax(base: ml_collections.ConfigDict, lam: float, num_epochs: int,
-                workdir: pathlib.Path) -> tuple[codec_lib.Codec, list[float]]:
+                workdir: pathlib.Path) -> tuple[codec_lib.Codec, list[float], list[float]]:
   """``base`` (the codec config on the data) at λ, trained into ``workdir``: (its
-  codec, seconds per epoch)."""
+  codec, seconds per epoch, mean training loss per epoch)."""
   config = ml_collections.ConfigDict(base.to_dict())
   config.losses = f"sse=1, rate={lam:g}"
   config.num_epochs = num_epochs
   train.train_and_evaluate(config, str(workdir))
-  seconds = [json.loads(line)["seconds"] for line in (workdir / "metrics.jsonl").open()]
-  return codec_lib.Codec.from_workdir(workdir), seconds
+  epochs = [json.loads(line) for line in (workdir / "metrics.jsonl").open()]
+  return (codec_lib.Codec.from_workdir(workdir), [e["seconds"] for e in epochs],
+          [e["train"]["loss"] for e in epochs])
 
 
 def markdown(rows: list[dict]) -> str:
@@ -180,10 +184,8 @@ def main(argv):
   workdir = pathlib.Path(FLAGS.workdir)
   rows = []
   for lam in map(float, FLAGS.lambdas):
-    codec, seconds = train_aejax(config, lam, FLAGS.num_epochs,
-                                 workdir / "aejax" / f"lambda_{lam:g}")
-    losses = [json.loads(line)["train"]["loss"]
-              for line in (workdir / "aejax" / f"lambda_{lam:g}" / "metrics.jsonl").open()]
+    codec, seconds, losses = train_aejax(config, lam, FLAGS.num_epochs,
+                                         workdir / "aejax" / f"lambda_{lam:g}")
     rows.append({"lambda": lam, "codec": "aejax codec.py", "seconds_per_epoch":
                  float(np.median(seconds)), "epoch_seconds": seconds, "final_loss": losses[-1],
                  **compression.measure_codec(codec, test_u8)})
