@@ -185,6 +185,7 @@ def summarise(rows: list[dict], series: str) -> dict:
     gaps = psnr_gap_at_equal_bytes(reference, codec_curve)
     out[name] = {"bd_rate": bd_rate(reference, codec_curve) if len(codec_curve[0]) > 1
                  else None, "psnr_gap_db": [round(g, 2) for _, g in gaps],
+                 "shared_bytes": [round(b, 1) for b, _ in gaps],
                  "above_at_every_shared_rate": bool(gaps) and all(g > 0 for _, g in gaps)}
   return out
 
@@ -211,6 +212,35 @@ def markdown(results: dict) -> str:
   return "\n".join(lines)
 
 
+def measure_all(test_u8: np.ndarray, codecs: dict[tuple[str, str], codec_lib.Codec]) -> dict:
+  """Every method on every data set (``datasets``), with each codec series' BD-rates:
+  the content of ``<name>.json``."""
+  series = sorted({s for s, _ in codecs})
+  results = {"runs": {f"{s}/{name}": {"losses": c.run.config.losses, "steps": c.run.step}
+                      for (s, name), c in codecs.items()}, "datasets": {}}
+  for title, images in datasets(test_u8).items():
+    rows = measure(images, codecs)
+    results["datasets"][title] = {"images": len(images), "rows": rows,
+                                  "summary": {s: summarise(rows, s) for s in series}}
+  return results
+
+
+def plot(results: dict, out: pathlib.Path, name: str) -> None:
+  """``<name>.png`` (PSNR) and ``<name>_ssim.png``: a panel per data set, each codec
+  series' real bytes beside JPEG's and WebP's two counts."""
+  for value, suffix, label in (("psnr_db", "", "PSNR (dB)"), ("ssim", "_ssim", "SSIM")):
+    panels = {}
+    for title, entry in results["datasets"].items():
+      rows = entry["rows"]
+      panels[title] = {**{f"{s} (real bytes)": curve(rows, s, value=value)
+                          for s in entry["summary"]},
+                       "JPEG (scan only)": curve(rows, "JPEG", "scan_bytes", value),
+                       "JPEG (whole file)": curve(rows, "JPEG", value=value),
+                       "WebP (VP8 chunk)": curve(rows, "WebP", "scan_bytes", value),
+                       "WebP (whole file)": curve(rows, "WebP", value=value)}
+    plots.rate_distortion(panels, out / f"{name}{suffix}.png", ylabel=label)
+
+
 def main(argv):
   del argv
   FLAGS = flags.FLAGS
@@ -218,29 +248,14 @@ def main(argv):
   if not workdirs:
     raise app.UsageError(f"--runs={FLAGS.runs!r} matches no workdir.")
   codecs = {key: c for w in workdirs for key, c in codecs_in(w).items()}
-  series = sorted({s for s, _ in codecs})
   config = next(iter(codecs.values())).run.config
   if FLAGS.data_dir:
     config.data_dir = FLAGS.data_dir
-  test_u8 = data.load(config).test_images[:FLAGS.test_images or None]
-  results = {"runs": {f"{s}/{name}": {"losses": c.run.config.losses, "steps": c.run.step}
-                      for (s, name), c in codecs.items()}, "datasets": {}}
-  for title, images in datasets(test_u8).items():
-    rows = measure(images, codecs)
-    results["datasets"][title] = {"images": len(images), "rows": rows,
-                                  "summary": {s: summarise(rows, s) for s in series}}
+  results = measure_all(data.load(config).test_images[:FLAGS.test_images or None], codecs)
   out = pathlib.Path(FLAGS.out)
   out.mkdir(parents=True, exist_ok=True)
   (out / f"{FLAGS.name}.json").write_text(json.dumps(results, indent=1) + "\n")
-  for value, suffix, label in (("psnr_db", "", "PSNR (dB)"), ("ssim", "_ssim", "SSIM")):
-    panels = {title: {**{f"{s} (real bytes)": curve(e["rows"], s, value=value)
-                         for s in series},
-                      "JPEG (scan only)": curve(e["rows"], "JPEG", "scan_bytes", value),
-                      "JPEG (whole file)": curve(e["rows"], "JPEG", value=value),
-                      "WebP (VP8 chunk)": curve(e["rows"], "WebP", "scan_bytes", value),
-                      "WebP (whole file)": curve(e["rows"], "WebP", value=value)}
-              for title, e in results["datasets"].items()}
-    plots.rate_distortion(panels, out / f"{FLAGS.name}_codec{suffix}.png", ylabel=label)
+  plot(results, out, f"{FLAGS.name}_codec")
   print(markdown(results))
 
 

@@ -28,7 +28,7 @@ def quick(tmp_path_factory):
 def test_quick_report_writes_every_table_and_figure(quick):
   folder, text, numbers, saved, command = quick
   assert command in text.splitlines()[4]
-  for n in range(1, 14):
+  for n in range(1, 15):
     assert re.search(rf"^## {n}\. ", text, re.M) or f"and {n}. " in text, n
   for figure in report.FIGURES:
     assert (folder / figure).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", figure
@@ -45,7 +45,7 @@ def test_quick_report_writes_every_table_and_figure(quick):
   assert saved["dataset"]["source"] == "bundled_sample"
   assert set(saved) >= {"pca30", "sweep", "features", "maps_2d", "denoising", "sparsity",
                         "compression", "deep", "runs", "contractive", "frontier", "vqvae",
-                        "vae"}
+                        "vae", "codecs"}
   assert all(run["epochs"] == 1 for run in saved["runs"].values())
   assert (folder / "runs" / "deep" / "results.json").exists()
   # Numbers that hold after any amount of training.
@@ -54,6 +54,34 @@ def test_quick_report_writes_every_table_and_figure(quick):
   assert saved["pca30"]["sse_per_image"] > saved["sweep"]["32"]["pca_sse_per_image"]
   for entry in saved["compression"]["MNIST test"]:
     assert entry["file_bytes"] > 0 and entry["psnr_db"] > 0
+
+
+@pytest.mark.slow
+def test_quick_report_codec_section_measures_each_prior_in_real_bytes(quick):
+  folder, text, _, saved, _ = quick
+  plan = report.QUICK
+  codecs = saved["codecs"]
+  assert set(codecs["runs"]) == set(report.CODEC_RUNS)
+  for name, run in codecs["runs"].items():
+    # Each prior's λ values are one sweep run, with a point per member.
+    assert run["members"] == len(plan.codec_lambdas) and (folder / "runs" / name /
+                                                         "results.json").exists()
+    points = codecs["members"][name]
+    assert sorted(p["setting"] for p in points) == sorted(f"rate={l}" for l in
+                                                          plan.codec_lambdas)
+    for p in points:
+      # Real bytes: whole strings, never fewer than the model's estimate allows.
+      assert p["bytes"] >= 1 and p["overhead_bytes"] > -1e-6 and 0 < p["ssim"] <= 1
+      assert f"| {p['setting'].removeprefix('rate=')} | " in text
+  assert set(codecs["datasets"]) == {"MNIST test", "inverted digits", "digits shifted 4 px",
+                                     "photo tiles"}
+  mnist = codecs["datasets"]["MNIST test"]
+  assert mnist["images"] == plan.codec_test_images
+  for name in report.CODEC_RUNS:
+    assert set(mnist["summary"][name]) == {"JPEG scan", "JPEG file", "WebP file", "WebP VP8"}
+  # One BD-rate row per data set and codec, and the verdict.
+  assert len(re.findall(r"^\| [\w -]+ \| codec_\w+ \| ", text, re.M)) == 4 * 2
+  assert "Verdict, for the better curve" in text
 
 
 @pytest.mark.slow

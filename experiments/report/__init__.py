@@ -24,7 +24,8 @@ function draws its figures and returns a plain dict: ``numbers``, its entries of
 report.json, beside what its text needs (table rows, counts, names); no markdown.
 """
 
-from experiments.report.plan import (BURDA_IWAE_NLL, BURDA_VAE_NLL, CAE_RUNS, CORRUPTIONS,
+from experiments.report.plan import (BURDA_IWAE_NLL, BURDA_VAE_NLL, CAE_RUNS, CODEC_RUNS,
+                                     CORRUPTIONS,
                                      FIGURES, FULL, HS_DEEP_SSE, HS_PCA30_SSE, LONG_RUNS,
                                      QUICK, Plan, cae_configs, frontier_configs,
                                      map2d_config, run_configs)

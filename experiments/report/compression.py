@@ -1,12 +1,16 @@
-"""Sections 7 and 12, bytes against PSNR: JPEG against quantized autoencoder codes on
-MNIST and two shifted data sets, and VQ-VAEs against JPEG at equal bytes."""
+"""Sections 7, 12 and 14, bytes against PSNR: JPEG against quantized autoencoder codes
+on MNIST and two shifted data sets, VQ-VAEs against JPEG at equal bytes, and the
+learned codecs' real bytes against JPEG and WebP (experiments/compression.py's
+measurement)."""
 
 from __future__ import annotations
 
 import numpy as np
 
 from aejax import analysis, plots
+from experiments import compression as codec_measure
 from experiments.report.context import Context
+from experiments.report.plan import CODEC_RUNS
 
 
 def compression(ctx: Context) -> dict:
@@ -116,3 +120,36 @@ def interpolate_log(size: float, sizes: list[float], values: list[float]) -> flo
       t = 0.0 if b == a else (np.log(size) - np.log(a)) / (np.log(b) - np.log(a))
       return float(va + t * (vb - va))
   return None
+
+
+def codecs(ctx: Context) -> dict:
+  """Each codec run's λ sweep as one curve of real byte strings (every one decoded
+  again and checked against the model's reconstruction) beside JPEG, WebP and PNG on
+  the four data sets of ``experiments.compression``; writes codec_rate.png and
+  codec_rate_ssim.png. ``members``: each curve's points on the MNIST test images."""
+  names = [n for n in CODEC_RUNS if n in ctx.results]
+  if not names:
+    return {"numbers": {"codecs": {}}, "series": [], "members": {}, "datasets": {}}
+  found = {key: c for n in names for key, c in codec_measure.codecs_in(ctx.runs_dir / n).items()}
+  results = codec_measure.measure_all(ctx.test_u8[:ctx.plan.codec_test_images], found)
+  codec_measure.plot(results, ctx.out, "codec_rate")
+  mnist = results["datasets"]["MNIST test"]
+  members = {}
+  for name in names:
+    points = sorted((r for r in mnist["rows"] if r["method"] == name),
+                    key=lambda r: r["bytes"])
+    members[name] = [{"setting": r["setting"], "bytes": r["bytes"],
+                      "estimated_bytes": r["estimated_bytes"],
+                      "overhead_bytes": r["overhead_bytes"],
+                      "overhead_fraction": r["overhead_bytes"] / r["bytes"],
+                      "psnr_db": r["psnr_db"], "ssim": r["ssim"]} for r in points]
+  runs = {name: {"epochs": ctx.results[name]["epochs"],
+                 "train_seconds": ctx.results[name]["train_seconds"],
+                 "members": len(members[name]), "losses": ctx.runs[name].config.losses,
+                 "sweep": ctx.runs[name].config.sweep} for name in names}
+  numbers = {"runs": runs, "members": members,
+             "datasets": {t: {"images": e["images"], "summary": e["summary"],
+                              "rows": e["rows"]} for t, e in results["datasets"].items()}}
+  return {"numbers": {"codecs": numbers}, "series": names, "members": members, "runs": runs,
+          "datasets": {t: (e["images"], e["summary"]) for t, e in results["datasets"].items()},
+          "test_images": mnist["images"]}

@@ -9,8 +9,8 @@ import ml_collections
 
 from aejax import losses
 from experiments import sparsity_frontier
-from experiments.configs import (base, contractive, conv, deep, denoising, multilayer, sparse,
-                                 vanilla, vqvae)
+from experiments.configs import (base, codec, contractive, conv, deep, denoising, multilayer,
+                                 sparse, vanilla, vqvae)
 
 # Hinton & Salakhutdinov, Science 313:504 (2006), MNIST test, squared error per image.
 HS_PCA30_SSE = 13.87
@@ -20,7 +20,10 @@ CORRUPTIONS = ("gaussian", "masking", "salt_and_pepper")
 BURDA_VAE_NLL = 86.76
 BURDA_IWAE_NLL = 84.78
 FIGURES = ("curves.png", "error_vs_code_size.png", "code_maps_2d.png", "denoising.png",
-           "denoising_grid.png", "compression.png", "frontier.png", "vqvae_rate.png")
+           "denoising_grid.png", "compression.png", "frontier.png", "vqvae_rate.png",
+           "codec_rate.png", "codec_rate_ssim.png")
+# The learned codecs of section 14: each prior's recipe, trained as one λ-sweep run.
+CODEC_RUNS = {"codec_factorized": None, "codec_hyperprior": "hyperprior"}
 # Trained elsewhere (see section 13); read from <runs_dir>/<name> when present.
 LONG_RUNS = {"vae": "experiments/configs/vae.py", "iwae": "experiments/configs/vae.py:iwae"}
 CAE_RUNS = ("cae_plain", "cae_denoising", "cae_contractive")
@@ -51,24 +54,40 @@ class Plan:
   vqvae_settings: tuple[tuple[tuple[int, ...], int], ...] = (
       ((16, 32), 16), ((16, 32), 512), ((16,), 16))
   vqvae_epochs: int = 1
+  # Learned codecs (experiments/configs/codec.py, each prior of CODEC_RUNS): λ in
+  # squared error per bit, one sweep run per prior; epochs by prior; the test images
+  # their real bytes are measured on.
+  codec_lambdas: tuple[str, ...] = ("0.2", "0.05", "0.012", "0.004", "0.0015", "0.0006")
+  codec_epochs: tuple[tuple[str, int], ...] = (("codec_factorized", 2),
+                                               ("codec_hyperprior", 2))
+  codec_test_images: int | None = None
 
 
 # The frontier and VQ-VAE sweeps are cut to what a pinned CPU core trains in about
 # half an hour: k = 8 and 32, and the λ whose L0 brackets them (the script's full
 # sweep: python -m experiments.sparsity_frontier); three VQ-VAEs inside JPEG's range
-# of scan sizes (55, 98 and 147 bytes), 3 epochs each (about 3 minutes apiece).
+# of scan sizes (55, 98 and 147 bytes), 3 epochs each (about 3 minutes apiece). The
+# codecs' nine λ reach from about 12 to 300 bytes, the hyperprior trained 6 epochs (its
+# members take about 35 s an epoch each), the factorized prior its recipe's 2; their
+# real bytes are measured on 2,000 test images.
 FULL = Plan(dataset="mnist", sweep_sizes=(2, 4, 8, 16, 32, 64, 128, 784, 1024),
             sparse_l1=(0.0, 1e-5, 1e-4, 1e-3), noise_levels=(0.1, 0.3, 0.5, 0.7, 0.9),
             jpeg_qualities=(5, 10, 20, 30, 50, 75, 90), compression_sizes=(8, 16, 32, 64),
             probe_train=10_000, num_epochs=None, frontier_ks=(8, 32),
             frontier_l1=("1e-4", "3e-4", "1e-3", "3e-3"),
-            vqvae_settings=(((16, 32), 512), ((32,), 16), ((32,), 64)), vqvae_epochs=3)
+            vqvae_settings=(((16, 32), 512), ((32,), 16), ((32,), 64)), vqvae_epochs=3,
+            codec_lambdas=("0.2", "0.05", "0.012", "0.004", "0.0015", "0.0006", "0.0002",
+                           "7e-05", "2.5e-05"),
+            codec_epochs=(("codec_factorized", 2), ("codec_hyperprior", 6)),
+            codec_test_images=2000)
 QUICK = Plan(dataset="mnist_sample", sweep_sizes=(2, 32), sparse_l1=(0.0, 1e-4),
              noise_levels=(0.3, 0.7), jpeg_qualities=(10, 90), compression_sizes=(32,),
              probe_train=1000, num_epochs=1, test_images=500, cae_epochs=1,
              frontier_widths=(32,), frontier_ks=(8,), frontier_l1=("1e-4", "1e-3"),
              frontier_noaux_ks=(8,), frontier_epochs=1, vqvae_settings=(((16,), 16),),
-             vqvae_epochs=1)
+             vqvae_epochs=1, codec_lambdas=("0.05", "0.002"),
+             codec_epochs=(("codec_factorized", 1), ("codec_hyperprior", 1)),
+             codec_test_images=100)
 
 
 def map2d_config() -> ml_collections.ConfigDict:
@@ -112,6 +131,7 @@ def run_configs(plan: Plan, data_dir: str) -> dict[str, ml_collections.ConfigDic
     config.num_epochs = plan.vqvae_epochs
     config.name = f"vqvae_f{'-'.join(map(str, features))}_K{k}"
     configs[config.name] = config
+  configs.update(codec_configs(plan))
   for config in configs.values():
     config.dataset = plan.dataset
     config.data_dir = data_dir if plan.dataset == "mnist" else ""
@@ -119,6 +139,18 @@ def run_configs(plan: Plan, data_dir: str) -> dict[str, ml_collections.ConfigDic
       config.num_epochs = plan.num_epochs
       # A warm-up as long as the run would leave the cosine no steps to decay over.
       config.warmup_epochs = min(config.warmup_epochs, 0.2 * plan.num_epochs)
+  return configs
+
+
+def codec_configs(plan: Plan) -> dict[str, ml_collections.ConfigDict]:
+  """Each prior's codec recipe with the plan's λ as one sweep run."""
+  configs = {}
+  for name, recipe in CODEC_RUNS.items():
+    config = codec.get_config(recipe)
+    config.name = name
+    config.num_epochs = dict(plan.codec_epochs)[name]
+    config.sweep = "losses.rate=" + ",".join(plan.codec_lambdas)
+    configs[name] = config
   return configs
 
 

@@ -75,6 +75,7 @@ def measure(ctx: Context) -> dict[str, dict]:
   timed("frontier", sparsity.frontier, ctx)
   timed("vqvae", compression.vqvae, ctx, done["compression"]["panels"])
   timed("vae", vae.vae, ctx.runs_dir, ctx.out)
+  timed("codecs", compression.codecs, ctx)
   return done
 
 
