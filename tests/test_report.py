@@ -3,14 +3,16 @@
 One quick report is made once for the module and shared by the checks below: it is
 the expensive part (every run of the study, trained for one epoch)."""
 
+import dataclasses
 import json
 import re
 
+import numpy as np
 import pytest
 
 from aejax import data
 from experiments import report
-from experiments.report import vae as report_vae, writer
+from experiments.report import seeds as report_seeds, vae as report_vae, writer
 
 
 @pytest.fixture(scope="module")
@@ -28,7 +30,7 @@ def quick(tmp_path_factory):
 def test_quick_report_writes_every_table_and_figure(quick):
   folder, text, numbers, saved, command = quick
   assert command in text.splitlines()[4]
-  for n in range(1, 15):
+  for n in range(1, 16):
     assert re.search(rf"^## {n}\. ", text, re.M) or f"and {n}. " in text, n
   for figure in report.FIGURES:
     assert (folder / figure).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", figure
@@ -45,7 +47,7 @@ def test_quick_report_writes_every_table_and_figure(quick):
   assert saved["dataset"]["source"] == "bundled_sample"
   assert set(saved) >= {"pca30", "sweep", "features", "maps_2d", "denoising", "sparsity",
                         "compression", "deep", "runs", "contractive", "frontier", "vqvae",
-                        "vae", "codecs"}
+                        "vae", "codecs", "seeds"}
   assert all(run["epochs"] == 1 for run in saved["runs"].values())
   assert (folder / "runs" / "deep" / "results.json").exists()
   # Numbers that hold after any amount of training.
@@ -169,3 +171,34 @@ def test_vae_section_reads_a_run_stopped_early_from_its_evaluate_run_json(tmp_pa
   assert "| iwae | 50 | ? | 89.5 | -105.6 | 84.78 |" in text
   assert "`iwae` was stopped after 50 of its 648 epochs" in text
   assert not numbers["vae"]["present"]  # and the VAE's command is given
+
+
+def test_seeds_section_reads_a_train_all_sweep_and_states_its_verdict(tmp_path, cli):
+  # vanilla as scripts/train_all.sh trains it (one seed=0:3 sweep), on the sample.
+  seeds_dir = tmp_path / "seeds"
+  cli.run_config("vanilla", seeds_dir / "vanilla", "--config.sweep=seed=0:3")
+  r = report_seeds.seeds(seeds_dir)
+  members = json.loads((seeds_dir / "vanilla" / "results.json").read_text())["members"]
+  values = [m["test"]["mse"] for m in members]
+  stats = r["numbers"]["seeds"]["vanilla"]
+  assert stats["n"] == 3 and stats["values"] == values
+  assert stats["mean"] == pytest.approx(np.mean(values))
+  assert stats["std"] == pytest.approx(np.std(values, ddof=1))
+  # One epoch on the sample is far from the 0.0050 target: not met.
+  assert stats["ci95"][0] < stats["mean"] < stats["ci95"][1] and stats["met"] is False
+  assert "vanilla" not in r["missing"] and "deep" in r["missing"]
+  text = writer.seeds(r)
+  assert re.search(r"^\| `vanilla` \| test\.mse \| 3 \| 1 \| [\d.]+ ± [\d.]+ ", text, re.M)
+  assert f"bash scripts/train_all.sh path/to/mnist {seeds_dir}" in text
+  assert 'CONFIGS="multilayer conv' in text
+
+
+@pytest.mark.parametrize("higher, interval, met", [
+    (False, (0.0040, 0.0045), True), (False, (0.0045, 0.0052), False),
+    (True, (8.5, 9.5), True), (True, (7.9, 9.5), False)])
+def test_seed_verdict_needs_the_whole_interval_past_the_target(higher, interval, met):
+  claim = report.SeedClaim("x", "x", "test.mse", 8.0 if higher else 0.0050,
+                           higher_is_better=higher)
+  stats = {"n": 5, "ci95": list(interval)}
+  assert report_seeds.verdict(claim, stats) is met
+  assert report_seeds.verdict(dataclasses.replace(claim, target=None), stats) is None

@@ -36,4 +36,6 @@ def curves(ctx: Context) -> dict:
                          "other models": others}, ctx.out / "curves.png")
   rows = [[name, r["epochs"], r["train_seconds"], r["test"]["mse"], r["test"]["sse_per_image"],
            r["test"]["psnr_db"]] for name, r in ctx.results.items()]
-  return {"numbers": {}, "rows": rows}
+  sweeps = [(name, r["members"][0]["overrides"], len(r["members"]))
+            for name, r in ctx.results.items() if "members" in r]
+  return {"numbers": {}, "rows": rows, "sweeps": sweeps}

@@ -14,8 +14,8 @@ from absl import logging
 
 from aejax import config as config_lib, data as data_lib, train
 from experiments import sparsity_frontier
-from experiments.report import (codes, compression, contractive, denoising, runs, sparsity,
-                                vae, writer)
+from experiments.report import (codes, compression, contractive, denoising, runs, seeds,
+                                sparsity, vae, writer)
 from experiments.report.context import Context, from_runs, make_context
 from experiments.report.plan import FULL, QUICK, frontier_configs, run_configs
 
@@ -76,6 +76,7 @@ def measure(ctx: Context) -> dict[str, dict]:
   timed("vqvae", compression.vqvae, ctx, done["compression"]["panels"])
   timed("vae", vae.vae, ctx.runs_dir, ctx.out)
   timed("codecs", compression.codecs, ctx)
+  timed("seeds", seeds.seeds, ctx.runs_dir / "seeds")
   return done
 
 

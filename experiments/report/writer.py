@@ -239,7 +239,10 @@ def curves(r: dict) -> str:
       "![training curves](curves.png)\n\n"
       "Every run of this report, evaluated on clean test images (`results.json` of "
       "its workdir):\n\n"
-      + table(["run", "epochs", "train s", "test MSE", "SSE/img", "PSNR dB"], r["rows"]))
+      + table(["run", "epochs", "train s", "test MSE", "SSE/img", "PSNR dB"], r["rows"])
+      + "".join(f"\n`{name}` is a sweep of {n} members: its row is member 0's ("
+                + ", ".join(f"{k} = {v:g}" for k, v in overrides.items()) + ").\n"
+                for name, overrides, n in r.get("sweeps", [])))
 
 
 def _cae_training(name: str, model: dict) -> str:
@@ -468,6 +471,49 @@ def _codec_verdict(r: dict) -> str:
              if beaten else "It is above JPEG on every data set measured.\n"))
 
 
+def seeds(r: dict) -> str:
+  text = ("## 15. The headline figures over seeds\n\n"
+          "The sections above train one seed per model. The configs' headline figures "
+          "(docs/results/README.md's table) over five seeds: each config trained as "
+          "one `--config.sweep=seed=0:5` run by `scripts/train_all.sh` (about 4 hours "
+          "of a 2-core CPU for all ten, so outside this report), read from "
+          f"`{r['seeds_dir']}`. Mean ± sample std (min–max) and the 95% t-interval of "
+          "the mean; a target counts as met when the mean is at it and the interval "
+          "does not cross it.\n\n")
+  if r["rows"]:
+    rows = []
+    for row in r["rows"]:
+      claim, s = row["claim"], row["stats"]
+      f = ".2f" if claim.figure.endswith("_db") else ".4g" if "sse" in claim.figure else ".5f"
+      low, high = s["ci95"]
+      rows.append([f"`{claim.spec}`", claim.figure, s["n"], row["epochs"],
+                   f"{s['mean']:{f}} ± {s['std']:{f}} ({s['min']:{f}}–{s['max']:{f}})",
+                   f"{low:{f}}–{high:{f}}", _target(claim), _met(claim, row["met"], low, high)])
+    text += table(["config", "figure", "seeds", "epochs", "mean ± std (min–max)",
+                   "95% interval", "target", "met"], rows)
+  if r["missing"]:
+    text += (f"\n{'No' if not r['rows'] else 'No more'} sweep runs in `{r['seeds_dir']}` "
+             f"for {', '.join(f'`{m}`' for m in r['missing'])}; their figures over seeds, "
+             "from an earlier machine, are in docs/results/README.md. Train them with\n\n"
+             f"    {r['command']}\n\nand rerun this report's command (every other run "
+             "is reused, not retrained).\n")
+  return text
+
+
+def _target(claim) -> str:
+  if claim.target is None:
+    return "–"
+  return f"{'≥' if claim.higher_is_better else '≤'} {claim.target:g} ({claim.source})"
+
+
+def _met(claim, met: bool | None, low: float, high: float) -> str:
+  if met is None:
+    return "–"
+  if met:
+    return "yes"
+  return "no: the interval holds it" if low <= claim.target <= high else "no"
+
+
 def _trained_on(v: dict) -> str:
   """The backend, and for a run resumed across segments, from which epoch."""
   if v["segments"] <= 1:
@@ -480,4 +526,4 @@ def _trained_on(v: dict) -> str:
 SECTIONS = {"sweep": sweep, "features": features, "maps": maps, "denoising": denoising,
             "sparsity": sparsity, "compression": compression, "deep": deep,
             "curves": curves, "contractive": contractive, "frontier": frontier,
-            "vqvae": vqvae, "vae": vae, "codecs": codecs}
+            "vqvae": vqvae, "vae": vae, "codecs": codecs, "seeds": seeds}
