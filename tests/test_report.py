@@ -197,7 +197,7 @@ def test_seeds_section_reads_a_train_all_sweep_and_states_its_verdict(tmp_path, 
     (False, (0.0040, 0.0045), True), (False, (0.0045, 0.0052), False),
     (True, (8.5, 9.5), True), (True, (7.9, 9.5), False)])
 def test_seed_verdict_needs_the_whole_interval_past_the_target(higher, interval, met):
-  claim = report.SeedClaim("x", "x", "test.mse", 8.0 if higher else 0.0050,
+  claim = report.SeedClaim("x", "test.mse", 8.0 if higher else 0.0050,
                            higher_is_better=higher)
   stats = {"n": 5, "ci95": list(interval)}
   assert report_seeds.verdict(claim, stats) is met

@@ -15,14 +15,13 @@ are not trained here (hundreds of epochs): their section reads ``<runs_dir>/vae`
 ``<runs_dir>/iwae`` if they exist and says how to make them if not; likewise the
 headline figures over five seeds read scripts/train_all.sh's sweep runs from
 ``<runs_dir>/seeds``. The learned codecs are trained here, each prior's λ values as
-one sweep run. ``<workdir>``
-receives REPORT.md, report.json (every number of the report) and the PNG figures.
+one sweep run. ``<workdir>`` receives REPORT.md, report.json (every number of the report) and the PNG figures.
 
 Layout: ``plan`` (what is trained and measured), ``context`` (the data and runs every
 section reads), one module per section or group of sections that computes
 (``codes``: 1-4, ``denoising``: 5, ``sparsity``: 6 and 11, ``compression``: 7, 12
-and 14, ``runs``: 8 and 9, ``contractive``: 10, ``vae``: 13, ``seeds``: 15), ``writer`` (the only place that
-writes markdown and JSON), and ``study.make_report``, which runs them all. A section's
+and 14, ``runs``: 8 and 9, ``contractive``: 10, ``vae``: 13, ``seeds``: 15),
+``writer`` (the only place that writes markdown and JSON), and ``study.make_report``, which runs them all. A section's
 function draws its figures and returns a plain dict: ``numbers``, its entries of
 report.json, beside what its text needs (table rows, counts, names); no markdown.
 """

@@ -33,31 +33,34 @@ CAE_RUNS = ("cae_plain", "cae_denoising", "cae_contractive")
 class SeedClaim:
   """A headline figure over seeds (section 15): a config as scripts/train_all.sh trains
   it, one ``seed=0:5`` sweep in ``<seeds_dir>/<workdir>``."""
-  workdir: str  # train_all.sh's folder name for it
   spec: str  # train_all.sh's CONFIGS entry: config name and recipe
   figure: str  # a member's figure: "test.mse", …; "denoising.gain_db": denoised − noisy
   target: float | None = None
   higher_is_better: bool = False
   source: str = ""  # whose figure the target is
 
+  @property
+  def workdir(self) -> str:
+    """train_all.sh's folder for it: ``vanilla:keras`` trains into ``vanilla-keras``."""
+    return self.spec.replace(":", "-")
+
 
 # docs/results/README.md's headline figures; "aejax" targets are those each config's
 # page sets (beating the article's Keras figure, or in its docstring).
 SEED_CLAIMS = (
-    SeedClaim("vanilla", "vanilla", "test.mse", 0.0050, source="aejax (Keras: 0.0055)"),
-    SeedClaim("multilayer", "multilayer", "test.mse", 0.0060, source="aejax (Keras: 0.0082)"),
-    SeedClaim("conv", "conv", "test.mse"),
-    SeedClaim("sparse", "sparse", "test.mse", 0.0099, source="aejax (Keras: 0.0109)"),
-    SeedClaim("denoising", "denoising", "denoising.gain_db", 8.0, higher_is_better=True,
+    SeedClaim("vanilla", "test.mse", 0.0050, source="aejax (Keras: 0.0055)"),
+    SeedClaim("multilayer", "test.mse", 0.0060, source="aejax (Keras: 0.0082)"),
+    SeedClaim("conv", "test.mse"),
+    SeedClaim("sparse", "test.mse", 0.0099, source="aejax (Keras: 0.0109)"),
+    SeedClaim("denoising", "denoising.gain_db", 8.0, higher_is_better=True,
               source="aejax (PSNR gain over the noisy input)"),
-    SeedClaim("deep", "deep", "test.sse_per_image", HS_DEEP_SSE,
+    SeedClaim("deep", "test.sse_per_image", HS_DEEP_SSE,
               source="Hinton & Salakhutdinov 2006"),
-    SeedClaim("topk", "topk", "test.mse"),
-    SeedClaim("vanilla-keras", "vanilla:keras", "test.mse", 0.0055,
-              source="the article's Keras figure"),
-    SeedClaim("multilayer-keras", "multilayer:keras", "test.mse", 0.0082,
+    SeedClaim("topk", "test.mse"),
+    SeedClaim("vanilla:keras", "test.mse", 0.0055, source="the article's Keras figure"),
+    SeedClaim("multilayer:keras", "test.mse", 0.0082,
               source="the article's notebook"),
-    SeedClaim("sparse-keras", "sparse:keras", "test.mse"),
+    SeedClaim("sparse:keras", "test.mse"),
 )
 
 

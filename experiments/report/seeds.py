@@ -46,8 +46,7 @@ def seeds(seeds_dir: pathlib.Path) -> dict:
     numbers[claim.workdir] = {"figure": claim.figure, "values": values, **stats,
                               "target": claim.target, "met": met, "sweep": result["sweep"],
                               "epochs": result["epochs"]}
-    rows.append({"claim": claim, "stats": stats, "met": met, "epochs": result["epochs"],
-                 "sweep": result["sweep"]})
+    rows.append({"claim": claim, "stats": stats, "met": met, "epochs": result["epochs"]})
   command = (None if not missing else
              f'CONFIGS="{" ".join(missing)}" bash scripts/train_all.sh path/to/mnist {seeds_dir}')
   return {"numbers": {"seeds": numbers}, "rows": rows, "missing": missing,

@@ -445,18 +445,18 @@ def _codec_verdict(r: dict) -> str:
       return (0, scan["bd_rate"])
     return (1, -max(scan["psnr_gap_db"], default=-float("inf")))
   best = min(r["series"], key=rank)
-  parts, above = [], {}
+  parts = []
   for title, (_, summary) in r["datasets"].items():
     scan, webp = summary[best]["JPEG scan"], summary[best]["WebP VP8"]
     if not scan["psnr_gap_db"]:
       parts.append(f"on {title} it shares no rate with JPEG's scan")
       continue
-    above[title] = scan["above_at_every_shared_rate"]
+    above = scan["above_at_every_shared_rate"]
     below = max(scan["psnr_gap_db"]) < 0
     where = ("above JPEG's scan and WebP's VP8 chunk at every rate they share"
-             if above[title] and webp["above_at_every_shared_rate"] else
+             if above and webp["above_at_every_shared_rate"] else
              "above JPEG's scan at every rate they share, not always above WebP's"
-             if above[title] else "below JPEG's scan at every rate they share" if below
+             if above else "below JPEG's scan at every rate they share" if below
              else "above JPEG's scan at some rates and below at others")
     parts.append(f"on {title} it is {where} ({_bd_and_gap(scan)[1]})")
   return (f"Verdict, for the better curve (`{best}`): " + "; ".join(parts) + ". "
