@@ -47,9 +47,10 @@ WEBP_QUALITIES = (0, 5, 10, 20, 30, 50, 75, 90)
 RIFF_HEADERS = 20  # "RIFF" size "WEBP" + the VP8 chunk's tag and size
 
 
-def photo_tiles(size: int = 28) -> np.ndarray:
+def photo_tiles(size: int = 28, limit: int | None = None) -> np.ndarray:
   """Grey ``size``×``size`` tiles of scikit-image's bundled photographs, uint8
-  [N, size, size, 1], each photograph cut on a ``size`` grid from its top left."""
+  [N, size, size, 1], each photograph cut on a ``size`` grid from its top left; with a
+  ``limit``, that many of them, evenly spaced over every photograph's tiles."""
   import skimage.color  # noqa: PLC0415 (only this data set needs it)
   import skimage.data  # noqa: PLC0415
   tiles = []
@@ -60,12 +61,16 @@ def photo_tiles(size: int = 28) -> np.ndarray:
     h, w = (image.shape[0] // size) * size, (image.shape[1] // size) * size
     grid = image[:h, :w].reshape(h // size, size, w // size, size).swapaxes(1, 2)
     tiles.append(grid.reshape(-1, size, size))
-  return np.concatenate(tiles)[..., None]
+  tiles = np.concatenate(tiles)[..., None]
+  if limit is not None and limit < len(tiles):
+    tiles = tiles[np.linspace(0, len(tiles) - 1, limit).round().astype(int)]
+  return tiles
 
 
-def datasets(test_u8: np.ndarray) -> dict[str, np.ndarray]:
+def datasets(test_u8: np.ndarray, tiles: int | None = None) -> dict[str, np.ndarray]:
   return {"MNIST test": test_u8, "inverted digits": analysis.inverted(test_u8),
-          "digits shifted 4 px": analysis.shifted(test_u8), "photo tiles": photo_tiles()}
+          "digits shifted 4 px": analysis.shifted(test_u8),
+          "photo tiles": photo_tiles(limit=tiles)}
 
 
 def webp_roundtrip(images: np.ndarray, quality: int) -> tuple[np.ndarray, np.ndarray]:
@@ -212,13 +217,14 @@ def markdown(results: dict) -> str:
   return "\n".join(lines)
 
 
-def measure_all(test_u8: np.ndarray, codecs: dict[tuple[str, str], codec_lib.Codec]) -> dict:
-  """Every method on every data set (``datasets``), with each codec series' BD-rates:
-  the content of ``<name>.json``."""
+def measure_all(test_u8: np.ndarray, codecs: dict[tuple[str, str], codec_lib.Codec],
+                tiles: int | None = None) -> dict:
+  """Every method on every data set (``datasets``; ``tiles`` photo tiles, None: all),
+  with each codec series' BD-rates: the content of ``<name>.json``."""
   series = sorted({s for s, _ in codecs})
   results = {"runs": {f"{s}/{name}": {"losses": c.run.config.losses, "steps": c.run.step}
                       for (s, name), c in codecs.items()}, "datasets": {}}
-  for title, images in datasets(test_u8).items():
+  for title, images in datasets(test_u8, tiles).items():
     rows = measure(images, codecs)
     results["datasets"][title] = {"images": len(images), "rows": rows,
                                   "summary": {s: summarise(rows, s) for s in series}}
@@ -251,7 +257,8 @@ def main(argv):
   config = next(iter(codecs.values())).run.config
   if FLAGS.data_dir:
     config.data_dir = FLAGS.data_dir
-  results = measure_all(data.load(config).test_images[:FLAGS.test_images or None], codecs)
+  results = measure_all(data.load(config).test_images[:FLAGS.test_images or None], codecs,
+                        tiles=FLAGS.photo_tiles or None)
   out = pathlib.Path(FLAGS.out)
   out.mkdir(parents=True, exist_ok=True)
   (out / f"{FLAGS.name}.json").write_text(json.dumps(results, indent=1) + "\n")
@@ -265,6 +272,8 @@ if __name__ == "__main__":
   flags.DEFINE_string("data_dir", "", "Folder of the IDX files, if the runs' config does "
                       "not name it.")
   flags.DEFINE_integer("test_images", 0, "Measure on the first N test images (0: all).")
+  flags.DEFINE_integer("photo_tiles", 0, "Measure on N photo tiles, evenly spaced over "
+                       "all of them (0: all 2,026).")
   flags.DEFINE_string("out", "docs", "Folder for the JSON and the figures.")
   flags.DEFINE_string("name", "compression", "Their names: <name>.json, <name>_codec.png "
                       "(PSNR) and <name>_codec_ssim.png.")

@@ -436,13 +436,22 @@ def test_batch_mode_codes_the_test_set(codec, tmp_path):
 
 
 @pytest.mark.slow
+def test_a_limit_on_the_photo_tiles_spreads_them_over_every_photograph():
+  tiles = compression.photo_tiles()
+  assert tiles.shape == (2026, 28, 28, 1) and tiles.dtype == np.uint8
+  some = compression.photo_tiles(limit=10)
+  # Evenly spaced: the first and last tiles and every 225th between them.
+  np.testing.assert_array_equal(some, tiles[::225])
+  np.testing.assert_array_equal(compression.photo_tiles(limit=5000), tiles)
+
+
 def test_the_compression_command_measures_a_sweep_as_one_curve(cli, trained, tmp_path):
   proc = cli.run_module("experiments.compression", f"--runs={trained}", "--test_images=30",
-                        f"--out={tmp_path}", "--name=study")
+                        "--photo_tiles=40", f"--out={tmp_path}", "--name=study")
   results = json.loads((tmp_path / "study.json").read_text())
   assert list(results["runs"]) == ["run/rate=0.05", "run/rate=1"]
   mnist = results["datasets"]["MNIST test"]
-  assert mnist["images"] == 30 and results["datasets"]["photo tiles"]["images"] > 1000
+  assert mnist["images"] == 30 and results["datasets"]["photo tiles"]["images"] == 40
   codecs = [r for r in mnist["rows"] if r["method"] == "run"]
   assert [r["setting"] for r in codecs] == ["rate=0.05", "rate=1"]
   assert codecs[1]["bytes"] < codecs[0]["bytes"]  # the higher λ writes less

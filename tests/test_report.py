@@ -79,6 +79,7 @@ def test_quick_report_codec_section_measures_each_prior_in_real_bytes(quick):
                                      "photo tiles"}
   mnist = codecs["datasets"]["MNIST test"]
   assert mnist["images"] == plan.codec_test_images
+  assert codecs["datasets"]["photo tiles"]["images"] == plan.codec_tiles
   for name in report.CODEC_RUNS:
     assert set(mnist["summary"][name]) == {"JPEG scan", "JPEG file", "WebP file", "WebP VP8"}
   # One BD-rate row per data set and codec, and the verdict.

@@ -131,7 +131,8 @@ def codecs(ctx: Context) -> dict:
   if not names:
     return {"numbers": {"codecs": {}}, "series": [], "members": {}, "datasets": {}}
   found = {key: c for n in names for key, c in codec_measure.codecs_in(ctx.runs_dir / n).items()}
-  results = codec_measure.measure_all(ctx.test_u8[:ctx.plan.codec_test_images], found)
+  results = codec_measure.measure_all(ctx.test_u8[:ctx.plan.codec_test_images], found,
+                                      tiles=ctx.plan.codec_tiles)
   codec_measure.plot(results, ctx.out, "codec_rate")
   mnist = results["datasets"]["MNIST test"]
   members = {}
