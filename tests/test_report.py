@@ -192,6 +192,18 @@ def test_seeds_section_reads_a_train_all_sweep_and_states_its_verdict(tmp_path, 
   assert re.search(r"^\| `vanilla` \| test\.mse \| 3 \| 1 \| [\d.]+ ± [\d.]+ ", text, re.M)
   assert f"bash scripts/train_all.sh path/to/mnist {seeds_dir}" in text
   assert 'CONFIGS="multilayer conv' in text
+  assert r["unusable"] == {}
+  # A plain run where a sweep belongs is named, not read, and so is a sweep over λ.
+  cli.run_config("multilayer", seeds_dir / "multilayer")
+  cli.run_config("sparse", seeds_dir / "sparse", "--config.sweep=losses.l1_activity=0,1e-4")
+  r = report_seeds.seeds(seeds_dir)
+  assert {"multilayer", "sparse"} <= set(r["missing"]) and list(r["numbers"]["seeds"]) == [
+      "vanilla"]
+  assert r["unusable"] == {
+      str(seeds_dir / "multilayer"): "a single run, not a sweep",
+      str(seeds_dir / "sparse"): "a sweep over losses.l1_activity, not over the seed alone"}
+  text = writer.seeds(r)
+  assert f"`{seeds_dir / 'multilayer'}` holds a single run, not a sweep: move it aside" in text
 
 
 @pytest.mark.parametrize("higher, interval, met", [

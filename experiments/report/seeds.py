@@ -30,14 +30,29 @@ def verdict(claim: SeedClaim, stats: dict) -> bool | None:
   return low >= claim.target if claim.higher_is_better else high <= claim.target
 
 
+def not_over_seeds(result: dict) -> str | None:
+  """Why a finished run cannot give a figure over seeds (None: it can)."""
+  if "members" not in result:
+    return "a single run, not a sweep"
+  keys = [key for key, _ in sweep.parse(result["sweep"])]
+  if keys != ["seed"]:
+    return f"a sweep over {', '.join(keys)}, not over the seed alone"
+  return None
+
+
 def seeds(seeds_dir: pathlib.Path) -> dict:
   """``rows``: each claim whose sweep is in ``seeds_dir``, its seeds' figures
-  described; ``missing``: the train_all.sh command for the others."""
-  rows, numbers, missing = [], {}, []
+  described; ``missing``: the train_all.sh command for the others; ``unusable``: the
+  finished runs there that are not a sweep over seeds, and why (train_all.sh would
+  refuse to train over them)."""
+  rows, numbers, missing, unusable = [], {}, [], {}
   for claim in SEED_CLAIMS:
     path = seeds_dir / claim.workdir / "results.json"
     result = json.loads(path.read_text()) if path.exists() else None
-    if result is None or "members" not in result:
+    why = None if result is None else not_over_seeds(result)
+    if why:
+      unusable[str(seeds_dir / claim.workdir)] = why
+    if result is None or why:
       missing.append(claim.spec)
       continue
     values = [figure(m, claim.figure) for m in result["members"]]
@@ -50,4 +65,4 @@ def seeds(seeds_dir: pathlib.Path) -> dict:
   command = (None if not missing else
              f'CONFIGS="{" ".join(missing)}" bash scripts/train_all.sh path/to/mnist {seeds_dir}')
   return {"numbers": {"seeds": numbers}, "rows": rows, "missing": missing,
-          "command": command, "seeds_dir": str(seeds_dir)}
+          "unusable": unusable, "command": command, "seeds_dir": str(seeds_dir)}
