@@ -24,7 +24,7 @@ import numpy as np
 from absl import logging
 
 from aejax import checkpoint, code_stats, config as config_lib, data as data_lib, engine
-from aejax import inputs, plots, preemption, sweep
+from aejax import inputs, preemption, sweep
 from aejax import workdir as workdir_lib
 from aejax.step import NonFiniteLossError, check_finite  # noqa: F401 (re-exported)
 from aejax.writers import MetricWriter
@@ -305,6 +305,8 @@ def _finish(run: engine.Run, state, meta: dict, dataset, models, work) -> dict:
     results["summary"] = sweep.summary(results["members"])
   work.write_json("results.json", results)
   if work.writes and len(dataset.image_shape) == 3:  # pictures of images, not vectors
+    # matplotlib only here: a run refused or stopped before this point never loads it.
+    from aejax import plots  # noqa: PLC0415
     first, evaluator = models[0]
     variables = member_variables(run, state, 0)
     plots.reconstruction_grid(evaluator.grid_rows(variables),
