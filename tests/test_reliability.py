@@ -36,11 +36,17 @@ def results(workdir) -> dict:
 
 
 @pytest.fixture(scope="module")
-def straight(tmp_path_factory, cli):
-  """An uninterrupted 4-epoch run: what every interrupted one must equal."""
+def straight_workdir(tmp_path_factory, cli) -> pathlib.Path:
+  """An uninterrupted 4-epoch run's workdir (tests that change it copy it)."""
   workdir = tmp_path_factory.mktemp("straight")
   cli.run(workdir, *BASE, "--config.num_epochs=4")
-  return results(workdir)
+  return workdir
+
+
+@pytest.fixture(scope="module")
+def straight(straight_workdir):
+  """The uninterrupted run's results: what every interrupted one must equal."""
+  return results(straight_workdir)
 
 
 # --------------------------------------------------------------- the data
@@ -105,8 +111,8 @@ def corrupt_manifests(step_dir: pathlib.Path) -> None:
 @pytest.mark.slow
 @pytest.mark.parametrize("corrupt", [corrupt_truncate, corrupt_metadata, corrupt_manifests])
 def test_a_corrupt_latest_checkpoint_is_moved_aside_and_the_one_before_used(
-    corrupt, tmp_path, straight, cli):
-  cli.run(tmp_path, *BASE, "--config.num_epochs=4")
+    corrupt, tmp_path, straight_workdir, straight, cli):
+  shutil.copytree(straight_workdir, tmp_path, dirs_exist_ok=True)
   steps = sorted(int(p.name) for p in (tmp_path / "checkpoints").iterdir())
   assert steps == [69, 92]
   corrupt(tmp_path / "checkpoints" / "92")
