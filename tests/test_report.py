@@ -68,6 +68,7 @@ def test_quick_report_codec_section_measures_each_prior_in_real_bytes(quick):
     # Each prior's λ values are one sweep run, with a point per member.
     assert run["members"] == len(plan.codec_lambdas) and (folder / "runs" / name /
                                                          "results.json").exists()
+    assert run["sweep"] == "losses.rate=" + ",".join(plan.codec_lambdas)
     points = codecs["members"][name]
     assert sorted(p["setting"] for p in points) == sorted(f"rate={l}" for l in
                                                           plan.codec_lambdas)

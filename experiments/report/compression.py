@@ -146,8 +146,8 @@ def codecs(ctx: Context) -> dict:
                       "psnr_db": r["psnr_db"], "ssim": r["ssim"]} for r in points]
   runs = {name: {"epochs": ctx.results[name]["epochs"],
                  "train_seconds": ctx.results[name]["train_seconds"],
-                 "members": len(members[name]), "losses": ctx.runs[name].config.losses,
-                 "sweep": ctx.runs[name].config.sweep} for name in names}
+                 "members": len(members[name]), "losses": ctx.results[name]["losses"],
+                 "sweep": ctx.results[name]["sweep"]} for name in names}
   numbers = {"runs": runs, "members": members,
              "datasets": {t: {"images": e["images"], "summary": e["summary"],
                               "rows": e["rows"]} for t, e in results["datasets"].items()}}
