@@ -273,7 +273,7 @@ if __name__ == "__main__":
                       "not name it.")
   flags.DEFINE_integer("test_images", 0, "Measure on the first N test images (0: all).")
   flags.DEFINE_integer("photo_tiles", 0, "Measure on N photo tiles, evenly spaced over "
-                       "all of them (0: all 2,026).")
+                       "all of them (0: all 2,026).", lower_bound=0)
   flags.DEFINE_string("out", "docs", "Folder for the JSON and the figures.")
   flags.DEFINE_string("name", "compression", "Their names: <name>.json, <name>_codec.png "
                       "(PSNR) and <name>_codec_ssim.png.")

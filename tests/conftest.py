@@ -30,7 +30,7 @@ if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
   os.environ["JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES"] = "0"
 
 
-# The longest file, by far (its quick report trains and measures for about five
+# The longest file, by far (its quick report trains and measures for about four
 # minutes): collected first, so that xdist's first worker starts it while the other
 # works through the rest ("--no-loadscope-reorder" in pyproject.toml keeps this order;
 # xdist would otherwise order the files by their number of tests).

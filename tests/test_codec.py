@@ -435,7 +435,6 @@ def test_batch_mode_codes_the_test_set(codec, tmp_path):
   assert 0 <= summary["overhead_bytes_per_image"] < 4.5
 
 
-@pytest.mark.slow
 def test_a_limit_on_the_photo_tiles_spreads_them_over_every_photograph():
   tiles = compression.photo_tiles()
   assert tiles.shape == (2026, 28, 28, 1) and tiles.dtype == np.uint8
@@ -445,6 +444,7 @@ def test_a_limit_on_the_photo_tiles_spreads_them_over_every_photograph():
   np.testing.assert_array_equal(compression.photo_tiles(limit=5000), tiles)
 
 
+@pytest.mark.slow
 def test_the_compression_command_measures_a_sweep_as_one_curve(cli, trained, tmp_path):
   proc = cli.run_module("experiments.compression", f"--runs={trained}", "--test_images=30",
                         "--photo_tiles=40", f"--out={tmp_path}", "--name=study")

@@ -508,7 +508,7 @@ def seeds(r: dict) -> str:
              "from an earlier machine, are in docs/results/README.md. Train them with\n\n"
              f"    {r['command']}\n\nand rerun this report's command (every other run "
              "is reused, not retrained).\n")
-  for workdir, why in r.get("unusable", {}).items():
+  for workdir, why in r["unusable"].items():
     text += (f"\n`{workdir}` holds {why}: move it aside first, or the command above "
              "refuses to train there.\n")
   return text
