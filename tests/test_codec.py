@@ -338,7 +338,7 @@ def trained(cli, tmp_path_factory):
   workdir = tmp_path_factory.mktemp("codec") / "run"
   cli.run_config("codec", workdir, "--config.model.features=(8, 8)",
                  "--config.model.latent_channels=4", "--config.batch_size=250",
-                 "--config.sweep=losses.rate=0.05,1")
+                 "--config.sweep=losses.rate=0.05,1", env=cli.optimised())
   return workdir
 
 

@@ -123,7 +123,7 @@ def test_commitment_and_perplexity_match_numpy():
 def test_cli_run_on_the_sample(tmp_path, cli):
   cli.run_config("vqvae", tmp_path, "--config.model.features=(8, 8)",
                  "--config.model.embedding_dim=4", "--config.model.num_embeddings=32",
-                 "--config.batch_size=256")
+                 "--config.batch_size=256", env=cli.optimised())
   results = json.loads((tmp_path / "results.json").read_text())
   assert results["model"]["name"] == "vqvae" and 0 < results["test"]["mse"] < 0.2
   assert set(results["test"]["loss_terms"]) == {"loss", "mse", "commitment"}

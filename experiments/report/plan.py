@@ -125,8 +125,8 @@ QUICK = Plan(dataset="mnist_sample", sweep_sizes=(2, 32), sparse_l1=(0.0, 1e-4),
              vqvae_epochs=1, codec_lambdas=("0.05", "0.002"),
              codec_epochs=(("codec_factorized", 1), ("codec_hyperprior", 1)),
              codec_test_images=100, codec_tiles=100,
-             # Narrower transforms: the codecs' full width, under the tests' unoptimised
-             # XLA, trains 2.5× slower and was a third of the quick report's time.
+             # Narrower transforms: at full width the two codec runs were a third of the
+             # quick report's time (the test suite's longest step).
              codec_model=(("features", (16, 16)), ("latent_channels", 8)))
 
 
