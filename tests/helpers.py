@@ -16,6 +16,7 @@ one instant, where it touches the marker file and waits, until the test kills it
 
 import os
 import pathlib
+import re
 import subprocess
 import sys
 import time
@@ -33,12 +34,12 @@ class Cli:
 
   @staticmethod
   def optimised() -> dict:
-    """The environment overrides that compile at LLVM's optimisation level 2, for the
-    commands that train conv models: conftest's level 0 compiles faster, but runs their
-    convolutions slower (the quick report's codec runs: 146 s at level 0, 97 s at 2)."""
-    flags = os.environ.get("XLA_FLAGS", "").replace(
-        "--xla_backend_optimization_level=0", "").strip()
-    return {"XLA_FLAGS": f"{flags} --xla_backend_optimization_level=2".strip()}
+    """The environment overrides that compile at LLVM's optimisation level 2 (in place
+    of any level XLA_FLAGS sets), for the commands that train conv models: conftest's
+    level 0 compiles faster, but runs their convolutions slower."""
+    flags = re.sub(r"--xla_backend_optimization_level=\S*", "",
+                   os.environ.get("XLA_FLAGS", ""))
+    return {"XLA_FLAGS": " ".join([*flags.split(), "--xla_backend_optimization_level=2"])}
 
   def run_module(self, module: str, *args: str, devices: int | None = None,
                  env: dict | None = None, check: bool = True,
