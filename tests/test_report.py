@@ -193,7 +193,9 @@ def test_seeds_section_reads_a_train_all_sweep_and_states_its_verdict(tmp_path, 
   text = writer.seeds(r)
   assert re.search(r"^\| `vanilla` \| test\.mse \| 3 \| 1 \| [\d.]+ ± [\d.]+ ", text, re.M)
   assert f"bash scripts/train_all.sh path/to/mnist {seeds_dir}" in text
-  assert 'CONFIGS="multilayer conv' in text
+  assert 'CONFIGS="multilayer conv' in text and "; their figures over seeds" in text
+  one_missing = writer.seeds({**r, "missing": ["deep"]})
+  assert "`deep`; its figure over seeds, from an earlier machine, is in" in one_missing
   assert r["unusable"] == {}
   # A plain run where a sweep belongs is named, not read, and so is a sweep over λ.
   cli.run_config("multilayer", seeds_dir / "multilayer")

@@ -503,9 +503,12 @@ def seeds(r: dict) -> str:
     text += table(["config", "figure", "seeds", "epochs", "mean ± std (min–max)",
                    "95% interval", "target", "met"], rows)
   if r["missing"]:
+    many = len(r["missing"]) > 1
     text += (f"\n{'No' if not r['rows'] else 'No more'} sweep runs in `{r['seeds_dir']}` "
-             f"for {', '.join(f'`{m}`' for m in r['missing'])}; their figures over seeds, "
-             "from an earlier machine, are in docs/results/README.md. Train them with\n\n"
+             f"for {', '.join(f'`{m}`' for m in r['missing'])}; "
+             f"{'their figures' if many else 'its figure'} over seeds, from an earlier "
+             f"machine, {'are' if many else 'is'} in docs/results/README.md. Train "
+             f"{'them' if many else 'it'} with\n\n"
              f"    {r['command']}\n\nand rerun this report's command (every other run "
              "is reused, not retrained).\n")
   for workdir, why in r["unusable"].items():
