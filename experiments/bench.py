@@ -266,16 +266,33 @@ def table(measurements: list[Measurement]) -> str:
 
 def member_ratios(measurements: list[Measurement]) -> list[str]:
   """For each sweep measured beside its one-member run: M members' epoch in one
-  program against M times one member's (the target: at most 1.1 on a CPU)."""
+  program against M times one member's (the target: at most 1.1 on a CPU). Measured
+  several times in turn (``--repeats``), the k-th sweep pairs with the k-th one-member
+  run and the ratio is the median over those pairs, beside their range: the machine's
+  drift then moves both sides of each pair alike. The ratio of the fastest epochs
+  beside it is the one that other work on the machine can only raise."""
+  runs = {}
+  for m in measurements:
+    if m.framework == "aejax":
+      runs.setdefault((m.model, m.num_devices, m.epoch_mode, m.compute_dtype,
+                       m.microbatch_size, m.input, m.num_images, m.members), []).append(m)
   lines = []
-  for m in (m for m in measurements if m.members > 1):
-    for one in measurements:
-      if (one.framework, one.model, one.members, one.num_devices, one.epoch_mode,
-          one.num_images) == ("aejax", m.model, 1, m.num_devices, m.epoch_mode, m.num_images):
-        ratio = m.median_epoch_s / (m.members * one.median_epoch_s)
-        lines.append(f"{m.model}: {m.members} members in one program {m.median_epoch_s:.4g} "
-                     f"s/epoch vs {m.members} x one member's {one.median_epoch_s:.4g} s = "
-                     f"{m.members * one.median_epoch_s:.4g} s: ratio {ratio:.2f}")
+  for (*setting, members), sweeps in runs.items():
+    ones = runs.get((*setting, 1))
+    if members == 1 or not ones:
+      continue
+    pairs = list(zip(sweeps, ones))
+    ratios = [m.median_epoch_s / (members * one.median_epoch_s) for m, one in pairs]
+    sweep_s = float(np.median([m.median_epoch_s for m, _ in pairs]))
+    one_s = float(np.median([one.median_epoch_s for _, one in pairs]))
+    spread = (f" (median of {len(pairs)} pairs measured in turn: "
+              f"{min(ratios):.2f}-{max(ratios):.2f})" if len(pairs) > 1 else "")
+    fastest = (min(m.best_epoch_s for m in sweeps) /
+               (members * min(one.best_epoch_s for one in ones)))
+    lines.append(f"{setting[0]}: {members} members in one program {sweep_s:.4g} s/epoch vs "
+                 f"{members} x one member's {one_s:.4g} s = {members * one_s:.4g} s: "
+                 f"ratio {float(np.median(ratios)):.2f}{spread}; fastest epochs: "
+                 f"ratio {fastest:.2f}")
   return lines
 
 

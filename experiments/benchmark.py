@@ -16,7 +16,8 @@ on a CPU host: there the figure is the overhead of partitioning, not a speed-up)
 ``--input=device,stream`` times each with the train set on the device and streamed
 from array_record files (``config.input``; the copy is written before the clock).
 ``--members=1,8,32`` trains N-seed sweeps (``config.sweep``) as one program and
-prints each against N times one member's epoch; ``--sweep_launch=8`` times one
+prints each against N times one member's epoch (``--repeats=5``: each measured five
+times in turn, the ratio the median over the pairs); ``--sweep_launch=8`` times one
 8-seed sweep launch of the CLI against 8 separate launches, start-up and
 compilation included, for each model of ``--sweep_launch_models``. ``--time_to_quality`` times the vanilla model at its default config to a test MSE,
 compilation included, in two fresh processes: cold, then with JAX's persistent
@@ -25,6 +26,7 @@ code size, and the conv model against its width. Heavy: on a shared machine run 
 under ``flock`` (see docs/performance.md).
 """
 
+import itertools
 import json
 import os
 import pathlib
@@ -58,6 +60,8 @@ _DEVICES = flags.DEFINE_list("devices", ["1"], "Device counts to train on, data-
                              "(on a CPU, that many forced CPU devices).")
 _MEMBERS = flags.DEFINE_list("members", ["1"], "Models per program: N > 1 trains an "
                              "N-seed sweep (config.sweep) in one compiled program.")
+_REPEATS = flags.DEFINE_integer("repeats", 1, "Measure every setting this many times, "
+                                "in turn (the member ratios: the median over repeats).")
 _SWEEP_LAUNCH = flags.DEFINE_integer("sweep_launch", 0, "N > 0: wall time of one N-seed "
                                      "sweep launch of vanilla against N separate launches.")
 _SWEEP_LAUNCH_MODELS = flags.DEFINE_list("sweep_launch_models", ["vanilla"],
@@ -124,6 +128,8 @@ def validate() -> None:
   members = [int(m) for m in _MEMBERS.value if m.strip().isdigit()]
   if len(members) != len(_MEMBERS.value) or not members or min(members) < 1:
     raise ValueError(f"--members: use positive integers, got {_MEMBERS.value}.")
+  if _REPEATS.value < 1:
+    raise ValueError(f"--repeats must be >= 1, got {_REPEATS.value}.")
   if _SWEEP_LAUNCH.value < 0:
     raise ValueError(f"--sweep_launch must be >= 0, got {_SWEEP_LAUNCH.value}.")
   if unknown := set(_SWEEP_LAUNCH_MODELS.value) - set(MODEL_CONFIGS):
@@ -155,7 +161,8 @@ def measure_models() -> list[bench.Measurement]:
         for mode in _EPOCH_MODES.value:
           for devices in map(int, _DEVICES.value):
             for input_mode in _INPUTS.value:
-              for members in map(int, _MEMBERS.value):
+              for _, members in itertools.product(range(_REPEATS.value),
+                                                  map(int, _MEMBERS.value)):
                 config.sweep = f"seed=0:{members}" if members > 1 else ""
                 m = bench.time_jax(name, config, images, test_images, epoch_mode=mode,
                                    num_devices=devices, input_mode=input_mode)

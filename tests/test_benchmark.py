@@ -77,8 +77,25 @@ def test_members_train_in_one_program_and_are_compared_with_one_member():
   assert three.test_mse == pytest.approx(one.test_mse, rel=1e-4)  # member 0 is seed 0
   [line] = bench.member_ratios([one, three])
   ratio = three.median_epoch_s / (3 * one.median_epoch_s)
-  assert line.startswith("vanilla: 3 members in one program") and f"ratio {ratio:.2f}" in line
+  assert line.startswith("vanilla: 3 members in one program") and f"ratio {ratio:.2f};" in line
   assert "| 3 |" in bench.table([three])
+
+
+def test_member_ratio_is_the_median_over_pairs_measured_in_turn():
+  def measured(members, epoch_s, **setting):
+    return bench.Measurement("aejax", "vanilla", "scan", "float32", 256, 512, 256,
+                             [9.0, epoch_s, epoch_s], 0.0, None, 1, 0.1, 0.1, "cpu",
+                             members=members, **setting)
+  # Three repeats of (1 member, 3 members): per-pair ratios 1.1, 1.5 and 1.0.
+  runs = [measured(1, 1.0), measured(3, 3.3), measured(1, 2.0), measured(3, 9.0),
+          measured(1, 1.0), measured(3, 3.0),
+          # Another setting pairs only with its own one-member run.
+          measured(1, 1.0, input="stream"), measured(3, 6.0, input="stream")]
+  [repeated, streamed] = bench.member_ratios(runs)
+  assert "ratio 1.10 (median of 3 pairs measured in turn: 1.00-1.50); fastest epochs: " \
+      "ratio 1.00" in repeated
+  assert "3.3 s/epoch vs 3 x one member's 1 s" in repeated
+  assert streamed.endswith("ratio 2.00; fastest epochs: ratio 2.00")
 
 
 def test_time_to_quality_stops_at_the_target_or_at_the_last_epoch():
@@ -155,10 +172,11 @@ def command_line(*argv: str):
     ("--learning_rate=0", "--learning_rate must be > 0"),
     ("--devices=3", "--devices: use positive divisors of --batch_size=256"),
     ("--members=0", "--members: use positive integers"),
+    ("--repeats=0", "--repeats must be >= 1"),
 ])
 def test_bad_flags_are_refused_before_any_compute(flag, message):
   """``validate``, the first thing ``main`` does (the command's exit on a refusal is
-  the next test's): one process for all eight, rather than a start-up each."""
+  the next test's): one process for all nine, rather than a start-up each."""
   with command_line(flag, "--num_images=512"), pytest.raises(ValueError) as info:
     benchmark.validate()
   assert message in str(info.value)
