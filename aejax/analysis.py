@@ -43,7 +43,7 @@ from PIL import Image
 from sklearn import decomposition, exceptions, linear_model, neighbors, pipeline, preprocessing
 
 from aejax import checkpoint, config as config_lib, corruption as corruption_lib, data as data_lib
-from aejax import engine, evaluate
+from aejax import engine, evaluate, models
 from aejax.objective import to_float  # noqa: F401 (the report scales images with it)
 
 # ------------------------------------------------------------------ a trained run
@@ -65,10 +65,8 @@ class Run:
     self.workdir, self.config, self.model = workdir, config, model
     self.variables, self.step = variables, step
     self.meta = meta or {}
-    apply = lambda method: jax.jit(
-        lambda variables, x: model.apply(variables, x, method=method))
-    self._encode = apply("encode")
-    self._decode = apply("decode")
+    self._encode = models.compiled_apply(model, "encode")
+    self._decode = models.compiled_apply(model, "decode")
 
     def frobenius_sq(variables, x):  # one image [H, W, C] -> ||∂ code / ∂ x||²_F
       encode = lambda x: model.apply(variables, x[None], method="encode").reshape(-1)

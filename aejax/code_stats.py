@@ -16,6 +16,7 @@ so memory does not grow with the data set and one shape is compiled.
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Callable
 
 import jax
@@ -36,6 +37,40 @@ def _chunked(images_u8: np.ndarray, batch_size: int) -> tuple[np.ndarray, np.nda
   return padded.reshape(chunks, size, *images_u8.shape[1:]), mask
 
 
+@functools.partial(jax.jit, static_argnums=0)
+def _fired_units(encode_fn, variables, images, mask):
+  """Whether each code unit is nonzero on some valid image of ``images``."""
+  def body(fired, chunk):
+    x, valid = chunk
+    code = encode_fn(variables, to_float(x))
+    nonzero = (code.reshape(len(x), -1) != 0) & valid[:, None]
+    return fired | jnp.any(nonzero, axis=0), None
+
+  units = jax.eval_shape(encode_fn, variables, jnp.zeros(images.shape[1:], jnp.float32))
+  start = jnp.zeros((int(np.prod(units.shape[1:])),), bool)
+  return jax.lax.scan(body, start, (images, mask))[0]
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1))
+def _test_sums(encode_fn, decode_fn, variables, images, mask, mean_image):
+  """The code's nonzero units, the squared error and the squared deviation from
+  ``mean_image``, each summed over the valid images."""
+  def body(totals, chunk):
+    x, valid = chunk
+    x = to_float(x)
+    code = encode_fn(variables, x)
+    reconstruction = decode_fn(variables, code).astype(jnp.float32)
+    per_image = lambda a: jnp.sum(a.reshape(len(x), -1), axis=-1)
+    l0 = per_image((code != 0).astype(jnp.float32))
+    sse = per_image(jnp.square(reconstruction - x))
+    sst = per_image(jnp.square(x - mean_image))
+    values = (l0, sse, sst)
+    return tuple(t + jnp.sum(jnp.where(valid, v, 0.0)) for t, v in zip(totals, values)), None
+
+  zeros = tuple(jnp.zeros((), jnp.float32) for _ in range(3))
+  return jax.lax.scan(body, zeros, (images, mask))[0]
+
+
 def code_statistics(encode_fn: Callable[[Any, jax.Array], jax.Array],
                     decode_fn: Callable[[Any, jax.Array], jax.Array], variables: Any,
                     train_images_u8: np.ndarray, test_images_u8: np.ndarray,
@@ -46,45 +81,17 @@ def code_statistics(encode_fn: Callable[[Any, jax.Array], jax.Array],
   ``decode_fn(variables, code) -> reconstruction [B, H, W, C]`` describe.
 
   The functions are jitted with ``variables`` as an argument, e.g.
-  ``functools.partial(model.apply, method="encode")``. Images are uint8
-  ``[n, H, W, C]``, processed ``batch_size`` at a time.
+  ``functools.partial(model.apply, method="encode")``; called again with the same two
+  function objects (a sweep's members are), the compiled passes are reused. Images
+  are uint8 ``[n, H, W, C]``, processed ``batch_size`` at a time.
   """
   train, train_mask = _chunked(train_images_u8, batch_size)
   test, test_mask = _chunked(test_images_u8, batch_size)
   mean_image = jnp.asarray(
       np.asarray(test_images_u8, np.float64).mean(axis=0) / 255.0, jnp.float32)
-
-  @jax.jit
-  def fired_units(variables, images, mask):
-    def body(fired, chunk):
-      x, valid = chunk
-      code = encode_fn(variables, to_float(x))
-      nonzero = (code.reshape(len(x), -1) != 0) & valid[:, None]
-      return fired | jnp.any(nonzero, axis=0), None
-
-    units = jax.eval_shape(encode_fn, variables, jnp.zeros(images.shape[1:], jnp.float32))
-    start = jnp.zeros((int(np.prod(units.shape[1:])),), bool)
-    return jax.lax.scan(body, start, (images, mask))[0]
-
-  @jax.jit
-  def test_sums(variables, images, mask):
-    def body(totals, chunk):
-      x, valid = chunk
-      x = to_float(x)
-      code = encode_fn(variables, x)
-      reconstruction = decode_fn(variables, code).astype(jnp.float32)
-      per_image = lambda a: jnp.sum(a.reshape(len(x), -1), axis=-1)
-      l0 = per_image((code != 0).astype(jnp.float32))
-      sse = per_image(jnp.square(reconstruction - x))
-      sst = per_image(jnp.square(x - mean_image))
-      values = (l0, sse, sst)
-      return tuple(t + jnp.sum(jnp.where(valid, v, 0.0)) for t, v in zip(totals, values)), None
-
-    zeros = tuple(jnp.zeros((), jnp.float32) for _ in range(3))
-    return jax.lax.scan(body, zeros, (images, mask))[0]
-
-  fired = np.asarray(jax.device_get(fired_units(variables, train, train_mask)))
-  l0_sum, sse, sst = (float(v) for v in jax.device_get(test_sums(variables, test, test_mask)))
+  fired = np.asarray(jax.device_get(_fired_units(encode_fn, variables, train, train_mask)))
+  l0_sum, sse, sst = (float(v) for v in jax.device_get(
+      _test_sums(encode_fn, decode_fn, variables, test, test_mask, mean_image)))
   dead = int(np.sum(~fired))
   return {
       "l0": l0_sum / len(test_images_u8),

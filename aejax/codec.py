@@ -34,7 +34,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from aejax import analysis, entropy_coding
+from aejax import analysis, entropy_coding, models
 from aejax.objective import to_float
 
 
@@ -73,10 +73,8 @@ class Codec:
 
   def __post_init__(self):
     model = self.run.model
-    self._compiled = {
-        name: jax.jit(lambda variables, *x, method=name: model.apply(variables, *x,
-                                                                     method=method))
-        for name in ("latent_bits", "side", "scales", "side_bits") if hasattr(model, name)}
+    self._compiled = {name: models.compiled_apply(model, name) for name in
+                      ("latent_bits", "side", "scales", "side_bits") if hasattr(model, name)}
 
   @classmethod
   def of(cls, run: analysis.Run, image_shape: tuple[int, ...],

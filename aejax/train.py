@@ -15,7 +15,6 @@ signal stops the run after saving one (``aejax.preemption``).
 
 from __future__ import annotations
 
-import functools
 import time
 
 import jax
@@ -24,7 +23,7 @@ import numpy as np
 from absl import logging
 
 from aejax import checkpoint, code_stats, config as config_lib, data as data_lib, engine
-from aejax import inputs, preemption, sweep
+from aejax import inputs, models as models_lib, preemption, sweep
 from aejax import workdir as workdir_lib
 from aejax.step import NonFiniteLossError, check_finite  # noqa: F401 (re-exported)
 from aejax.writers import MetricWriter
@@ -263,16 +262,17 @@ def _epoch_metrics(run: engine.Run, models, state, history) -> dict:
   return {"train": mean("train"), "test": mean("test"), "members": members}
 
 
-def _model_results(run: engine.Run, variables, evaluator, dataset) -> dict:
-  """One model's test figures: the evaluator's, its code statistics, its family's."""
+def _model_results(run: engine.Run, variables, evaluator, dataset, coder) -> dict:
+  """One model's test figures: the evaluator's, its code statistics, its family's.
+  ``coder``: the model's (encode, decode) functions, one pair for a sweep's members so
+  that their code statistics compile once; None for a model without them."""
   results = evaluator.results(variables)
-  if hasattr(run.model, "encode") and hasattr(run.model, "decode"):
+  if coder is not None:
     # L0, dead units over one pass of the training set, variance explained: for every
     # model, so an L1 code and a TopK code are measured alike.
     results["code_stats"] = code_stats.code_statistics(
-        functools.partial(run.model.apply, method="encode"),
-        functools.partial(run.model.apply, method="decode"), variables,
-        dataset.train_images, dataset.test_images, run.config.eval_batch_size)
+        *coder, variables, dataset.train_images, dataset.test_images,
+        run.config.eval_batch_size)
   if run.family.evaluate is not None:
     results["model_eval"] = run.family.evaluate(run.model, variables, dataset,
                                                 jax.random.fold_in(run.keys.eval, 2))
@@ -283,7 +283,11 @@ def _finish(run: engine.Run, state, meta: dict, dataset, models, work) -> dict:
   """results.json and the pictures; for a sweep, the top-level figures and pictures
   are member 0's, beside every member's (``members``) and their ``summary``."""
   config, members = run.config, run.plan.members
-  figures = [_model_results(r, member_variables(run, state, i), evaluator, dataset)
+  coder = None
+  if hasattr(run.model, "encode") and hasattr(run.model, "decode"):
+    coder = (models_lib.compiled_apply(run.model, "encode"),
+             models_lib.compiled_apply(run.model, "decode"))
+  figures = [_model_results(r, member_variables(run, state, i), evaluator, dataset, coder)
              for i, (r, evaluator) in enumerate(models)]
   results = {
       "name": config.name,

@@ -22,14 +22,13 @@ It prints two Markdown tables and writes them with every run's figures to
 
 from __future__ import annotations
 
-import functools
 import json
 import math
 import pathlib
 
 from absl import app, flags, logging
 
-from aejax import analysis, code_stats, data as data_lib, train
+from aejax import analysis, code_stats, data as data_lib, models, train
 from experiments.configs import base, topk as topk_config
 
 DEFAULT_KS = (4, 8, 16, 32, 64)
@@ -112,8 +111,8 @@ def measure(name: str, config, root: pathlib.Path, dataset) -> list[dict]:
   for i, member in enumerate(members):
     restored = analysis.load_run(workdir, member=i)
     stats = code_stats.code_statistics(
-        functools.partial(restored.model.apply, method="encode"),
-        functools.partial(restored.model.apply, method="decode"), restored.variables,
+        models.compiled_apply(restored.model, "encode"),
+        models.compiled_apply(restored.model, "decode"), restored.variables,
         dataset.train_images, dataset.test_images, config.eval_batch_size)
     out.append({"test_mse": member["test"]["mse"], "train_seconds": results["train_seconds"],
                 "epochs": results["epochs"], **stats})

@@ -51,3 +51,21 @@ def test_mean_image_explains_nothing():
       {}, test, test, 4)
   assert stats["fraction_variance_explained"] == pytest.approx(0.0, abs=1e-5)
   assert stats["dead_fraction"] == 0.0
+
+
+def test_the_same_functions_compile_once_for_every_model_they_measure():
+  """A sweep's members: one (encode, decode) pair, other variables and test sets of the
+  same shape, and each pass traced once."""
+  traces = []
+
+  def counted_encode(variables, x):
+    traces.append(x.shape)
+    return encode(variables, x)
+
+  rng = np.random.default_rng(2)
+  images = [rng.integers(0, 256, size=(20, 4, 4, 1), dtype=np.uint8) for _ in range(3)]
+  results = [code_stats.code_statistics(
+      counted_encode, decode, {"threshold": jnp.full((16,), t, jnp.float32)}, x, x, 8)
+      for t, x in zip((0.2, 0.5, 0.8), images)]
+  assert len(traces) == 3  # eval_shape and the scan body of one pass, the other's body
+  assert results[0]["l0"] > results[1]["l0"] > results[2]["l0"]

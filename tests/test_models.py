@@ -34,6 +34,16 @@ def test_mlp_shapes(code_size, hidden, batch):
   assert jnp.all((out["reconstruction"] >= 0) & (out["reconstruction"] <= 1))
 
 
+def test_compiled_apply_is_one_function_per_model_and_method():
+  model = models.build(model_config(code_size=8), (28, 28, 1))
+  x, params = init(model, (28, 28, 1), 3)
+  encode = models.compiled_apply(model, "encode")
+  assert models.compiled_apply(model, "encode") is encode  # its compilations are shared
+  assert models.compiled_apply(model, "decode") is not encode
+  np.testing.assert_array_equal(encode({"params": params}, x),
+                                model.apply({"params": params}, x, method="encode"))
+
+
 @pytest.mark.parametrize("shape", [(28, 28, 1), (32, 32, 3), (8, 12, 2)])
 @pytest.mark.parametrize("batch", [1, 5])
 def test_conv_shapes_follow_the_article(shape, batch):

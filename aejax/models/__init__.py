@@ -8,12 +8,14 @@ See ``registry.py`` for the contract a family keeps. To add one, write its modul
 (a ``Family`` passed to ``registry.register``) and import it below.
 """
 
-from aejax.models.registry import (Family, activation_bytes, build, default_config, get,
-                                   init_variables, largest_activation_bytes, names, register, rngs, validate)
+from aejax.models.registry import (Family, activation_bytes, build, compiled_apply,
+                                   default_config, get, init_variables,
+                                   largest_activation_bytes, names, register, rngs, validate)
 
 # The families that ship with aejax; importing a module registers it.
 from aejax.models import (contractive, conv, mlp, ratedistortion, topk, vae,  # noqa: E402,F401
                           vqvae)
 
-__all__ = ["Family", "activation_bytes", "build", "default_config", "get", "init_variables",
-           "largest_activation_bytes", "names", "register", "rngs", "validate"]
+__all__ = ["Family", "activation_bytes", "build", "compiled_apply", "default_config", "get",
+           "init_variables", "largest_activation_bytes", "names", "register", "rngs",
+           "validate"]

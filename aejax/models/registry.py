@@ -25,6 +25,7 @@ The contract a family's module keeps (``build`` returns it):
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any, Callable, Mapping
 
 import flax.linen as nn
@@ -155,6 +156,14 @@ def rngs(model_config, key: jax.Array) -> dict[str, jax.Array]:
   """One key per rng stream the model draws from, folded from ``key``."""
   streams = get(model_config.name).rng_streams
   return {name: jax.random.fold_in(key, i) for i, name in enumerate(streams)}
+
+
+@functools.lru_cache(maxsize=64)
+def compiled_apply(model: nn.Module, method: str) -> Callable:
+  """``jax.jit`` of ``model.apply(variables, *inputs, method=method)``, one per model
+  and method. Modules compare by value, so equal models (a sweep's members, a run
+  restored twice) share one function and so its compilations."""
+  return jax.jit(lambda variables, *inputs: model.apply(variables, *inputs, method=method))
 
 
 def init_variables(model: nn.Module, model_config, image_shape, key: jax.Array) -> dict:

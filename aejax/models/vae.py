@@ -38,6 +38,7 @@ image for the NLL), ``eval_binarization_seed``, ``init``, ``output_bias``,
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Callable, Sequence
 
@@ -254,8 +255,10 @@ def _samples_per_step(num_samples: int) -> int:
              if num_samples % d == 0)
 
 
+@functools.lru_cache(maxsize=16)
 def make_nll_fn(model: VAE, num_samples: int) -> Callable:
-  """``fn(params, x [B, H, W, C] binary, key) -> (nll [B], elbo [B])``, jitted.
+  """``fn(params, x [B, H, W, C] binary, key) -> (nll [B], elbo [B])``, jitted; one
+  per model and S, so that equal models (a sweep's members) share its compilations.
 
   ``nll``: -log (1/S) Σ_s w_s over ``num_samples`` importance samples from q(z|x)
   (Burda et al.'s estimator of -log p(x), an upper bound in expectation that

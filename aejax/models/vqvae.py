@@ -218,7 +218,7 @@ def evaluate(model: VQVAE, variables, dataset, key: jax.Array) -> dict:
   """Test-set codebook figures for results.json: ``bits_per_image`` (positions ×
   log2 K), ``codebook_perplexity`` (of the test set's code usage), ``codes_used``."""
   del key
-  fn = jax.jit(lambda v, x: model.apply(v, x, method=VQVAE.encode_indices))
+  fn = registry.compiled_apply(model, "encode_indices")
   images = dataset.test_images
   indices = np.concatenate([
       np.asarray(fn(variables, jnp.asarray(images[i:i + EVAL_CHUNK], jnp.float32) / 255.0))
