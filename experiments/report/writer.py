@@ -495,7 +495,7 @@ def seeds(r: dict) -> str:
     rows = []
     for row in r["rows"]:
       claim, s = row["claim"], row["stats"]
-      f = ".2f" if claim.figure.endswith("_db") else ".4g" if "sse" in claim.figure else ".5f"
+      f = ".2f" if claim.figure.endswith("_db") else ".3f" if "sse" in claim.figure else ".5f"
       low, high = s["ci95"]
       rows.append([f"`{claim.spec}`", claim.figure, s["n"], row["epochs"],
                    f"{s['mean']:{f}} ± {s['std']:{f}} ({s['min']:{f}}–{s['max']:{f}})",
