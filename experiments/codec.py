@@ -70,6 +70,11 @@ def check_paths(command: str | None, paths: list[str]) -> None:
                      f"{command} reads one file.")
   if target.is_dir():
     raise ValueError(f"{target} is a folder; {command} writes one file: name the file.")
+  if command == "encode":
+    try:
+      Image.open(source).close()
+    except (UnidentifiedImageError, OSError):
+      raise ValueError(f"{source} is not an image Pillow can read (PNG, JPEG, ...).") from None
 
 
 def write_image(path: str, image: np.ndarray) -> None:

@@ -14,12 +14,13 @@ import shutil
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 BASE = ("--config=experiments/configs/vanilla.py", "--config.dataset=mnist_sample",
         "--config.batch_size=256", "--config.checkpoint_every_steps=5")
-EPOCHS = 8
+EPOCHS = 6
 
 
 def results(workdir) -> dict:
@@ -180,3 +181,101 @@ def test_a_digest_mismatch_is_refused_and_an_older_checkpoint_accepted(tmp_path)
   step, restored, _, _ = checkpoint.restore_newest(mngr, variables, opt_state)
   assert step == 1
   mngr.close()
+
+
+# ------------------------------------------------------------ the smaller cases
+
+
+def error_lines(proc) -> list[str]:
+  return [l for l in proc.stderr.splitlines() if l.startswith("error:")]
+
+
+@pytest.mark.slow
+def test_evaluate_run_on_an_empty_or_missing_folder_is_one_line_and_creates_nothing(
+    tmp_path, cli):
+  (tmp_path / "empty").mkdir()
+  for workdir in (tmp_path / "empty", tmp_path / "missing" / "run"):
+    proc = cli.run_module("experiments.evaluate_run", f"--workdir={workdir}", check=False)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert error_lines(proc) == [
+        f"error: {workdir} holds no checkpoint, so no trained run; train one with "
+        "`python -m experiments.main --config <config> --workdir <dir>`."]
+  assert sorted(p.name for p in tmp_path.rglob("*")) == ["empty"]
+
+
+@pytest.mark.slow
+def test_codec_argument_errors_are_one_line(tmp_path, cli):
+  """Refused before any model is loaded (the workdir need not exist)."""
+  from PIL import Image
+  Image.new("L", (28, 28)).save(tmp_path / "in.png")
+  (tmp_path / "notes.txt").write_text("not an image")
+  cases = {(): "got 'no command'",
+           ("encode", tmp_path / "notes.txt", tmp_path / "o.bin"): "is not an image",
+           ("encode", tmp_path, tmp_path / "o.bin"): "is a folder; encode reads one file",
+           ("decode", tmp_path / "in.png", tmp_path): "is a folder; decode writes one file"}
+  for args, message in cases.items():
+    proc = cli.run_module("experiments.codec", f"--workdir={tmp_path / 'run'}",
+                          *map(str, args), check=False)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    (line,) = error_lines(proc)
+    assert message in line, line
+
+
+@pytest.mark.slow
+def test_a_damaged_config_json_is_restored_from_the_checkpoint(tmp_path, straight, cli):
+  workdir = tmp_path / "run"
+  shutil.copytree(straight, workdir)
+  original = (workdir / "config.json").read_text()
+  (workdir / "config.json").write_text(original[:40])
+  (workdir / "results.json").unlink()
+  proc = cli.run(workdir, *BASE, f"--config.num_epochs={EPOCHS}")
+  assert "could not be read; restored it from the checkpoint" in proc.stderr
+  assert json.loads((workdir / "config.json").read_text()) == json.loads(original)
+  assert results(workdir)["test"] == results(straight)["test"]
+
+
+def test_symlinked_class_folders_are_followed_and_a_dangling_link_is_named(tmp_path):
+  from PIL import Image
+  from aejax import data
+  from aejax.data import readers
+  pictures, elsewhere = tmp_path / "pictures", tmp_path / "elsewhere"
+  for folder, value in ((pictures / "cats", 0), (elsewhere / "dogs", 255)):
+    folder.mkdir(parents=True)
+    for i in range(10):
+      Image.new("L", (8, 8), value).save(folder / f"{i}.png")
+  (pictures / "dogs").symlink_to(elsewhere / "dogs")  # a class folder linked in
+  (pictures / "cats" / "up").symlink_to(pictures)  # a loop: walked once
+  dataset = readers.read_folder(pictures, test_fraction=0.3)
+  assert dataset.details["classes"] == ["cats", "dogs"]
+  labels = np.concatenate([dataset.train_labels, dataset.test_labels])
+  images = np.concatenate([dataset.train_images, dataset.test_images])
+  assert sorted(labels.tolist()) == [0] * 10 + [1] * 10
+  assert (images[labels == 1] == 255).all() and (images[labels == 0] == 0).all()
+  (pictures / "cats" / "gone.png").symlink_to(tmp_path / "nowhere.png")
+  with pytest.raises(data.DataError, match=f"{pictures / 'cats' / 'gone.png'} cannot be read"):
+    readers.read_folder(pictures, test_fraction=0.3)
+
+
+def test_results_table_dashes_missing_figures_and_names_what_it_leaves_out(
+    tmp_path, capsys):
+  from experiments import results_table
+  run = {"name": "vanilla", "dataset": {"name": "npz:v", "n_train": 100}, "epochs": 2,
+         "test": {"mse": 0.5, "sse_per_image": 3.0, "code_mean_activation": 0.1},
+         "train_seconds": 4.0}  # vectors: no PSNR
+  for name, text in (("vectors", json.dumps(run)), ("cut", json.dumps(run)[:50]),
+                     ("other", "[1, 2]")):
+    (tmp_path / name).mkdir()
+    (tmp_path / name / "results.json").write_text(text)
+  (tmp_path / "none").mkdir()
+  results_table.main([str(tmp_path / n) for n in ("vectors", "cut", "other", "none")])
+  out, err = capsys.readouterr()
+  (row,) = [l for l in out.splitlines() if l.startswith("| `vectors`")]
+  assert row == ("| `vectors` | vanilla | npz:v (100) | 2 | 0.50000 | 3.00 | – | 0.100 | – "
+                 "| 4 |")
+  left_out = err.splitlines()
+  assert len(left_out) == 3 and all(l.startswith("left out: ") for l in left_out)
+  assert f"{tmp_path / 'cut'} ({tmp_path / 'cut' / 'results.json'} is not complete JSON" \
+      in left_out[0]
+  assert "other" in left_out[1] and f"{tmp_path / 'none'} (no results.json)" == left_out[2][10:]
+  with pytest.raises(SystemExit, match="no run to show"):
+    results_table.main([str(tmp_path / "none")])
