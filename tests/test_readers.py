@@ -82,8 +82,9 @@ def test_readers_beside_a_training_run_never_harm_it(tmp_path, straight, cli):
                                       check=False))
   out, err = trainer.communicate()
   stop.touch()
-  reads, _ = loop.communicate(timeout=120)
+  reads, loop_err = loop.communicate(timeout=120)
   assert trainer.returncode == 0, err[-3000:]
+  assert loop.returncode == 0 and "Traceback" not in loop_err, loop_err[-3000:]
   assert results(workdir)["test"] == results(straight)["test"]
   assert metric_lines(workdir) == metric_lines(straight)
   assert not (workdir / "checkpoints_corrupt").exists()
@@ -151,6 +152,16 @@ def test_damaged_array_bytes_are_caught_the_run_resumes_from_the_one_before(
   assert f"Resumed from the checkpoint at step {before}" in proc.stderr
   assert results(workdir)["test"] == results(straight)["test"]
   assert metric_lines(workdir) == metric_lines(straight)
+  # When no checkpoint verifies: one line, exit 1, nothing moved or overwritten.
+  for step in steps(workdir):
+    damage(workdir / "checkpoints" / str(step), "variables")
+  unchanged = listing(workdir)
+  proc = cli.run(workdir, *BASE, f"--config.num_epochs={EPOCHS}", check=False)
+  assert proc.returncode == 1 and "Traceback" not in proc.stderr
+  (line,) = [l for l in proc.stderr.splitlines() if l.startswith("error:")]
+  assert line.startswith(f"error: No checkpoint in {workdir / 'checkpoints'} can be restored")
+  without_lock = lambda entries: {k: v for k, v in entries.items() if k != ".lock"}
+  assert without_lock(listing(workdir)) == without_lock(unchanged)  # the lock is the run's
 
 
 def test_a_digest_mismatch_is_refused_and_an_older_checkpoint_accepted(tmp_path):
