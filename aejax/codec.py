@@ -101,10 +101,12 @@ class Codec:
     side_shape = shape("side") if hasattr(run.model, "side") else None
     folders = [pathlib.Path(f) for f in (folder if isinstance(folder, list) else [folder])
                if f is not None]
-    tables = _cached(folders, f"codec_tables_{run.step}{suffix}.npz", lambda: entropy_coding.make_tables(
-        lambda values: np.asarray(run.model.apply(
-            run.variables, jnp.asarray(values, jnp.float32), method="cdf_logits")),
-        (side_shape or latent_shape)[-1]))
+    tables = _cached(folders, f"codec_tables_{run.step}{suffix}.npz",
+                     lambda: entropy_coding.make_tables(
+                         lambda values: np.asarray(run.model.apply(
+                             run.variables, jnp.asarray(values, jnp.float32),
+                             method="cdf_logits")),
+                         (side_shape or latent_shape)[-1]))
     scale_tables = None
     if side_shape is not None:
       scale_tables = _cached(folders, f"codec_scale_tables_{run.step}{suffix}.npz", lambda: (
