@@ -6,8 +6,9 @@ images are ``uint8 [N, H, W, C]`` on disk and float32 in [0, 1] for every metric
 "squared error per image" (SSE) is summed over an image's pixels and averaged over
 images (Hinton & Salakhutdinov, 2006).
 
-- ``load_run(workdir)`` restores a trained run (its newest orbax checkpoint: config,
-  data shape and parameters) as a ``Run`` with ``encode``/``decode``/``reconstruct``.
+- ``load_run(workdir)`` restores a trained run (its newest complete orbax checkpoint,
+  verified: config, data shape and parameters) as a ``Run`` with
+  ``encode``/``decode``/``reconstruct``, writing nothing in the workdir.
 - PSNR is ``evaluate.psnr_db`` of the mean squared error over all images and
   pixels: **infinite** (not capped) for identical images.
 - SSIM is dm-pix's (Wang et al. 2004: 11×11 Gaussian window, σ = 1.5, K1 = 0.01,
@@ -106,38 +107,54 @@ class Run:
 
 
 def load_run(workdir: str | pathlib.Path, member: int | None = None) -> Run:
-  """Restores the trained model in ``workdir`` from its newest checkpoint: the config
-  and data shape come from the checkpoint's metadata, the parameters from their own
-  item (no optimizer is built or read). A sweep's run gives member ``member`` (0 by
-  default), with that member's own config."""
-  workdir = pathlib.Path(workdir)
-  mngr = checkpoint.manager(workdir)
-  try:
-    step = mngr.latest_step()
-    if step is None:
-      raise FileNotFoundError(
-          f"{workdir} holds no checkpoint, so no trained run; train one with "
-          "`python -m experiments.main --config <config> --workdir <dir>`.")
-    meta = checkpoint.read_meta(mngr, step)
-    config = ml_collections.ConfigDict(config_lib.upgrade(meta["config"]))
-    spec = data_lib.DataSpec(image_shape=tuple(meta["data"]["image_shape"]),
-                             n_train=meta["data"]["n_train"],
-                             bounded=meta["data"].get("bounded", True))
-    run = engine.setup(config, spec, abstract=True)
-    variables, meta = checkpoint.restore_variables(mngr, step, run.state.variables)
-  finally:
-    mngr.close()
+  """Restores the trained model in ``workdir`` from its newest complete checkpoint
+  that verifies (``checkpoint.read_newest``): the config and data shape come from the
+  checkpoint's metadata, the parameters from their own item (no optimizer is built or
+  read). Nothing in the workdir is written, so a run may be training there. A sweep's
+  run gives member ``member`` (0 by default), with that member's own config."""
+  config, run, (step, variables, meta) = _read_newest(pathlib.Path(workdir))
   members = run.plan.members
   if members is None:
     if member not in (None, 0):
       raise ValueError(f"{workdir} holds one model, not a sweep: there is no member {member}.")
-    return Run(workdir, config, run.model, variables, step, meta)
+    return Run(pathlib.Path(workdir), config, run.model, variables, step, meta)
   member = member or 0
   if not 0 <= member < members.size:
     raise ValueError(f"{workdir} holds a sweep of {members.size} members; member {member} "
                      f"is not one of 0..{members.size - 1}.")
+  return _member(pathlib.Path(workdir), run, variables, step, meta, member)
+
+
+def load_runs(workdir: str | pathlib.Path) -> list[Run]:
+  """Every model of ``workdir`` (one, or a sweep's members in order), all from the
+  same checkpoint, as ``load_run`` reads it (a run training there may save newer ones
+  meanwhile)."""
+  config, run, (step, variables, meta) = _read_newest(pathlib.Path(workdir))
+  if run.plan.members is None:
+    return [Run(pathlib.Path(workdir), config, run.model, variables, step, meta)]
+  return [_member(pathlib.Path(workdir), run, variables, step, meta, i)
+          for i in range(run.plan.members.size)]
+
+
+def _member(workdir: pathlib.Path, run, variables, step: int, meta: dict, member: int) -> Run:
   variables = jax.tree.map(lambda x: np.asarray(x[member]), variables)
-  return Run(workdir, members.configs[member], run.model, variables, step, meta)
+  return Run(workdir, run.plan.members.configs[member], run.model, variables, step, meta)
+
+
+def _read_newest(workdir: pathlib.Path):
+  """``(config, engine setup, checkpoint.Read)`` of the newest checkpoint that reads."""
+  setups = {}
+
+  def targets(meta: dict) -> Any:
+    config = ml_collections.ConfigDict(config_lib.upgrade(meta["config"]))
+    spec = data_lib.DataSpec(image_shape=tuple(meta["data"]["image_shape"]),
+                             n_train=meta["data"]["n_train"],
+                             bounded=meta["data"].get("bounded", True))
+    setups["config"], setups["run"] = config, engine.setup(config, spec, abstract=True)
+    return setups["run"].state.variables
+
+  read = checkpoint.read_newest(workdir, targets)
+  return setups["config"], setups["run"], read
 
 
 # ------------------------------------------------------------- images and errors

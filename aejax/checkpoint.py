@@ -12,25 +12,46 @@ moment leaves its last complete checkpoint intact:
   the run's segments. The checkpoint, not metrics.jsonl, is the source of truth on
   resume.
 
-The checkpoint's step number is the train state's step. ``restore_newest`` walks
-back past checkpoints that cannot be read, moving them aside.
+The checkpoint's step number is the train state's step.
+
+**Verified.** ``meta`` also holds a SHA-256 of each array's bytes (``digests``: one per
+leaf of ``variables`` and of ``opt_state``); every restore checks the arrays it read
+against them, so damaged bytes that still decompress are caught, not trained on.
+Checkpoints written before digests are accepted, with a note in the log.
+
+**The trainer and the readers.** The trainer's ``manager`` (under the workdir's lock)
+removes unfinished ``*.orbax-checkpoint-tmp`` folders, and ``restore_newest`` walks back
+past checkpoints that cannot be restored, moving them aside. A reader (``read_newest``:
+``analysis.load_run``, ``experiments.evaluate_run``, the codec, the report) opens the
+checkpoints read-only and never creates, moves or deletes anything: it reads the
+newest complete checkpoint, starting over from the newest if the trainer deletes the
+one it reads (``max_to_keep``), and falls back past a damaged one, saying so.
 """
 
 from __future__ import annotations
 
+import hashlib
+import logging as std_logging
+import os
 import pathlib
 import shutil
+import sys
 import threading
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
 from absl import logging
+
+from aejax.workdir import WorkdirError
 
 ITEMS = ("variables", "opt_state", "meta")
 
 
 def manager(workdir: str | pathlib.Path, max_to_keep: int = 2) -> ocp.CheckpointManager:
+  """The trainer's manager: it creates ``checkpoints/`` and cleans up. Open it only
+  under the workdir's lock (``workdir.Workdir``); readers use ``read_only_manager``."""
   directory = pathlib.Path(workdir).absolute() / "checkpoints"
   # cleanup_tmp_directories: a write cut short (a kill, a full disk) leaves a
   # ``<step>.orbax-checkpoint-tmp`` folder, removed when the next run opens the manager.
@@ -40,11 +61,86 @@ def manager(workdir: str | pathlib.Path, max_to_keep: int = 2) -> ocp.Checkpoint
   return ocp.CheckpointManager(directory, options=options, item_names=ITEMS)
 
 
+# Checkpoint folders a reader of this process is reading: orbax's warnings about a
+# step that vanished while it listed them (the trainer's max_to_keep) are expected.
+_READING: set[str] = set()
+
+
+class _QuietReaders(std_logging.Filter):
+  """Drops orbax's warnings that a reader expects: that its read-only manager is
+  read-only, and that a step it was listing is gone (``read_newest`` reads again)."""
+
+  def filter(self, record: std_logging.LogRecord) -> bool:
+    message = str(record.msg)
+    if message.startswith("Given directory is read only"):
+      return False
+    return not (message.startswith("Metadata file does not exist")
+                and any(d in record.getMessage() for d in _READING))
+
+
+def read_only_manager(workdir: str | pathlib.Path) -> ocp.CheckpointManager:
+  """A manager that writes nothing: no folder made, no unfinished checkpoint (the
+  trainer's save in progress) removed, no root metadata, nothing deleted. It sees only
+  finished checkpoints (orbax renames a checkpoint's folder into place when complete)."""
+  directory = pathlib.Path(workdir).absolute() / "checkpoints"
+  if not any(isinstance(f, _QuietReaders) for f in logging.get_absl_logger().filters):
+    logging.get_absl_logger().addFilter(_QuietReaders())
+  options = ocp.CheckpointManagerOptions(read_only=True, create=False, max_to_keep=None,
+                                         save_interval_steps=0,
+                                         enable_async_checkpointing=False,
+                                         cleanup_tmp_directories=False,
+                                         save_root_metadata=False)
+  return ocp.CheckpointManager(directory, options=options, item_names=ITEMS)
+
+
+# ------------------------------------------------------------------ digests
+
+
+class DigestMismatchError(Exception):
+  """A restored array's bytes differ from those its checkpoint recorded."""
+
+
+def _leaf_digest(leaf: Any) -> str | None:
+  """SHA-256 of one array's bytes (C order); None for an array this process holds
+  only part of (a sharded array over several processes), which is not checked."""
+  if isinstance(leaf, jax.Array) and not leaf.is_fully_addressable:
+    if not leaf.is_fully_replicated:
+      return None
+    leaf = leaf.addressable_data(0)
+  array = np.ascontiguousarray(np.asarray(leaf))
+  return hashlib.sha256(array.reshape(-1).view(np.uint8).data).hexdigest()
+
+
+def digests(tree: Any) -> dict[str, str | None]:
+  """``{leaf path: SHA-256 of its bytes}`` of a pytree of arrays (read to the host)."""
+  leaves, _ = jax.tree_util.tree_flatten_with_path(tree)
+  return {jax.tree_util.keystr(path): _leaf_digest(leaf) for path, leaf in leaves}
+
+
+def _verify(step: int, meta: dict, item: str, tree: Any) -> None:
+  """Raises DigestMismatchError if ``tree`` (item ``item`` as restored) is not what
+  checkpoint ``step`` recorded; a checkpoint older than digests passes, noted."""
+  recorded = meta.get("digests", {}).get(item)
+  if recorded is None:
+    logging.info("Checkpoint %d predates array digests: its %s are not verified.", step, item)
+    return
+  found = digests(tree)
+  if found.keys() != recorded.keys():
+    raise DigestMismatchError(f"its {item} hold other arrays than it recorded")
+  bad = [k for k, d in found.items() if d is not None and recorded[k] is not None
+         and d != recorded[k]]
+  if bad:
+    raise DigestMismatchError(f"the bytes of {len(bad)} of its {item} arrays differ from "
+                              f"those saved ({item}{bad[0]}): the files are damaged")
+
+
 def save(mngr: ocp.CheckpointManager, step: int, variables: Any, opt_state: Any,
          meta: dict) -> None:
   """Saves checkpoint ``step`` and waits for it. A write that fails waits for the
   writer threads it started (so none logs after the run has reported the failure),
   removes its unfinished folder (so a full disk gets its space back) and raises."""
+  meta = {**meta, "digests": {"variables": digests(variables),
+                               "opt_state": digests(opt_state)}}
   before = set(threading.enumerate())
   try:
     mngr.save(step, args=ocp.args.Composite(
@@ -68,20 +164,28 @@ def _abstract(tree: Any) -> Any:
 def restore(mngr: ocp.CheckpointManager, step: int, variables: Any, opt_state: Any
             ) -> tuple[Any, Any, dict]:
   """``(variables, opt_state, meta)`` of checkpoint ``step``, with the targets'
-  structure, shapes and shardings (arrays or ``jax.ShapeDtypeStruct``s)."""
+  structure, shapes and shardings (arrays or ``jax.ShapeDtypeStruct``s); arrays whose
+  bytes differ from the recorded digests raise DigestMismatchError."""
   restored = mngr.restore(step, args=ocp.args.Composite(
       variables=ocp.args.StandardRestore(_abstract(variables)),
       opt_state=ocp.args.StandardRestore(_abstract(opt_state)),
       meta=ocp.args.JsonRestore()))
-  return restored["variables"], restored["opt_state"], dict(restored["meta"])
+  meta = dict(restored["meta"])
+  _verify(step, meta, "variables", restored["variables"])
+  _verify(step, meta, "opt_state", restored["opt_state"])
+  meta.pop("digests", None)
+  return restored["variables"], restored["opt_state"], meta
 
 
 def restore_variables(mngr: ocp.CheckpointManager, step: int, variables: Any
                       ) -> tuple[Any, dict]:
-  """``(variables, meta)`` of checkpoint ``step``: no optimizer needed."""
+  """``(variables, meta)`` of checkpoint ``step``, verified: no optimizer needed."""
   restored = mngr.restore(step, args=ocp.args.Composite(
       variables=ocp.args.StandardRestore(_abstract(variables)), meta=ocp.args.JsonRestore()))
-  return restored["variables"], dict(restored["meta"])
+  meta = dict(restored["meta"])
+  _verify(step, meta, "variables", restored["variables"])
+  meta.pop("digests", None)
+  return restored["variables"], meta
 
 
 def read_meta(mngr: ocp.CheckpointManager, step: int) -> dict:
@@ -117,41 +221,197 @@ class OlderCheckpointError(Exception):
   """A checkpoint written by an older aejax, before runs kept their metadata in it."""
 
 
+class UnreadableCheckpointsError(WorkdirError):
+  """A workdir holds checkpoints, and none of them can be restored."""
+
+
+def _quiet_abandoned_reads() -> None:
+  """Keeps the leftovers of an array read that orbax abandoned (one array of a
+  damaged checkpoint failed; the other reads' coroutines and tensorstore's callbacks
+  into the closed event loop end later) off stderr: the failure itself is reported
+  in one line. Any other unraisable error is printed as before."""
+  previous = sys.unraisablehook
+  if getattr(previous, "aejax_quiet", False):
+    return
+
+  def hook(unraisable) -> None:
+    name = getattr(getattr(unraisable.object, "cr_code", None), "co_name", "")
+    loop_closed = (isinstance(unraisable.exc_value, RuntimeError)
+                   and str(unraisable.exc_value) == "Event loop is closed")
+    if name != "_read_array_index_and_device_put" and not loop_closed:
+      previous(unraisable)
+
+  hook.aejax_quiet = True
+  sys.unraisablehook = hook
+
+
+def _reason(error: BaseException) -> str:
+  """The first line of the innermost error ``error`` wraps: the file's fault itself
+  (orbax wraps tensorstore's "Data corruption detected" in a page of its spec)."""
+  while error.__cause__ is not None or error.__context__ is not None:
+    error = error.__cause__ or error.__context__
+  text = str(error).strip()
+  return f"{type(error).__name__}: {text.splitlines()[0][:300] if text else ''}".rstrip(": ")
+
+
+def _older(mngr: ocp.CheckpointManager, step: int) -> None:
+  if _older_format(mngr, step):
+    raise OlderCheckpointError(
+        f"{mngr.directory} holds checkpoints written by an older aejax (without the "
+        "run's metadata); they cannot be resumed. Use a new --workdir.")
+
+
 def restore_newest(mngr: ocp.CheckpointManager, variables: Any, opt_state: Any,
                    check_meta: Callable[[int, dict], None] | None = None,
                    ) -> tuple[int, Any, Any, dict] | None:
-  """``(step, variables, opt_state, meta)`` of the newest checkpoint that restores; None
-  when there is none.
+  """``(step, variables, opt_state, meta)`` of the newest checkpoint that restores and
+  verifies; None when there is none. The trainer's path, under the workdir's lock.
 
   Walks back from the newest checkpoint: one that cannot be read (a kill or a disk
-  fault left it incomplete) is logged, moved aside (``move_aside``) and the one before
-  it tried. ``check_meta(step, meta)`` runs before any array is read and may raise to
-  refuse the run (a different config or data): that is not corruption, and nothing is
-  moved.
+  fault left it incomplete, its arrays' bytes differ from their digests) is logged
+  and moved aside (``move_aside``) once an older one restores. If none restores,
+  UnreadableCheckpointsError, and nothing is moved. ``check_meta(step, meta)`` runs
+  before any array is read and may raise to refuse the run (a different config or
+  data): that is not corruption, and nothing is moved.
   """
+  _quiet_abandoned_reads()
+  failed = {}
   for step in sorted(mngr.all_steps(), reverse=True):
-    if _older_format(mngr, step):
-      raise OlderCheckpointError(
-          f"{mngr.directory} holds checkpoints written by an older aejax (without the "
-          "run's metadata); they cannot be resumed. Use a new --workdir.")
+    _older(mngr, step)
     try:
       meta = read_meta(mngr, step)
     except Exception as e:  # noqa: BLE001 - whatever orbax raises for a broken file
-      _corrupt(mngr, step, e)
+      failed[step] = e
       continue
     if check_meta is not None:
       check_meta(step, meta)
     try:
       restored = restore(mngr, step, variables, opt_state)
     except Exception as e:  # noqa: BLE001
-      _corrupt(mngr, step, e)
+      failed[step] = e
       continue
+    for bad, error in failed.items():
+      _corrupt(mngr, bad, error, step)
     return (step, *restored)
+  if failed:
+    listed = "; ".join(f"{s}: {_reason(e)}" for s, e in failed.items())
+    raise UnreadableCheckpointsError(
+        f"No checkpoint in {mngr.directory} can be restored ({listed}); nothing was "
+        "changed. To train from the start, move that folder away (or use a new --workdir).")
   return None
 
 
-def _corrupt(mngr: ocp.CheckpointManager, step: int, error: Exception) -> None:
-  reason = str(error).strip().splitlines()[0][:300] if str(error).strip() else type(error).__name__
+def _corrupt(mngr: ocp.CheckpointManager, step: int, error: Exception, used: int) -> None:
   where = move_aside(mngr, step)
-  logging.warning("Checkpoint %d cannot be restored (%s: %s); moved it to %s and trying "
-                  "the one before it.", step, type(error).__name__, reason, where)
+  logging.warning("Checkpoint %d cannot be restored (%s); moved it to %s and resumed from "
+                  "the one before it, step %d.", step, _reason(error), where, used)
+
+
+# ------------------------------------------------------------------ readers
+
+
+class Read(NamedTuple):
+  """What ``read_newest`` read: the checkpoint's step, its variables and meta."""
+  step: int
+  variables: Any
+  meta: dict
+
+
+def training_pid(workdir: str | pathlib.Path) -> int | None:
+  """The pid of the run training in ``workdir`` now, else None: the pid its lock file
+  names, if that process lives. Read without taking the lock, which would refuse a
+  run starting at that instant."""
+  try:
+    pid = int((pathlib.Path(workdir) / ".lock").read_text().split()[0])
+    os.kill(pid, 0)
+  except (OSError, ValueError, IndexError):
+    return None  # no lock file, no pid, or no such process: no run
+  return pid
+
+
+def read_newest(workdir: str | pathlib.Path, targets: Callable[[dict], Any],
+                retries: int = 20) -> Read:
+  """The variables of the newest complete checkpoint of ``workdir`` that verifies,
+  read without writing anything there: the readers' path, safe while a run trains.
+
+  ``targets(meta)`` gives the variables' abstract structure from the checkpoint's
+  metadata. A checkpoint that fails while newer ones appear was deleted under the
+  read by the trainer (``max_to_keep``): the read starts over from the newest, up to
+  ``retries`` times. One that fails while it is still the newest is damaged: the one
+  before it is read, and a warning names both; nothing is moved. FileNotFoundError
+  when there is no checkpoint; UnreadableCheckpointsError when none can be read.
+  """
+  workdir = pathlib.Path(workdir)
+  directory = workdir.absolute() / "checkpoints"
+  if not directory.is_dir():
+    raise FileNotFoundError(
+        f"{workdir} holds no checkpoint, so no trained run; train one with "
+        "`python -m experiments.main --config <config> --workdir <dir>`.")
+  _quiet_abandoned_reads()
+  _READING.add(str(directory))
+  mngr, damaged = None, {}
+  try:
+    while True:
+      try:  # listing reads each step's metadata: a step deleted meanwhile fails it
+        mngr = mngr or read_only_manager(workdir)
+        mngr.reload()
+      except FileNotFoundError:
+        if retries <= 0:
+          raise
+        retries -= 1
+        continue
+      steps = sorted(mngr.all_steps(), reverse=True)
+      todo = [s for s in steps if s not in damaged]
+      if not todo:
+        break
+      step = todo[0]
+      _older(mngr, step)
+      try:
+        variables, meta = _read(mngr, step, targets)
+      except _TargetsError as e:
+        raise e.__cause__ from None
+      except Exception as e:  # noqa: BLE001 - whatever orbax raises for a broken file
+        if retries > 0 and _moved_on(directory, step, steps[0]):
+          retries -= 1  # the trainer deleted it under the read: read the newest again
+          continue
+        damaged[step] = e
+        continue
+      for bad, error in damaged.items():
+        logging.warning("Checkpoint %d of %s cannot be read (%s); read the one before it, "
+                        "step %d.", bad, workdir, _reason(error), step)
+      pid = training_pid(workdir)
+      if pid is not None:
+        logging.warning("%s is training (pid %d): read its newest complete checkpoint, step "
+                        "%d.", workdir, pid, step)
+      return Read(step, variables, meta)
+  finally:
+    _READING.discard(str(directory))
+    if mngr is not None:
+      mngr.close()
+  if damaged:
+    listed = "; ".join(f"{s}: {_reason(e)}" for s, e in damaged.items())
+    raise UnreadableCheckpointsError(f"No checkpoint in {directory} can be read ({listed}).")
+  raise FileNotFoundError(
+      f"{workdir} holds no complete checkpoint yet, so no trained run; wait for its "
+      "first checkpoint, or train one with `python -m experiments.main --config <config> "
+      "--workdir <dir>`.")
+
+
+def _moved_on(directory: pathlib.Path, step: int, newest: int) -> bool:
+  """Whether the trainer changed the checkpoints since a read of ``step`` began (when
+  ``newest`` was the newest): ``step`` is gone, or a newer one has appeared."""
+  found = [int(p.name) for p in directory.iterdir() if p.name.isdigit()]
+  return step not in found or max(found, default=-1) > newest
+
+
+class _TargetsError(Exception):
+  """``targets`` failed: the caller's error (raised as it was), not the checkpoint's."""
+
+
+def _read(mngr: ocp.CheckpointManager, step: int, targets: Callable[[dict], Any]):
+  meta = read_meta(mngr, step)
+  try:
+    abstract = targets(meta)
+  except Exception as e:  # noqa: BLE001
+    raise _TargetsError() from e
+  return restore_variables(mngr, step, abstract)

@@ -16,6 +16,9 @@ workdir (``codec_tables_<step>.npz``, the factorized density's; a hyperprior's
 Gaussian tables in ``codec_scale_tables_<step>.npz``; a sweep's member i's end in
 ``_member<i>``); encoder and decoder read the
 same files, so decoding needs the bytes, the tables and the model, nothing else.
+A workdir that cannot be written (read-only, another user's) is only read: its tables
+go to this user's cache (``$XDG_CACHE_HOME/aejax/codec_tables/``, by default
+``~/.cache``; a folder per workdir and parameters), or stay in memory.
 ``decode(encode(x))`` is ``Run.reconstruct(x)`` bit for bit on the machine that runs
 both: the latents come back exactly, and the same compiled decoder turns them into
 the image. A hyperprior's decoder also recomputes σ from ẑ with the same compiled
@@ -26,7 +29,11 @@ decode wrongly (docs/results/codec.md).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import hashlib
+import json
+import os
 import pathlib
 from typing import NamedTuple
 
@@ -34,7 +41,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from aejax import analysis, entropy_coding, models
+from aejax import analysis, checkpoint, entropy_coding, models
 from aejax.objective import to_float
 
 
@@ -78,10 +85,11 @@ class Codec:
 
   @classmethod
   def of(cls, run: analysis.Run, image_shape: tuple[int, ...],
-         folder: str | pathlib.Path | None = None, suffix: str = "") -> "Codec":
+         folder: str | pathlib.Path | list | None = None, suffix: str = "") -> "Codec":
     """The codec of ``run``'s model for images of ``image_shape``; its tables read
-    from ``folder``, or made from the model (and written there when it is given),
-    their file names ending in ``suffix``."""
+    from ``folder`` (or the first of a list of folders that holds them), or made from
+    the model and written there (the first that can be written), their file names
+    ending in ``suffix``."""
     for method in ("cdf_logits", "latent_bits"):
       if not hasattr(run.model, method):
         raise ValueError(f"The model of {run.workdir} ({type(run.model).__name__}) has no "
@@ -91,14 +99,17 @@ class Codec:
         lambda v, x: run.model.apply(v, x, method=method), run.variables, image).shape[1:])
     latent_shape = shape("encode")
     side_shape = shape("side") if hasattr(run.model, "side") else None
-    folder = None if folder is None else pathlib.Path(folder)
-    tables = _cached(folder, f"codec_tables_{run.step}{suffix}.npz", lambda: entropy_coding.make_tables(
-        lambda values: np.asarray(run.model.apply(
-            run.variables, jnp.asarray(values, jnp.float32), method="cdf_logits")),
-        (side_shape or latent_shape)[-1]))
+    folders = [pathlib.Path(f) for f in (folder if isinstance(folder, list) else [folder])
+               if f is not None]
+    tables = _cached(folders, f"codec_tables_{run.step}{suffix}.npz",
+                     lambda: entropy_coding.make_tables(
+                         lambda values: np.asarray(run.model.apply(
+                             run.variables, jnp.asarray(values, jnp.float32),
+                             method="cdf_logits")),
+                         (side_shape or latent_shape)[-1]))
     scale_tables = None
     if side_shape is not None:
-      scale_tables = _cached(folder, f"codec_scale_tables_{run.step}{suffix}.npz", lambda: (
+      scale_tables = _cached(folders, f"codec_scale_tables_{run.step}{suffix}.npz", lambda: (
           entropy_coding.gaussian_tables(entropy_coding.log_scales())),
           entropy_coding.ScaleTables)
     return cls(run, tables, latent_shape, scale_tables, side_shape)
@@ -109,7 +120,8 @@ class Codec:
     default), whose tables are its own (``codec_tables_<step>_member<i>.npz``)."""
     run = analysis.load_run(workdir, member=member)
     sweep = run.meta["config"].get("sweep")
-    return cls.of(run, tuple(run.meta["data"]["image_shape"]), workdir,
+    return cls.of(run, tuple(run.meta["data"]["image_shape"]),
+                  [pathlib.Path(workdir), _cache_folder(run)],
                   suffix=f"_member{member or 0}" if sweep else "")
 
   def latents(self, images_u8: np.ndarray) -> Latents:
@@ -183,12 +195,34 @@ class Codec:
     return self.reconstruct(self.decode_latents(strings))
 
 
-def _cached(folder: pathlib.Path | None, name: str, make, kind=entropy_coding.Tables):
-  """The tables in ``folder / name`` if that exists, else ``make()``'s, written there
-  (when a folder is given)."""
-  if folder is not None and (folder / name).exists():
-    return entropy_coding.load(folder / name, kind)
+def _cached(folders: list[pathlib.Path], name: str, make, kind=entropy_coding.Tables):
+  """The tables in the first of ``folders`` that holds ``name``, else ``make()``'s,
+  written to the first folder that can be written (atomically: a codec reading them
+  meanwhile sees the whole file or none); kept in memory if none can."""
+  for folder in folders:
+    if (folder / name).exists():
+      return entropy_coding.load(folder / name, kind)
   tables = make()
-  if folder is not None:
-    entropy_coding.save(tables, folder / name)
+  for folder in folders:
+    tmp = folder / f".{name}.{os.getpid()}.tmp"
+    try:
+      folder.mkdir(parents=True, exist_ok=True)
+      with open(tmp, "wb") as f:
+        entropy_coding.save(tables, f)
+      os.replace(tmp, folder / name)
+      return tables
+    except OSError:  # not writable: the next folder
+      with contextlib.suppress(OSError):
+        tmp.unlink(missing_ok=True)
   return tables
+
+
+def _cache_folder(run: analysis.Run) -> pathlib.Path:
+  """This user's cache of a run's tables when its workdir cannot be written: one
+  folder per workdir and parameters (their digests), so a workdir trained again, or
+  reused, never meets another model's tables."""
+  base = pathlib.Path(os.environ.get("XDG_CACHE_HOME") or pathlib.Path.home() / ".cache")
+  key = hashlib.sha256(json.dumps([str(pathlib.Path(run.workdir).absolute()),
+                                   checkpoint.digests(run.variables)],
+                                  sort_keys=True).encode()).hexdigest()[:20]
+  return base / "aejax" / "codec_tables" / key

@@ -98,7 +98,12 @@ def _resume(run: engine.Run, mngr, work, dataset, continue_with_changes: bool):
     meta["segments"].append(segment)
     logging.info("Resuming with changes %s (recorded in the run's history).", changes)
   meta["config"] = now
-  if work.saved_config() != meta["original_config"]:
+  try:
+    saved = work.saved_config()
+  except workdir_lib.WorkdirError:  # damaged: the checkpoint's copy replaces it
+    saved = None
+    logging.warning("%s could not be read; restored it from the checkpoint.", work.config_path)
+  if saved != meta["original_config"]:
     work.write_json("config.json", meta["original_config"])  # deleted or damaged
   logging.info("Resumed from the checkpoint at step %d in %s.", step, work.path)
   return state, meta

@@ -19,9 +19,10 @@ import sys
 
 import numpy as np
 from absl import app, flags
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 
-from aejax import analysis, codec as codec_lib, data
+from aejax import analysis, checkpoint, codec as codec_lib, data
+from aejax.workdir import WorkdirError
 
 
 def _define_flags() -> None:
@@ -36,11 +37,44 @@ def _define_flags() -> None:
 
 def read_image(path: str, shape: tuple[int, ...]) -> np.ndarray:
   """A grey PNG (or any image Pillow reads; colour becomes grey) -> uint8 [1, H, W, 1]."""
-  image = np.asarray(Image.open(path).convert("L"))
+  try:
+    with Image.open(path) as opened:
+      image = np.asarray(opened.convert("L"))
+  except UnidentifiedImageError:
+    raise ValueError(f"{path} is not an image Pillow can read (PNG, JPEG, ...).") from None
   if image.shape != tuple(shape[:2]):
     raise ValueError(f"{path} is {image.shape[1]}×{image.shape[0]} pixels; this model codes "
                      f"{shape[1]}×{shape[0]} images.")
   return image[None, ..., None]
+
+
+USAGE = ("usage: python -m experiments.codec --workdir=RUN (encode IN.png OUT.bin | "
+         "decode IN.bin OUT.png | batch OUT_FOLDER)")
+ARITY = {"encode": 2, "decode": 2, "batch": 1}
+
+
+def check_paths(command: str | None, paths: list[str]) -> None:
+  """Raises ValueError (one line) for a command line the codec cannot carry out, before
+  the model is loaded: the command, its number of paths, inputs that are not files,
+  outputs that are folders (or, for batch, a file)."""
+  if command not in ARITY or len(paths) != ARITY[command]:
+    given = " ".join([command or "", *paths]).strip() or "no command"
+    raise ValueError(f"{USAGE}; got {given!r}.")
+  if command == "batch":
+    if pathlib.Path(paths[0]).exists() and not pathlib.Path(paths[0]).is_dir():
+      raise ValueError(f"{paths[0]} is a file; batch writes a folder of strings: name a folder.")
+    return
+  source, target = map(pathlib.Path, paths)
+  if source.is_dir() or not source.exists():
+    raise ValueError(f"{source} is {'a folder' if source.is_dir() else 'missing'}; "
+                     f"{command} reads one file.")
+  if target.is_dir():
+    raise ValueError(f"{target} is a folder; {command} writes one file: name the file.")
+  if command == "encode":
+    try:
+      Image.open(source).close()
+    except (UnidentifiedImageError, OSError):
+      raise ValueError(f"{source} is not an image Pillow can read (PNG, JPEG, ...).") from None
 
 
 def write_image(path: str, image: np.ndarray) -> None:
@@ -74,24 +108,26 @@ def batch(codec: codec_lib.Codec, out: pathlib.Path, data_dir: str, limit: int) 
 
 def main(argv):
   FLAGS = flags.FLAGS
-  command, *paths = argv[1:]
+  command, paths = (argv[1] if len(argv) > 1 else None), argv[2:]
   try:
+    check_paths(command, paths)
     codec = codec_lib.Codec.from_workdir(FLAGS.workdir, FLAGS.member)
     shape = codec.run.meta["data"]["image_shape"]
-    if command == "encode" and len(paths) == 2:
+    if command == "encode":
       pathlib.Path(paths[1]).write_bytes(codec.encode(read_image(paths[0], shape))[0])
-    elif command == "decode" and len(paths) == 2:
+    elif command == "decode":
       write_image(paths[1], codec.decode([pathlib.Path(paths[0]).read_bytes()])[0])
-    elif command == "batch" and len(paths) == 1:
+    else:
       summary = batch(codec, pathlib.Path(paths[0]), FLAGS.data_dir, FLAGS.limit)
       print(json.dumps(summary, indent=2))
       if not summary["decodes_exactly"]:
         sys.exit("error: a decoded image differs from the model's reconstruction.")
-    else:
-      raise app.UsageError("usage: encode IN.png OUT.bin | decode IN.bin OUT.png | "
-                           "batch OUT_FOLDER")
-  except (FileNotFoundError, ValueError, data.DataError) as e:
+  except (FileNotFoundError, ValueError, data.DataError, WorkdirError,
+          checkpoint.OlderCheckpointError) as e:
     print(f"error: {e}", file=sys.stderr)
+    sys.exit(1)
+  except OSError as e:  # a file the command reads or writes (a read-only folder, ...)
+    print(f"error: {e.filename or ''}: {e.strerror or e}".lstrip(": "), file=sys.stderr)
     sys.exit(1)
 
 

@@ -18,7 +18,8 @@ from absl import app, flags
 
 import ml_collections
 
-from aejax import analysis, config as config_lib, data, engine, sweep
+from aejax import analysis, checkpoint, config as config_lib, data, engine, sweep
+from aejax.workdir import WorkdirError
 
 
 
@@ -34,15 +35,15 @@ def _define_flags() -> None:
 
 def evaluate(workdir: str, data_dir: str = "") -> dict:
   """The run's test figures; a sweep's, one entry per member under ``members``."""
-  first = analysis.load_run(workdir)
+  # Every member from one checkpoint: a run training there may save newer ones.
+  runs = analysis.load_runs(workdir)
   # The saved config as it ran (an older one gains today's keys, sweep among them).
-  saved = config_lib.upgrade(first.meta["config"])
-  count = len(sweep.members(ml_collections.ConfigDict(saved)))
-  if not count:
-    return _evaluate(first, workdir, data_dir)
-  return {"workdir": str(workdir), "step": first.step, "sweep": saved["sweep"],
-          "members": [{"member": i, **_evaluate(analysis.load_run(workdir, i), workdir,
-                                                data_dir)} for i in range(count)]}
+  saved = config_lib.upgrade(runs[0].meta["config"])
+  if not sweep.members(ml_collections.ConfigDict(saved)):
+    return _evaluate(runs[0], workdir, data_dir)
+  return {"workdir": str(workdir), "step": runs[0].step, "sweep": saved["sweep"],
+          "members": [{"member": i, **_evaluate(run, workdir, data_dir)}
+                      for i, run in enumerate(runs)]}
 
 
 def _evaluate(run: analysis.Run, workdir: str, data_dir: str) -> dict:
@@ -68,7 +69,8 @@ def main(argv):
   FLAGS = flags.FLAGS
   try:
     out = evaluate(FLAGS.workdir, FLAGS.data_dir)
-  except (FileNotFoundError, ValueError, data.DataError) as e:
+  except (FileNotFoundError, ValueError, data.DataError, WorkdirError,
+          checkpoint.OlderCheckpointError) as e:
     print(f"error: {e}", file=sys.stderr)
     sys.exit(1)
   text = json.dumps(out, indent=2)

@@ -419,6 +419,40 @@ def test_cli_decodes_from_the_bytes_and_the_workdir_alone(cli, trained, codec, t
   np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "out.png"))[..., None], want)
 
 
+def test_cli_encodes_from_a_read_only_workdir_writing_nothing_there(cli, trained, codec,
+                                                                  test_images, tmp_path):
+  """A workdir that cannot be written (made unwritable; a root process runs without
+  its power to write anyway): its tables go to the user's cache, the string is the
+  one ``Codec.encode`` writes, and the workdir is as it was."""
+  import os
+  import shutil
+  import subprocess
+  import sys
+  as_user = [] if os.geteuid() else ["setpriv", "--bounding-set=-dac_override,-dac_read_search",
+                                     "--"]
+  if as_user and shutil.which("setpriv") is None:
+    pytest.skip("a root process needs setpriv to be refused a write")
+  workdir = tmp_path / "run"
+  shutil.copytree(trained, workdir)
+  for tables in workdir.glob("codec_*tables_*.npz"):
+    tables.unlink()
+  Image.fromarray(test_images[0, ..., 0], mode="L").save(tmp_path / "in.png")
+  before = sorted(workdir.rglob("*"))
+  subprocess.run(["chmod", "-R", "a-w", str(workdir)], check=True)
+  try:
+    proc = subprocess.run(
+        [*as_user, sys.executable, "-m", "experiments.codec", f"--workdir={workdir}",
+         "encode", str(tmp_path / "in.png"), str(tmp_path / "out.bin")],
+        cwd=pathlib.Path(__file__).resolve().parents[1], capture_output=True, text=True,
+        env={**os.environ, "AEJAX_DATA_DIR": "", "XDG_CACHE_HOME": str(tmp_path / "cache")})
+  finally:
+    subprocess.run(["chmod", "-R", "u+w", str(workdir)], check=True)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  assert sorted(workdir.rglob("*")) == before
+  assert len(list((tmp_path / "cache" / "aejax" / "codec_tables").rglob("*.npz"))) == 1
+  assert (tmp_path / "out.bin").read_bytes() == codec.encode(test_images[:1])[0]
+
+
 def test_cli_reads_a_png_as_encode_does(codec, test_images, tmp_path):
   Image.fromarray(test_images[0, ..., 0], mode="L").save(tmp_path / "in.png")
   image = codec_cli.read_image(str(tmp_path / "in.png"), (28, 28, 1))

@@ -18,6 +18,7 @@ compute. Only ``core`` is imported; Pillow only when a folder is read.
 from __future__ import annotations
 
 import hashlib
+import os
 import pathlib
 import zipfile
 
@@ -57,11 +58,26 @@ def resize_and_crop(image, size: int):
 
 
 def _image_files(folder: pathlib.Path) -> list[pathlib.Path]:
+  """The image files under ``folder``, by their paths there. Symbolic links are
+  followed, to folders (a class subfolder linked from elsewhere) as to files; a folder
+  met again (a link back up, a loop) is walked once. A link to nothing is kept, so
+  that reading it is the error naming it."""
   from PIL import Image
   # Formats Pillow can open (PDF, say, it only writes).
   extensions = {ext for ext, fmt in Image.registered_extensions().items() if fmt in Image.OPEN}
-  return sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith(".")
-                and p.suffix.lower() in extensions)
+  files, walked = [], set()
+  for root, folders, names in os.walk(folder, followlinks=True):
+    real = os.path.realpath(root)
+    if real in walked:
+      folders[:] = []
+      continue
+    walked.add(real)
+    for name in names:
+      path = pathlib.Path(root) / name
+      if (not name.startswith(".") and path.suffix.lower() in extensions
+          and (path.is_file() or (path.is_symlink() and not path.exists()))):
+        files.append(path)
+  return sorted(files)
 
 
 def _labelled_files(folder: pathlib.Path) -> tuple[list[pathlib.Path], list[str]]:
