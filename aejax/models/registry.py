@@ -59,6 +59,8 @@ class Family:
   ``model_eval``; ``variables`` is ``{"params": ..., <state collections>}``.
   ``figures(model, variables, dataset, key, folder) -> [file names]``: the family's own
   pictures (a VAE's samples from the prior), written into the workdir.
+  ``sample(model, variables, key, n) -> [n, H, W, C]``: ``n`` examples drawn from the
+  model's prior (a VAE's), for ``aejax.Trained.sample``.
   ``vectors``: it trains on vectors ``[D]`` (``image_shape == (D,)``) as well as
   images. Its output head: a sigmoid (or a clip) for data in [0, 1], the default;
   ``linear_head``: ``build`` also takes ``unbounded=True``, a linear head for data
@@ -75,6 +77,7 @@ class Family:
   state_collections: tuple[str, ...] = ()
   evaluate: Callable[[nn.Module, Any, Any, jax.Array], dict] | None = None
   figures: Callable[..., list[str]] | None = None
+  sample: Callable[[nn.Module, Any, jax.Array, int], np.ndarray] | None = None
   vectors: bool = False
   linear_head: bool = False
 
