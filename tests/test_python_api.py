@@ -1,0 +1,241 @@
+"""aejax from Python: ``get_config``, ``train`` on arrays in memory, ``load``, and
+``aejax.sklearn.AutoencoderTransformer`` under scikit-learn's own estimator checks.
+
+Arrays train as the same data written to an npz file trains through the command
+line, bit for bit; a resume with the same arrays continues, one with others is
+refused. Every bad input is one exception of a public type, naming the key or the
+array, before any compute, and leaves no workdir behind.
+"""
+
+import json
+import os
+import pickle
+import subprocess
+import sys
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import GridSearchCV
+from sklearn.pipeline import Pipeline
+from sklearn.utils.estimator_checks import parametrize_with_checks
+
+import aejax
+from aejax import data as data_lib
+from aejax.sklearn import AutoencoderTransformer
+
+RNG = np.random.default_rng(0)
+
+
+@pytest.fixture(scope="module")
+def sample():
+  """A slice of the bundled MNIST sample: 640 train and 200 test images, labelled."""
+  ds = data_lib.load_sample()
+  return {"train": ds.train_images[:640], "test": ds.test_images[:200],
+          "train_labels": ds.train_labels[:640], "test_labels": ds.test_labels[:200]}
+
+
+def vanilla(**overrides):
+  return aejax.get_config("vanilla", **{"model.code_size": 16, "num_epochs": 2, **overrides})
+
+
+def test_arrays_train_as_their_npz_does_through_the_cli_and_resume_bit_for_bit(
+    tmp_path, cli, sample):
+  # A constant rate: one epoch and then a second follow the two epochs' schedule.
+  constant = {"schedule": "constant", "warmup_epochs": 0.0}
+  np.savez(tmp_path / "sample.npz", **sample)
+  cli.run(tmp_path / "cli", "--config=experiments/configs/vanilla.py",
+          f"--config.dataset=npz:{tmp_path / 'sample.npz'}", "--config.num_epochs=2",
+          "--config.model.code_size=16", "--config.schedule=constant",
+          "--config.warmup_epochs=0")
+  by_cli = json.loads((tmp_path / "cli" / "results.json").read_text())
+  trained = aejax.train(vanilla(**constant), tmp_path / "api", data=sample)
+  assert trained.results["test"] == by_cli["test"]
+  assert trained.results["dataset"]["fingerprint"] == by_cli["dataset"]["fingerprint"]
+  assert trained.results["dataset"]["name"] == "arrays"
+  assert [r["test"] for r in trained.history] == [
+      json.loads(line)["test"] for line in (tmp_path / "cli" / "metrics.jsonl").open()]
+
+  # One epoch, then a second with the same arrays (JAX arrays, this time): the
+  # uninterrupted run's figures.
+  aejax.train(vanilla(num_epochs=1, **constant), tmp_path / "resumed", data=sample)
+  resumed = aejax.train(vanilla(**constant), tmp_path / "resumed",
+                        data={k: jnp.asarray(v) for k, v in sample.items()})
+  assert resumed.results["test"] == by_cli["test"]
+  # Streamed, the same batches: the same figures.
+  streamed = aejax.train(vanilla(input="stream", **constant), tmp_path / "streamed",
+                         data=sample)
+  assert streamed.results["input"] == "stream"
+  assert streamed.results["test"] == by_cli["test"]
+
+  # Other arrays are refused in one line, the run left as it was.
+  before = sorted(p.name for p in (tmp_path / "resumed").iterdir())
+  other = {**sample, "train": sample["train"][::-1].copy()}
+  with pytest.raises(aejax.DataChangedError, match="other arrays than data= gives") as info:
+    aejax.train(vanilla(num_epochs=3, **constant), tmp_path / "resumed", data=other)
+  assert "\n" not in str(info.value) and isinstance(info.value, aejax.WorkdirError)
+  assert sorted(p.name for p in (tmp_path / "resumed").iterdir()) == before
+
+
+def test_a_trained_run_loads_encodes_any_batch_and_pickles(tmp_path, sample):
+  aejax.train(vanilla(num_epochs=1), tmp_path / "run",
+              data=(sample["train"], sample["test"]))
+  trained = aejax.load(tmp_path / "run")
+  assert trained.config.model.code_size == 16 and trained.image_shape == (28, 28, 1)
+  assert trained.history[-1]["epoch"] == 1 and trained.results["epochs"] == 1
+  assert trained.members == []
+  x = sample["test"]
+  codes = trained.encode(x)
+  assert codes.shape == (200, 16) and codes.dtype == np.float32
+  # Any batch size, and uint8 or float in [0, 1] or JAX: the same codes.
+  np.testing.assert_array_equal(trained.encode(x[:7]), codes[:7])
+  np.testing.assert_array_equal(trained.encode(jnp.asarray(x[:1] / 255.0)), codes[:1])
+  assert trained.encode(x[:0]).shape == (0, 16)
+  reconstruction = trained.reconstruct(x)
+  assert reconstruction.shape == (200, 28, 28, 1)
+  mse = np.mean(np.square(reconstruction.astype(np.float64) - x / 255.0))
+  np.testing.assert_allclose(mse, trained.results["test"]["mse"], rtol=1e-5)
+  np.testing.assert_array_equal(trained.decode(codes), reconstruction)
+  again = pickle.loads(pickle.dumps(trained))
+  np.testing.assert_array_equal(again.encode(x), codes)
+  assert again.results == trained.results and again.history == trained.history
+  with pytest.raises(aejax.WorkdirError, match="does not exist"):
+    aejax.load(tmp_path / "none")
+
+
+def test_vectors_standardised_and_a_sweep_of_them(tmp_path):
+  """Standardised vectors go in and come out in their own units; a sweep's members
+  load each with its own config."""
+  train = RNG.normal(3.0, 2.0, (256, 12)).astype(np.float32)
+  test = RNG.normal(3.0, 2.0, (64, 12)).astype(np.float32)
+  config = aejax.get_config("vanilla", standardize=True, num_epochs=1, sweep="seed=0:2",
+                            **{"model.code_size": 4})
+  trained = aejax.train(config, tmp_path / "sweep", data=(train, test))
+  assert trained.results["dataset"]["standardize"]
+  members = trained.members
+  assert [m.config.seed for m in members] == [0, 1]
+  for member in members:
+    error = np.mean(np.square(member.reconstruct(test).astype(np.float64) - test))
+    np.testing.assert_allclose(error, member.results["test"]["mse_data_units"], rtol=1e-4)
+  assert not np.array_equal(members[0].encode(test), members[1].encode(test))
+  assert aejax.load(tmp_path / "sweep", member=1).config.seed == 1
+
+
+def test_a_vae_samples_from_its_prior(tmp_path):
+  config = aejax.get_config("vae", num_epochs=1, batch_size=16,
+                            **{"model.hidden": (16,), "model.latent_size": 2,
+                               "model.eval_nll_samples": 4})
+  images = RNG.integers(0, 256, (80, 8, 8, 1), dtype=np.uint8)
+  trained = aejax.train(config, tmp_path / "vae", data=images)
+  drawn = trained.sample(5, seed=1)
+  assert drawn.shape == (5, 8, 8, 1) and 0 <= drawn.min() and drawn.max() <= 1
+  np.testing.assert_array_equal(drawn, trained.sample(5, seed=1))
+  assert trained.results["model_eval"]["nll"] > 0
+  with pytest.raises(ValueError, match="not a rate"):
+    trained.codec  # noqa: B018
+
+
+def test_get_config_by_name_recipe_and_path_with_checked_overrides(tmp_path):
+  assert aejax.get_config("vanilla").name == "vanilla"
+  assert aejax.get_config("vae:iwae").losses == "iwae=1"
+  assert aejax.get_config("experiments/configs/conv.py", num_epochs=2).num_epochs == 2
+  config = aejax.get_config("vanilla", **{"model.hidden": [32], "learning_rate": 1})
+  assert config.model.hidden == (32,) and config.learning_rate == 1.0
+  cases = {  # the command line's one-line messages, without its "--config."
+      ("vanilla", "num_epoch"): r'^num_epoch: unknown config key; Did you mean "num_epochs"',
+      ("vanilla", "model.code_siz"): r'^model.code_siz: unknown config key; Did you mean',
+      ("vanilla", "num_epochs=2.5"): r"config.num_epochs=2.5 is of type float",
+      ("vanilla", "batch_size=0"): r"config.batch_size must be a positive integer, got 0",
+      ("vanila", None): r"'vanila' is not a config that ships with aejax; Did you mean",
+  }
+  for (name, override), match in cases.items():
+    key, _, value = (override or "").partition("=")
+    overrides = {key: json.loads(value) if value else 1} if override else {}
+    with pytest.raises(aejax.ConfigError, match=match) as info:
+      aejax.get_config(name, **overrides)
+    assert "\n" not in str(info.value)
+
+
+def test_bad_input_is_one_public_error_before_compute_leaving_no_workdir(tmp_path, sample):
+  x = sample["train"]
+  workdir = tmp_path / "run"
+  cases = [
+      ({"train": x / 255.0 * 2}, aejax.DataError, r"'train' holds float images .* outside"),
+      ({"train": np.array([{"a": 1}] * 4)}, aejax.DataError, r"'train' has dtype object"),
+      ({"train": x, "train_labels": np.zeros(3)}, aejax.DataError,
+       r"'train_labels' holds 3 labels .* for 640 train images"),
+      ({"train": x, "test": x[:5], "test_labels": np.zeros(6, int)}, aejax.DataError,
+       r"'test_labels' holds 6 labels"),
+      ({"train": x, "images": x}, aejax.DataError, r"data= holds \['images'\]"),
+      ({"train": RNG.normal(size=(64, 5)).astype(np.float32)}, aejax.ConfigError,
+       r"outputs values in \[0, 1\]|trains on images"),
+  ]
+  for data, error, match in cases:
+    config = vanilla() if error is aejax.DataError else aejax.get_config("conv")
+    with pytest.raises(error, match=match) as info:
+      aejax.train(config, workdir, data=data)
+    assert "\n" not in str(info.value)
+    assert not workdir.exists()
+  # A config naming arrays, without them: the same, from the data's own loader.
+  with pytest.raises(aejax.DataError, match="arrays held in memory"):
+    aejax.train(vanilla(dataset="arrays"), workdir)
+  assert not workdir.exists()
+
+  aejax.train(vanilla(num_epochs=1), workdir, data=sample)
+  trained = aejax.load(workdir)
+  listing = sorted(os.listdir(workdir))
+  for bad, match in ((np.zeros((2, 32, 32, 3), np.uint8), r"^images: .* trained on images "
+                      r"\[N, 28, 28, 1\]; got \[2, 32, 32, 3\]"),
+                     (x[0], r"^images: .*got \[28, 28, 1\]"),
+                     (np.array(["a", "b"]), r"^images: an array of numbers")):
+    with pytest.raises(aejax.DataError, match=match):
+      trained.encode(bad)
+  with pytest.raises(aejax.DataError, match=r"^codes: .* \[N, 16\]; got \[2, 8\]"):
+    trained.decode(np.zeros((2, 8)))
+  assert sorted(os.listdir(workdir)) == listing
+
+
+def test_importing_aejax_is_light():
+  code = ("import sys, aejax; heavy = [m for m in ('jax', 'flax', 'sklearn', 'orbax') "
+          "if m in sys.modules]; assert not heavy, heavy; "
+          "assert aejax.Stopped.__module__ == 'aejax.preemption'; "
+          "assert callable(aejax.train) and aejax.train.train_and_evaluate")
+  subprocess.run([sys.executable, "-c", code], check=True, cwd=os.path.dirname(__file__))
+
+
+# ------------------------------------------------------------------ scikit-learn
+
+
+def expected_failed_checks(estimator):
+  """scikit-learn's checks it does not pass, each with the reason: none so far."""
+  del estimator
+  return {}
+
+
+@parametrize_with_checks([AutoencoderTransformer(n_components=2, epochs=1)],
+                         expected_failed_checks=expected_failed_checks, xfail_strict=True)
+def test_sklearn_estimator_checks(estimator, check):
+  check(estimator)
+
+
+def test_transformer_in_a_pipeline_with_grid_search_over_n_components(tmp_path, sample):
+  x = sample["train"].reshape(640, -1).astype(np.float32) / 255.0
+  y = sample["train_labels"]
+  pipeline = Pipeline([("codes", AutoencoderTransformer(epochs=2, standardize=False)),
+                       ("probe", LogisticRegression(max_iter=200))])
+  search = GridSearchCV(pipeline, {"codes__n_components": [2, 16]}, cv=2).fit(x, y)
+  scores = search.cv_results_["mean_test_score"]
+  assert scores[1] > scores[0] > 0.2  # 16 codes separate digits better than 2
+  assert search.best_params_ == {"codes__n_components": 16}
+  codes = search.best_estimator_.named_steps["codes"]
+  assert codes.transform(x[:3]).shape == (3, 16)
+  assert list(codes.get_feature_names_out()[:2]) == ["autoencodertransformer0",
+                                                     "autoencodertransformer1"]
+  # Kept in a workdir when given one: the run is there to load again.
+  kept = AutoencoderTransformer(n_components=4, epochs=1, workdir=str(tmp_path / "kept"))
+  kept.fit(x)
+  np.testing.assert_array_equal(aejax.load(tmp_path / "kept").encode(x[:5]),
+                                kept.transform(x[:5]))
+  assert kept.score(x) == pytest.approx(
+      -np.mean(np.square(kept.inverse_transform(kept.transform(x)) - x)), rel=1e-5)
