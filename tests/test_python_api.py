@@ -239,3 +239,16 @@ def test_transformer_in_a_pipeline_with_grid_search_over_n_components(tmp_path, 
                                 kept.transform(x[:5]))
   assert kept.score(x) == pytest.approx(
       -np.mean(np.square(kept.inverse_transform(kept.transform(x)) - x)), rel=1e-5)
+
+
+def test_the_notebook_in_docs_python_md_runs(tmp_path):
+  """docs/python.md's script, as it stands there, in a fresh interpreter."""
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  page = open(os.path.join(root, "docs", "python.md")).read()
+  script = page.split("```python\n", 1)[1].split("```", 1)[0]
+  env = {**os.environ, "PYTHONPATH": root, "AEJAX_DATA_DIR": ""}
+  proc = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=env,
+                        capture_output=True, text=True, timeout=600)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  assert "probe accuracy on 32 codes" in proc.stdout
+  assert (tmp_path / "runs" / "notebook" / "results.json").is_file()
