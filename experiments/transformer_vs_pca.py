@@ -77,6 +77,8 @@ def plot(rows: list[dict], path: str) -> None:
   axes[0].set_yscale("log")
   fig.tight_layout()
   fig.savefig(path, dpi=110)
+  from aejax import plots  # noqa: PLC0415
+  plots.to_palette_png(path)
 
 
 def main(argv):

@@ -169,6 +169,21 @@ def compiled_apply(model: nn.Module, method: str) -> Callable:
   return jax.jit(lambda variables, *inputs: model.apply(variables, *inputs, method=method))
 
 
+def batched(fn: Callable, variables: Any, *inputs: np.ndarray, batch_size: int = 1000
+            ) -> np.ndarray:
+  """``fn(variables, *chunks)`` (a ``compiled_apply``) over the inputs' leading axis
+  (they share it) in chunks of ``batch_size``, the last one padded with zeros: one
+  compilation serves any number of examples. NumPy out."""
+  inputs = [np.asarray(x, np.float32) for x in inputs]
+  pad = lambda chunk: np.concatenate(
+      [chunk, np.zeros((batch_size - len(chunk), *chunk.shape[1:]), chunk.dtype)])
+  outputs = []
+  for start in range(0, len(inputs[0]), batch_size):
+    chunks = [x[start:start + batch_size] for x in inputs]
+    outputs.append(np.asarray(fn(variables, *map(pad, chunks)))[:len(chunks[0])])
+  return np.concatenate(outputs)
+
+
 def init_variables(model: nn.Module, model_config, image_shape, key: jax.Array) -> dict:
   """The model's initial variables for images of ``image_shape``: ``{"params": ...}``
   plus its state collections."""
