@@ -27,7 +27,7 @@ import numpy as np
 from absl import logging
 
 from aejax import checkpoint, code_stats, config as config_lib, data as data_lib, engine
-from aejax import inputs, models as models_lib, preemption, sharding, sweep
+from aejax import inputs, models as models_lib, preemption, sweep
 from aejax import workdir as workdir_lib
 from aejax.step import NonFiniteLossError, check_finite  # noqa: F401 (re-exported)
 from aejax.writers import MetricWriter
@@ -125,11 +125,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   ``preemption.Stopped`` (``aejax/preemption.py``). ``dataset``: the data to train
   on, in place of ``data.load(config)``'s (arrays from Python: ``fit``).
   """
-  config_lib.validate(config)
+  config_lib.checked(config)
   with workdir_lib.Workdir(workdir) as work:
     # ------------------------------------------------------------ data and model
     dataset = data_lib.load(config) if dataset is None else dataset
-    run = engine.setup(config, dataset)
+    try:
+      run = engine.setup(config, dataset)
+    except ValueError as e:  # a config its data or devices refuse
+      raise config_lib.ConfigError(str(e)) from None
     plan = run.plan
     logging.info("Input: %s (config.input=%r: %s).", plan.input, config.input,
                  plan.input_reason)
@@ -373,21 +376,16 @@ def fit(config: ml_collections.ConfigDict, workdir: str, *, data=None,
   ``data``: arrays in memory to train on (``_dataset``), recorded as
   ``config.dataset='arrays[:<name>]'`` with their fingerprint, so that a resume
   with the same arrays continues and one with others is refused; None: the data
-  ``config.dataset`` names. The config, and the data against it, are checked before
-  the workdir is touched: ``config.ConfigError``, ``data.DataError``.
+  ``config.dataset`` names. The arrays are checked before the workdir is touched
+  (``data.DataError``), the config against them before any compute
+  (``config.ConfigError``; a workdir the run made is removed again).
   """
   from aejax import trained  # the layer above: the run as a Python object
-  config = config_lib.checked(config)
   dataset = None
   if data is not None:
     dataset = _dataset(config, data)
     config = copy.deepcopy(config)
     config.dataset = dataset.name
-    mesh = engine.default_mesh(config)
-    try:
-      config_lib.validate_against_data(config, dataset, mesh.shape[sharding.DATA])
-    except ValueError as e:
-      raise config_lib.ConfigError(str(e)) from None
   results = train_and_evaluate(config, workdir, continue_with_changes=continue_with_changes,
                                dataset=dataset)
   return trained.Trained(workdir, results=results)
