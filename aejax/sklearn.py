@@ -11,7 +11,7 @@ removed once the model is in memory), ``transform`` gives the codes,
 ``inverse_transform`` decodes them, ``score`` is the negative reconstruction MSE.
 It follows scikit-learn's estimator rules (``__init__`` stores its arguments; the
 fitted state ends in ``_``) and passes ``sklearn.utils.estimator_checks`` apart from
-the checks tests/test_python_api.py lists with their reasons.
+the checks tests/test_sklearn.py lists with their reasons.
 """
 
 from __future__ import annotations

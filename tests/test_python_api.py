@@ -1,5 +1,5 @@
-"""aejax from Python: ``get_config``, ``train`` on arrays in memory, ``load``, and
-``aejax.sklearn.AutoencoderTransformer`` under scikit-learn's own estimator checks.
+"""aejax from Python: ``get_config``, ``train`` on arrays in memory, ``load``, and the
+notebook of docs/python.md (the scikit-learn transformer: tests/test_sklearn.py).
 
 Arrays train as the same data written to an npz file trains through the command
 line, bit for bit; a resume with the same arrays continues, one with others is
@@ -16,14 +16,8 @@ import sys
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from sklearn.linear_model import LogisticRegression
-from sklearn.model_selection import GridSearchCV
-from sklearn.pipeline import Pipeline
-from sklearn.utils.estimator_checks import parametrize_with_checks
-
 import aejax
 from aejax import data as data_lib
-from aejax.sklearn import AutoencoderTransformer
 
 RNG = np.random.default_rng(0)
 
@@ -202,43 +196,6 @@ def test_importing_aejax_is_light():
           "assert aejax.Stopped.__module__ == 'aejax.preemption'; "
           "assert callable(aejax.train) and aejax.train.train_and_evaluate")
   subprocess.run([sys.executable, "-c", code], check=True, cwd=os.path.dirname(__file__))
-
-
-# ------------------------------------------------------------------ scikit-learn
-
-
-def expected_failed_checks(estimator):
-  """scikit-learn's checks it does not pass, each with the reason: none so far."""
-  del estimator
-  return {}
-
-
-@parametrize_with_checks([AutoencoderTransformer(n_components=2, epochs=1)],
-                         expected_failed_checks=expected_failed_checks, xfail_strict=True)
-def test_sklearn_estimator_checks(estimator, check):
-  check(estimator)
-
-
-def test_transformer_in_a_pipeline_with_grid_search_over_n_components(tmp_path, sample):
-  x = sample["train"].reshape(640, -1).astype(np.float32) / 255.0
-  y = sample["train_labels"]
-  pipeline = Pipeline([("codes", AutoencoderTransformer(epochs=2, standardize=False)),
-                       ("probe", LogisticRegression(max_iter=200))])
-  search = GridSearchCV(pipeline, {"codes__n_components": [2, 16]}, cv=2).fit(x, y)
-  scores = search.cv_results_["mean_test_score"]
-  assert scores[1] > scores[0] > 0.2  # 16 codes separate digits better than 2
-  assert search.best_params_ == {"codes__n_components": 16}
-  codes = search.best_estimator_.named_steps["codes"]
-  assert codes.transform(x[:3]).shape == (3, 16)
-  assert list(codes.get_feature_names_out()[:2]) == ["autoencodertransformer0",
-                                                     "autoencodertransformer1"]
-  # Kept in a workdir when given one: the run is there to load again.
-  kept = AutoencoderTransformer(n_components=4, epochs=1, workdir=str(tmp_path / "kept"))
-  kept.fit(x)
-  np.testing.assert_array_equal(aejax.load(tmp_path / "kept").encode(x[:5]),
-                                kept.transform(x[:5]))
-  assert kept.score(x) == pytest.approx(
-      -np.mean(np.square(kept.inverse_transform(kept.transform(x)) - x)), rel=1e-5)
 
 
 def test_the_notebook_in_docs_python_md_runs(tmp_path):

@@ -62,7 +62,7 @@ class Codec:
   ``scale_tables`` (a hyperprior's): ŷ's; ``latent_shape`` ŷ's [h, w, M];
   ``side_shape`` ẑ's [h', w', K], None without side information."""
 
-  run: Any  # a model and its variables: ``Bound``, or an ``analysis.Run``
+  run: Any  # a model, its variables, step and workdir: ``Bound``, or an ``analysis.Run``
   tables: entropy_coding.Tables
   latent_shape: tuple[int, ...]
   scale_tables: entropy_coding.ScaleTables | None = None
@@ -82,8 +82,7 @@ class Codec:
     their file names ending in ``suffix``."""
     for method in ("cdf_logits", "latent_bits"):
       if not hasattr(run.model, method):
-        raise ValueError(f"The model of {getattr(run, 'workdir', None)} "
-                         f"({type(run.model).__name__}) has no "
+        raise ValueError(f"The model of {run.workdir} ({type(run.model).__name__}) has no "
                          f"{method!r}: it is not a rate–distortion codec.")
     image = jax.ShapeDtypeStruct((1, *image_shape), jnp.float32)
     shape = lambda method: tuple(jax.eval_shape(
@@ -91,13 +90,13 @@ class Codec:
     latent_shape = shape("encode")
     side_shape = shape("side") if hasattr(run.model, "side") else None
     folder = None if folder is None else pathlib.Path(folder)
-    tables = _cached(folder, f"codec_tables_{getattr(run, 'step', 0)}{suffix}.npz", lambda: entropy_coding.make_tables(
+    tables = _cached(folder, f"codec_tables_{run.step}{suffix}.npz", lambda: entropy_coding.make_tables(
         lambda values: np.asarray(run.model.apply(
             run.variables, jnp.asarray(values, jnp.float32), method="cdf_logits")),
         (side_shape or latent_shape)[-1]))
     scale_tables = None
     if side_shape is not None:
-      scale_tables = _cached(folder, f"codec_scale_tables_{getattr(run, 'step', 0)}{suffix}.npz", lambda: (
+      scale_tables = _cached(folder, f"codec_scale_tables_{run.step}{suffix}.npz", lambda: (
           entropy_coding.gaussian_tables(entropy_coding.log_scales())),
           entropy_coding.ScaleTables)
     return cls(run, tables, latent_shape, scale_tables, side_shape)
