@@ -130,7 +130,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     # ------------------------------------------------------------ data and model
     dataset = data_lib.load(config) if dataset is None else dataset
     try:
-      run = engine.setup(config, dataset)
+      run = engine.setup(config, dataset, checked=True)
     except ValueError as e:  # a config its data or devices refuse
       raise config_lib.ConfigError(str(e)) from None
     plan = run.plan
