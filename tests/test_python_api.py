@@ -130,6 +130,19 @@ def test_a_vae_samples_from_its_prior(tmp_path):
     trained.codec  # noqa: B018
 
 
+def test_a_codec_run_codes_images_in_bytes_without_writing_its_workdir(tmp_path):
+  config = aejax.get_config("codec", num_epochs=1, batch_size=16,
+                            **{"model.features": (4,), "model.latent_channels": 2})
+  images = RNG.integers(0, 256, (64, 8, 8, 1), dtype=np.uint8)
+  trained = aejax.train(config, tmp_path / "codec", data=images)
+  listing = sorted(os.listdir(tmp_path / "codec"))
+  strings = trained.codec.encode(images[:5])
+  assert all(isinstance(s, bytes) and s for s in strings)
+  # The bytes decode to the model's own reconstruction, bit for bit.
+  np.testing.assert_array_equal(trained.codec.decode(strings), trained.reconstruct(images[:5]))
+  assert sorted(os.listdir(tmp_path / "codec")) == listing  # its tables stay in memory
+
+
 def test_get_config_by_name_recipe_and_path_with_checked_overrides(tmp_path):
   assert aejax.get_config("vanilla").name == "vanilla"
   assert aejax.get_config("vae:iwae").losses == "iwae=1"
