@@ -143,6 +143,25 @@ def test_a_codec_run_codes_images_in_bytes_without_writing_its_workdir(tmp_path)
   assert sorted(os.listdir(tmp_path / "codec")) == listing  # its tables stay in memory
 
 
+def test_from_arrays_holds_out_rows_by_content_and_reads_x_over_255_as_uint8():
+  x = RNG.integers(0, 256, (400, 6, 6, 1), dtype=np.uint8)
+  labels = np.arange(400) % 10
+  ds = data_lib.from_arrays(x, train_labels=labels)
+  assert 0 < len(ds.test_images) < 80 and ds.n_train + len(ds.test_images) == 400
+  assert "sha256" in ds.record()["split"]
+  # A row's split follows its bytes: shuffled, the same rows are held out.
+  order = RNG.permutation(400)
+  shuffled = data_lib.from_arrays(x[order], train_labels=labels[order])
+  as_set = lambda images: sorted(map(bytes, images.reshape(len(images), -1)))
+  assert as_set(shuffled.test_images) == as_set(ds.test_images)
+  # Images a notebook scaled to [0, 1] (either way) are the same data as the uint8.
+  for scaled in (x / 255.0, x.astype(np.float32) / 255):
+    again = data_lib.from_arrays(scaled, train_labels=labels)
+    assert again.fingerprint == ds.fingerprint
+  with pytest.raises(aejax.DataError, match="between the 256 levels"):
+    data_lib.from_arrays(x / 256.0)
+
+
 def test_get_config_by_name_recipe_and_path_with_checked_overrides(tmp_path):
   assert aejax.get_config("vanilla").name == "vanilla"
   assert aejax.get_config("vae:iwae").losses == "iwae=1"
