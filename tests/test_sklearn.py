@@ -53,3 +53,16 @@ def test_transformer_in_a_pipeline_with_grid_search_over_n_components(tmp_path, 
                                 kept.transform(x[:5]))
   assert kept.score(x) == pytest.approx(
       -np.mean(np.square(kept.inverse_transform(kept.transform(x)) - x)), rel=1e-5)
+
+
+def test_transformer_of_images_with_a_conv_net():
+  images = np.random.default_rng(0).integers(0, 256, (64, 8, 8, 1), dtype=np.uint8)
+  transformer = AutoencoderTransformer(model="conv", n_components=4, epochs=1)
+  codes = transformer.fit_transform(images)
+  assert codes.shape == (64, 2 * 2 * 4)  # two halvings of 8x8, 4 channels
+  decoded = transformer.inverse_transform(codes)
+  assert decoded.shape == (64, 8, 8, 1) and 0 <= decoded.min() and decoded.max() <= 1
+  assert transformer.score(images) == pytest.approx(
+      -np.mean(np.square(decoded.astype(np.float64) - images / 255.0)), rel=1e-5)
+  with pytest.raises(ValueError, match="has no code width"):
+    AutoencoderTransformer(model="topk").fit(images.reshape(64, -1) / 255.0)
