@@ -10,6 +10,7 @@ array, before any compute, and leaves no workdir behind.
 import json
 import os
 import pickle
+import signal
 import subprocess
 import sys
 
@@ -17,7 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import aejax
-from aejax import data as data_lib
+from aejax import data as data_lib, writers
 
 RNG = np.random.default_rng(0)
 
@@ -70,6 +71,27 @@ def test_arrays_train_as_their_npz_does_through_the_cli_and_resume_bit_for_bit(
     aejax.train(vanilla(num_epochs=3, **constant), tmp_path / "resumed", data=other)
   assert "\n" not in str(info.value) and isinstance(info.value, aejax.WorkdirError)
   assert sorted(p.name for p in (tmp_path / "resumed").iterdir()) == before
+
+
+def test_a_signal_stops_a_python_run_with_stopped_and_it_resumes_bit_for_bit(
+    tmp_path, sample, monkeypatch):
+  """SIGUSR1 while epoch 1's metrics are written: the run saves at the end of epoch 2
+  and raises aejax.Stopped; called again, it finishes as an uninterrupted run."""
+  straight = aejax.train(vanilla(num_epochs=3), tmp_path / "straight", data=sample)
+  write_epoch = writers.MetricWriter.write_epoch
+
+  def signalled(self, record, num_epochs):
+    if record["epoch"] == 1:
+      os.kill(os.getpid(), signal.SIGUSR1)
+    return write_epoch(self, record, num_epochs)
+
+  monkeypatch.setattr(writers.MetricWriter, "write_epoch", signalled)
+  with pytest.raises(aejax.Stopped, match="SIGUSR1 at step 10 .*end of epoch 2"):
+    aejax.train(vanilla(num_epochs=3), tmp_path / "stopped", data=sample)
+  monkeypatch.undo()
+  resumed = aejax.train(vanilla(num_epochs=3), tmp_path / "stopped", data=sample)
+  assert resumed.results["test"] == straight.results["test"]
+  assert [r["epoch"] for r in resumed.history] == [1, 2, 3]
 
 
 def test_a_trained_run_loads_encodes_any_batch_and_pickles(tmp_path, sample):
