@@ -25,6 +25,7 @@ import ml_collections
 import numpy as np
 
 from aejax import config as config_lib, data as data_lib, engine, models, sweep
+from aejax.images import to_float
 from aejax.workdir import WorkdirError
 
 if TYPE_CHECKING:
@@ -121,7 +122,7 @@ class Trained:
           f"{what}: {self.workdir} was trained on {_shape(self.image_shape)} "
           f"[N, {', '.join(map(str, self.image_shape))}]; got {list(array.shape)}.")
     if array.dtype == np.uint8 and len(self.image_shape) == 3:
-      return array.astype(np.float32) / 255.0
+      return to_float(array)
     array = array.astype(np.float32)
     if self._scale is not None:
       mean, std = self._scale
