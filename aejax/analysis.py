@@ -77,15 +77,8 @@ class Run:
   def batched(self, fn, *inputs: np.ndarray, batch_size: int | None = None) -> np.ndarray:
     """``fn(variables, *chunks)`` (a jitted apply) over the inputs' leading axis (they share it), in
     chunks of ``batch_size``, the last one padded with zeros."""
-    inputs = [np.asarray(x, np.float32) for x in inputs]
-    batch_size = batch_size or self.batch_size
-    pad = lambda chunk: np.concatenate(
-        [chunk, np.zeros((batch_size - len(chunk), *chunk.shape[1:]), chunk.dtype)])
-    outputs = []
-    for start in range(0, len(inputs[0]), batch_size):
-      chunks = [x[start:start + batch_size] for x in inputs]
-      outputs.append(np.asarray(fn(self.variables, *map(pad, chunks)))[:len(chunks[0])])
-    return np.concatenate(outputs)
+    return models.batched(fn, self.variables, *inputs,
+                          batch_size=batch_size or self.batch_size)
 
   def encode(self, images: np.ndarray) -> np.ndarray:
     return self.batched(self._encode, images)

@@ -98,5 +98,6 @@ def code_statistics(encode_fn: Callable[[Any, jax.Array], jax.Array],
       "dead_fraction": dead / fired.size,
       "dead_count": dead,
       "code_units": int(fired.size),
-      "fraction_variance_explained": 1.0 - sse / sst,
+      # None for a test set without variance (one image, or all alike).
+      "fraction_variance_explained": 1.0 - sse / sst if sst > 0 else None,
   }

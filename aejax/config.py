@@ -6,6 +6,10 @@ declared here is an error on the command line (``--config.num_epoch``), so addin
 key means adding one line below and reading it where it is used. The model's own keys
 live with its family (``aejax/models/<family>.py``, ``models.default_config``).
 
+``get_config(name_or_path, **overrides)`` is an experiment's config from Python, each
+override checked as ``--config.<key>=`` checks it (``override``); ``checked`` is
+``validate`` raising ``ConfigError``.
+
 ``validate`` checks every value before any compute, naming the key; ``upgrade`` gives
 a config saved by an older aejax (config.json, a checkpoint's metadata) the keys it
 lacks, at the values that older aejax used for them. ``LAYOUT_KEYS`` and
@@ -14,14 +18,25 @@ lacks, at the values that older aejax used for them. ``LAYOUT_KEYS`` and
 
 from __future__ import annotations
 
+import difflib
+import importlib.util
 import json
 import math
+import pathlib
+from typing import Any, Mapping
 
 import ml_collections
 
 from aejax import corruption as corruption_lib, losses, models, sweep
 from aejax.data import sources
 from aejax.step import SCHEDULES
+
+
+
+class ConfigError(ValueError):
+  """A config a run cannot use: a key it does not have, or a value it refuses; the
+  message names the key and says what to change."""
+
 
 EPOCH_MODES = ("auto", "scan", "step")
 INPUTS = ("auto", "device", "stream")
@@ -217,3 +232,108 @@ def validate_against_data(config, dataset, num_devices: int = 1) -> None:
   if config.batch_size > dataset.n_train:
     raise ValueError(f"config.batch_size={config.batch_size} is larger than the "
                      f"{dataset.n_train} training images of {dataset.name}.")
+
+
+def checked(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """``config`` once ``validate`` passes it; its refusal as a ``ConfigError``."""
+  try:
+    validate(config)
+  except ConfigError:
+    raise
+  except ValueError as e:
+    raise ConfigError(str(e)) from None
+  return config
+
+
+# ------------------------------------------------------------ configs from Python
+
+
+def shipped_configs() -> pathlib.Path | None:
+  """The folder of the experiment configs that ship with aejax
+  (``experiments/configs``), found without importing it; None where it is absent."""
+  spec = importlib.util.find_spec("experiments")
+  if spec is None or not spec.submodule_search_locations:
+    return None
+  folder = pathlib.Path(next(iter(spec.submodule_search_locations))) / "configs"
+  return folder if folder.is_dir() else None
+
+
+def _config_file(name_or_path: str) -> tuple[pathlib.Path, list[str]]:
+  """``(file, [argument])`` of ``'vanilla'``, ``'vae:iwae'`` or ``'path/to/c.py[:arg]'``."""
+  name, colon, argument = str(name_or_path).partition(":")
+  arguments = [argument] if colon else []
+  if name.endswith(".py") or "/" in name or "\\" in name:
+    path = pathlib.Path(name).expanduser()
+    if not path.is_file():
+      raise ConfigError(f"config file {path} does not exist.")
+    return path, arguments
+  folder = shipped_configs()
+  known = [] if folder is None else sorted(
+      p.stem for p in folder.glob("*.py") if p.stem not in ("__init__", "base"))
+  if name not in known:
+    close = difflib.get_close_matches(name, known, n=1)
+    hint = f'Did you mean "{close[0]}"? ' if close else ""
+    raise ConfigError(f"{name!r} is not a config that ships with aejax; {hint}choose one of "
+                      f"{known}, or give a config file's path.")
+  return folder / f"{name}.py", arguments
+
+
+def _load_file(path: pathlib.Path, arguments: list[str]) -> ml_collections.ConfigDict:
+  """``get_config(*arguments)`` of the file, as ``--config=<path>[:<argument>]`` runs it."""
+  spec = importlib.util.spec_from_file_location(f"aejax_config_{path.stem}", path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  if not hasattr(module, "get_config"):
+    raise ConfigError(f"config file {path} has no get_config().")
+  try:
+    return module.get_config(*arguments)
+  except (ValueError, KeyError) as e:  # a recipe the file does not know
+    raise ConfigError(f"{path}:{':'.join(arguments)}: {e}") from None
+
+
+def _unknown(key: str, config: ml_collections.ConfigDict, leaf: str) -> ConfigError:
+  """What ``--config.<key>`` says of a key the config lacks (experiments.main)."""
+  close = difflib.get_close_matches(leaf, list(config.keys()), n=1)
+  hint = (f'Did you mean "{close[0]}" instead of "{leaf}"?' if close
+          else "the config has no such key")
+  return ConfigError(f"{key}: unknown config key; {hint}")
+
+
+def override(config: ml_collections.ConfigDict, overrides: Mapping[str, Any]
+             ) -> ml_collections.ConfigDict:
+  """Sets each dotted key of ``overrides`` (``{"model.code_size": 32}``) in ``config``,
+  refusing a key it lacks, as the command line does, and a value of another type
+  than the key's (an int for a float key is allowed; a list for a tuple key becomes
+  a tuple)."""
+  for key, value in overrides.items():
+    *parents, leaf = key.split(".")
+    node = config
+    for depth, part in enumerate(parents):
+      if not isinstance(node, ml_collections.ConfigDict) or part not in node:
+        raise _unknown(".".join(parents[:depth + 1]), node, part)
+      node = node[part]
+    if not isinstance(node, ml_collections.ConfigDict) or leaf not in node:
+      raise _unknown(key, node, leaf)
+    if isinstance(node[leaf], tuple) and isinstance(value, list):
+      value = tuple(value)
+    try:
+      node[leaf] = value
+    except TypeError:
+      raise ConfigError(f"config.{key}={value!r} is of type {type(value).__name__}; the key "
+                        f"takes {type(node[leaf]).__name__} values, like its value "
+                        f"{node[leaf]!r}.") from None
+  return config
+
+
+def get_config(name_or_path: str, **overrides: Any) -> ml_collections.ConfigDict:
+  """An experiment's config: one that ships with aejax by name (``"vanilla"``,
+  ``"conv"``, ``"vae:iwae"``: ``experiments/configs/vae.py`` with recipe ``iwae``) or a
+  config file's path (``"path/to/mine.py[:arg]"``), then ``overrides``: keyword
+  arguments, dotted keys through a dict (``**{"model.code_size": 32}``).
+
+  Locked as the command line's is (no new keys), and checked (``checked``): an
+  unknown key or a value the run would refuse raises ``ConfigError`` naming it.
+  """
+  config = _load_file(*_config_file(name_or_path))
+  config.lock()
+  return checked(override(config, overrides))

@@ -248,8 +248,8 @@ class Run:
             **({} if self.plan.members is None else {"member_group": self.plan.member_group})}
 
 
-def setup(config: ml_collections.ConfigDict, dataset, mesh=None, abstract: bool = False
-          ) -> Run:
+def setup(config: ml_collections.ConfigDict, dataset, mesh=None, abstract: bool = False,
+          checked: bool = False) -> Run:
   """Builds a run's model, objective, compiled functions, initial state and keys.
 
   ``dataset`` is a ``data.Dataset`` or, to restore a trained model without its data,
@@ -257,9 +257,12 @@ def setup(config: ml_collections.ConfigDict, dataset, mesh=None, abstract: bool 
   on (every device of every process by default: ``sharding.make_mesh()``, or for a
   sweep ``sharding.make_member_mesh``). ``abstract``: the initial state as shapes,
   dtypes and shardings only (``jax.ShapeDtypeStruct``s, nothing computed), as the
-  target a checkpoint is restored into.
+  target a checkpoint is restored into. ``checked``: the config has passed
+  ``config.validate`` already (``train.train_and_evaluate``'s one pass), so it is not
+  checked again; its checks against the data and the devices still run.
   """
-  config_lib.validate(config)
+  if not checked:
+    config_lib.validate(config)
   members = _members(config)
   mesh = default_mesh(config) if mesh is None else mesh
   config_lib.validate_against_data(config, dataset, mesh.shape[sharding.DATA])

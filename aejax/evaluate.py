@@ -21,7 +21,6 @@ corrupted input and the clean target.
 from __future__ import annotations
 
 import copy
-import math
 
 import jax
 import jax.numpy as jnp
@@ -29,12 +28,7 @@ import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 from aejax import corruption as corruption_lib, losses, sharding
-from aejax.objective import to_float
-
-
-def psnr_db(mse: float) -> float:
-  """PSNR in dB of a mean squared error on [0, 1] images; infinite for mse == 0."""
-  return math.inf if mse <= 0 else 10.0 * math.log10(1.0 / mse)
+from aejax.images import psnr_db, to_float
 
 
 class Evaluator:

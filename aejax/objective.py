@@ -24,18 +24,9 @@ from typing import Any
 
 import flax.linen as nn
 import jax
-import numpy as np
 
 from aejax import losses, models
-
-
-def to_float(images):
-  """uint8 [0, 255] -> float32 [0, 1]: the one place images are scaled (on the device
-  for a jax.Array, on the host for a NumPy array). Float data (vectors) is taken as
-  it is."""
-  if images.dtype != np.uint8:
-    return images.astype(np.float32)
-  return images.astype(np.float32) / np.float32(255.0)
+from aejax.images import to_float  # noqa: F401 (re-exported: images are scaled there)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,5 +1,6 @@
 """``train_and_evaluate(config, workdir)``: train (or resume) a run, evaluate it, write
-its results.
+its results. ``fit`` is that call from Python (``aejax.train``, which is this module
+called): data may be arrays in memory, and it returns the trained run.
 
 The pieces come from ``engine.setup`` (model, objective, compiled functions), the
 batches from ``inputs`` (the train set on the device, or streamed); the files from
@@ -15,7 +16,10 @@ signal stops the run after saving one (``aejax.preemption``).
 
 from __future__ import annotations
 
+import copy
+import sys
 import time
+import types
 
 import jax
 import ml_collections
@@ -48,6 +52,12 @@ def _check_data(work, saved: dict, dataset: data_lib.Dataset) -> None:
   now = dataset.record()
   if saved.get("fingerprint") == now["fingerprint"]:
     return
+  if saved.get("source") == "arrays":
+    raise DataChangedError(
+        f"{work.path} was trained on other arrays than data= gives now (fingerprint "
+        f"{saved.get('fingerprint', '')[:12]}, {saved.get('n_train')} train rows; now "
+        f"{now['fingerprint'][:12]}, {now['n_train']}): give the arrays it was trained on, "
+        "or a new workdir for these.")
   differs = ", ".join(f"{k}: {saved.get(k)!r} -> {now[k]!r}"
                       for k in ("name", "source", "location", "n_train", "n_test")
                       if saved.get(k) != now[k]) or "the images themselves"
@@ -110,19 +120,24 @@ def _resume(run: engine.Run, mngr, work, dataset, continue_with_changes: bool):
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
-                       continue_with_changes: bool = False) -> dict:
+                       continue_with_changes: bool = False,
+                       dataset: data_lib.Dataset | None = None) -> dict:
   """Trains (or resumes) the run in ``workdir``, evaluates it, writes its results.
 
   ``continue_with_changes``: a resumed run may change the optimizer's settings
   (``config.CONTINUE_KEYS``), e.g. a lower learning rate after a NaN stop. A SIGTERM,
   SIGINT or SIGUSR1 while training saves a checkpoint at the step reached and raises
-  ``preemption.Stopped`` (``aejax/preemption.py``).
+  ``preemption.Stopped`` (``aejax/preemption.py``). ``dataset``: the data to train
+  on, in place of ``data.load(config)``'s (arrays from Python: ``fit``).
   """
-  config_lib.validate(config)
+  config_lib.checked(config)
   with workdir_lib.Workdir(workdir) as work:
     # ------------------------------------------------------------ data and model
-    dataset = data_lib.load(config)
-    run = engine.setup(config, dataset)
+    dataset = data_lib.load(config) if dataset is None else dataset
+    try:
+      run = engine.setup(config, dataset, checked=True)
+    except ValueError as e:  # a config its data or devices refuse
+      raise config_lib.ConfigError(str(e)) from None
     plan = run.plan
     logging.info("Input: %s (config.input=%r: %s).", plan.input, config.input,
                  plan.input_reason)
@@ -328,3 +343,66 @@ def _finish(run: engine.Run, state, meta: dict, dataset, models, work) -> dict:
                results["test"]["mse"], "" if psnr is None else f", psnr {psnr:.2f} dB",
                "" if members is None else f" (member 0 of {members.size})")
   return results
+
+
+# ------------------------------------------------------------------ from Python
+
+
+def _dataset(config, data) -> data_lib.Dataset:
+  """``data`` of ``fit`` as a Dataset: one already made (``data.from_arrays``), a dict
+  of ``from_arrays``' arguments, a ``(train, test)`` pair or the train array alone
+  (its test split held out by ``config.test_fraction``), standardised as
+  ``config.standardize`` says."""
+  if isinstance(data, data_lib.Dataset):
+    made = bool(data.details.get("standardize", False))
+    if made != config.standardize:
+      raise config_lib.ConfigError(
+          f"config.standardize={config.standardize} but data= was made with "
+          f"standardize={made}: make it with standardize={config.standardize}, or give "
+          "the arrays themselves.")
+    return data
+  arrays = (data if isinstance(data, dict) else
+            dict(zip(("train", "test"), data)) if isinstance(data, (tuple, list)) else
+            {"train": data})
+  unknown = sorted(set(arrays) - {"train", "test", "train_labels", "test_labels", "name"})
+  if unknown or "train" not in arrays:
+    raise data_lib.DataError(
+        f"data= holds {unknown or 'no train array'}; give an array, (train, test), or a dict "
+        "of train, test, train_labels, test_labels and name.")
+  return data_lib.from_arrays(**arrays, standardize=config.standardize,
+                              test_fraction=config.test_fraction)
+
+
+def fit(config: ml_collections.ConfigDict, workdir: str, *, data=None,
+        continue_with_changes: bool = False):
+  """``aejax.train``: ``train_and_evaluate`` from Python, returning the trained run
+  (``aejax.trained.Trained``; its parameters are restored when first used).
+
+  ``data``: arrays in memory to train on (``_dataset``), recorded as
+  ``config.dataset='arrays[:<name>]'`` with their fingerprint, so that a resume
+  with the same arrays continues and one with others is refused; None: the data
+  ``config.dataset`` names. The arrays are checked before the workdir is touched
+  (``data.DataError``), the config against them before any compute
+  (``config.ConfigError``; a workdir the run made is removed again).
+  """
+  from aejax import trained  # the layer above: the run as a Python object
+  dataset = None
+  if data is not None:
+    dataset = _dataset(config, data)
+    config = copy.deepcopy(config)
+    config.dataset = dataset.name
+  results = train_and_evaluate(config, workdir, continue_with_changes=continue_with_changes,
+                               dataset=dataset)
+  return trained.Trained(workdir, results=results)
+
+
+class _CallableModule(types.ModuleType):
+  """This module, callable: ``aejax.train(config, workdir, *, data=None)`` is ``fit``.
+  A package's attribute cannot be both a function and its submodule of that name
+  (importing ``aejax.train`` binds the module there), so the module is the call."""
+
+  def __call__(self, config, workdir, *, data=None, continue_with_changes: bool = False):
+    return fit(config, workdir, data=data, continue_with_changes=continue_with_changes)
+
+
+sys.modules[__name__].__class__ = _CallableModule

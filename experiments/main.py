@@ -1,4 +1,5 @@
-"""Trains and evaluates an autoencoder: the absl entry point, nothing else.
+"""Trains and evaluates an autoencoder: the absl entry point, nothing else; the call
+it makes is ``aejax.train`` (``aejax.train.fit``), the same from Python.
 
     python -m experiments.main --config experiments/configs/vanilla.py --workdir runs/vanilla
     python -m experiments.main --config experiments/configs/conv.py --workdir runs/conv \
@@ -104,8 +105,7 @@ def main(argv):
   for handler in (logging.get_absl_handler(), *pylogging.getLogger().handlers):
     handler.addFilter(_quiet_libraries)
   try:
-    train.train_and_evaluate(_CONFIG.value, _WORKDIR.value,
-                             continue_with_changes=_CONTINUE.value)
+    train.fit(_CONFIG.value, _WORKDIR.value, continue_with_changes=_CONTINUE.value)
   except train.USER_ERRORS as e:
     logging.error("%s", e)
     _fail(str(e))

@@ -1,13 +1,16 @@
-"""Datasets: ``load(config)`` finds one (``sources``); ``Dataset`` and the IDX reader
-(``core``) are at the bottom, the TensorFlow-free TFDS builders (``tfds_builders``)
-above them, imported only where needed; ``stream`` (a grain pipeline over the builders'
-array_record files, for ``config.input='stream'``) is imported only when streaming."""
+"""Datasets: ``load(config)`` finds one (``sources``), ``from_arrays`` makes one of
+arrays in memory (``readers``); ``Dataset`` and the IDX reader (``core``) are at the
+bottom, the TensorFlow-free TFDS builders (``tfds_builders``) above them, imported only
+where needed; ``stream`` (a grain pipeline over the builders' array_record files, for
+``config.input='stream'``) is imported only when streaming."""
 
 from aejax.data.core import (ENV_DATA_DIR, IDX_DATASETS, IDX_FILES, SAMPLE_DIR, DataError,
                              DataSpec, Dataset, find_idx_file, load_sample, pixel_mean,
                              read_idx, read_idx_folder)
-from aejax.data.sources import DATASETS, TFDS_PREFIX, load, validate_dataset_name
+from aejax.data.readers import from_arrays
+from aejax.data.sources import DATASETS, TFDS_PREFIX, is_arrays, load, validate_dataset_name
 
 __all__ = ["ENV_DATA_DIR", "IDX_DATASETS", "IDX_FILES", "SAMPLE_DIR", "DataError", "DataSpec",
            "Dataset", "find_idx_file", "load_sample", "pixel_mean", "read_idx", "read_idx_folder",
-           "DATASETS", "TFDS_PREFIX", "load", "validate_dataset_name"]
+           "DATASETS", "TFDS_PREFIX", "from_arrays", "is_arrays", "load",
+           "validate_dataset_name"]

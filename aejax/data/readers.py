@@ -188,17 +188,15 @@ def read_folder(folder: str | pathlib.Path, *, image_size: int = 0, channels: in
 NPZ_KEYS = ("train", "test")
 
 
-def _npz_labels(npz, path, split: str, n: int) -> np.ndarray | None:
-  key = f"{split}_labels"
-  if key not in npz:
-    return None
-  labels = npz[key]
+def _labels(location, key: str, labels: np.ndarray, n: int) -> np.ndarray:
+  """``labels`` as uint8 ``[n]``, or DataError naming ``key`` at ``location``."""
+  split = key.split("_")[0]
   if labels.shape != (n,):
-    raise DataError(f"{path}: {key!r} holds {labels.shape[0] if labels.ndim else 0} labels "
+    raise DataError(f"{location}: {key!r} holds {labels.shape[0] if labels.ndim else 0} labels "
                     f"(shape {list(labels.shape)}) for {n} {split} images.")
   if not np.issubdtype(labels.dtype, np.integer) or (n and (labels.min() < 0
                                                            or labels.max() > 255)):
-    raise DataError(f"{path}: {key!r} must hold integers in [0, 255], got {labels.dtype}"
+    raise DataError(f"{location}: {key!r} must hold integers in [0, 255], got {labels.dtype}"
                     f"{f' from {labels.min()} to {labels.max()}' if n else ''}.")
   return labels.astype(np.uint8)
 
@@ -263,28 +261,138 @@ def read_npz(path: str | pathlib.Path, name: str | None = None,
       arrays = {k: npz[k] for k in NPZ_KEYS}
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
       raise DataError(f"{path}: an array cannot be read ({e}); the file is damaged.") from None
-    details = {}
-    if any(np.issubdtype(a.dtype, np.floating) for a in arrays.values()):
-      arrays, details = _vectors(path, arrays, standardize)
-    else:
-      for key, array in arrays.items():
-        if array.dtype != np.uint8:
-          raise DataError(f"{path}: {key!r} has dtype {array.dtype}; it must be uint8 "
-                          "images [N, H, W, C] or float vectors [N, D].")
-        if array.ndim != 4:
-          raise DataError(f"{path}: {key!r} has shape {list(array.shape)}; uint8 images must "
-                          "be [N, H, W, C] (add a channel axis to grey images: x[..., None]).")
-      if standardize:
-        raise DataError(f"{path} holds uint8 images; config.standardize applies to float "
-                        "vectors only.")
-    labels = {k: _npz_labels(npz, path, k, len(arrays[k])) for k in NPZ_KEYS}
-  labelled = all(v is not None for v in labels.values())
-  labels = {k: v if v is not None else np.zeros(len(arrays[k]), np.uint8)
-            for k, v in labels.items()}
-  details["labels"] = "from the file" if labelled else "none (all 0)"
+    labels = {k: npz[f"{k}_labels"] if f"{k}_labels" in npz else None for k in NPZ_KEYS}
+    arrays, labels, details = _checked(path, arrays, labels, standardize)
   return Dataset(name=name or f"npz:{path}", source="npz", location=str(path),
                  train_images=arrays["train"], train_labels=labels["train"],
                  test_images=arrays["test"], test_labels=labels["test"], details=details)
+
+
+def _checked(location, arrays: dict[str, np.ndarray], labels: dict[str, np.ndarray | None],
+             standardize_: bool, labels_from: str = "from the file"
+             ) -> tuple[dict, dict, dict]:
+  """The npz rules, for a file's arrays and for arrays in memory (``from_arrays``):
+  ``(arrays, labels, details)`` of ``train`` / ``test`` uint8 images ``[N, H, W, C]``
+  or float vectors ``[N, D]`` (standardised when asked) and their uint8 labels (all 0
+  when either split has none), or DataError naming the array."""
+  details = {}
+  if any(np.issubdtype(a.dtype, np.floating) for a in arrays.values()):
+    arrays, details = _vectors(location, arrays, standardize_)
+  else:
+    for key, array in arrays.items():
+      if array.dtype != np.uint8:
+        raise DataError(f"{location}: {key!r} has dtype {array.dtype}; it must be uint8 "
+                        "images [N, H, W, C] or float vectors [N, D].")
+      if array.ndim != 4:
+        raise DataError(f"{location}: {key!r} has shape {list(array.shape)}; uint8 images must "
+                        "be [N, H, W, C] (add a channel axis to grey images: x[..., None]).")
+    if standardize_:
+      raise DataError(f"{location} holds uint8 images; config.standardize applies to float "
+                      "vectors only.")
+  labels = {k: None if v is None else _labels(location, f"{k}_labels", v, len(arrays[k]))
+            for k, v in labels.items()}
+  labelled = all(v is not None for v in labels.values())
+  labels = {k: v if v is not None else np.zeros(len(arrays[k]), np.uint8)
+            for k, v in labels.items()}
+  details["labels"] = labels_from if labelled else "none (all 0)"
+  return arrays, labels, details
+
+
+# --------------------------------------------------------------- arrays in memory
+
+ARRAYS_PREFIX = "arrays"  # a Dataset made by ``from_arrays`` is named "arrays[:<name>]"
+
+
+def _as_array(location, key: str, value) -> np.ndarray:
+  """``value`` (a NumPy or JAX array, or nested lists) as a NumPy array of numbers."""
+  array = np.asarray(value)
+  if array.dtype == object or not (np.issubdtype(array.dtype, np.number)
+                                   or array.dtype == np.bool_):
+    raise DataError(f"{location}: {key!r} has dtype {array.dtype}; arrays of Python objects "
+                    "(pickled data) are not read: give uint8 images [N, H, W, C] or float "
+                    "vectors [N, D].")
+  return array
+
+
+def _float_images(location, key: str, array: np.ndarray) -> np.ndarray:
+  """Float images ``[N, H, W, C]`` in [0, 1] on the 1/255 grid (``x_uint8 / 255``,
+  as notebooks scale them) back as the uint8 images they are; anything else is
+  DataError naming ``key``, since images train as uint8."""
+  low, high = (float(array.min()), float(array.max())) if array.size else (0.0, 0.0)
+  if not (np.isfinite(low) and np.isfinite(high) and 0 <= low and high <= 1):
+    raise DataError(f"{location}: {key!r} holds float images {list(array.shape)} with values "
+                    f"from {low} to {high}, outside [0, 1]: give uint8 images [N, H, W, C], "
+                    f"float images in [0, 1], or vectors ({key}.reshape(len({key}), -1)).")
+  levels = np.rint(array.astype(np.float64) * 255)
+  # x / 255 in float64 then cast, or cast then divided in the array's own dtype.
+  if not any(np.array_equal(scaled, array) for scaled in (
+      (levels / 255).astype(array.dtype), levels.astype(array.dtype) / array.dtype.type(255))):
+    raise DataError(f"{location}: {key!r} holds float images in [0, 1] between the 256 "
+                    "levels of uint8 images, which images train as: give "
+                    f"({key} * 255).round().astype(np.uint8), or vectors "
+                    f"({key}.reshape(len({key}), -1)).")
+  return levels.astype(np.uint8)
+
+
+def _held_out(array: np.ndarray, test_fraction: float) -> np.ndarray:
+  """Which rows go to the test split: the first 32 bits of the sha256 of a row's
+  bytes, over 2^32, fall below ``test_fraction`` (as a folder's files by their names):
+  deterministic, independent of the rows' order, and equal rows share a split."""
+  rows = np.ascontiguousarray(array).reshape(len(array), -1)
+  return np.array([int.from_bytes(hashlib.sha256(row.tobytes()).digest()[:4], "big") / 2**32
+                   < test_fraction for row in rows], bool)
+
+
+def from_arrays(train, test=None, *, train_labels=None, test_labels=None,
+                name: str | None = None, standardize: bool = False,
+                test_fraction: float = 0.1) -> Dataset:
+  """A Dataset of arrays in memory (NumPy or JAX), checked by the rules of an npz file
+  (``read_npz``): uint8 images ``[N, H, W, C]`` or float vectors ``[N, D]``
+  (``standardize``: per feature, as ``config.standardize``), optional integer labels;
+  besides, float images in [0, 1] that are uint8 images over 255 are taken as those.
+
+  Without ``test``, the rows whose content hashes below ``test_fraction`` are held
+  out as the test split (``_held_out``; recorded in ``details["split"]``). The
+  fingerprint, as for files, is the data's identity: a run resumed with other arrays
+  is refused. Raises DataError naming the array, before any compute.
+  """
+  location = f"{ARRAYS_PREFIX}:{name}" if name else ARRAYS_PREFIX
+  arrays = {"train": _as_array(location, "train", train)}
+  labels = {"train": None if train_labels is None else _as_array(location, "train_labels",
+                                                                  train_labels)}
+  if test is not None:
+    arrays["test"] = _as_array(location, "test", test)
+    labels["test"] = None if test_labels is None else _as_array(location, "test_labels",
+                                                                 test_labels)
+  elif test_labels is not None:
+    raise DataError(f"{location}: test_labels were given without test images.")
+  for key, array in arrays.items():
+    if np.issubdtype(array.dtype, np.floating) and array.ndim == 4:
+      arrays[key] = _float_images(location, key, array)
+  details = {}
+  if test is None:
+    if labels["train"] is not None:  # checked against the images before they are split
+      labels["train"] = _labels(location, "train_labels", labels["train"],
+                                len(arrays["train"]))
+    if not 0 < test_fraction < 1:
+      raise DataError(f"{location}: test_fraction must lie strictly between 0 and 1, got "
+                      f"{test_fraction!r}.")
+    held = _held_out(arrays["train"], test_fraction)
+    if held.all() or not held.any():
+      raise DataError(f"{location}: holding out test_fraction={test_fraction} of the "
+                      f"{len(held)} rows left a split empty; give test= arrays, or more rows.")
+    arrays = {"train": arrays["train"][~held], "test": arrays["train"][held]}
+    labels = {k: None if labels["train"] is None else labels["train"][rows]
+              for k, rows in (("train", ~held), ("test", held))}
+    details["split"] = (f"held out from train: a row is a test row when the first 32 bits "
+                        f"of the sha256 of its bytes, over 2^32, are below "
+                        f"test_fraction={test_fraction}")
+  arrays, labels, checked = _checked(location, arrays, labels, standardize,
+                                     labels_from="given")
+  return Dataset(name=location, source="arrays", location=location,
+                 train_images=arrays["train"], train_labels=labels["train"],
+                 test_images=arrays["test"], test_labels=labels["test"],
+                 details={**checked, **details})
 
 
 # ------------------------------------------------------------------------- CIFAR

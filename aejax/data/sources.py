@@ -43,8 +43,16 @@ FOLDER_PREFIX = "folder:"
 NPZ_PREFIX = "npz:"
 
 
+def is_arrays(name: str) -> bool:
+  """Whether ``config.dataset`` names arrays a Python session held in memory
+  (``readers.from_arrays``): ``'arrays'`` or ``'arrays:<name>'``."""
+  return name == readers.ARRAYS_PREFIX or name.startswith(readers.ARRAYS_PREFIX + ":")
+
+
 def validate_dataset_name(name: str) -> None:
   """Raises ValueError, naming ``config.dataset``, for a name ``load`` cannot serve."""
+  if is_arrays(name):
+    return
   for prefix, what in ((FOLDER_PREFIX, "<folder of images>"), (NPZ_PREFIX, "<file.npz>")):
     if name.startswith(prefix):
       if not name[len(prefix):]:
@@ -110,6 +118,10 @@ def load(config) -> Dataset:
   validate_dataset_name(name)
   if name == "mnist_sample":
     return load_sample()
+  if is_arrays(name):
+    raise DataError(f"config.dataset={name!r} was arrays held in memory by a Python "
+                    "session, which no file holds: give them again, as "
+                    "aejax.train(config, workdir, data=...), to train or resume this run.")
   if name.startswith(FOLDER_PREFIX):
     return readers.read_folder(name[len(FOLDER_PREFIX):], image_size=config.image_size,
                                channels=config.channels, test_fraction=config.test_fraction,

@@ -63,7 +63,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from aejax import entropy_coding, losses
-from aejax.models import layers, registry
+from aejax.images import psnr_db, to_float
+from aejax.models import coding, layers, registry
 
 QUANTIZATIONS = ("noise", "mixed")
 PRIORS = ("factorized", "hyperprior")
@@ -317,24 +318,23 @@ class ScaleHyperprior(FactorizedPrior):
 
 
 def evaluate(model: FactorizedPrior, variables, dataset, key: jax.Array) -> dict:
-  """The codec on the test set, rounded latents (``aejax.codec``, tables made from
+  """The codec on the test set, rounded latents (``coding.Codec``, tables made from
   this model): ``estimated_bits_per_image`` (the model's densities'),
   ``table_bits_per_image`` (the ideal code length under the integer tables),
   ``bytes_per_image`` (the range coder's real byte strings), ``psnr_db`` and ``mse``
   of the decoded images; a hyperprior's also ``side_bits_per_image`` (ẑ's share of
   the estimate)."""
   del key
-  from aejax import analysis, codec as codec_lib, evaluate as evaluate_lib  # noqa: PLC0415 (cycle)
   images = dataset.test_images
-  codec = codec_lib.Codec.of(analysis.Run(None, None, model, variables, 0), images.shape[1:])
+  codec = coding.Codec.of(coding.Bound(model, variables), images.shape[1:])
   latents = codec.latents(images)
   sizes = [len(s) for s in codec.encode_latents(latents)]
-  mse = float(np.mean(np.square(codec.reconstruct(latents) - analysis.to_float(images),
+  mse = float(np.mean(np.square(codec.reconstruct(latents) - to_float(images),
                                 dtype=np.float64)))
   figures = {"bytes_per_image": float(np.mean(sizes)),
              "estimated_bits_per_image": float(np.mean(codec.estimated_bits(latents))),
              "table_bits_per_image": float(np.mean(codec.table_bits(latents))), "mse": mse,
-             "psnr_db": evaluate_lib.psnr_db(mse), "latent_shape": list(codec.latent_shape)}
+             "psnr_db": psnr_db(mse), "latent_shape": list(codec.latent_shape)}
   if codec.side_shape is not None:
     figures |= {"side_bits_per_image": float(np.mean(codec.side_bits(latents))),
                 "side_shape": list(codec.side_shape)}

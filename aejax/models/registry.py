@@ -59,6 +59,8 @@ class Family:
   ``model_eval``; ``variables`` is ``{"params": ..., <state collections>}``.
   ``figures(model, variables, dataset, key, folder) -> [file names]``: the family's own
   pictures (a VAE's samples from the prior), written into the workdir.
+  ``sample(model, variables, key, n) -> [n, H, W, C]``: ``n`` examples drawn from the
+  model's prior (a VAE's), for ``aejax.Trained.sample``.
   ``vectors``: it trains on vectors ``[D]`` (``image_shape == (D,)``) as well as
   images. Its output head: a sigmoid (or a clip) for data in [0, 1], the default;
   ``linear_head``: ``build`` also takes ``unbounded=True``, a linear head for data
@@ -75,6 +77,7 @@ class Family:
   state_collections: tuple[str, ...] = ()
   evaluate: Callable[[nn.Module, Any, Any, jax.Array], dict] | None = None
   figures: Callable[..., list[str]] | None = None
+  sample: Callable[[nn.Module, Any, jax.Array, int], np.ndarray] | None = None
   vectors: bool = False
   linear_head: bool = False
 
@@ -164,6 +167,21 @@ def compiled_apply(model: nn.Module, method: str) -> Callable:
   and method. Modules compare by value, so equal models (a sweep's members, a run
   restored twice) share one function and so its compilations."""
   return jax.jit(lambda variables, *inputs: model.apply(variables, *inputs, method=method))
+
+
+def batched(fn: Callable, variables: Any, *inputs: np.ndarray, batch_size: int = 1000
+            ) -> np.ndarray:
+  """``fn(variables, *chunks)`` (a ``compiled_apply``) over the inputs' leading axis
+  (they share it) in chunks of ``batch_size``, the last one padded with zeros: one
+  compilation serves any number of examples. NumPy out."""
+  inputs = [np.asarray(x, np.float32) for x in inputs]
+  pad = lambda chunk: np.concatenate(
+      [chunk, np.zeros((batch_size - len(chunk), *chunk.shape[1:]), chunk.dtype)])
+  outputs = []
+  for start in range(0, len(inputs[0]), batch_size):
+    chunks = [x[start:start + batch_size] for x in inputs]
+    outputs.append(np.asarray(fn(variables, *map(pad, chunks)))[:len(chunks[0])])
+  return np.concatenate(outputs)
 
 
 def init_variables(model: nn.Module, model_config, image_shape, key: jax.Array) -> dict:

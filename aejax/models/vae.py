@@ -407,4 +407,5 @@ registry.register(registry.Family(
                   binarize=True, eval_nll_samples=5000, eval_binarization_seed=0,
                   init="glorot_uniform", output_bias="data_mean", compute_dtype="float32"),
     build=build, check=check, rng_streams=("binarize", "sample"), evaluate=evaluate,
-    figures=write_figures))
+    figures=write_figures,
+    sample=lambda model, variables, key, n: prior_samples(model, variables["params"], key, n)))
