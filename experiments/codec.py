@@ -93,6 +93,12 @@ def read_string(codec: codec_lib.Codec, path: str | pathlib.Path) -> bytes:
     return f.read(codec_format.HEADER_SIZE + codec.max_payload + 1)
 
 
+def decode_file(codec: codec_lib.Codec, source: str, target: str) -> None:
+  """Writes ``target``, the image of file ``source``, only if ``source`` decodes:
+  else ``CodecFormatError`` naming it, and nothing is written."""
+  write_image(target, codec.decode([read_string(codec, source)], names=[source])[0])
+
+
 def batch(codec: codec_lib.Codec, out: pathlib.Path, data_dir: str, limit: int) -> dict:
   config = codec.run.config
   if data_dir:
@@ -131,8 +137,7 @@ def main(argv):
     if command == "encode":
       pathlib.Path(paths[1]).write_bytes(codec.encode(read_image(paths[0], shape))[0])
     elif command == "decode":
-      image = codec.decode([read_string(codec, paths[0])], names=[paths[0]])[0]
-      write_image(paths[1], image)
+      decode_file(codec, *paths)
     else:
       summary = batch(codec, pathlib.Path(paths[0]), FLAGS.data_dir, FLAGS.limit)
       print(json.dumps(summary, indent=2))
