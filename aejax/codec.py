@@ -1,8 +1,12 @@
 """A trained rate–distortion run as a codec: images to byte strings and back.
 
     codec = Codec.from_workdir("runs/codec")
-    strings = codec.encode(images_u8)        # [N, H, W, C] uint8 -> N byte strings
-    images = codec.decode(strings)           # -> float [N, H, W, C] in [0, 1]
+    files = codec.encode(images_u8)          # [N, H, W, C] uint8 -> N files' bytes
+    images = codec.decode(files)             # -> float [N, H, W, C] in [0, 1]
+
+A file is a 31-byte header that names the model (``aejax.codec_format``;
+docs/codec_format.md), then the range coder's payload; ``decode`` raises
+``CodecFormatError`` for bytes this model did not write.
 
 The run's model provides ``encode`` (integer latents ŷ), ``decode``, ``cdf_logits``
 (its factorized density's per-channel cumulative) and ``latent_bits`` (its estimated
@@ -17,7 +21,8 @@ tables are made once per checkpoint and written beside it in the
 workdir (``codec_tables_<step>.npz``, the factorized density's; a hyperprior's
 Gaussian tables in ``codec_scale_tables_<step>.npz``; a sweep's member i's end in
 ``_member<i>``); encoder and decoder read the
-same files, so decoding needs the bytes, the tables and the model, nothing else.
+same files, so decoding needs the bytes, the tables and the model, nothing else (the
+file's identity is theirs: a file meets only the model and tables that wrote it).
 A workdir that cannot be written (read-only, another user's) is only read: its tables
 go to this user's cache (``$XDG_CACHE_HOME/aejax/codec_tables/``, by default
 ``~/.cache``; a folder per workdir and parameters), or stay in memory.

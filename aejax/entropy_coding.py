@@ -21,8 +21,11 @@ string is one part, its latents channel by channel in raster order (``encode``);
 hyperprior's is ẑ's part, then ŷ's, whose rows the decoder learns from ẑ.
 
 Bytes: the coder's 32-bit words written big-endian, trailing zero bytes dropped
-(the decoder puts them back), so a string is not rounded up to 4 bytes. There is no
-header: the latent shape is the model's.
+(the decoder puts them back), so a string is not rounded up to 4 bytes. These are a
+codec file's payload; its header (``codec_format``) is the codec's. The decoder reads
+as many symbols as the rows it is given, whatever the bytes: bytes that no encoder
+wrote decode to other values or raise ``CodecFormatError``, in time bounded by the
+latents' count.
 """
 
 from __future__ import annotations
@@ -36,6 +39,8 @@ from typing import Callable
 import statistics
 
 import numpy as np
+
+from aejax.codec_format import CodecFormatError
 
 PRECISION = 16  # the frequencies of a channel sum to 2**PRECISION
 TAIL = 1e-6  # density mass left to the escape symbol, per channel and side
@@ -261,14 +266,22 @@ class Decoder:
     order, counts = _groups(rows, tables.channels)
     symbols = np.empty(len(rows), np.int64)
     symbols[order] = np.concatenate(
-        [self._coder.decode(categorical[r], int(n)) if n else np.zeros(0, np.int32)
+        [self._decode(categorical[r], int(n)) if n else np.zeros(0, np.int32)
          for r, n in enumerate(counts)])
     outside = symbols == tables.sizes[rows]
     values = symbols + tables.offsets[rows]
     if outside.any():
-      values[outside] = self._coder.decode(uniform, int(outside.sum())).astype(np.int64) - 2 ** (
+      values[outside] = self._decode(uniform, int(outside.sum())).astype(np.int64) - 2 ** (
           ESCAPE_BITS - 1)
     return values.reshape(shape)
+
+  def _decode(self, model, n: int) -> np.ndarray:
+    # constriction raises AssertionError on words no encoder could have written.
+    try:
+      return self._coder.decode(model, n)
+    except (AssertionError, ValueError, RuntimeError):
+      raise CodecFormatError("its payload holds words no range encoder "
+                             "writes") from None
 
 
 def channel_rows(shape: tuple[int, ...]) -> np.ndarray:

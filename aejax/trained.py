@@ -185,8 +185,10 @@ class Trained:
   @functools.cached_property
   def codec(self):
     """The run as a codec (a rate–distortion model's): ``codec.encode(images_u8)`` ->
-    byte strings, ``codec.decode(strings)`` -> images (``aejax.codec.Codec``), its
-    tables made in memory; nothing is written to the workdir."""
+    one file's bytes per image (header and payload, as ``experiments.codec`` writes
+    them), ``codec.decode(files)`` -> images, ``aejax.CodecFormatError`` for bytes its
+    model did not write (``aejax.codec.Codec``); its tables made in memory, nothing
+    written to the workdir."""
     from aejax import codec as codec_lib  # its range coder only where it is asked for
     return codec_lib.Codec.of(self._run, self.image_shape)
 

@@ -6,11 +6,16 @@
         [--data_dir=path/to/mnist] [--limit=N]
 
 ``encode`` reads a grey image of the model's size (28×28 for MNIST), ``decode``
-writes one. A ``.bin`` is the range coder's bytes and nothing else: the shape, the
-model and the coding tables come from the workdir. ``batch`` codes the run's test
-set, one ``<index>.bin`` per image, decodes every string again, checks that it
+writes one. A ``.bin`` is a 31-byte header (signature, format version, image shape,
+the identity of the model and its coding tables, the payload's length and CRC-32;
+docs/codec_format.md) and the range coder's payload; the model and the tables come
+from the workdir. ``decode`` refuses, in one ``error:`` line naming the file and
+writing no image, a file this workdir's model did not write: empty, another format,
+truncated, extended, corrupted, or another model's. ``batch`` codes the run's test
+set, one ``<index>.bin`` file per image, decodes every file again, checks that it
 gives the model's reconstruction exactly, and prints (and writes ``summary.json``)
-the bytes per image, the model's estimated rate and PSNR.
+the payload bytes per image (the rate), the file bytes, the model's estimated rate
+and PSNR.
 """
 
 import json
@@ -21,7 +26,7 @@ import numpy as np
 from absl import app, flags
 from PIL import Image, UnidentifiedImageError
 
-from aejax import analysis, checkpoint, codec as codec_lib, data
+from aejax import analysis, checkpoint, codec as codec_lib, codec_format, data
 from aejax.workdir import WorkdirError
 
 
@@ -81,6 +86,19 @@ def write_image(path: str, image: np.ndarray) -> None:
   Image.fromarray(codec_lib.to_uint8(image)[..., 0], mode="L").save(path)
 
 
+def read_string(codec: codec_lib.Codec, path: str | pathlib.Path) -> bytes:
+  """A ``.bin`` file's bytes, read no further than the longest file this codec writes
+  and one byte more (an extended or huge file is refused without reading it all)."""
+  with open(path, "rb") as f:
+    return f.read(codec_format.HEADER_SIZE + codec.max_payload + 1)
+
+
+def decode_file(codec: codec_lib.Codec, source: str, target: str) -> None:
+  """Writes ``target``, the image of file ``source``, only if ``source`` decodes:
+  else ``CodecFormatError`` naming it, and nothing is written."""
+  write_image(target, codec.decode([read_string(codec, source)], names=[source])[0])
+
+
 def batch(codec: codec_lib.Codec, out: pathlib.Path, data_dir: str, limit: int) -> dict:
   config = codec.run.config
   if data_dir:
@@ -90,14 +108,17 @@ def batch(codec: codec_lib.Codec, out: pathlib.Path, data_dir: str, limit: int) 
   latents = codec.latents(images)
   strings = codec.encode_latents(latents)
   out.mkdir(parents=True, exist_ok=True)
-  for i, s in enumerate(strings):
-    (out / f"{i}.bin").write_bytes(s)
-  decoded = codec.decode([(out / f"{i}.bin").read_bytes() for i in range(len(images))])
+  paths = [out / f"{i}.bin" for i in range(len(images))]
+  for path, s in zip(paths, strings):
+    path.write_bytes(codec.pack(s))
+  decoded = codec.decode([read_string(codec, p) for p in paths], names=list(map(str, paths)))
   reference = codec.reconstruct(latents)
-  sizes = np.array([len(s) for s in strings])
+  sizes = np.array([len(s) for s in strings])  # the payloads: the rate
   estimated = codec.estimated_bits(latents) / 8
   summary = {
       "images": len(images), "bytes_per_image": float(sizes.mean()),
+      "file_bytes_per_image": float(np.mean([p.stat().st_size for p in paths])),
+      "header_bytes": codec_format.HEADER_SIZE,
       "estimated_bytes_per_image": float(estimated.mean()),
       "overhead_bytes_per_image": float((sizes - estimated).mean()),
       "psnr_db": analysis.psnr_db(reference=analysis.to_float(images), reconstruction=decoded),
@@ -116,7 +137,7 @@ def main(argv):
     if command == "encode":
       pathlib.Path(paths[1]).write_bytes(codec.encode(read_image(paths[0], shape))[0])
     elif command == "decode":
-      write_image(paths[1], codec.decode([pathlib.Path(paths[0]).read_bytes()])[0])
+      decode_file(codec, *paths)
     else:
       summary = batch(codec, pathlib.Path(paths[0]), FLAGS.data_dir, FLAGS.limit)
       print(json.dumps(summary, indent=2))

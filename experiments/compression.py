@@ -16,8 +16,10 @@ colour made grey with ``skimage.color.rgb2gray``), cut on a 28-pixel grid.
 JPEG at each quality: the whole file and its entropy-coded scan alone (the tables
 shared, as §7 counts it); WebP (Pillow's lossy encoder, method 6): the whole file and
 its VP8 chunk alone (without the 20 bytes of RIFF and chunk headers); PNG lossless.
-For a codec, the real bytes and the model's estimated rate beside them; every string
-is decoded again and must give the model's reconstruction exactly.
+For a codec, the real bytes and the model's estimated rate beside them: the curves
+and BD-rates count its payloads (the range coder's bytes), the table gives its files
+too (each payload + a 31-byte header, ``aejax.codec_format``); every file is decoded
+again and must give the model's reconstruction exactly.
 
 BD-rate (Bjøntegaard): the mean difference in log bytes between two PSNR curves over
 the PSNR range both cover, each curve interpolated linearly in (PSNR, log bytes)
@@ -119,14 +121,19 @@ def codecs_in(workdir: str) -> dict[tuple[str, str], codec_lib.Codec]:
 
 
 def measure_codec(codec: codec_lib.Codec, images_u8: np.ndarray) -> dict:
+  """``bytes`` counts the payloads, the rate every curve and BD-rate uses;
+  ``file_bytes`` the files (each payload + the ``codec_format.HEADER_SIZE``-byte
+  header), decoded as the command line decodes them."""
   latents = codec.latents(images_u8)
   strings = codec.encode_latents(latents)
-  decoded = codec.decode(strings)
+  files = [codec.pack(s) for s in strings]
+  decoded = codec.decode(files)
   if not np.array_equal(decoded, codec.reconstruct(latents)):
     raise AssertionError(f"{codec.run.workdir}: a byte string decodes to another image.")
   sizes = np.array([len(s) for s in strings], np.float64)
   estimated = codec.estimated_bits(latents) / 8
-  return {"bytes": float(sizes.mean()), "estimated_bytes": float(estimated.mean()),
+  return {"bytes": float(sizes.mean()), "file_bytes": float(np.mean([len(f) for f in files])),
+          "estimated_bytes": float(estimated.mean()),
           "overhead_bytes": float((sizes - estimated).mean()),
           "max_bytes": float(sizes.max()), **quality(images_u8, decoded)}
 
@@ -202,9 +209,12 @@ def markdown(results: dict) -> str:
               "| method | setting | bytes/image | scan or payload bytes | estimated bytes | "
               "PSNR (dB) | SSIM |", "|---|---|---|---|---|---|---|"]
     for r in entry["rows"]:
-      scan = f"{r['scan_bytes']:.1f}" if "scan_bytes" in r else ""
+      if "file_bytes" in r:  # a codec: its file (payload + header), then its payload
+        size, scan = r["file_bytes"], f"{r['bytes']:.1f}"
+      else:
+        size, scan = r["bytes"], f"{r['scan_bytes']:.1f}" if "scan_bytes" in r else ""
       estimated = f"{r['estimated_bytes']:.1f}" if "estimated_bytes" in r else ""
-      lines.append(f"| {r['method']} | {r['setting']} | {r['bytes']:.1f} | {scan} | "
+      lines.append(f"| {r['method']} | {r['setting']} | {size:.1f} | {scan} | "
                    f"{estimated} | {r['psnr_db']:.2f} | {r['ssim']:.4f} |")
     lines += ["", "| codec | against | BD-rate | codec PSNR − theirs at equal bytes (dB) |",
               "|---|---|---|---|"]

@@ -3,21 +3,28 @@ conditional against SciPy, the integer tables and the range coder, a scale
 hyperprior coded to bytes and back, and one small trained run coded to bytes and
 back."""
 
+import concurrent.futures
+import datetime
 import json
+import os
 import pathlib
+import struct
 import types
+import zlib
 
 import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings, strategies as st
 from hypothesis.extra import numpy as hnp
 from PIL import Image
 from scipy import stats
 
-from aejax import analysis, codec as codec_lib, data, engine, entropy_coding, models
+import aejax
+from aejax import analysis, codec as codec_lib, codec_format, data, engine, entropy_coding
+from aejax import models
 from aejax import step as step_lib
 from aejax.models import ratedistortion
 from experiments import codec as codec_cli, compression
@@ -465,7 +472,10 @@ def test_cli_reads_a_png_as_encode_does(codec, test_images, tmp_path):
 def test_batch_mode_codes_the_test_set(codec, tmp_path):
   summary = codec_cli.batch(codec, tmp_path, "", limit=30)
   assert summary["images"] == 30 and summary["decodes_exactly"]
-  assert len(list(tmp_path.glob("*.bin"))) == 30
+  files = sorted(tmp_path.glob("*.bin"))
+  assert len(files) == 30
+  assert all(f.read_bytes().startswith(codec_format.SIGNATURE) for f in files)
+  assert summary["file_bytes_per_image"] == summary["bytes_per_image"] + 31
   assert 0 <= summary["overhead_bytes_per_image"] < 4.5
 
 
@@ -494,3 +504,140 @@ def test_the_compression_command_measures_a_sweep_as_one_curve(cli, trained, tmp
   for name in ("study_codec.png", "study_codec_ssim.png"):
     assert (tmp_path / name).read_bytes()[:4] == b"\x89PNG"
   assert "| run | rate=1 |" in proc.stdout
+
+
+# ------------------------------------------------- files that identify themselves
+
+
+@pytest.fixture(scope="module")
+def real_file(codec, test_images):
+  """One image's file and its decoded image (decoding once compiles the decoder, so
+  that no fuzzed example pays for it)."""
+  file = codec.encode(test_images[:1])[0]
+  return file, codec.decode([file])[0]
+
+
+def test_a_file_is_its_header_then_its_payload(codec, test_images, real_file):
+  file, image = real_file
+  payload = codec.encode_latents(codec.latents(test_images[:1]))[0]
+  assert codec_format.HEADER_SIZE == 31 and len(file) == 31 + len(payload)
+  assert file[:8] == b"\x89AEC\r\n\x1a\n" and file[8] == 1 and file[31:] == payload
+  assert struct.unpack(">3H", file[9:15]) == (28, 28, 1) and file[15:23] == codec.identity
+  assert struct.unpack(">2I", file[23:31]) == (len(payload),
+                                                zlib.crc32(file[:27] + payload))
+  np.testing.assert_array_equal(
+      image, codec.run.reconstruct(analysis.to_float(test_images[:1]))[0])
+
+
+def test_the_python_api_writes_and_reads_the_same_files(trained, codec, test_images):
+  """``aejax.load(W).codec`` (tables made in memory) and the command line's codec (the
+  workdir's tables) write the same files, and read each other's."""
+  python = aejax.load(trained).codec
+  files = python.encode(test_images[:5])
+  assert files == codec.encode(test_images[:5])
+  np.testing.assert_array_equal(python.decode(files), codec.decode(files))
+  with pytest.raises(aejax.CodecFormatError, match=r"^string 1 is corrupted"):
+    python.decode([files[0], files[1][:-1] + bytes([files[1][-1] ^ 1])])
+
+
+def bad_strings(trained, real: bytes) -> dict[str, tuple[bytes, str]]:
+  """Each bad string the decoder refuses, and the reason it gives."""
+  other = codec_lib.Codec.from_workdir(trained, member=1)  # a sweep's other λ
+  flipped = bytearray(real)
+  flipped[40] ^= 0x10
+  return {
+      "another model's": (other.encode(data.load_sample().test_images[:1])[0],
+                          "was written by another model"),
+      "truncated": (real[:-3], "is truncated"), "extended": (real + b"\0", "is extended"),
+      "corrupted": (bytes(flipped), "is corrupted"),
+      "random": (np.random.default_rng(0).bytes(200), "is not an aejax codec file"),
+      "empty": (b"", "is empty"), "zeros": (bytes(2 ** 20), "is not an aejax codec file")}
+
+
+def test_each_bad_string_is_refused_in_one_line_writing_no_image(trained, codec, real_file,
+                                                                tmp_path):
+  """The command line's decode (``decode_file``), for each bad string."""
+  for name, (string, reason) in bad_strings(trained, real_file[0]).items():
+    (tmp_path / f"{name}.bin").write_bytes(string)
+    with pytest.raises(aejax.CodecFormatError) as error:
+      codec_cli.decode_file(codec, str(tmp_path / f"{name}.bin"), str(tmp_path / "out.png"))
+    assert str(error.value).startswith(f"{tmp_path / name}.bin {reason}"), error.value
+    assert "\n" not in str(error.value) and not (tmp_path / "out.png").exists()
+
+
+def test_cli_refuses_a_bad_string_with_status_1_writing_no_image(cli, trained, real_file,
+                                                                tmp_path):
+  cases = {name: case for name, case in bad_strings(trained, real_file[0]).items()
+           if name in ("another model's", "zeros")}
+  for name, (string, _) in cases.items():
+    (tmp_path / f"{name}.bin").write_bytes(string)
+  decode = lambda name: cli.run_module(
+      "experiments.codec", f"--workdir={trained}", "decode", str(tmp_path / f"{name}.bin"),
+      str(tmp_path / f"{name}.png"), check=False)
+  with concurrent.futures.ThreadPoolExecutor(len(cases)) as pool:
+    procs = dict(zip(cases, pool.map(decode, cases)))
+  for name, (_, reason) in cases.items():
+    proc = procs[name]
+    errors = [l for l in proc.stderr.splitlines() if l.startswith("error:")]
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr, (name, proc.stderr[-2000:])
+    assert len(errors) == 1 and errors[0].startswith(
+        f"error: {tmp_path / name}.bin {reason}"), (name, errors)
+    assert not (tmp_path / f"{name}.png").exists()
+
+
+FUZZ_EXAMPLES = int(os.environ.get("AEJAX_FUZZ_EXAMPLES", "60"))
+# Generous: decoding one string takes milliseconds; only a hang comes near it.
+FUZZ = settings(max_examples=FUZZ_EXAMPLES, deadline=datetime.timedelta(seconds=20),
+                suppress_health_check=[HealthCheck.too_slow])
+
+
+@st.composite
+def mutation(draw, real: bytes) -> bytes:
+  """Random bytes, or ``real`` truncated, with bytes flipped, inserted or deleted."""
+  kind = draw(st.sampled_from(["random", "truncate", "flip", "insert", "delete"]))
+  if kind == "random":
+    return draw(st.binary(max_size=400))
+  data = bytearray(real)
+  if kind == "truncate":
+    return bytes(data[:draw(st.integers(0, len(data) - 1))])
+  for _ in range(draw(st.integers(1, 4))):
+    at = draw(st.integers(0, len(data) - 1))
+    if kind == "flip":
+      data[at] ^= draw(st.integers(1, 255))
+    elif kind == "insert":
+      data[at:at] = draw(st.binary(min_size=1, max_size=8))
+    elif len(data) > 1:
+      del data[at]
+  return bytes(data)
+
+
+def decoded_or_refused(codec, string: bytes) -> np.ndarray | None:
+  """The image ``string`` decodes to, or None where it is refused in one line; any
+  other exception fails the test."""
+  try:
+    return codec.decode([string])[0]
+  except codec_format.CodecFormatError as e:
+    assert "\n" not in str(e) and str(e).startswith("string 0 ")
+    return None
+
+
+@FUZZ
+@given(st.data())
+def test_fuzz_each_string_decodes_to_the_real_image_or_is_refused(codec, real_file, data):
+  real, image = real_file
+  string = data.draw(mutation(real))
+  decoded = decoded_or_refused(codec, string)
+  if decoded is not None:
+    np.testing.assert_array_equal(decoded, image)
+  assert (decoded is not None) == (string == real)
+
+
+@FUZZ
+@given(st.data())
+def test_fuzz_the_range_decoder_on_payloads_with_a_forged_header(codec, real_file, data):
+  """Mutated payloads in headers that pass every check (as a forger would write
+  them): the range decoder itself gives an image of the model's shape or refuses."""
+  real, image = real_file
+  payload = data.draw(mutation(real[codec_format.HEADER_SIZE:]))
+  decoded = decoded_or_refused(codec, codec.pack(payload))
+  assert decoded is None or decoded.shape == image.shape

@@ -2,8 +2,13 @@
 own (``ratedistortion``); ``aejax.codec`` opens one from a trained run's workdir.
 
     codec = Codec.of(Bound(model, variables), image_shape)
-    strings = codec.encode(images_u8)        # [N, H, W, C] uint8 -> N byte strings
-    images = codec.decode(strings)           # -> float [N, H, W, C] in [0, 1]
+    files = codec.encode(images_u8)          # [N, H, W, C] uint8 -> N files' bytes
+    images = codec.decode(files)             # -> float [N, H, W, C] in [0, 1]
+
+A file is a 31-byte header (``aejax.codec_format``: signature, version, image shape,
+the model's identity, the payload's length and CRC-32), then the payload, the range
+coder's bytes. ``encode_latents``/``decode_latents`` give and take payloads alone:
+the rate figures count those.
 
 It sits beside the family, below the engine and the analysis layer, so that the
 family's evaluation measures its real bytes without reaching up to them: it needs a
@@ -15,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import os
 import pathlib
 from typing import Any, NamedTuple
@@ -23,7 +29,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from aejax import entropy_coding
+from aejax import codec_format, entropy_coding
 from aejax.images import to_float
 from aejax.models import registry
 
@@ -62,13 +68,15 @@ def _channel_last(latents: np.ndarray) -> np.ndarray:
 class Codec:
   """``tables``: the factorized density's, of ŷ or of a hyperprior's ẑ;
   ``scale_tables`` (a hyperprior's): ŷ's; ``latent_shape`` ŷ's [h, w, M];
-  ``side_shape`` ẑ's [h', w', K], None without side information."""
+  ``side_shape`` ẑ's [h', w', K], None without side information; ``image_shape``
+  the [H, W, C] of the images it codes."""
 
   run: Any  # a model, its variables, step and workdir: ``Bound``, or an ``analysis.Run``
   tables: entropy_coding.Tables
   latent_shape: tuple[int, ...]
   scale_tables: entropy_coding.ScaleTables | None = None
   side_shape: tuple[int, ...] | None = None
+  image_shape: tuple[int, ...] = ()
 
   def __post_init__(self):
     model = self.run.model
@@ -103,7 +111,7 @@ class Codec:
       scale_tables = _cached(folders, f"codec_scale_tables_{run.step}{suffix}.npz", lambda: (
           entropy_coding.gaussian_tables(entropy_coding.log_scales())),
           entropy_coding.ScaleTables)
-    return cls(run, tables, latent_shape, scale_tables, side_shape)
+    return cls(run, tables, latent_shape, scale_tables, side_shape, tuple(image_shape))
 
   def latents(self, images_u8: np.ndarray) -> Latents:
     """uint8 [N, H, W, C] -> the integer latents."""
@@ -140,8 +148,40 @@ class Codec:
         for code, side, rows in zip(latents.code, latents.side,
                                     self._scale_rows(latents.side))])
 
+  @functools.cached_property
+  def identity(self) -> bytes:
+    """What a file names its model by (``codec_format.identity``): the parameters,
+    the tables, and the image and latent shapes. Another model's, or this one's with
+    other tables, differs; a string is decoded only with the identity it was written
+    with."""
+    leaves = jax.tree_util.tree_flatten_with_path(self.run.variables)[0]
+    tables = [self.tables] + ([self.scale_tables] if self.scale_tables is not None else [])
+    return codec_format.identity([
+        *((jax.tree_util.keystr(path), leaf) for path, leaf in leaves),
+        *((f"tables{i}.{f.name}", getattr(t, f.name))
+          for i, t in enumerate(tables) for f in dataclasses.fields(t)),
+        *((name, np.asarray(shape or (), np.int64)) for name, shape in (
+            ("image_shape", self.image_shape), ("latent_shape", self.latent_shape),
+            ("side_shape", self.side_shape)))])
+
+  @property
+  def max_payload(self) -> int:
+    """A bound on a payload's bytes: every latent at a frequency of 1 (≤ 32 bits in
+    constriction's 32-bit words) and escaped (16 more), plus the coder's flush."""
+    latents = int(np.prod(self.latent_shape)) + int(np.prod(self.side_shape or (0,)))
+    return 6 * latents + 16
+
+  def pack(self, payload: bytes) -> bytes:
+    """A payload -> its file: the header, then the payload."""
+    return codec_format.pack(payload, self.identity, self.image_shape)
+
+  def unpack(self, data: bytes, name: str = "the string") -> bytes:
+    """A file -> its payload, or ``CodecFormatError`` naming ``name`` and the reason."""
+    return codec_format.unpack(data, self.identity, self.image_shape, self.max_payload, name)
+
   def encode(self, images_u8: np.ndarray) -> list[bytes]:
-    return self.encode_latents(self.latents(images_u8))
+    """uint8 [N, H, W, C] -> N files' bytes, each header + payload."""
+    return [self.pack(s) for s in self.encode_latents(self.latents(images_u8))]
 
   def encode_latents(self, latents: Latents) -> list[bytes]:
     if self.side_shape is None:
@@ -172,9 +212,18 @@ class Codec:
     """The decoded images of the latents: float [N, H, W, C] in [0, 1]."""
     return self._batched("decode", latents.code)
 
-  def decode(self, strings: list[bytes]) -> np.ndarray:
-    """N byte strings -> float images [N, H, W, C] in [0, 1]."""
-    return self.reconstruct(self.decode_latents(strings))
+  def decode(self, files: list[bytes], names: list[str] | None = None) -> np.ndarray:
+    """N files' bytes (``encode``'s) -> float images [N, H, W, C] in [0, 1]. Any that
+    this codec did not write raises ``CodecFormatError`` naming it (``names[i]``, by
+    default ``string i``) before anything is decoded."""
+    names = names or [f"string {i}" for i in range(len(files))]
+    payloads = [self.unpack(f, name) for f, name in zip(files, names, strict=True)]
+    try:
+      latents = self.decode_latents(payloads)
+    except codec_format.CodecFormatError as e:  # bytes that passed the CRC by design
+      which = names[0] if len(names) == 1 else f"one of {len(names)} strings"
+      raise codec_format.CodecFormatError(f"{which} is corrupted: {e}.") from None
+    return self.reconstruct(latents)
 
 
 def _cached(folders: list[pathlib.Path], name: str, make, kind=entropy_coding.Tables):
