@@ -149,6 +149,8 @@ def write_onnx(fns: dict, out: pathlib.Path) -> list[pathlib.Path]:
         raise ExportError(f"jax2onnx cannot convert the {name}: "
                           f"{str(e).splitlines()[0] if str(e) else type(e).__name__}"
                           ) from None
+    for value in (*proto.graph.input, *proto.graph.output):  # one name for the batch
+      value.type.tensor_type.shape.dim[0].dim_param = "N"
     path = out / f"{name}.onnx"
     onnx.save_model(proto, str(path))
     paths.append(path)
@@ -315,7 +317,7 @@ def command(trained: Trained) -> str:
     base, flags = {}, []
   mine = ml_collections.ConfigDict(_own_config(trained))
   for key, value in _flat_items(mine.to_dict()):
-    if key in ("sweep", "data_dir") or _get(base, key) == value:
+    if key in ("sweep", "data_dir") or _same(_get(base, key), value):
       continue
     flags.append(f"--config.{key}={_flag(value)}")
   name = config.name if base else "path/to/config.py"
@@ -338,6 +340,12 @@ def _get(tree: dict, dotted: str):
       return object()
     tree = tree[part]
   return tree
+
+
+def _same(a, b) -> bool:
+  """Equal, a tuple and a list of the same items too (JSON keeps lists)."""
+  as_list = lambda v: list(v) if isinstance(v, (tuple, list)) else v
+  return as_list(a) == as_list(b)
 
 
 def _flag(value) -> str:
@@ -376,7 +384,7 @@ examples of shape {data.get('image_shape')}; sha256 fingerprint of its arrays
 
     import aejax
     model = aejax.load("path/to/this/folder")
-    codes = model.encode(images)     # {record['input']['shape']} float32 -> [N, {', '.join(map(str, record['code_shape']))}]
+    codes = model.encode(images)     # [{', '.join(map(str, record['input']['shape']))}] float32 -> [N, {', '.join(map(str, record['code_shape']))}]
     images = model.decode(codes)
 
 Inputs: {record['input']['scaling']}. `config.json` holds the whole config and the
