@@ -420,16 +420,22 @@ def read_folder(path: str | pathlib.Path) -> dict:
 # ----------------------------------------------------------------- the export
 
 
-def export(trained: Trained, out: str | pathlib.Path, formats=FORMATS,
-           images: np.ndarray | None = None) -> dict:
-  """Writes ``formats`` of ``trained`` into ``out`` and checks each artifact against
-  aejax (on ``images``, else the run's test set): ``{"files": [...], "max_error":
-  {file: error}, "checked_on": str, "tolerance": TOLERANCE}``."""
+def check_formats(formats) -> tuple[str, ...]:
+  """``formats`` as a tuple; ExportError for none, or one not in FORMATS."""
   formats = tuple(formats)
   unknown = sorted(set(formats) - set(FORMATS))
   if unknown or not formats:
     raise ExportError(f"export formats {unknown or '(none)'} are unknown; choose from "
                       f"{', '.join(FORMATS)}.")
+  return formats
+
+
+def export(trained: Trained, out: str | pathlib.Path, formats=FORMATS,
+           images: np.ndarray | None = None) -> dict:
+  """Writes ``formats`` of ``trained`` into ``out`` and checks each artifact against
+  aejax (on ``images``, else the run's test set): ``{"files": [...], "max_error":
+  {file: error}, "checked_on": str, "tolerance": TOLERANCE}``."""
+  formats = check_formats(formats)
   out = pathlib.Path(out)
   fns = functions(trained)  # refuses before anything is written
   out.mkdir(parents=True, exist_ok=True)

@@ -35,6 +35,7 @@ def main(argv):
   del argv
   FLAGS = flags.FLAGS
   try:
+    export.check_formats(FLAGS.format)
     trained = aejax.load(FLAGS.workdir, FLAGS.member)
     if FLAGS.data_dir:
       trained._run.config.data_dir = FLAGS.data_dir
