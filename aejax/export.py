@@ -173,8 +173,8 @@ def write_jax(fns: dict, out: pathlib.Path) -> list[pathlib.Path]:
 
 def load_jax(path: str | pathlib.Path) -> Callable[[Any], jax.Array]:
   """A ``.jax_exported`` file as a function of one array (any batch size). JAX reads
-  such files only within its compatibility window (about six months of JAX releases
-  back: jax.export's documentation)."""
+  such files only within its compatibility window (what JAX releases of the last six
+  months wrote: jax.export's documentation)."""
   exported = jax.export.deserialize(bytearray(pathlib.Path(path).read_bytes()))
   return exported.call
 
