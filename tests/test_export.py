@@ -152,3 +152,11 @@ def test_the_command_exports_checks_and_the_folder_encodes_bit_for_bit_without_t
     assert proc.returncode == 1, proc.stderr
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and message in errors[0] and "Traceback" not in proc.stderr
+
+
+def test_topk_masked_code_is_the_scattered_one_ties_included():
+  from aejax.models import topk  # noqa: PLC0415
+  rng = np.random.default_rng(0)
+  pre = rng.integers(-3, 4, (64, 40)).astype(np.float32)  # many ties at the k-th value
+  for k in (1, 5, 40):
+    np.testing.assert_array_equal(topk.top_k_masked(pre, k), topk.top_k_code(pre, k))
