@@ -11,7 +11,7 @@ holds a scikit-learn transformer. Errors a user can cause have public types,
 raised before any compute: ``ConfigError``, ``DataError``, ``WorkdirError`` (and
 ``DataChangedError``), ``NonFiniteLossError``; a signal while training saves a
 checkpoint and raises ``Stopped``; a codec refuses a file it did not write with
-``CodecFormatError``. docs/python.md says more.
+``CodecFormatError``, ``ExportError``. docs/python.md says more.
 
 Importing aejax is light: each name imports its module (JAX, Flax...) when first used.
 """
@@ -33,6 +33,7 @@ _NAMES = {
     "NonFiniteLossError": "aejax.step",
     "Stopped": "aejax.preemption",
     "CodecFormatError": "aejax.codec_format",
+    "ExportError": "aejax.export",
 }
 # Submodules that are part of the API: ``aejax.train`` is the module train.py, which
 # is callable (``aejax.train.fit``).
@@ -58,6 +59,7 @@ def __dir__() -> list[str]:
 if TYPE_CHECKING:  # what type checkers see: the same names, imported eagerly
   from aejax import data, sklearn  # noqa: F401
   from aejax.codec_format import CodecFormatError  # noqa: F401
+  from aejax.export import ExportError  # noqa: F401
   from aejax.config import ConfigError, get_config  # noqa: F401
   from aejax.data import DataError  # noqa: F401
   from aejax.preemption import Stopped  # noqa: F401

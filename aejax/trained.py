@@ -192,6 +192,19 @@ class Trained:
     from aejax import codec as codec_lib  # its range coder only where it is asked for
     return codec_lib.Codec.of(self._run, self.image_shape)
 
+  # ------------------------------------------------------------------- export
+
+  def export(self, out: str | pathlib.Path, formats=("onnx", "jax", "folder"),
+             images=None) -> dict:
+    """Writes the model into folder ``out``: ``encoder``/``decoder``/``autoencoder``
+    as ``.onnx`` (``"onnx"``) and ``.jax_exported`` (``"jax"``), and ``config.json``,
+    ``model.safetensors`` and ``README.md`` (``"folder"``: ``aejax.load(out)`` opens
+    it); each artifact is checked against this model on ``images`` (else the run's
+    test set). Returns the files and their largest errors (``aejax.export.export``);
+    a family that is not exported is an ``aejax.export.ExportError``."""
+    from aejax import export as export_lib  # jax2onnx and onnxruntime only here
+    return export_lib.export(self, out, formats, images)
+
   # ------------------------------------------------------------------- pickling
 
   def __getstate__(self) -> dict:
@@ -213,7 +226,15 @@ class Trained:
 def load(workdir: str | pathlib.Path, member: int | None = None) -> Trained:
   """The trained run in ``workdir`` (a sweep's member ``member``, 0 by default),
   restored from its newest checkpoint: a missing or empty workdir is a
-  ``WorkdirError``."""
+  ``WorkdirError``. ``workdir`` may be a model folder ``Trained.export`` wrote (no
+  checkpoints, no data): the same encode and decode, bit for bit."""
+  from aejax import export  # noqa: PLC0415 - safetensors, only for a model folder
+  if export.is_folder(workdir):
+    if member not in (None, 0):
+      raise WorkdirError(f"{workdir} is a model folder of one model: it has no member {member}.")
+    trained = Trained(workdir)
+    trained.__setstate__(export.read_folder(workdir))
+    return trained
   trained = Trained(workdir, member)
   trained._run  # noqa: B018 - restore now, so that a wrong workdir fails here
   return trained

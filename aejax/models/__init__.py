@@ -8,7 +8,7 @@ See ``registry.py`` for the contract a family keeps. To add one, write its modul
 (a ``Family`` passed to ``registry.register``) and import it below.
 """
 
-from aejax.models.registry import (Family, activation_bytes, batched, build, compiled_apply,
+from aejax.models.registry import (Export, Family, activation_bytes, batched, build, compiled_apply,
                                    default_config, get, init_variables,
                                    largest_activation_bytes, names, register, rngs, validate)
 
@@ -16,6 +16,6 @@ from aejax.models.registry import (Family, activation_bytes, batched, build, com
 from aejax.models import (contractive, conv, mlp, ratedistortion, topk, vae,  # noqa: E402,F401
                           vqvae)
 
-__all__ = ["Family", "activation_bytes", "batched", "build", "compiled_apply", "default_config", "get",
+__all__ = ["Export", "Family", "activation_bytes", "batched", "build", "compiled_apply", "default_config", "get",
            "init_variables", "largest_activation_bytes", "names", "register", "rngs",
            "validate"]

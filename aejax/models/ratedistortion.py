@@ -385,4 +385,8 @@ registry.register(registry.Family(
                   density_init_scale=10.0, quantization="noise", kernel_size=5, init="he_uniform", output_bias="data_mean"),
     build=build, check=check, cpu_epoch_mode="step", cpu_vmap_members=False,
     rng_streams=("quantization",),
-    evaluate=evaluate))
+    evaluate=evaluate,
+    # The transforms, not the coding (it stays in aejax): the encoder gives y before
+    # rounding, since a rounding in another runtime may land a latent at x.5 on the
+    # other side; round(y) is the code the decoder takes.
+    export=registry.Export(encoder="analysis", autoencoder=False)))

@@ -38,6 +38,25 @@ ModelConfig = ml_collections.ConfigDict
 
 
 @dataclasses.dataclass(frozen=True)
+class Export:
+  """What ``aejax.export`` writes of a family's model (docs/export.md's table).
+
+  ``encoder``, ``decoder``: the module's methods that ``encoder.onnx`` and
+  ``decoder.onnx`` compute (a codec's ``analysis``: the latents before rounding).
+  ``autoencoder``: also ``decode(encode(x))`` as one file. ``traced``: a method
+  replaced, for the converters only, by another of the same values written with
+  operations they take (TopK's scatter as a mask). ``refused``: not exported, and
+  why, in one sentence.
+  """
+
+  encoder: str = "encode"
+  decoder: str = "decode"
+  autoencoder: bool = True
+  traced: Mapping[str, str] = dataclasses.field(default_factory=dict)
+  refused: str = ""
+
+
+@dataclasses.dataclass(frozen=True)
 class Family:
   """A registered model family.
 
@@ -64,7 +83,8 @@ class Family:
   ``vectors``: it trains on vectors ``[D]`` (``image_shape == (D,)``) as well as
   images. Its output head: a sigmoid (or a clip) for data in [0, 1], the default;
   ``linear_head``: ``build`` also takes ``unbounded=True``, a linear head for data
-  that is not (standardised vectors).
+  that is not (standardised vectors). ``export``: what ``aejax.export`` writes of it
+  (``Export``).
   """
 
   name: str
@@ -80,6 +100,7 @@ class Family:
   sample: Callable[[nn.Module, Any, jax.Array, int], np.ndarray] | None = None
   vectors: bool = False
   linear_head: bool = False
+  export: Export = Export()
 
 
 _FAMILIES: dict[str, Family] = {}

@@ -120,6 +120,17 @@ def top_k_code(pre: jax.Array, k: int, relu: bool = True) -> jax.Array:
   return jnp.zeros_like(pre).at[rows, indices].set(nn.relu(values) if relu else values)
 
 
+def top_k_masked(pre: jax.Array, k: int) -> jax.Array:
+  """``top_k_code(pre, k)``'s values without a scatter: the entries above the k-th
+  largest, and of those equal to it the first by index until k are kept (``lax.top_k``'s
+  ties). [B, N] -> [B, N]; for export, not training (the cumulative sum is slower)."""
+  kth = jax.lax.top_k(pre, k)[0][:, -1:]
+  above, tied = pre > kth, pre == kth
+  room = k - jnp.sum(above, axis=-1, keepdims=True)
+  keep = above | (tied & (jnp.cumsum(tied.astype(jnp.int32), axis=-1) <= room))
+  return jnp.where(keep, nn.relu(pre), 0.0)
+
+
 def clip_straight_through(x: jax.Array) -> jax.Array:
   """``clip(x, 0, 1)`` in value, identity in gradient. Written as
   ``sg(clip(x)) + (x - sg(x))`` so that the value is exactly the clipped one."""
@@ -178,6 +189,11 @@ class TopKAutoencoder(nn.Module):
   def encode(self, x: jax.Array) -> jax.Array:
     """The sparse code: [B, H, W, C] -> [B, width]."""
     return top_k_code(self.pre_activation(x), self.k)
+
+  def encode_masked(self, x: jax.Array) -> jax.Array:
+    """``encode``'s code, with a mask where it scatters (``top_k_masked``): what
+    ``aejax.export`` converts, as jax2onnx takes no scatter over a symbolic batch."""
+    return top_k_masked(self.pre_activation(x), self.k)
 
   def decode_linear(self, code: jax.Array, bias: bool = True) -> jax.Array:
     """``W_dec code (+ b_pre)``, flat: [B, width] -> [B, D]."""
@@ -242,4 +258,4 @@ registry.register(registry.Family(
     defaults=dict(width=1024, k=32, k_aux=256, dead_after=60_000, output="linear",
                   auxk_activation="relu"),
     build=build, check=check, state_collections=("activity",), vectors=True,
-    linear_head=True))
+    linear_head=True, export=registry.Export(traced={"encode": "encode_masked"})))
