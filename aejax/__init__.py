@@ -11,7 +11,8 @@ holds a scikit-learn transformer. Errors a user can cause have public types,
 raised before any compute: ``ConfigError``, ``DataError``, ``WorkdirError`` (and
 ``DataChangedError``), ``NonFiniteLossError``; a signal while training saves a
 checkpoint and raises ``Stopped``; a codec refuses a file it did not write with
-``CodecFormatError``, ``ExportError``. docs/python.md says more.
+``CodecFormatError``; an export that cannot be made raises ``ExportError``.
+docs/python.md says more.
 
 Importing aejax is light: each name imports its module (JAX, Flax...) when first used.
 """
