@@ -319,7 +319,8 @@ class Read(NamedTuple):
 
 def training_pid(workdir: str | pathlib.Path) -> int | None:
   """The pid of the run training in ``workdir`` now, else None: the pid its lock file
-  names, if that process lives. Read without taking the lock, which would refuse a
+  names (a run writes it when it takes the lock and empties the file when it lets
+  go), if that process lives. Read without taking the lock, which would refuse a
   run starting at that instant."""
   try:
     pid = int((pathlib.Path(workdir) / ".lock").read_text().split()[0])

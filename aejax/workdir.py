@@ -224,6 +224,12 @@ class Workdir:
         else:
           (self.path / ".lock").unlink()
           self._remove_made()
+      elif self._holds_lock_file():
+        # The pid leaves the file with the lock, so that a reader's note that the run
+        # is training (``checkpoint.training_pid``) names only a holder.
+        self._lock.seek(0)
+        self._lock.truncate()
+        self._lock.flush()
     except OSError:
       pass  # the run's own error is the one to report
     finally:

@@ -150,8 +150,9 @@ def test_a_second_run_in_a_busy_workdir_is_refused_and_a_killed_runs_lock_taken_
 def test_a_run_that_fails_before_writing_leaves_the_workdir_as_it_found_it(tmp_path):
   """The folders it made are removed, a lock file it made too, and a lock file it
   found gets its content back; once the run wrote anything, nothing is undone. A
-  second run is refused as before, and leaves the first's lock alone."""
-  from aejax import workdir
+  second run is refused as before, and leaves the first's lock alone; the first,
+  letting go, empties the lock file."""
+  from aejax import checkpoint, workdir
 
   def fail(path):
     with pytest.raises(ZeroDivisionError):
@@ -178,6 +179,9 @@ def test_a_run_that_fails_before_writing_leaves_the_workdir_as_it_found_it(tmp_p
       with workdir.Workdir(tmp_path / "busy"):
         pass
     assert (tmp_path / "busy" / ".lock").read_text() == f"{os.getpid()}\n"
+  # Let go, the lock file names no holder: a reader sees no run training.
+  assert (tmp_path / "busy" / ".lock").read_text() == ""
+  assert checkpoint.training_pid(tmp_path / "busy") is None
 
 
 # --------------------------------------------------------- provenance
