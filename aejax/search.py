@@ -175,13 +175,16 @@ class Slots:
     laid = copy.deepcopy(self.base)
     laid.sweep = "; ".join([f"seed=0:{size}"] + [f"{k}={float(base_numbers[k][0])!r}"
                                                    for k in varied])
+    try:  # the sweep's memory estimate, before a sweep of ``size`` members is made
+      model = models.build(config.model, dataset.image_shape, pixel_mean=dataset.pixel_mean,
+                           unbounded=not dataset.bounded)
+      engine._check_memory(size, model, config, dataset.image_shape)
+    except ValueError as e:
+      raise SearchError(f"--slots={size} is too many: {e}") from None
     try:
       self.run = engine.setup(laid, dataset)
     except ValueError as e:
-      message = str(e)
-      if "members of about" in message:
-        message = f"--slots={size} is too many: {message}"
-      raise SearchError(message) from None
+      raise SearchError(str(e)) from None
     self.size, self.varied = size, varied
     self.traces = {"epoch": 0, "fill": 0, "validate": 0}
     self.trial_configs: list[ml_collections.ConfigDict | None] = [None] * size
