@@ -37,8 +37,8 @@ _NAMES = {
     "ExportError": "aejax.export",
 }
 # Submodules that are part of the API: ``aejax.train`` is the module train.py, which
-# is callable (``aejax.train.fit``).
-_MODULES = ("train", "data", "sklearn")
+# is callable (``aejax.train.fit``); so is ``aejax.search`` (``aejax.search.search``).
+_MODULES = ("train", "search", "data", "sklearn")
 
 __all__ = [*_NAMES, *_MODULES]
 
@@ -59,6 +59,7 @@ def __dir__() -> list[str]:
 
 if TYPE_CHECKING:  # what type checkers see: the same names, imported eagerly
   from aejax import data, sklearn  # noqa: F401
+  from aejax.search import search  # noqa: F401
   from aejax.codec_format import CodecFormatError  # noqa: F401
   from aejax.export import ExportError  # noqa: F401
   from aejax.config import ConfigError, get_config  # noqa: F401

@@ -67,23 +67,30 @@ def members(config: ml_collections.ConfigDict) -> list[dict[str, Any]]:
   if not config.sweep:
     return []
   items = parse(config.sweep)
+  keys = [k for k, _ in items]
+  check_keys(config, keys)
+  return [dict(zip(keys, values)) for values in itertools.product(*(v for _, v in items))]
+
+
+def check_keys(config: ml_collections.ConfigDict, keys: list[str],
+               source: str = "config.sweep") -> None:
+  """Refuses a key that may not vary between members (``SWEEPABLE``, ``losses.<term>``
+  of a term ``config.losses`` names); ``source`` names what asked, for the message."""
   terms = losses.parse_weights(config.losses)
-  for key, _ in items:
+  for key in keys:
     term = key.removeprefix("losses.")
     if key.startswith("losses.") and term not in terms:
-      raise ValueError(f"config.sweep varies {key!r}, a term config.losses does not name "
+      raise ValueError(f"{source} varies {key!r}, a term config.losses does not name "
                        f"({config.losses!r}); add it there with its base weight.")
     if key not in SWEEPABLE and not key.startswith("losses."):
       raise ValueError(
-          f"config.sweep cannot vary {key!r}: only numbers the train step reads may vary "
+          f"{source} cannot vary {key!r}: only numbers the train step reads may vary "
           f"in one program ({', '.join(SWEEPABLE)}, losses.<term>). A key that changes "
           "shapes or structure (model, data, batch size, epochs, schedule) needs runs of "
           "its own.")
-  if config.schedule == "exponential" and "final_lr_fraction" in dict(items):
-    raise ValueError("config.sweep cannot vary final_lr_fraction with the exponential "
+  if config.schedule == "exponential" and "final_lr_fraction" in keys:
+    raise ValueError(f"{source} cannot vary final_lr_fraction with the exponential "
                      "schedule (optax fixes its decay rate when the schedule is built).")
-  keys = [k for k, _ in items]
-  return [dict(zip(keys, values)) for values in itertools.product(*(v for _, v in items))]
 
 
 def member_config(config: ml_collections.ConfigDict, overrides: dict) -> ml_collections.ConfigDict:

@@ -1,0 +1,173 @@
+"""The search (aejax/search.py): Optuna's trials on a sweep's slots, refilled in place,
+through the command line and from Python, on the bundled sample."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import optuna
+import pytest
+
+import aejax
+from aejax import data as data_lib, search
+
+pytestmark = pytest.mark.slow
+
+TINY = ("--config=experiments/configs/vanilla.py", "--config.dataset=mnist_sample",
+        "--config.num_epochs=3", "--config.batch_size=250")
+SPACE = "learning_rate=loguniform(1e-4,3e-2); weight_decay=loguniform(1e-6,1e-2)"
+
+
+def _search(cli, workdir, *args, check=True):
+  return cli.run_module("experiments.search", *TINY, f"--workdir={workdir}",
+                        f"--space={SPACE}", "--rungs=1,2", *args, check=check)
+
+
+def _start(workdir, *args):
+  cmd = [sys.executable, "-m", "experiments.search", *TINY, f"--workdir={workdir}",
+         f"--space={SPACE}", "--rungs=1,2", *args]
+  return subprocess.Popen(cmd, cwd=os.getcwd(), env={**os.environ, "AEJAX_DATA_DIR": ""},
+                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+
+@pytest.fixture(scope="module")
+def straight(cli, tmp_path_factory):
+  """A search of 4 trials in 2 slots, run to its end: search.json."""
+  workdir = tmp_path_factory.mktemp("search") / "straight"
+  _search(cli, workdir, "--trials=4", "--slots=2", "--pruner=none")
+  return json.loads((workdir / "search.json").read_text()), workdir
+
+
+def test_search_through_the_cli(straight):
+  result, workdir = straight
+  trials = result["trials"]
+  assert [t["state"] for t in trials] == ["complete"] * 4
+  assert all(set(t["rungs"]) == {"1", "2", "3"} and t["value"] == t["rungs"]["3"]
+             for t in trials)
+  assert {t["slot"] for t in trials} == {0, 1}
+  assert result["traces"] == {"epoch": 1, "fill": 1, "validate": 1}  # compiled once
+  best = result["best"]
+  assert best["value"] == min(t["value"] for t in trials)
+  assert 0 < best["test"]["mse"] < 0.1
+  assert best["command"].startswith("python -m experiments.main "
+                                    "--config=experiments/configs/vanilla.py")
+  assert "--config.dataset=mnist_sample" in best["command"]
+  assert f"--config.learning_rate={best['params']['learning_rate']!r}" in best["command"]
+  assert (workdir / "optimization_history.png").exists()
+
+
+def test_sigterm_saves_and_the_rerun_resumes_bit_for_bit(cli, straight, tmp_path):
+  workdir = tmp_path / "stopped"
+  child = _start(workdir, "--trials=4", "--slots=2", "--pruner=none", "--noplots")
+  for line in child.stderr:  # the signal handler is in place once trials start
+    if "in slot 1" in line:
+      break
+  child.send_signal(signal.SIGTERM)
+  child.communicate(timeout=300)
+  assert child.returncode == 75
+  first = json.loads((workdir / "search.json").read_text())
+  assert "running" in [t["state"] for t in first["trials"]]
+  _search(cli, workdir, "--trials=4", "--slots=2", "--pruner=none", "--noplots")
+  resumed = json.loads((workdir / "search.json").read_text())
+  # The trials running at the signal end exactly as in a search never stopped (the
+  # ones asked after the resume may differ: a sampler's random state is not stored).
+  values = lambda r: [(t["params"], t["rungs"]) for t in r["trials"][:len(first["trials"])]]
+  assert values(resumed) == values(straight[0])
+  assert [t["state"] for t in resumed["trials"]] == ["complete"] * 4
+
+
+def test_two_processes_share_one_study(tmp_path):
+  storage = tmp_path / "shared.journal"
+  children = [_start(tmp_path / f"w{i}", "--trials=6", "--slots=2", "--noplots",
+                     f"--storage={storage}", f"--seed={i}") for i in range(2)]
+  for child in children:
+    _, err = child.communicate(timeout=300)
+    assert child.returncode == 0, err[-2000:]
+  study = optuna.load_study(study_name="search", storage=search.open_storage(
+      str(storage), tmp_path))
+  trials = study.get_trials()
+  assert 6 <= len(trials) <= 7  # each asks only while fewer than 6 exist
+  assert {t.user_attrs["workdir"] for t in trials} == {str(tmp_path / "w0"),
+                                                        str(tmp_path / "w1")}
+  assert {t.state.name for t in trials} <= {"COMPLETE", "PRUNED"}
+
+
+def _held(**overrides):
+  config = aejax.get_config("vanilla", dataset="mnist_sample", num_epochs=2,
+                            batch_size=250, **overrides)
+  return config, search.split_validation(data_lib.load(config), 1 / 6)
+
+
+def test_a_refilled_slot_leaves_the_others_bit_for_bit():
+  config, held = _held()
+  pool = search.Slots(config, held, 2, ["learning_rate"])
+  steps = held.n_train // config.batch_size
+
+  def run(first, then=None, epochs=2):
+    pool.fill(0, {"learning_rate": first})
+    pool.fill(1, {"learning_rate": 3e-3})
+    pool.train_epoch()
+    if then is not None:
+      pool.fill(0, {"learning_rate": then})  # pruned: the next trial takes its slot
+    for _ in range(epochs - 1):
+      pool.train_epoch()
+    return pool.variables(0), pool.variables(1), pool.steps()
+
+  refilled0, refilled1, refilled_steps = run(1e-3, then=1e-2)
+  _, alone1, _ = run(1e-3)
+  fresh0, _, _ = run(1e-2, epochs=1)
+  assert refilled_steps.tolist() == [steps, 2 * steps]  # each slot its own step
+  for a, b in zip(jax.tree.leaves(refilled1), jax.tree.leaves(alone1)):
+    np.testing.assert_array_equal(a, b)
+  for a, b in zip(jax.tree.leaves(refilled0), jax.tree.leaves(fresh0)):
+    np.testing.assert_array_equal(a, b)
+  assert pool.traces == {"epoch": 1, "fill": 1, "validate": 0}  # nothing compiled again
+
+
+def test_a_nan_trial_fails_and_the_search_goes_on(tmp_path):
+  config, _ = _held()
+  result = aejax.search(config, tmp_path / "nan", space="learning_rate=choice(1e30,1e-3)",
+                        trials=4, slots=2, sampler="random", pruner="none", plots=False)
+  states = {t["params"]["learning_rate"]: t["state"] for t in result["trials"]}
+  assert states == {1e30: "fail", 1e-3: "complete"}
+  failed = [t for t in result["trials"] if t["state"] == "fail"]
+  assert all("NaN" in t["failed"] for t in failed)
+
+
+@pytest.mark.parametrize("space, message", [
+    ("learning_rat=uniform(0,1)", r"--space cannot vary 'learning_rat'"),
+    ("model.code_size=int(2,8)", r"--space cannot vary 'model.code_size'.*structure"),
+    ("learning_rate=loguniform(0.1)", r"learning_rate=loguniform\(0.1\): give two bounds"),
+    ("learning_rate=normal(0,1)", r"is not key=distribution"),
+    ("losses.kl=uniform(0,1)", r"a term config.losses does not name"),
+])
+def test_a_bad_space_is_refused(tmp_path, space, message):
+  config, _ = _held()
+  with pytest.raises(search.SearchError, match=message):
+    aejax.search(config, tmp_path / "w", space=space, trials=2, slots=2)
+
+
+def test_bad_searches_are_refused(tmp_path):
+  config, _ = _held()
+  kwargs = dict(space="learning_rate=uniform(1e-4,1e-2)", trials=2)
+  with pytest.raises(search.SearchError, match=r"--slots=100000000 is too many.*fit"):
+    aejax.search(config, tmp_path / "w", slots=100_000_000, **kwargs)
+  with pytest.raises(search.SearchError, match=r"--storage=postgresql://.*cannot open"):
+    aejax.search(config, tmp_path / "w", slots=2,
+                 storage="postgresql://nobody@127.0.0.1:1/none", **kwargs)
+  storage = f"sqlite:///{tmp_path / 'study.db'}"
+  aejax.search(config, tmp_path / "a", slots=2, storage=storage, plots=False, **kwargs)
+  with pytest.raises(search.SearchError, match=r"made with another space"):
+    aejax.search(config, tmp_path / "b", slots=2, storage=storage, trials=2,
+                 space="learning_rate=uniform(1e-4,1e-1)")
+
+
+def test_a_bad_search_is_one_line(cli, tmp_path):
+  proc = _search(cli, tmp_path / "w", "--trials=2", "--objective=psnr", check=False)
+  assert proc.returncode == 1
+  assert proc.stderr.strip().splitlines()[-1].startswith("error: --objective='psnr'")
+  assert "Traceback" not in proc.stderr
