@@ -5,9 +5,11 @@
         --config.data_dir=<folder with the MNIST IDX files> --config.num_epochs=3
 
 Running the same command again resumes from the workdir's latest checkpoint. SIGTERM,
-SIGINT or SIGUSR1 saves a checkpoint at the step reached and exits with status 75, for
-a job script to requeue (docs/reliability.md). To go on from it with other optimizer settings (e.g. a lower learning rate after a NaN
-stop), add --continue_with_changes; the change is recorded in the run's history.
+SIGINT or SIGUSR1, from the command's first moment to its last, stops at the next safe
+point (in training: a checkpoint at the step reached) and exits with status 75, for a
+job script to requeue (docs/reliability.md). To go on from it with other optimizer
+settings (e.g. a lower learning rate after a NaN stop), add --continue_with_changes;
+the change is recorded in the run's history.
 
 A run uses every device it sees. Across several processes (hosts), start the same
 command on each with --coordinator_address=HOST:PORT --num_processes=N
@@ -15,14 +17,18 @@ command on each with --coordinator_address=HOST:PORT --num_processes=N
 pods); CPU processes talk through gloo.
 """
 
-import logging as pylogging
-import re
-import sys
+from experiments import early_signals
 
-from absl import app, flags, logging
-from ml_collections import config_flags
+early_signals.install()  # before the imports below, which take seconds
 
-from aejax import preemption, train, workdir
+import logging as pylogging  # noqa: E402
+import re  # noqa: E402
+import sys  # noqa: E402
+
+from absl import app, flags, logging  # noqa: E402
+from ml_collections import config_flags  # noqa: E402
+
+from aejax import preemption, train, workdir  # noqa: E402
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.",
                                           lock_config=True)
@@ -100,6 +106,9 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   initialize_distributed()
+  # aejax's handler from here to the process's end, acting on a signal that came
+  # during the imports too (after jax.distributed, which may set a handler of its own).
+  signals = preemption.Signals(early_signals.first(), early_signals.AT_ONCE).install()
   logging.set_verbosity(logging.INFO)
   for handler in (logging.get_absl_handler(), *pylogging.getLogger().handlers):
     handler.addFilter(_quiet_libraries)
@@ -113,6 +122,11 @@ def main(argv):
     logging.warning("%s", e)
     print(f"stopped: {e}", file=sys.stderr)
     sys.exit(preemption.EXIT_STOPPED)
+  finally:
+    early_signals.ignore()  # the outcome is decided: the exit status stays
+  if signals.received is not None:
+    logging.warning("%s came once the run had finished: nothing left to stop.",
+                    signals.received)
 
 
 if __name__ == "__main__":

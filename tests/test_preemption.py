@@ -16,6 +16,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
@@ -289,3 +290,73 @@ def test_a_disk_that_fails_writes_stops_in_one_line_and_the_rerun_completes(
   assert (out / "checkpoints").read_text().split() == ["28", "33"]  # intact, no leftovers
   assert (out / "second.rc").read_text().strip() == "0", (out / "second.err").read_text()
   assert_equals_uninterrupted(out, straight)
+
+
+# ------------------------------------------------------------ outside training
+
+
+def test_prepare_data_cut_off_leaves_no_half_written_copy_and_the_rerun_prepares_it(
+    tmp_path, cli):
+  """SIGTERM while TFDS writes the copy (its temporary folder there), and at once
+  after the launch: exit 75 and one line, nothing of the copy left; then the same
+  command prepares it."""
+  data_dir, sample = tmp_path / "tfds", ROOT / "aejax" / "sample"
+  args = ("--dataset=mnist", f"--manual_dir={sample}", f"--data_dir={data_dir}")
+  for when in ("writing", "launch"):
+    child = subprocess.Popen([sys.executable, "-m", "experiments.prepare_data", *args],
+                             cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                             text=True, env={**os.environ, "AEJAX_DATA_DIR": ""})
+    if when == "writing":
+      while not list(data_dir.glob("aejax_mnist/incomplete*")):
+        assert child.poll() is None, child.stderr.read()[-3000:]
+        time.sleep(0.01)
+    else:
+      time.sleep(0.1)
+    child.send_signal(signal.SIGTERM)
+    stderr = child.communicate(timeout=120)[1]
+    assert child.returncode == STOPPED, stderr[-3000:]
+    assert [l for l in stderr.splitlines() if l.startswith("stopped:")] == [
+        "stopped: Stopped by SIGTERM while preparing mnist (its unfinished copy removed): "
+        "nothing to save yet. Run the same command again to prepare mnist (exit status "
+        f"{STOPPED})."]
+    assert "Traceback" not in stderr
+    assert not list(data_dir.glob("aejax_mnist/*")), when  # neither a copy nor a part
+  proc = cli.run_module("experiments.prepare_data", *args)
+  assert "6000 train and 1000 test images prepared" in proc.stdout
+  assert sorted(p.name for p in data_dir.glob("aejax_mnist/*")) == ["1.1.0"]
+
+
+@pytest.mark.skipif(threading.current_thread() is not threading.main_thread(),
+                    reason="signal handlers are only set from the main thread")
+def test_from_python_a_signal_raises_stopped_and_the_same_call_resumes(tmp_path,
+                                                                       monkeypatch):
+  """train_and_evaluate in this process, SIGUSR1 sent to itself: while the data loads
+  (nothing saved, no workdir left), then after the first chunk of steps (a checkpoint
+  of step 5); the handlers it set come back each time, and the same call finishes."""
+  from aejax import data as data_lib, preemption, train
+  from experiments.configs import vanilla
+  config = vanilla.get_config()
+  config.dataset, config.batch_size, config.num_epochs = "mnist_sample", 256, 1
+  config.checkpoint_every_steps = 5
+  before = signal.getsignal(signal.SIGUSR1)
+
+  def signalled(function):
+    def wrapped(*args, **kwargs):
+      monkeypatch.undo()  # once
+      os.kill(os.getpid(), signal.SIGUSR1)
+      return function(*args, **kwargs)
+    return wrapped
+
+  monkeypatch.setattr(data_lib, "load", signalled(data_lib.load))
+  with pytest.raises(preemption.Stopped, match=r"^Stopped by SIGUSR1 while loading the "
+                     "data: nothing to save yet. Run the same command again to start or "
+                     "resume the run"):
+    train.train_and_evaluate(config, str(tmp_path / "run"))
+  assert not (tmp_path / "run").exists()  # a failed start leaves no trace
+  assert signal.getsignal(signal.SIGUSR1) is before
+  monkeypatch.setattr(train, "check_finite", signalled(train.check_finite))
+  with pytest.raises(preemption.Stopped) as stopped:
+    train.train_and_evaluate(config, str(tmp_path / "run"))
+  assert stopped.value.step == 5 and "the checkpoint of step 5 is saved" in str(stopped.value)
+  assert signal.getsignal(signal.SIGUSR1) is before
+  assert train.train_and_evaluate(config, str(tmp_path / "run"))["steps"] == 23
