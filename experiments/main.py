@@ -71,12 +71,15 @@ def parse_flags(argv):
 
 def _quiet_libraries(record) -> bool:
   """Keeps orbax's per-save INFO chatter out of the progress log (warnings still show),
-  and its threads' tracebacks of a write the storage refused: the run says that in
-  one line of its own."""
-  if "orbax" not in record.pathname:
+  and orbax's and asyncio's word on a write the storage refused: the run says that in
+  one line of its own (``checkpoint.save`` retrieves every such error before it
+  raises; this is the guard behind it). Anything else they log shows."""
+  orbax, asyncio = "orbax" in record.pathname, record.name == "asyncio"
+  if not (orbax or asyncio):
     return True
-  return (record.levelno >= pylogging.WARNING
-          and workdir.storage_error(Exception(record.getMessage())) is None)
+  error = record.exc_info[1] if record.exc_info else None
+  refused = workdir.storage_error(error or Exception(record.getMessage())) is not None
+  return not refused and (asyncio or record.levelno >= pylogging.WARNING)
 
 
 def initialize_distributed() -> None:

@@ -6,12 +6,17 @@ checkpoint every 5 steps, so an epoch runs in chunks of 5, 5, 5, 5 and 3 steps. 
 child (``cli.start_child``, tests/helpers.py) pauses between two chunks, or before a
 checkpoint's write; the test signals or kills it there, or breaks its storage, and
 lets it go on. The disk faults need a tmpfs of their own: they run in a user and
-mount namespace (``unshare -rm``).
+mount namespace (``unshare -rm``); the full disk also at several sizes, where the run
+fills it wherever it gets to. Signals outside training: ``prepare_data`` and a call
+from Python here, the whole life of a run in tests/test_chaos.py.
 """
 
+import collections
+import concurrent.futures
 import json
 import os
 import pathlib
+import re
 import signal
 import socket
 import subprocess
@@ -360,3 +365,76 @@ def test_from_python_a_signal_raises_stopped_and_the_same_call_resumes(tmp_path,
   assert stopped.value.step == 5 and "the checkpoint of step 5 is saved" in str(stopped.value)
   assert signal.getsignal(signal.SIGUSR1) is before
   assert train.train_and_evaluate(config, str(tmp_path / "run"))["steps"] == 23
+
+
+# Each run on a tmpfs of its own, of the size given: the run fills it wherever it
+# gets to; then the tmpfs grows (space freed) and the same command runs again.
+BY_SIZE = r"""
+set -u
+mount -t tmpfs -o size="$SIZE" tmpfs "$DISK"
+"$PYTHON" -m experiments.main --workdir="$DISK/run" $ARGS 2> "$OUT/first.err"
+echo $? > "$OUT/first.rc"
+df -k --output=used "$DISK" | tail -1 > "$OUT/used"
+mount -o remount,size=64m "$DISK"
+"$PYTHON" -m experiments.main --workdir="$DISK/run" $ARGS 2> "$OUT/second.err"
+echo $? > "$OUT/second.rc"
+cp "$DISK/run/results.json" "$DISK/run/metrics.jsonl" "$OUT/"
+"""
+TWO_EPOCHS = (*BASE[:3], "--config.num_epochs=2")  # the results need more than the peak
+ABSL_LINE = re.compile(r"^[IWEF]\d{4} \d\d:\d\d:\d\d\.\d+ +\d+ \S+:\d+\] ")
+
+
+def on_a_tmpfs(size: str, folder: pathlib.Path) -> dict:
+  """Runs BY_SIZE in ``folder``: what each run left there."""
+  disk, out = folder / "disk", folder / "out"
+  disk.mkdir(parents=True)
+  out.mkdir()
+  env = {**os.environ, "AEJAX_DATA_DIR": "", "PYTHON": sys.executable, "DISK": str(disk),
+         "OUT": str(out), "SIZE": size, "ARGS": " ".join(TWO_EPOCHS)}
+  proc = subprocess.run(["unshare", "-rm", "bash", "-c", BY_SIZE], cwd=ROOT, env=env,
+                        capture_output=True, text=True, timeout=600)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  read = lambda name: (out / name).read_text()
+  return {"first": read("first.err"), "status": int(read("first.rc")),
+          "rerun": int(read("second.rc")), "rerun_err": read("second.err"),
+          "used": int(read("used")), "out": out}
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not _namespaces(), reason="needs unshare -rm (user namespaces) for a "
+                    "tmpfs of its own")
+def test_a_full_disk_at_any_moment_is_one_line_every_time_and_the_rerun_completes(tmp_path):
+  """tmpfs sizes that fill while the first checkpoint's arrays are written, about
+  where it is finalised and the first metrics line follows, while the second's
+  arrays are written, and while the pictures and results.json are (or just before;
+  one of those may fit): three runs at each (``AEJAX_FULL_DISK_REPEATS``), side by
+  side. Every run's stderr holds one line besides absl's log lines,
+  and once the disk has room the same command ends where the uninterrupted run
+  (on a tmpfs too, where it measures the space a whole run takes) ends."""
+  straight = on_a_tmpfs("64m", tmp_path / "straight")
+  assert straight["status"] == 0, straight["first"][-3000:]
+  whole = straight["used"]  # KiB
+  # A run's size varies by some 30 KiB (how tensorstore splits its data files): the
+  # sizes near the end step down from the measured one, so that some fill the disk
+  # at the pictures, some a little earlier, and one may fit.
+  repeats = int(os.environ.get("AEJAX_FULL_DISK_REPEATS", 3))
+  jobs = [(f"{k}k", tmp_path / f"{k}k-{i}") for i in range(repeats)
+          for k in (whole // 4, whole // 2, 3 * whole // 4, whole - 8 - 12 * i)]
+  with concurrent.futures.ThreadPoolExecutor(2) as pool:
+    runs = list(pool.map(lambda job: on_a_tmpfs(*job), jobs))
+  where = collections.Counter()
+  for (size, _), run in zip(jobs, runs):
+    others = [l for l in run["first"].splitlines() if l and not ABSL_LINE.match(l)]
+    if run["status"] == 0 and int(size[:-1]) > 3 * whole // 4:  # it fitted
+      assert not others, (size, run["first"][-3000:])
+      where["fitted"] += 1
+    else:
+      assert run["status"] == 1 and len(others) == 1, (size, run["first"][-3000:])
+      (line,) = others
+      assert "failed: the disk is full" in line and line.startswith("error: Writing "), line
+      where[line.split(" failed")[0].removeprefix("error: Writing ")] += 1
+    assert run["rerun"] == 0, run["rerun_err"][-3000:]
+    assert_equals_uninterrupted(run["out"], straight["out"])
+  print(f"\nfull disk, {whole} KiB a whole run, {len(runs)} runs: {dict(where)}")
+  # The sizes did fill the disk at different moments.
+  assert {"the checkpoint of step 23", "the checkpoint of step 46"} <= set(where), where
