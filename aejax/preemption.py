@@ -33,6 +33,7 @@ import contextlib
 import signal
 import threading
 import time
+from typing import Callable
 
 import jax
 import numpy as np
@@ -84,12 +85,12 @@ class Signals:
 
   installed: "Signals | None" = None
 
-  def __init__(self, received: str | None = None, at_once: dict | None = None):
-    """``received``: a signal that came before this object took over. ``at_once``:
-    ``{signal: handler}`` that a second signal of the same kind goes to (the CLI's
-    ``SIG_DFL``, which ends the process); by default the handler this one replaced."""
-    self.received = received
-    self.at: float | None = None if received is None else time.monotonic()
+  def __init__(self, at_once: dict | None = None):
+    """``at_once``: ``{signal: handler}`` that a second signal of the same kind goes
+    to (the CLI's ``SIG_DFL``, which ends the process); by default the handler this
+    one replaced."""
+    self.received: str | None = None
+    self.at: float | None = None  # time.monotonic() of the first signal
     self._at_once = dict(at_once or {})
     self._previous: dict = {}
     self._interrupting = False
@@ -111,10 +112,15 @@ class Signals:
     self._previous = {}
     Signals.installed = None
 
-  def install(self) -> "Signals":
-    """Installs the handlers for the rest of the process: a signal after the run's
-    work is done is then remembered, not fatal, and the process exits as it would."""
-    return self.__enter__()
+  def install(self, earlier: Callable[[], str | None] = lambda: None) -> "Signals":
+    """Installs the handlers for the rest of the process. ``earlier()``, asked once
+    they are in place (so that no signal falls between two handlers): the first
+    signal that came before, to the handler this one takes over from."""
+    signals = self.__enter__()
+    came = earlier()
+    if signals.received is None and came is not None:
+      signals.received, signals.at = came, time.monotonic()
+    return signals
 
   def _handle(self, signum, frame) -> None:
     name = signal.Signals(signum).name

@@ -111,7 +111,7 @@ def main(argv):
   initialize_distributed()
   # aejax's handler from here to the process's end, acting on a signal that came
   # during the imports too (after jax.distributed, which may set a handler of its own).
-  signals = preemption.Signals(early_signals.first(), early_signals.AT_ONCE).install()
+  signals = preemption.Signals(early_signals.AT_ONCE).install(early_signals.first)
   logging.set_verbosity(logging.INFO)
   for handler in (logging.get_absl_handler(), *pylogging.getLogger().handlers):
     handler.addFilter(_quiet_libraries)

@@ -39,7 +39,7 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   logging.set_verbosity(logging.INFO)
-  signals = preemption.Signals(early_signals.first(), early_signals.AT_ONCE).install()
+  signals = preemption.Signals(early_signals.AT_ONCE).install(early_signals.first)
   name = _DATASET.value
   try:
     with signals.interrupting(f"while preparing {name} (its unfinished copy removed)",
