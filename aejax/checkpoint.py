@@ -30,6 +30,8 @@ one it reads (``max_to_keep``), and falls back past a damaged one, saying so.
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import hashlib
 import logging as std_logging
 import os
@@ -37,6 +39,7 @@ import pathlib
 import shutil
 import sys
 import threading
+import time
 from typing import Any, Callable, NamedTuple
 
 import jax
@@ -134,11 +137,96 @@ def _verify(step: int, meta: dict, item: str, tree: Any) -> None:
                               f"those saved ({item}{bad[0]}): the files are damaged")
 
 
+# How long a failed save waits for the writes it started to end (a full disk refuses
+# them at once; a hung network file system would not).
+SETTLE_SECONDS = 60.0
+
+
+class _SettlingLoop(asyncio.SelectorEventLoop):
+  """An event loop that lets its tasks end before it closes, and after a failure
+  stays open.
+
+  Orbax runs a save's coroutines in event loops of its own, one per thread
+  (``asyncio_utils.run_sync``: ``new_event_loop``, ``run_until_complete``, ``close``),
+  and when one write raises (the disk is full) it closes the loop while others
+  still wait for tensorstore. Their writes then end in tensorstore's threads and
+  call back into the closed loop, which prints ``RuntimeError: Event loop is
+  closed``, and leave futures whose exceptions nobody retrieves (``Future exception
+  was never retrieved``): after the run's one line, or not, as the race goes. Here
+  every task ends first (tasks they start too) and has its exception retrieved: the
+  save's own error is the one reported. A loop whose ``run_until_complete`` raised
+  is then left open, not closed, so that a tensorstore operation no task waits for
+  any more still calls back into a loop that takes it (and never runs it)."""
+
+  _failed = False
+
+  def run_until_complete(self, future):
+    try:
+      return super().run_until_complete(future)
+    except BaseException:
+      self._failed = True
+      raise
+
+  def close(self) -> None:
+    if self.is_running() or self.is_closed():
+      return super().close()
+    deadline = time.monotonic() + SETTLE_SECONDS
+    while (pending := asyncio.all_tasks(self)) and time.monotonic() < deadline:
+      super().run_until_complete(asyncio.wait(pending, timeout=deadline - time.monotonic()))
+      for task in pending:
+        if task.done() and not task.cancelled():
+          task.exception()
+    if not self._failed:
+      super().close()
+
+
+class _SettlingPolicy(asyncio.DefaultEventLoopPolicy):
+  # asyncio's policies are deprecated from Python 3.14; orbax takes no loop factory.
+
+  def new_event_loop(self) -> asyncio.AbstractEventLoop:
+    return _SettlingLoop()
+
+
+def _join_started(before: set) -> None:
+  """Waits for the threads started since ``before``, and for those they start in
+  turn (orbax's commit threads start one that writes the metadata), at most
+  ``SETTLE_SECONDS`` in all. Their errors are theirs to log: the save's is raised."""
+  deadline = time.monotonic() + SETTLE_SECONDS
+  while time.monotonic() < deadline:
+    running = [t for t in threading.enumerate()
+               if t not in before and t.is_alive() and t is not threading.current_thread()]
+    if not running:
+      return
+    for thread in running:
+      try:
+        thread.join(timeout=max(0.0, deadline - time.monotonic()))
+      except Exception:  # noqa: BLE001 - orbax's threads raise their error on join
+        pass
+
+
+def _settling(save):
+  """``save`` with orbax's new event loops (in any thread) ``_SettlingLoop``s; the
+  previous policy comes back when it returns or raises, once it has joined the
+  threads it started."""
+  @functools.wraps(save)
+  def settling(*args, **kwargs):
+    previous = asyncio.get_event_loop_policy()
+    asyncio.set_event_loop_policy(_SettlingPolicy())
+    try:
+      return save(*args, **kwargs)
+    finally:
+      asyncio.set_event_loop_policy(previous)
+  return settling
+
+
+@_settling
 def save(mngr: ocp.CheckpointManager, step: int, variables: Any, opt_state: Any,
          meta: dict) -> None:
-  """Saves checkpoint ``step`` and waits for it. A write that fails waits for the
-  writer threads it started (so none logs after the run has reported the failure),
-  removes its unfinished folder (so a full disk gets its space back) and raises."""
+  """Saves checkpoint ``step`` and waits for it. A write that fails ends before this
+  raises: every task of orbax's event loops has ended and had its exception retrieved
+  (``_SettlingLoop``), and the writer threads it started are joined, so nothing of
+  orbax's or asyncio's logs after the run has reported the failure; its unfinished
+  folder is removed (so a full disk gets its space back)."""
   meta = {**meta, "digests": {"variables": digests(variables),
                                "opt_state": digests(opt_state)}}
   before = set(threading.enumerate())
@@ -149,8 +237,7 @@ def save(mngr: ocp.CheckpointManager, step: int, variables: Any, opt_state: Any,
         force=True)
     mngr.wait_until_finished()
   except BaseException:
-    for thread in set(threading.enumerate()) - before:
-      thread.join(timeout=30)
+    _join_started(before)
     if jax.process_index() == 0:
       for unfinished in pathlib.Path(mngr.directory).glob(f"{step}.orbax-checkpoint-tmp*"):
         shutil.rmtree(unfinished, ignore_errors=True)

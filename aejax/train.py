@@ -11,7 +11,8 @@ the newest checkpoint that restores, at an epoch's end or inside one.
 
 Epochs train in chunks of steps (``engine.chunk_steps``); between two chunks a
 checkpoint may fall due (``config.checkpoint_every_steps`` / ``_minutes``) and a
-signal stops the run after saving one (``aejax.preemption``).
+signal stops the run after saving one (``aejax.preemption``). Before training and
+during the evaluation a signal stops the run at the next safe point between phases.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import copy
 import sys
 import time
 import types
+from typing import Callable
 
 import jax
 import ml_collections
@@ -125,40 +127,63 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   """Trains (or resumes) the run in ``workdir``, evaluates it, writes its results.
 
   ``continue_with_changes``: a resumed run may change the optimizer's settings
-  (``config.CONTINUE_KEYS``), e.g. a lower learning rate after a NaN stop. A SIGTERM,
-  SIGINT or SIGUSR1 while training saves a checkpoint at the step reached and raises
-  ``preemption.Stopped`` (``aejax/preemption.py``). ``dataset``: the data to train
-  on, in place of ``data.load(config)``'s (arrays from Python: ``fit``).
+  (``config.CONTINUE_KEYS``), e.g. a lower learning rate after a NaN stop.
+  ``dataset``: the data to train on, in place of ``data.load(config)``'s (arrays
+  from Python: ``fit``).
+
+  Raises ``preemption.Stopped`` (an Exception, never a SystemExit) on a SIGTERM,
+  SIGINT or SIGUSR1 in any phase, at the next safe point: while training, after
+  saving a checkpoint at the step reached; before training (loading the data,
+  building, compiling) or during the final evaluation, with nothing new to save.
+  Its message says what is saved; calling again with the same arguments resumes (or
+  finishes) the run. Signals are caught where this is called from the main thread
+  (a script, a notebook's cell); elsewhere they act as before.
   """
   config_lib.checked(config)
-  with workdir_lib.Workdir(workdir) as work:
-    # ------------------------------------------------------------ data and model
-    dataset = data_lib.load(config) if dataset is None else dataset
-    try:
-      run = engine.setup(config, dataset, checked=True)
-    except ValueError as e:  # a config its data or devices refuse
-      raise config_lib.ConfigError(str(e)) from None
-    plan = run.plan
-    logging.info("Input: %s (config.input=%r: %s).", plan.input, config.input,
-                 plan.input_reason)
-    # ---------------------------------------------------------------- resume
-    mngr = checkpoint.manager(work.path)
-    writer = MetricWriter(work.path)
-    try:
-      state, meta = _resume(run, mngr, work, dataset, continue_with_changes)
-      writer.resume(meta["record"])
-      models = _models(run, dataset)
-      feed = inputs.open_input(run, dataset, steps_taken(state), meta.get("input"))
-      # ------------------------------------------------------------------ loop
-      with preemption.Signals() as signals:
-        saver = _Saver(run, mngr, work, feed, steps_taken(state))
-        state = _train(run, feed, state, meta, models, saver, writer, signals)
-    finally:
-      writer.close()
-      mngr.close()
-    # ------------------------------------------------------------- evaluation
-    with work.writing("the results", "it evaluates the last checkpoint again"):
-      return _finish(run, state, meta, dataset, models, work)
+  with preemption.Signals() as signals:
+    signals.stop_here("while starting up", then="start or resume the run")
+    with workdir_lib.Workdir(workdir) as work:
+      return _run(config, work, signals, continue_with_changes, dataset)
+
+
+def _run(config, work, signals: preemption.Signals, continue_with_changes: bool,
+         dataset: data_lib.Dataset | None) -> dict:
+  """``train_and_evaluate`` in its locked workdir, with a safe point between phases."""
+  # ------------------------------------------------------------ data and model
+  if dataset is None:
+    with signals.interrupting("while loading the data"):
+      dataset = data_lib.load(config)
+  try:
+    run = engine.setup(config, dataset, checked=True)
+  except ValueError as e:  # a config its data or devices refuse
+    raise config_lib.ConfigError(str(e)) from None
+  plan = run.plan
+  logging.info("Input: %s (config.input=%r: %s).", plan.input, config.input,
+               plan.input_reason)
+  signals.stop_here("while building the model")
+  # ---------------------------------------------------------------- resume
+  mngr = checkpoint.manager(work.path)
+  writer = MetricWriter(work.path)
+  try:
+    state, meta = _resume(run, mngr, work, dataset, continue_with_changes)
+    writer.resume(meta["record"])
+    models = _models(run, dataset)
+    feed = inputs.open_input(run, dataset, steps_taken(state), meta.get("input"))
+    saved = mngr.latest_step()
+    signals.stop_here("before training", saved, "start" if saved is None else "resume")
+    # ------------------------------------------------------------------ loop
+    saver = _Saver(run, mngr, work, feed, steps_taken(state))
+    state = _train(run, feed, state, meta, models, saver, writer, signals)
+  finally:
+    writer.close()
+    mngr.close()
+  # ------------------------------------------------------------- evaluation
+  # The last checkpoint is saved: a stop from here on re-evaluates it.
+  stop = lambda where: signals.stop_here(where, steps_taken(state),
+                                         "evaluate it and write the results")
+  stop("after training")
+  with work.writing("the results", "it evaluates the last checkpoint again"):
+    return _finish(run, state, meta, dataset, models, work, stop)
 
 
 class _Saver:
@@ -299,16 +324,22 @@ def _model_results(run: engine.Run, variables, evaluator, dataset, coder) -> dic
   return results
 
 
-def _finish(run: engine.Run, state, meta: dict, dataset, models, work) -> dict:
-  """results.json and the pictures; for a sweep, the top-level figures and pictures
-  are member 0's, beside every member's (``members``) and their ``summary``."""
+def _finish(run: engine.Run, state, meta: dict, dataset, models, work,
+            stop: Callable[[str], None]) -> dict:
+  """The pictures, then results.json (the last file a run writes); for a sweep, the
+  top-level figures and pictures are member 0's, beside every member's (``members``)
+  and their ``summary``. ``stop(where)``: a safe point (``Signals.stop_here``), after
+  each model's evaluation, the last one before the pictures."""
   config, members = run.config, run.plan.members
   coder = None
   if hasattr(run.model, "encode") and hasattr(run.model, "decode"):
     coder = (models_lib.compiled_apply(run.model, "encode"),
              models_lib.compiled_apply(run.model, "decode"))
-  figures = [_model_results(r, member_variables(run, state, i), evaluator, dataset, coder)
-             for i, (r, evaluator) in enumerate(models)]
+  figures = []
+  for i, (r, evaluator) in enumerate(models):
+    figures.append(_model_results(r, member_variables(run, state, i), evaluator, dataset,
+                                  coder))
+    stop("during the final evaluation")
   results = {
       "name": config.name,
       "model": config.model.to_dict(),
@@ -327,7 +358,6 @@ def _finish(run: engine.Run, state, meta: dict, dataset, models, work) -> dict:
     results["members"] = [{"member": i, "overrides": overrides, **figures[i]}
                           for i, overrides in enumerate(members.overrides)]
     results["summary"] = sweep.summary(results["members"])
-  work.write_json("results.json", results)
   if work.writes and len(dataset.image_shape) == 3:  # pictures of images, not vectors
     # matplotlib only here: a run refused or stopped before this point never loads it.
     from aejax import plots  # noqa: PLC0415
@@ -338,6 +368,7 @@ def _finish(run: engine.Run, state, meta: dict, dataset, models, work) -> dict:
     if first.family.figures is not None:
       first.family.figures(first.model, variables, dataset,
                            jax.random.fold_in(first.keys.eval, 3), work.path)
+  work.write_json("results.json", results)
   psnr = results["test"].get("psnr_db")
   logging.info("Wrote %s: test mse %.5f%s%s.", work.path / "results.json",
                results["test"]["mse"], "" if psnr is None else f", psnr {psnr:.2f} dB",

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import pathlib
+import time
 
 import jax
 from absl import logging
@@ -67,15 +68,26 @@ class MetricWriter:
       f.write(json.dumps(record) + "\n")
       f.flush()
       os.fsync(f.fileno())
+    # tensorboardX's event file, written here in the caller's thread: its
+    # SummaryWriter writes from a thread of its own (and once more at exit), where
+    # a full disk would be a traceback rather than the run's one line.
+    from tensorboardX import event_file_writer, summary  # only where files are written
+    from tensorboardX.proto import event_pb2
     if self._tensorboard is None:
-      from tensorboardX import SummaryWriter  # only where files are written
-      self._tensorboard = SummaryWriter(str(self.path.parent / "tensorboard"))
+      folder = self.path.parent / "tensorboard"
+      folder.mkdir(exist_ok=True)
+      self._tensorboard = event_file_writer.EventsWriter(str(folder / "events"))
     for split in ("train", "test"):
       for name, value in record[split].items():
-        self._tensorboard.add_scalar(f"{split}/{name}", value, record["step"])
+        self._tensorboard.write_event(event_pb2.Event(
+            summary=summary.scalar(f"{split}/{name}", value), step=record["step"],
+            wall_time=time.time()))
     self._tensorboard.flush()
 
   def close(self) -> None:
     if self._tensorboard is not None:
-      self._tensorboard.close()
-      self._tensorboard = None
+      tensorboard, self._tensorboard = self._tensorboard, None
+      try:
+        tensorboard.close()
+      except OSError:
+        pass  # every epoch's events were flushed in write_epoch, which said if it failed

@@ -6,9 +6,11 @@ it makes is ``aejax.train`` (``aejax.train.fit``), the same from Python.
         --config.data_dir=<folder with the MNIST IDX files> --config.num_epochs=3
 
 Running the same command again resumes from the workdir's latest checkpoint. SIGTERM,
-SIGINT or SIGUSR1 saves a checkpoint at the step reached and exits with status 75, for
-a job script to requeue (docs/reliability.md). To go on from it with other optimizer settings (e.g. a lower learning rate after a NaN
-stop), add --continue_with_changes; the change is recorded in the run's history.
+SIGINT or SIGUSR1, from the command's first moment to its last, stops at the next safe
+point (in training: a checkpoint at the step reached) and exits with status 75, for a
+job script to requeue (docs/reliability.md). To go on from it with other optimizer
+settings (e.g. a lower learning rate after a NaN stop), add --continue_with_changes;
+the change is recorded in the run's history.
 
 A run uses every device it sees. Across several processes (hosts), start the same
 command on each with --coordinator_address=HOST:PORT --num_processes=N
@@ -16,14 +18,18 @@ command on each with --coordinator_address=HOST:PORT --num_processes=N
 pods); CPU processes talk through gloo.
 """
 
-import logging as pylogging
-import re
-import sys
+from experiments import early_signals
 
-from absl import app, flags, logging
-from ml_collections import config_flags
+early_signals.install()  # before the imports below, which take seconds
 
-from aejax import preemption, train, workdir
+import logging as pylogging  # noqa: E402
+import re  # noqa: E402
+import sys  # noqa: E402
+
+from absl import app, flags, logging  # noqa: E402
+from ml_collections import config_flags  # noqa: E402
+
+from aejax import preemption, train, workdir  # noqa: E402
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.",
                                           lock_config=True)
@@ -66,12 +72,15 @@ def parse_flags(argv):
 
 def _quiet_libraries(record) -> bool:
   """Keeps orbax's per-save INFO chatter out of the progress log (warnings still show),
-  and its threads' tracebacks of a write the storage refused: the run says that in
-  one line of its own."""
-  if "orbax" not in record.pathname:
+  and orbax's and asyncio's word on a write the storage refused: the run says that in
+  one line of its own (``checkpoint.save`` retrieves every such error before it
+  raises; this is the guard behind it). Anything else they log shows."""
+  orbax, asyncio = "orbax" in record.pathname, record.name == "asyncio"
+  if not (orbax or asyncio):
     return True
-  return (record.levelno >= pylogging.WARNING
-          and workdir.storage_error(Exception(record.getMessage())) is None)
+  error = record.exc_info[1] if record.exc_info else None
+  refused = workdir.storage_error(error or Exception(record.getMessage())) is not None
+  return not refused and (asyncio or record.levelno >= pylogging.WARNING)
 
 
 def initialize_distributed() -> None:
@@ -101,6 +110,9 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   initialize_distributed()
+  # aejax's handler from here to the process's end, acting on a signal that came
+  # during the imports too (after jax.distributed, which may set a handler of its own).
+  signals = preemption.Signals(early_signals.AT_ONCE).install(early_signals.first)
   logging.set_verbosity(logging.INFO)
   for handler in (logging.get_absl_handler(), *pylogging.getLogger().handlers):
     handler.addFilter(_quiet_libraries)
@@ -113,6 +125,11 @@ def main(argv):
     logging.warning("%s", e)
     print(f"stopped: {e}", file=sys.stderr)
     sys.exit(preemption.EXIT_STOPPED)
+  finally:
+    early_signals.ignore()  # the outcome is decided: the exit status stays
+  if signals.received is not None:
+    logging.warning("%s came once the run had finished: nothing left to stop.",
+                    signals.received)
 
 
 if __name__ == "__main__":

@@ -70,10 +70,16 @@ class Cli:
         *overrides, env=env, check=check, timeout=timeout)
 
   def start(self, workdir, *args: str, devices: int | None = None,
-            env: dict | None = None) -> subprocess.Popen:
+            env: dict | None = None, log: pathlib.Path | None = None) -> subprocess.Popen:
     """``experiments.main --workdir=<workdir> <args>`` in the background: a Popen whose
-    stdout and stderr are text pipes (read them with ``communicate``)."""
+    stdout and stderr are text pipes (read them with ``communicate``), or with ``log``
+    both go to that file (for a child left alone a while: a pipe nobody reads blocks
+    it once full)."""
     cmd = [sys.executable, "-m", "experiments.main", f"--workdir={workdir}", *args]
+    if log is not None:
+      with open(log, "w") as f:
+        return subprocess.Popen(cmd, cwd=ROOT, env=_env(devices, env), stdout=f,
+                                stderr=subprocess.STDOUT, text=True)
     return subprocess.Popen(cmd, cwd=ROOT, env=_env(devices, env), stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
 

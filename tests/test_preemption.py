@@ -6,16 +6,22 @@ checkpoint every 5 steps, so an epoch runs in chunks of 5, 5, 5, 5 and 3 steps. 
 child (``cli.start_child``, tests/helpers.py) pauses between two chunks, or before a
 checkpoint's write; the test signals or kills it there, or breaks its storage, and
 lets it go on. The disk faults need a tmpfs of their own: they run in a user and
-mount namespace (``unshare -rm``).
+mount namespace (``unshare -rm``); the full disk also at several sizes, where the run
+fills it wherever it gets to. Signals outside training: ``prepare_data`` and a call
+from Python here, the whole life of a run in tests/test_chaos.py.
 """
 
+import collections
+import concurrent.futures
 import json
 import os
 import pathlib
+import re
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
@@ -289,3 +295,146 @@ def test_a_disk_that_fails_writes_stops_in_one_line_and_the_rerun_completes(
   assert (out / "checkpoints").read_text().split() == ["28", "33"]  # intact, no leftovers
   assert (out / "second.rc").read_text().strip() == "0", (out / "second.err").read_text()
   assert_equals_uninterrupted(out, straight)
+
+
+# ------------------------------------------------------------ outside training
+
+
+def test_prepare_data_cut_off_leaves_no_half_written_copy_and_the_rerun_prepares_it(
+    tmp_path, cli):
+  """SIGTERM while TFDS writes the copy (its temporary folder there), and at once
+  after the launch: exit 75 and one line, nothing of the copy left; then the same
+  command prepares it."""
+  data_dir, sample = tmp_path / "tfds", ROOT / "aejax" / "sample"
+  args = ("--dataset=mnist", f"--manual_dir={sample}", f"--data_dir={data_dir}")
+  for when in ("writing", "launch"):
+    child = subprocess.Popen([sys.executable, "-m", "experiments.prepare_data", *args],
+                             cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                             text=True, env={**os.environ, "AEJAX_DATA_DIR": ""})
+    if when == "writing":
+      while not list(data_dir.glob("aejax_mnist/incomplete*")):
+        assert child.poll() is None, child.stderr.read()[-3000:]
+        time.sleep(0.01)
+    else:
+      time.sleep(0.1)
+    child.send_signal(signal.SIGTERM)
+    stderr = child.communicate(timeout=120)[1]
+    assert child.returncode == STOPPED, stderr[-3000:]
+    assert [l for l in stderr.splitlines() if l.startswith("stopped:")] == [
+        "stopped: Stopped by SIGTERM while preparing mnist (its unfinished copy removed): "
+        "nothing to save yet. Run the same command again to prepare mnist (exit status "
+        f"{STOPPED})."]
+    assert "Traceback" not in stderr
+    assert not list(data_dir.glob("aejax_mnist/*")), when  # neither a copy nor a part
+  proc = cli.run_module("experiments.prepare_data", *args)
+  assert "6000 train and 1000 test images prepared" in proc.stdout
+  assert sorted(p.name for p in data_dir.glob("aejax_mnist/*")) == ["1.1.0"]
+
+
+@pytest.mark.skipif(threading.current_thread() is not threading.main_thread(),
+                    reason="signal handlers are only set from the main thread")
+def test_from_python_a_signal_raises_stopped_and_the_same_call_resumes(tmp_path,
+                                                                       monkeypatch):
+  """train_and_evaluate in this process, SIGUSR1 sent to itself: while the data loads
+  (nothing saved, no workdir left), then after the first chunk of steps (a checkpoint
+  of step 5); the handlers it set come back each time, and the same call finishes."""
+  from aejax import data as data_lib, preemption, train
+  from experiments.configs import vanilla
+  config = vanilla.get_config()
+  config.dataset, config.batch_size, config.num_epochs = "mnist_sample", 256, 1
+  config.checkpoint_every_steps = 5
+  before = signal.getsignal(signal.SIGUSR1)
+
+  def signalled(function):
+    def wrapped(*args, **kwargs):
+      monkeypatch.undo()  # once
+      os.kill(os.getpid(), signal.SIGUSR1)
+      return function(*args, **kwargs)
+    return wrapped
+
+  monkeypatch.setattr(data_lib, "load", signalled(data_lib.load))
+  with pytest.raises(preemption.Stopped, match=r"^Stopped by SIGUSR1 while loading the "
+                     "data: nothing to save yet. Run the same command again to start or "
+                     "resume the run"):
+    train.train_and_evaluate(config, str(tmp_path / "run"))
+  assert not (tmp_path / "run").exists()  # a failed start leaves no trace
+  assert signal.getsignal(signal.SIGUSR1) is before
+  monkeypatch.setattr(train, "check_finite", signalled(train.check_finite))
+  with pytest.raises(preemption.Stopped) as stopped:
+    train.train_and_evaluate(config, str(tmp_path / "run"))
+  assert stopped.value.step == 5 and "the checkpoint of step 5 is saved" in str(stopped.value)
+  assert signal.getsignal(signal.SIGUSR1) is before
+  assert train.train_and_evaluate(config, str(tmp_path / "run"))["steps"] == 23
+
+
+# Each run on a tmpfs of its own, of the size given: the run fills it wherever it
+# gets to; then the tmpfs grows (space freed) and the same command runs again.
+BY_SIZE = r"""
+set -u
+mount -t tmpfs -o size="$SIZE" tmpfs "$DISK"
+"$PYTHON" -m experiments.main --workdir="$DISK/run" $ARGS 2> "$OUT/first.err"
+echo $? > "$OUT/first.rc"
+df -k --output=used "$DISK" | tail -1 > "$OUT/used"
+mount -o remount,size=64m "$DISK"
+"$PYTHON" -m experiments.main --workdir="$DISK/run" $ARGS 2> "$OUT/second.err"
+echo $? > "$OUT/second.rc"
+cp "$DISK/run/results.json" "$DISK/run/metrics.jsonl" "$OUT/"
+"""
+TWO_EPOCHS = (*BASE[:3], "--config.num_epochs=2")  # the results need more than the peak
+ABSL_LINE = re.compile(r"^[IWEF]\d{4} \d\d:\d\d:\d\d\.\d+ +\d+ \S+:\d+\] ")
+
+
+def on_a_tmpfs(size: str, folder: pathlib.Path) -> dict:
+  """Runs BY_SIZE in ``folder``: what each run left there."""
+  disk, out = folder / "disk", folder / "out"
+  disk.mkdir(parents=True)
+  out.mkdir()
+  env = {**os.environ, "AEJAX_DATA_DIR": "", "PYTHON": sys.executable, "DISK": str(disk),
+         "OUT": str(out), "SIZE": size, "ARGS": " ".join(TWO_EPOCHS)}
+  proc = subprocess.run(["unshare", "-rm", "bash", "-c", BY_SIZE], cwd=ROOT, env=env,
+                        capture_output=True, text=True, timeout=600)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  read = lambda name: (out / name).read_text()
+  return {"first": read("first.err"), "status": int(read("first.rc")),
+          "rerun": int(read("second.rc")), "rerun_err": read("second.err"),
+          "used": int(read("used")), "out": out}
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not _namespaces(), reason="needs unshare -rm (user namespaces) for a "
+                    "tmpfs of its own")
+def test_a_full_disk_at_any_moment_is_one_line_every_time_and_the_rerun_completes(tmp_path):
+  """tmpfs sizes that fill while the first checkpoint's arrays are written, about
+  where it is finalised and the first metrics line follows, while the second's
+  arrays are written, and while the pictures and results.json are (or just before;
+  one of those may fit): three runs at each (``AEJAX_FULL_DISK_REPEATS``), side by
+  side. Every run's stderr holds one line besides absl's log lines,
+  and once the disk has room the same command ends where the uninterrupted run
+  (on a tmpfs too, where it measures the space a whole run takes) ends."""
+  straight = on_a_tmpfs("64m", tmp_path / "straight")
+  assert straight["status"] == 0, straight["first"][-3000:]
+  whole = straight["used"]  # KiB
+  # A run's size varies by some 30 KiB (how tensorstore splits its data files): the
+  # sizes near the end step down from the measured one, so that some fill the disk
+  # at the pictures, some a little earlier, and one may fit.
+  repeats = int(os.environ.get("AEJAX_FULL_DISK_REPEATS", 3))
+  jobs = [(f"{k}k", tmp_path / f"{k}k-{i}") for i in range(repeats)
+          for k in (whole // 4, whole // 2, 3 * whole // 4, whole - 8 - 12 * i)]
+  with concurrent.futures.ThreadPoolExecutor(2) as pool:
+    runs = list(pool.map(lambda job: on_a_tmpfs(*job), jobs))
+  where = collections.Counter()
+  for (size, _), run in zip(jobs, runs):
+    others = [l for l in run["first"].splitlines() if l and not ABSL_LINE.match(l)]
+    if run["status"] == 0 and int(size[:-1]) > 3 * whole // 4:  # it fitted
+      assert not others, (size, run["first"][-3000:])
+      where["fitted"] += 1
+    else:
+      assert run["status"] == 1 and len(others) == 1, (size, run["first"][-3000:])
+      (line,) = others
+      assert "failed: the disk is full" in line and line.startswith("error: Writing "), line
+      where[line.split(" failed")[0].removeprefix("error: Writing ")] += 1
+    assert run["rerun"] == 0, run["rerun_err"][-3000:]
+    assert_equals_uninterrupted(run["out"], straight["out"])
+  print(f"\nfull disk, {whole} KiB a whole run, {len(runs)} runs: {dict(where)}")
+  # The sizes did fill the disk at different moments.
+  assert {"the checkpoint of step 23", "the checkpoint of step 46"} <= set(where), where

@@ -76,11 +76,15 @@ def write_train_records(path: pathlib.Path, images: np.ndarray) -> None:
   # group_size:1: every record its own chunk, for random access (grain's advice).
   writer = array_record_module.ArrayRecordWriter(str(tmp), "group_size:1")
   try:
-    for index, image in enumerate(images):
-      writer.write(_example(np.ascontiguousarray(image), index))
-  finally:
-    writer.close()
-  tmp.replace(path)
+    try:
+      for index, image in enumerate(images):
+        writer.write(_example(np.ascontiguousarray(image), index))
+    finally:
+      writer.close()
+    tmp.replace(path)
+  except BaseException:  # a full disk, an interrupt: no half-written file stays
+    tmp.unlink(missing_ok=True)
+    raise
 
 
 def array_record_folder(dataset: data_lib.Dataset) -> pathlib.Path:
@@ -100,6 +104,8 @@ def array_record_folder(dataset: data_lib.Dataset) -> pathlib.Path:
   # One writer per copy: processes of one run on one host share it.
   with open(folder / ".lock", "a") as lock:
     fcntl.flock(lock, fcntl.LOCK_EX)
+    for killed in folder.glob(".writing.*"):  # a killed writer's; none writes now
+      killed.unlink(missing_ok=True)
     if not path.is_file():
       logging.info("Writing %s once as array_record for config.input='stream': %s",
                    dataset.name, path)
