@@ -22,30 +22,32 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING
 
-# name -> the module that defines it, imported on first use (PEP 562).
+# name -> (the module that defines it, its name there), imported on first use (PEP 562).
 _NAMES = {
-    "get_config": "aejax.config",
-    "ConfigError": "aejax.config",
-    "load": "aejax.trained",
-    "Trained": "aejax.trained",
-    "DataError": "aejax.data",
-    "WorkdirError": "aejax.workdir",
-    "DataChangedError": "aejax.train",
-    "NonFiniteLossError": "aejax.step",
-    "Stopped": "aejax.preemption",
-    "CodecFormatError": "aejax.codec_format",
-    "ExportError": "aejax.export",
+    "get_config": ("aejax.config", "get_config"),
+    "train": ("aejax.trainer", "fit"),
+    "load": ("aejax.trained", "load"),
+    "Trained": ("aejax.trained", "Trained"),
+    "search": ("aejax.tuner", "search"),
+    "ConfigError": ("aejax.config", "ConfigError"),
+    "DataError": ("aejax.data", "DataError"),
+    "WorkdirError": ("aejax.workdir", "WorkdirError"),
+    "DataChangedError": ("aejax.trainer", "DataChangedError"),
+    "NonFiniteLossError": ("aejax.step", "NonFiniteLossError"),
+    "Stopped": ("aejax.preemption", "Stopped"),
+    "CodecFormatError": ("aejax.codec_format", "CodecFormatError"),
+    "ExportError": ("aejax.export", "ExportError"),
 }
-# Submodules that are part of the API: ``aejax.train`` is the module train.py, which
-# is callable (``aejax.train.fit``); so is ``aejax.search`` (``aejax.search.search``).
-_MODULES = ("train", "search", "data", "sklearn")
+# Submodules that are part of the API.
+_MODULES = ("data", "sklearn")
 
 __all__ = [*_NAMES, *_MODULES]
 
 
 def __getattr__(name: str):
   if name in _NAMES:
-    value = getattr(importlib.import_module(_NAMES[name]), name)
+    module, attribute = _NAMES[name]
+    value = getattr(importlib.import_module(module), attribute)
     globals()[name] = value
     return value
   if name in _MODULES:
@@ -59,13 +61,13 @@ def __dir__() -> list[str]:
 
 if TYPE_CHECKING:  # what type checkers see: the same names, imported eagerly
   from aejax import data, sklearn  # noqa: F401
-  from aejax.search import search  # noqa: F401
   from aejax.codec_format import CodecFormatError  # noqa: F401
   from aejax.export import ExportError  # noqa: F401
   from aejax.config import ConfigError, get_config  # noqa: F401
   from aejax.data import DataError  # noqa: F401
   from aejax.preemption import Stopped  # noqa: F401
   from aejax.step import NonFiniteLossError  # noqa: F401
-  from aejax.train import DataChangedError, fit as train  # noqa: F401
+  from aejax.trainer import DataChangedError, fit as train  # noqa: F401
   from aejax.trained import Trained, load  # noqa: F401
+  from aejax.tuner import search  # noqa: F401
   from aejax.workdir import WorkdirError  # noqa: F401

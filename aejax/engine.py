@@ -1,6 +1,6 @@
 """One wiring of a run: ``setup(config, dataset, mesh)`` builds everything it needs.
 
-``train.train_and_evaluate``, the benchmark and ``analysis.load_run`` all start here,
+``trainer.train_and_evaluate``, the benchmark and ``analysis.load_run`` all start here,
 so they train, time and restore the same thing. The result, a ``Run``, holds the
 built pieces (model, objective, corruption), the settings resolved for this backend
 (``Plan``), the compiled functions (``Program``), the initial state and the keys.
@@ -229,7 +229,7 @@ class Run:
     """Member ``i`` of a sweep as a run of its own (its config, objective, corruption
     and keys) on as many devices as one member's batch is split over, to evaluate it
     as its own run would. Its ``state`` is None: a member's variables are a slice of
-    the sweep's state (``train.member_variables``)."""
+    the sweep's state (``trainer.member_variables``)."""
     config = self.plan.members.configs[i]
     mesh = sharding.make_mesh(self.mesh.shape[sharding.DATA])
     return dataclasses.replace(
@@ -258,7 +258,7 @@ def setup(config: ml_collections.ConfigDict, dataset, mesh=None, abstract: bool 
   sweep ``sharding.make_member_mesh``). ``abstract``: the initial state as shapes,
   dtypes and shardings only (``jax.ShapeDtypeStruct``s, nothing computed), as the
   target a checkpoint is restored into. ``checked``: the config has passed
-  ``config.validate`` already (``train.train_and_evaluate``'s one pass), so it is not
+  ``config.validate`` already (``trainer.train_and_evaluate``'s one pass), so it is not
   checked again; its checks against the data and the devices still run.
   """
   if not checked:

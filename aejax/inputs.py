@@ -2,7 +2,7 @@
 
 ``open_input(run, dataset, step, saved)`` gives a ``DeviceInput`` or a
 ``StreamInput``; both have ``chunks(state, epoch, first)``, which trains an epoch one
-chunk of steps at a time (``train.train_and_evaluate`` may save or stop between two),
+chunk of steps at a time (``trainer.train_and_evaluate`` may save or stop between two),
 ``train_epoch(state, epoch) -> (state, history)`` (the per-step metrics on the host,
 stacked over steps; the benchmark's) and ``position()`` (what a checkpoint keeps to
 resume the input where it stood).

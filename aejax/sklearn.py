@@ -101,7 +101,7 @@ class AutoencoderTransformer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, 
     del y
     from absl import logging  # noqa: PLC0415
 
-    from aejax import train  # noqa: PLC0415 - JAX and the trainer only once fitting
+    from aejax import trainer  # noqa: PLC0415 - JAX and the trainer only once fitting
     X = self._validate(X, reset=True)
     config = self._config(len(X))
     if X.ndim == 2:
@@ -112,7 +112,7 @@ class AutoencoderTransformer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, 
     logging.set_verbosity(logging.INFO if self.verbose else logging.WARNING)
     try:
       # The rows are the test split too: the run's test figures are on X itself.
-      trained = train.fit(config, workdir, data={"train": X, "test": X})
+      trained = trainer.fit(config, workdir, data={"train": X, "test": X})
       trained._run  # noqa: B018 - restore it while the workdir is there
       trained.results, trained.history  # noqa: B018 - read them too
     finally:

@@ -45,7 +45,7 @@ import ml_collections
 import numpy as np
 from absl import app, flags, logging
 
-from aejax import codec as codec_lib, data, train
+from aejax import codec as codec_lib, data, trainer
 from experiments import compression
 from experiments.configs import codec as codec_config
 
@@ -156,7 +156,7 @@ def train_aejax(base: ml_collections.ConfigDict, lam: float, num_epochs: int,
   config = ml_collections.ConfigDict(base.to_dict())
   config.losses = f"sse=1, rate={lam:g}"
   config.num_epochs = num_epochs
-  train.train_and_evaluate(config, str(workdir))
+  trainer.train_and_evaluate(config, str(workdir))
   epochs = [json.loads(line) for line in (workdir / "metrics.jsonl").open()]
   return (codec_lib.Codec.from_workdir(workdir), [e["seconds"] for e in epochs],
           [e["train"]["loss"] for e in epochs])

@@ -1,5 +1,5 @@
 """Trains and evaluates an autoencoder: the absl entry point, nothing else; the call
-it makes is ``aejax.train`` (``aejax.train.fit``), the same from Python.
+it makes is ``aejax.train`` (``aejax.trainer.fit``), the same from Python.
 
     python -m experiments.main --config experiments/configs/vanilla.py --workdir runs/vanilla
     python -m experiments.main --config experiments/configs/conv.py --workdir runs/conv \
@@ -29,7 +29,7 @@ import sys  # noqa: E402
 from absl import app, flags, logging  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
-from aejax import preemption, train, workdir  # noqa: E402
+from aejax import preemption, trainer, workdir  # noqa: E402
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.",
                                           lock_config=True)
@@ -117,8 +117,8 @@ def main(argv):
   for handler in (logging.get_absl_handler(), *pylogging.getLogger().handlers):
     handler.addFilter(_quiet_libraries)
   try:
-    train.fit(_CONFIG.value, _WORKDIR.value, continue_with_changes=_CONTINUE.value)
-  except train.USER_ERRORS as e:
+    trainer.fit(_CONFIG.value, _WORKDIR.value, continue_with_changes=_CONTINUE.value)
+  except trainer.USER_ERRORS as e:
     logging.error("%s", e)
     _fail(str(e))
   except preemption.Stopped as e:

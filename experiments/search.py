@@ -17,7 +17,7 @@ import sys
 
 from absl import app, flags, logging
 
-from aejax import preemption, search, train
+from aejax import preemption, tuner, trainer
 from experiments import main as main_lib
 
 _SPACE = flags.DEFINE_string("space", None, 'What to search: "key=distribution; ...", '
@@ -26,15 +26,15 @@ _TRIALS = flags.DEFINE_integer("trials", None, "Trials in the study, over all it
 _SLOTS = flags.DEFINE_integer("slots", 8, "Trials this process trains at once.")
 _OBJECTIVE = flags.DEFINE_string("objective", "mse", "The validation figure to optimise.")
 _DIRECTION = flags.DEFINE_enum("direction", "minimize", ["minimize", "maximize"], "")
-_SAMPLER = flags.DEFINE_string("sampler", "tpe", f"One of {', '.join(search.SAMPLERS)}.")
-_PRUNER = flags.DEFINE_string("pruner", "median", f"One of {', '.join(search.PRUNERS)}.")
+_SAMPLER = flags.DEFINE_string("sampler", "tpe", f"One of {', '.join(tuner.SAMPLERS)}.")
+_PRUNER = flags.DEFINE_string("pruner", "median", f"One of {', '.join(tuner.PRUNERS)}.")
 _RUNGS = flags.DEFINE_string("rungs", "", "Epochs at which trials report, e.g. 1,3,5 "
                              "(default: every epoch).")
 _STORAGE = flags.DEFINE_string("storage", None, "Optuna storage URL or journal file "
                                "(default: a journal in the workdir).")
 _STUDY = flags.DEFINE_string("study", "search", "The study's name in its storage.")
 _SEED = flags.DEFINE_integer("seed", 0, "The sampler's seed.")
-_VALIDATION = flags.DEFINE_float("validation_fraction", search.VALIDATION_FRACTION,
+_VALIDATION = flags.DEFINE_float("validation_fraction", tuner.VALIDATION_FRACTION,
                                  "Of the train set, held out to judge the trials.")
 _PLOTS = flags.DEFINE_bool("plots", True, "Write Optuna's figures of the study.")
 flags.mark_flags_as_required(["space", "trials"])
@@ -48,14 +48,14 @@ def main(argv):
   config_path = next((a.split("=", 1)[1] for a in sys.argv[1:]
                       if a.startswith("--config=")), flags.FLAGS["config"].value)
   try:
-    search.search(main_lib._CONFIG.value, main_lib._WORKDIR.value, space=_SPACE.value,
+    tuner.search(main_lib._CONFIG.value, main_lib._WORKDIR.value, space=_SPACE.value,
                   trials=_TRIALS.value, slots=_SLOTS.value, objective=_OBJECTIVE.value,
                   direction=_DIRECTION.value, sampler=_SAMPLER.value, pruner=_PRUNER.value,
                   rungs=_RUNGS.value, storage=_STORAGE.value, study=_STUDY.value,
                   seed=_SEED.value, validation_fraction=_VALIDATION.value,
                   plots=_PLOTS.value,
                   command={"config": config_path, "overrides": overrides})
-  except train.USER_ERRORS as e:
+  except trainer.USER_ERRORS as e:
     main_lib._fail(str(e))
   except preemption.Stopped as e:
     print(f"stopped: {e}", file=sys.stderr)

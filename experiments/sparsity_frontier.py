@@ -28,7 +28,7 @@ import pathlib
 
 from absl import app, flags, logging
 
-from aejax import analysis, code_stats, data as data_lib, models, train
+from aejax import analysis, code_stats, data as data_lib, models, trainer
 from experiments.configs import base, topk as topk_config
 
 DEFAULT_KS = (4, 8, 16, 32, 64)
@@ -105,7 +105,7 @@ def measure(name: str, config, root: pathlib.Path, dataset) -> list[dict]:
   seconds: one dict, or one per member of a sweep (its training seconds are the
   whole program's, every member's together)."""
   workdir = root / name
-  results = train.train_and_evaluate(config, str(workdir))
+  results = trainer.train_and_evaluate(config, str(workdir))
   members = results.get("members", [results])
   out = []
   for i, member in enumerate(members):

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from skimage import metrics as skmetrics
 
-from aejax import analysis, corruption, data, engine, models, train
+from aejax import analysis, corruption, data, engine, models, trainer
 from experiments.configs import vanilla
 
 
@@ -183,7 +183,7 @@ def test_load_run_restores_the_trained_model(tmp_path):
   config.dataset = "mnist_sample"
   config.num_epochs = 1
   config.model.code_size = 16
-  results = train.train_and_evaluate(config, str(tmp_path))
+  results = trainer.train_and_evaluate(config, str(tmp_path))
   run = analysis.load_run(tmp_path)
   assert run.step == results["steps"]
   test = analysis.to_float(data.load_sample().test_images)
@@ -210,7 +210,7 @@ def test_evaluate_run_gives_the_runs_own_test_metrics(tmp_path):
   from experiments import evaluate_run
   config = vanilla.get_config()
   config.dataset, config.num_epochs, config.model.code_size = "mnist_sample", 1, 16
-  results = train.train_and_evaluate(config, str(tmp_path))
+  results = trainer.train_and_evaluate(config, str(tmp_path))
   again = evaluate_run.evaluate(str(tmp_path))
   assert again["step"] == results["steps"] and again["epoch"] == 1
   assert again["test"] == results["test"]  # the same compiled evaluation, the same state

@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import pytest
 
 from aejax import config as config_lib
-from aejax import engine, losses, train
+from aejax import engine, losses, trainer
 from experiments.configs import base
 
 CONFIGS = ("vanilla", "multilayer", "conv", "sparse", "denoising")
@@ -125,14 +125,14 @@ def test_invalid_config_values_raise(key, value, message):
 def test_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
   config = base.get_config()
   config.dataset, config.batch_size, config.num_epochs = "mnist_sample", 500, 1
-  train.train_and_evaluate(config, str(tmp_path))
+  trainer.train_and_evaluate(config, str(tmp_path))
   good_step = metrics_lines(tmp_path)[-1]["step"]
 
   nan_mse = lambda **arrays: losses.mse(**arrays) * jnp.nan
   monkeypatch.setitem(losses.LOSS_TERMS, "mse", losses.LossTerm(nan_mse, ("reconstruction", "target")))
   config.num_epochs = 2
-  with pytest.raises(train.NonFiniteLossError, match=f"'mse' became nan at step {good_step + 1}"):
-    train.train_and_evaluate(config, str(tmp_path))
+  with pytest.raises(trainer.NonFiniteLossError, match=f"'mse' became nan at step {good_step + 1}"):
+    trainer.train_and_evaluate(config, str(tmp_path))
   assert [p.name for p in (tmp_path / "checkpoints").iterdir()] == [str(good_step)]
   assert len(metrics_lines(tmp_path)) == 1
 

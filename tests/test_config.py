@@ -13,7 +13,7 @@ import numpy as np
 import optax
 import pytest
 
-from aejax import config as config_lib, step as step_lib, train
+from aejax import config as config_lib, step as step_lib, trainer
 from experiments import evaluate_run
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -87,7 +87,7 @@ def sample_config(num_epochs: int) -> ml_collections.ConfigDict:
 def test_a_workdir_saved_before_keys_existed_resumes_to_the_same_result(tmp_path):
   """A run whose config.json and checkpoint hold a config without today's newer keys
   (as an older aejax wrote them) resumes, and ends where an uninterrupted run does."""
-  train.train_and_evaluate(sample_config(1), str(tmp_path / "old"))
+  trainer.train_and_evaluate(sample_config(1), str(tmp_path / "old"))
   dropped = ("weight_decay", "input", "checkpoint_every", "sweep")
   metas = list((tmp_path / "old" / "checkpoints").glob("*/meta/metadata"))
   assert metas
@@ -104,8 +104,8 @@ def test_a_workdir_saved_before_keys_existed_resumes_to_the_same_result(tmp_path
   # Evaluating the older run reads its config as it ran.
   old = evaluate_run.evaluate(str(tmp_path / "old"))
   assert old["epoch"] == 1 and "members" not in old
-  resumed = train.train_and_evaluate(sample_config(2), str(tmp_path / "old"))
-  straight = train.train_and_evaluate(sample_config(2), str(tmp_path / "new"))
+  resumed = trainer.train_and_evaluate(sample_config(2), str(tmp_path / "old"))
+  straight = trainer.train_and_evaluate(sample_config(2), str(tmp_path / "new"))
   # The older run trained on the device before config.input existed: that layout key
   # is recorded as changed to today's 'auto' (which picks the device here).
   assert resumed["segments"][-1] == {

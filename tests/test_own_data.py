@@ -20,7 +20,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 from PIL import Image
 
-from aejax import analysis, data, engine, train
+from aejax import analysis, data, engine, trainer
 from aejax.data import readers
 from experiments.configs import base, vanilla
 
@@ -239,7 +239,7 @@ def test_bad_names_and_keys_are_refused_before_any_compute():
     bad = base.get_config()
     bad[key] = value
     with pytest.raises(ValueError, match=match):
-      train.config_lib.validate(bad)
+      trainer.config_lib.validate(bad)
 
 
 @settings(max_examples=25, deadline=None)
@@ -401,7 +401,7 @@ def test_a_bad_file_in_a_folder_is_one_line_from_the_cli_and_loses_nothing(tmp_p
   config = vanilla.get_config()
   config.dataset, config.batch_size, config.num_epochs = f"folder:{pictures}", 32, 2
   with pytest.raises(data.DataError, match="007.jpg cannot be read"):
-    train.train_and_evaluate(config, str(workdir))
+    trainer.train_and_evaluate(config, str(workdir))
   assert tree(workdir) == before and ".lock" in before and "config.json" in before
 
 

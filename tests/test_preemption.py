@@ -338,7 +338,7 @@ def test_from_python_a_signal_raises_stopped_and_the_same_call_resumes(tmp_path,
   """train_and_evaluate in this process, SIGUSR1 sent to itself: while the data loads
   (nothing saved, no workdir left), then after the first chunk of steps (a checkpoint
   of step 5); the handlers it set come back each time, and the same call finishes."""
-  from aejax import data as data_lib, preemption, train
+  from aejax import data as data_lib, preemption, trainer
   from experiments.configs import vanilla
   config = vanilla.get_config()
   config.dataset, config.batch_size, config.num_epochs = "mnist_sample", 256, 1
@@ -356,15 +356,15 @@ def test_from_python_a_signal_raises_stopped_and_the_same_call_resumes(tmp_path,
   with pytest.raises(preemption.Stopped, match=r"^Stopped by SIGUSR1 while loading the "
                      "data: nothing to save yet. Run the same command again to start or "
                      "resume the run"):
-    train.train_and_evaluate(config, str(tmp_path / "run"))
+    trainer.train_and_evaluate(config, str(tmp_path / "run"))
   assert not (tmp_path / "run").exists()  # a failed start leaves no trace
   assert signal.getsignal(signal.SIGUSR1) is before
-  monkeypatch.setattr(train, "check_finite", signalled(train.check_finite))
+  monkeypatch.setattr(train, "check_finite", signalled(trainer.check_finite))
   with pytest.raises(preemption.Stopped) as stopped:
-    train.train_and_evaluate(config, str(tmp_path / "run"))
+    trainer.train_and_evaluate(config, str(tmp_path / "run"))
   assert stopped.value.step == 5 and "the checkpoint of step 5 is saved" in str(stopped.value)
   assert signal.getsignal(signal.SIGUSR1) is before
-  assert train.train_and_evaluate(config, str(tmp_path / "run"))["steps"] == 23
+  assert trainer.train_and_evaluate(config, str(tmp_path / "run"))["steps"] == 23
 
 
 # Each run on a tmpfs of its own, of the size given: the run fills it wherever it

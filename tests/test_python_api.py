@@ -248,7 +248,7 @@ def test_importing_aejax_is_light():
   code = ("import sys, aejax; heavy = [m for m in ('jax', 'flax', 'sklearn', 'orbax') "
           "if m in sys.modules]; assert not heavy, heavy; "
           "assert aejax.Stopped.__module__ == 'aejax.preemption'; "
-          "assert callable(aejax.train) and aejax.train.train_and_evaluate")
+          "assert aejax.train.__module__ == 'aejax.trainer' and callable(aejax.search)")
   subprocess.run([sys.executable, "-c", code], check=True, cwd=os.path.dirname(__file__))
 
 

@@ -203,29 +203,29 @@ def test_resuming_records_changes_beside_the_original_config(tmp_path, cli):
 
 
 def test_after_a_nan_stop_a_lower_learning_rate_continues_explicitly(tmp_path, monkeypatch):
-  from aejax import losses, train, workdir
+  from aejax import losses, trainer, workdir
   from experiments.configs import vanilla
   config = vanilla.get_config()
   config.dataset, config.batch_size, config.num_epochs = "mnist_sample", 500, 1
-  train.train_and_evaluate(config, str(tmp_path))
+  trainer.train_and_evaluate(config, str(tmp_path))
   real = losses.LOSS_TERMS["mse"]
   monkeypatch.setitem(losses.LOSS_TERMS, "mse", losses.LossTerm(
       lambda **arrays: losses.mse(**arrays) * jnp.nan, real.reads))
   config.num_epochs = 2
-  with pytest.raises(train.NonFiniteLossError, match="--continue_with_changes"):
-    train.train_and_evaluate(config, str(tmp_path))
+  with pytest.raises(trainer.NonFiniteLossError, match="--continue_with_changes"):
+    trainer.train_and_evaluate(config, str(tmp_path))
   monkeypatch.setitem(losses.LOSS_TERMS, "mse", real)
   config.learning_rate = 1e-3
   with pytest.raises(workdir.WorkdirError, match="learning_rate: 0.003 -> 0.001.*add "
                                                  "--continue_with_changes"):
-    train.train_and_evaluate(config, str(tmp_path))
-  result = train.train_and_evaluate(config, str(tmp_path), continue_with_changes=True)
+    trainer.train_and_evaluate(config, str(tmp_path))
+  result = trainer.train_and_evaluate(config, str(tmp_path), continue_with_changes=True)
   assert result["epochs"] == 2
   assert result["segments"][-1]["changes"] == {"learning_rate": [0.003, 0.001],
                                                "num_epochs": [1, 2]}
   config.model.code_size = 32  # the model is not an optimizer setting
   with pytest.raises(workdir.WorkdirError, match="model.code_size: 64 -> 32"):
-    train.train_and_evaluate(config, str(tmp_path), continue_with_changes=True)
+    trainer.train_and_evaluate(config, str(tmp_path), continue_with_changes=True)
 
 
 # ---------------------------------------------------------- one-line errors

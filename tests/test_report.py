@@ -141,12 +141,12 @@ def test_report_names_a_missing_data_folder_before_any_compute(tmp_path):
 
 @pytest.mark.slow
 def test_vae_section_reads_a_trained_vae_run(tmp_path):
-  from aejax import train
+  from aejax import trainer
   from experiments.configs import vae
   config = vae.get_config()
   config.dataset, config.num_epochs = "mnist_sample", 1
   config.model.hidden, config.model.latent_size, config.model.eval_nll_samples = (32,), 4, 8
-  results = train.train_and_evaluate(config, str(tmp_path / "runs" / "vae"))
+  results = trainer.train_and_evaluate(config, str(tmp_path / "runs" / "vae"))
   section = report_vae.vae(tmp_path / "runs", tmp_path)  # reads only the runs folder
   text = writer.vae(section)
   vae_numbers = section["numbers"]["vae"]["vae"]

@@ -9,7 +9,7 @@ import json
 import numpy as np
 import pytest
 
-from aejax import data, train
+from aejax import data, trainer
 from experiments import report
 from experiments.configs import vanilla
 
@@ -24,7 +24,7 @@ def train_sweep(runs_dir, dataset, **keys):
     config.model.code_size = k
     for key, value in keys.items():
       config[key] = value
-    train.train_and_evaluate(config, str(runs_dir / f"vanilla_k{k}"))
+    trainer.train_and_evaluate(config, str(runs_dir / f"vanilla_k{k}"))
 
 
 @pytest.fixture(scope="module")
@@ -95,7 +95,7 @@ def test_runs_of_two_data_sets_are_refused_in_one_line(tmp_path, monkeypatch):
   config = vanilla.get_config()
   config.dataset, config.num_epochs, config.batch_size = f"npz:{tmp_path / 'a.npz'}", 1, 8
   config.model.code_size = 2
-  train.train_and_evaluate(config, str(runs / "vanilla_k2"))
+  trainer.train_and_evaluate(config, str(runs / "vanilla_k2"))
   other = runs / "vanilla_k4"
   other.mkdir()
   (other / "results.json").write_text(json.dumps(

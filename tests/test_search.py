@@ -1,4 +1,4 @@
-"""The search (aejax/search.py): Optuna's trials on a sweep's slots, refilled in place,
+"""The search (aejax/tuner.py): Optuna's trials on a sweep's slots, refilled in place,
 through the command line and from Python, on the bundled sample."""
 
 import json
@@ -13,7 +13,7 @@ import optuna
 import pytest
 
 import aejax
-from aejax import data as data_lib, search
+from aejax import data as data_lib, tuner
 
 pytestmark = pytest.mark.slow
 
@@ -87,7 +87,7 @@ def test_two_processes_share_one_study(tmp_path):
   for child in children:
     _, err = child.communicate(timeout=300)
     assert child.returncode == 0, err[-2000:]
-  study = optuna.load_study(study_name="search", storage=search.open_storage(
+  study = optuna.load_study(study_name="search", storage=tuner.open_storage(
       str(storage), tmp_path))
   trials = study.get_trials()
   assert 6 <= len(trials) <= 7  # each asks only while fewer than 6 exist
@@ -99,12 +99,12 @@ def test_two_processes_share_one_study(tmp_path):
 def _held(**overrides):
   config = aejax.get_config("vanilla", dataset="mnist_sample", num_epochs=2,
                             batch_size=250, **overrides)
-  return config, search.split_validation(data_lib.load(config), 1 / 6)
+  return config, tuner.split_validation(data_lib.load(config), 1 / 6)
 
 
 def test_a_refilled_slot_leaves_the_others_bit_for_bit():
   config, held = _held()
-  pool = search.Slots(config, held, 2, ["learning_rate"])
+  pool = tuner.Slots(config, held, 2, ["learning_rate"])
   steps = held.n_train // config.batch_size
 
   def run(first, then=None, epochs=2):
@@ -147,21 +147,21 @@ def test_a_nan_trial_fails_and_the_search_goes_on(tmp_path):
 ])
 def test_a_bad_space_is_refused(tmp_path, space, message):
   config, _ = _held()
-  with pytest.raises(search.SearchError, match=message):
+  with pytest.raises(tuner.SearchError, match=message):
     aejax.search(config, tmp_path / "w", space=space, trials=2, slots=2)
 
 
 def test_bad_searches_are_refused(tmp_path):
   config, _ = _held()
   kwargs = dict(space="learning_rate=uniform(1e-4,1e-2)", trials=2)
-  with pytest.raises(search.SearchError, match=r"--slots=100000000 is too many.*fit"):
+  with pytest.raises(tuner.SearchError, match=r"--slots=100000000 is too many.*fit"):
     aejax.search(config, tmp_path / "w", slots=100_000_000, **kwargs)
-  with pytest.raises(search.SearchError, match=r"--storage=postgresql://.*cannot open"):
+  with pytest.raises(tuner.SearchError, match=r"--storage=postgresql://.*cannot open"):
     aejax.search(config, tmp_path / "w", slots=2,
                  storage="postgresql://nobody@127.0.0.1:1/none", **kwargs)
   storage = f"sqlite:///{tmp_path / 'study.db'}"
   aejax.search(config, tmp_path / "a", slots=2, storage=storage, plots=False, **kwargs)
-  with pytest.raises(search.SearchError, match=r"made with another space"):
+  with pytest.raises(tuner.SearchError, match=r"made with another space"):
     aejax.search(config, tmp_path / "b", slots=2, storage=storage, trials=2,
                  space="learning_rate=uniform(1e-4,1e-1)")
 

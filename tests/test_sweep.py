@@ -315,12 +315,12 @@ def test_members_on_a_2d_mesh_equal_one_device_and_never_talk(swept, tmp_path):
   epoch all-reduces only within a member's pair of devices."""
   code = textwrap.dedent(f"""
       import json, numpy as np
-      from aejax import data, engine, sharding, train
+      from aejax import data, engine, sharding, trainer
       from experiments.configs import base, vanilla
       config = vanilla.get_config()
       config.dataset, config.batch_size, config.num_epochs = "mnist_sample", 500, 2
       config.sweep = "{GRID}"
-      results = train.train_and_evaluate(config, "{tmp_path / 'run'}")
+      results = trainer.train_and_evaluate(config, "{tmp_path / 'run'}")
       print(json.dumps(results["mesh"]))
       run = engine.setup(config, data.DataSpec((28, 28, 1), 1000))
       images = sharding.put(run.mesh, np.zeros((1000, 28, 28, 1), np.uint8))

@@ -6,7 +6,7 @@ import sys
 
 from absl import app, flags, logging
 
-from aejax import train
+from aejax import trainer
 from experiments.report.study import codes_report, make_report
 
 # Here, not in the package: importing experiments.report (tests, notebooks, next to
@@ -37,7 +37,7 @@ def main(argv):
       codes_report(FLAGS.workdir, FLAGS.runs_dir, command)
     else:
       make_report(FLAGS.workdir, FLAGS.runs_dir, FLAGS.data_dir, FLAGS.quick, command)
-  except (FileNotFoundError, *train.USER_ERRORS) as e:
+  except (FileNotFoundError, *trainer.USER_ERRORS) as e:
     logging.error("%s", e)
     print(f"error: {e}", file=sys.stderr)
     sys.exit(1)

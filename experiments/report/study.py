@@ -12,7 +12,7 @@ import time
 import jax
 from absl import logging
 
-from aejax import config as config_lib, data as data_lib, train
+from aejax import config as config_lib, data as data_lib, trainer
 from experiments import sparsity_frontier
 from experiments.report import (codes, compression, contractive, denoising, runs, seeds,
                                 sparsity, vae, writer)
@@ -36,7 +36,7 @@ def make_report(workdir: str | pathlib.Path, runs_dir: str | pathlib.Path | None
   results = {}
   for name, config in configs.items():
     logging.info("Run %s (%d epochs) in %s", name, config.num_epochs, runs_dir / name)
-    results[name] = train.train_and_evaluate(config, str(runs_dir / name))
+    results[name] = trainer.train_and_evaluate(config, str(runs_dir / name))
   frontier = sparsity_frontier.frontier_rows(frontier_configs(plan, data_dir),
                                              runs_dir / "frontier", dataset, verbose=False)
   trained = time.perf_counter() - started

@@ -1,6 +1,6 @@
 """``train_and_evaluate(config, workdir)``: train (or resume) a run, evaluate it, write
-its results. ``fit`` is that call from Python (``aejax.train``, which is this module
-called): data may be arrays in memory, and it returns the trained run.
+its results. ``fit`` is that call from Python (``aejax.train``): data may be arrays
+in memory, and it returns the trained run.
 
 The pieces come from ``engine.setup`` (model, objective, compiled functions), the
 batches from ``inputs`` (the train set on the device, or streamed); the files from
@@ -18,9 +18,7 @@ during the evaluation a signal stops the run at the next safe point between phas
 from __future__ import annotations
 
 import copy
-import sys
 import time
-import types
 from typing import Callable
 
 import jax
@@ -425,15 +423,3 @@ def fit(config: ml_collections.ConfigDict, workdir: str, *, data=None,
   results = train_and_evaluate(config, workdir, continue_with_changes=continue_with_changes,
                                dataset=dataset)
   return trained.Trained(workdir, results=results)
-
-
-class _CallableModule(types.ModuleType):
-  """This module, callable: ``aejax.train(config, workdir, *, data=None)`` is ``fit``.
-  A package's attribute cannot be both a function and its submodule of that name
-  (importing ``aejax.train`` binds the module there), so the module is the call."""
-
-  def __call__(self, config, workdir, *, data=None, continue_with_changes: bool = False):
-    return fit(config, workdir, data=data, continue_with_changes=continue_with_changes)
-
-
-sys.modules[__name__].__class__ = _CallableModule

@@ -39,8 +39,6 @@ import math
 import pathlib
 import re
 import shlex
-import sys
-import types
 from typing import Any
 
 import jax
@@ -739,15 +737,3 @@ def _plots(study, work: pathlib.Path) -> None:
       plt.close(figure)
     except Exception as e:  # noqa: BLE001 (a figure is a nicety, never a failure)
       logging.info("No %s figure: %s", name, e)
-
-
-class _CallableModule(types.ModuleType):
-  """This module, callable: ``aejax.search(config, workdir, *, space, trials, slots,
-  ...)`` is ``search`` (as ``aejax.train`` is its module: a package's attribute cannot
-  be both a function and the submodule of that name)."""
-
-  def __call__(self, config, workdir, *, space: str, trials: int, slots: int, **options):
-    return search(config, workdir, space=space, trials=trials, slots=slots, **options)
-
-
-sys.modules[__name__].__class__ = _CallableModule
