@@ -49,9 +49,7 @@ def defaults(model: str = "mlp") -> ml_collections.ConfigDict:
   config.name = "autoencoder"  # The experiment's name, written into results.json.
   config.model = models.default_config(model)  # The family's name and its own keys.
   # Data.
-  # 'mnist', 'fashion_mnist', 'kmnist', 'mnist_sample', 'cifar10', 'cifar100',
-  # 'folder:<path>', 'npz:<file>' or 'tfds:<name>' (docs/data.md).
-  config.dataset = "mnist"
+  config.dataset = "mnist"  # A registered source (aejax.data.sources; docs/data.md).
   config.data_dir = ""  # IDX or CIFAR folder; empty: $AEJAX_DATA_DIR, TFDS, the sample.
   config.image_size = 0  # folder: resize and centre-crop to n x n; 0: as stored.
   config.channels = 0  # folder: 1 (grey) or 3 (RGB), converted; 0: as stored.
