@@ -18,6 +18,7 @@ lacks, at the values that older aejax used for them. ``LAYOUT_KEYS`` and
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import importlib.util
 import json
@@ -49,9 +50,7 @@ def defaults(model: str = "mlp") -> ml_collections.ConfigDict:
   config.name = "autoencoder"  # The experiment's name, written into results.json.
   config.model = models.default_config(model)  # The family's name and its own keys.
   # Data.
-  # 'mnist', 'fashion_mnist', 'kmnist', 'mnist_sample', 'cifar10', 'cifar100',
-  # 'folder:<path>', 'npz:<file>' or 'tfds:<name>' (docs/data.md).
-  config.dataset = "mnist"
+  config.dataset = "mnist"  # A registered source (aejax.data.sources; docs/data.md).
   config.data_dir = ""  # IDX or CIFAR folder; empty: $AEJAX_DATA_DIR, TFDS, the sample.
   config.image_size = 0  # folder: resize and centre-crop to n x n; 0: as stored.
   config.channels = 0  # folder: 1 (grey) or 3 (RGB), converted; 0: as stored.
@@ -103,18 +102,68 @@ LAYOUT_KEYS = ("num_epochs", "epoch_mode", "microbatch_size", "eval_batch_size",
 # Keys a resumed run may change with --continue_with_changes: the optimizer's numbers.
 CONTINUE_KEYS = ("learning_rate", "final_lr_fraction", "warmup_epochs", "adam_b1",
                  "adam_b2", "adam_eps", "weight_decay")
-# What an aejax older than a key did, where that differs from the key's default: runs
-# saved before config.input existed trained on the device.
-_BEFORE_KEY = {"input": "device"}
+
+
+@dataclasses.dataclass(frozen=True)
+class Since:
+  """A key's history: the aejax version (``pyproject.toml``'s) that introduced it and,
+  where it differs from the key's default, the value that older aejax used
+  (``before``), which ``upgrade`` gives a config saved before the key existed."""
+
+  version: str
+  before: Any = None
+  differs: bool = False
+
+
+def _before(version: str, value) -> Since:
+  return Since(version, value, differs=True)
+
+
+# Every key of ``defaults`` but the family's block (whose keys its family completes,
+# ``models.registry``), dotted inside groups. A new key gets its line here, with the
+# value older runs used where that is not its default; a test fails otherwise.
+HISTORY = {
+    "name": Since("0.1.0"), "model": Since("0.1.0"), "dataset": Since("0.1.0"),
+    "data_dir": Since("0.1.0"), "image_size": Since("0.1.0"), "channels": Since("0.1.0"),
+    "test_fraction": Since("0.1.0"), "standardize": Since("0.1.0"),
+    # Runs saved before config.input existed trained on the device.
+    "input": _before("0.1.0", "device"),
+    "num_epochs": Since("0.1.0"), "batch_size": Since("0.1.0"), "seed": Since("0.1.0"),
+    "learning_rate": Since("0.1.0"), "schedule": Since("0.1.0"),
+    "warmup_epochs": Since("0.1.0"), "final_lr_fraction": Since("0.1.0"),
+    "adam_b1": Since("0.1.0"), "adam_b2": Since("0.1.0"), "adam_eps": Since("0.1.0"),
+    "weight_decay": Since("0.1.0"), "losses": Since("0.1.0"), "corruption": Since("0.1.0"),
+    "corruption.name": Since("0.1.0"), "corruption.level": Since("0.1.0"),
+    "epoch_mode": Since("0.1.0"), "microbatch_size": Since("0.1.0"),
+    "eval_batch_size": Since("0.1.0"), "checkpoint_every": Since("0.1.0"),
+    "checkpoint_every_steps": Since("0.1.0"), "checkpoint_every_minutes": Since("0.1.0"),
+    "sweep": Since("0.1.0"), "sweep_vmap": Since("0.1.0"),
+}
+
+
+def keys(config: ml_collections.ConfigDict | dict, prefix: str = "") -> list[str]:
+  """Every key of ``config``, groups' keys dotted (``corruption.name``), but those of
+  the family's block (``model``'s own)."""
+  out = []
+  for key, value in config.items():
+    out.append(prefix + key)
+    if isinstance(value, (dict, ml_collections.ConfigDict)) and key != "model":
+      out.extend(keys(value, f"{prefix}{key}."))
+  return out
 
 
 def upgrade(saved: dict) -> dict:
   """A saved config (a dict, as in config.json) with every key it lacks added at the
-  value the aejax that saved it used: the default, or ``_BEFORE_KEY``'s."""
+  value the aejax that saved it used: the default, or ``HISTORY``'s ``before``."""
   model = saved.get("model", {}).get("name", "mlp")
   full = json_dict(defaults(model))
-  for key, value in _BEFORE_KEY.items():
-    full[key] = value
+  for key, since in HISTORY.items():
+    if since.differs:
+      *groups, last = key.split(".")
+      block = full
+      for group in groups:
+        block = block[group]
+      block[last] = since.before
   return _merge(full, saved)
 
 

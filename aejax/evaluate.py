@@ -27,8 +27,52 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from aejax import corruption as corruption_lib, losses, sharding
+from aejax import code_stats, corruption as corruption_lib, losses, models, sharding
 from aejax.images import psnr_db, to_float
+
+# The groups of a model's figures in results.json (and in a sweep member's entry), all
+# made by ``model_figures``: what a sweep's summary and results tables read.
+FIGURES = ("test", "denoising", "code_stats", "model_eval")
+# Per-example metrics that reach results.json elsewhere than under ``test``: the
+# denoising figures (their own group) and the loss terms (``test.loss_terms``). Every
+# other metric ``Evaluator._per_example`` computes is written under ``test``.
+INTERNAL = ("mse_noisy", "mse_denoised")
+# The order ``test`` lists its metrics in; any other comes after them.
+_TEST_ORDER = ("mse", "sse_per_image", "bce", "code_mean_activation", "code_fraction_zero",
+               "mse_data_units")
+
+
+def model_figures(run, variables, evaluator: "Evaluator", dataset, coder=None) -> dict:
+  """The one place a model's figures are computed, for training's results.json,
+  ``experiments.evaluate_run``, a sweep's members and ``aejax.Trained.evaluate``:
+  the evaluator's test metrics (``test``, ``denoising``), the code statistics
+  (``code_stats``) and the family's own (``model_eval``). ``run``: an
+  ``engine.Run``; ``coder``: its model's compiled (encode, decode), shared by a
+  sweep's members so that they compile once (None: made here; a model without them
+  has no code statistics)."""
+  results = evaluator.results(variables)
+  if coder is None and hasattr(run.model, "encode") and hasattr(run.model, "decode"):
+    coder = (models.compiled_apply(run.model, "encode"),
+             models.compiled_apply(run.model, "decode"))
+  if coder is not None:
+    # L0, dead units over one pass of the training set, variance explained: for every
+    # model, so an L1 code and a TopK code are measured alike.
+    results["code_stats"] = code_stats.code_statistics(
+        *coder, variables, dataset.train_images, dataset.test_images,
+        run.config.eval_batch_size)
+  if run.family.evaluate is not None:
+    results["model_eval"] = run.family.evaluate(run.model, variables, dataset,
+                                                jax.random.fold_in(run.keys.eval, 2))
+  return results
+
+
+def checkpoint_figures(config, variables, dataset) -> dict:
+  """``model_figures`` of a restored model (``variables``) of ``config`` on
+  ``dataset``, with the compiled evaluation a run of ``config`` uses."""
+  from aejax import engine  # noqa: PLC0415 (engine imports this module)
+  setup = engine.setup(config, dataset, abstract=True)  # as experiments.evaluate_run
+  evaluator = setup.evaluator(dataset.test_images, dataset.test_labels, dataset.scale)
+  return model_figures(setup, variables, evaluator, dataset)
 
 
 class Evaluator:
@@ -128,8 +172,9 @@ class Evaluator:
   def results(self, variables) -> dict:
     """Test-set metrics of the model with ``variables`` (``{"params": ...}``)."""
     means = self._means(variables)
-    test = {k: means[k] for k in ("mse", "sse_per_image", "bce", "code_mean_activation",
-                                  "code_fraction_zero", "mse_data_units") if k in means}
+    written = [k for k in means if k not in INTERNAL and not k.startswith("term/")]
+    rank = lambda k: _TEST_ORDER.index(k) if k in _TEST_ORDER else len(_TEST_ORDER)
+    test = {k: means[k] for k in sorted(written, key=rank)}
     if self.bounded:
       test["psnr_db"] = psnr_db(means["mse"])
     test["loss_terms"] = {k.removeprefix("term/"): v for k, v in means.items()

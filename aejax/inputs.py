@@ -82,7 +82,7 @@ class StreamInput(_Input):
     self._run = run
     plan = run.plan
     self.rows = sharding.local_rows(run.mesh, run.config.batch_size)
-    folder = stream.array_record_folder(dataset)
+    folder = stream.array_record_folder(dataset, run.config.dataset)
     layout = stream.Layout(steps=plan.steps_per_epoch, rows=self.rows,
                            chunk_batches=plan.chunk_steps,
                            num_epochs=run.config.num_epochs)

@@ -23,7 +23,7 @@ from typing import Any
 import ml_collections
 import numpy as np
 
-from aejax import losses
+from aejax import evaluate, losses
 
 # Keys a member may set, besides 'losses.<term>'. warmup_epochs is not here: it is a
 # step count, fixed when the schedule is compiled.
@@ -181,7 +181,7 @@ def _flat_numbers(tree: dict, prefix: str = "") -> dict[str, float]:
   return flat
 
 
-FIGURES = ("test", "denoising", "code_stats", "model_eval")  # a member's, summarised
+FIGURES = evaluate.FIGURES  # a member's, summarised
 
 
 def summary(member_results: list[dict]) -> list[dict]:

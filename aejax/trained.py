@@ -25,6 +25,7 @@ import ml_collections
 import numpy as np
 
 from aejax import config as config_lib, data as data_lib, engine, models, sweep
+from aejax import evaluate as evaluate_lib
 from aejax.images import to_float
 from aejax.workdir import WorkdirError
 
@@ -111,6 +112,17 @@ class Trained:
       return []
     count = len(sweep.members(ml_collections.ConfigDict(self._run.meta["config"])))
     return [Trained(self.workdir, i, results=self._results) for i in range(count)]
+
+  def evaluate(self, data=None) -> dict:
+    """Its checkpoint's figures, computed again as training computes results.json's
+    (``aejax.evaluate.model_figures``: ``test``, ``denoising``, ``code_stats``,
+    ``model_eval``), on ``data`` (a ``Dataset``; None: its config's, as
+    ``data.load`` finds it), which must be the data it trained on."""
+    dataset = data_lib.load(self.config) if data is None else data
+    if dataset.fingerprint != self.data["fingerprint"]:
+      raise data_lib.DataError(f"{self.workdir} was trained on other data than "
+                               f"{dataset.location}.")
+    return evaluate_lib.checkpoint_figures(self.config, self._run.variables, dataset)
 
   # -------------------------------------------------------------- using the model
 

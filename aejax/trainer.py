@@ -26,7 +26,7 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from aejax import checkpoint, code_stats, config as config_lib, data as data_lib, engine
+from aejax import checkpoint, config as config_lib, data as data_lib, engine, evaluate
 from aejax import inputs, models as models_lib, preemption, sweep
 from aejax import workdir as workdir_lib
 from aejax.step import NonFiniteLossError, check_finite  # noqa: F401 (re-exported)
@@ -305,23 +305,6 @@ def _epoch_metrics(run: engine.Run, models, state, history) -> dict:
   return {"train": mean("train"), "test": mean("test"), "members": members}
 
 
-def _model_results(run: engine.Run, variables, evaluator, dataset, coder) -> dict:
-  """One model's test figures: the evaluator's, its code statistics, its family's.
-  ``coder``: the model's (encode, decode) functions, one pair for a sweep's members so
-  that their code statistics compile once; None for a model without them."""
-  results = evaluator.results(variables)
-  if coder is not None:
-    # L0, dead units over one pass of the training set, variance explained: for every
-    # model, so an L1 code and a TopK code are measured alike.
-    results["code_stats"] = code_stats.code_statistics(
-        *coder, variables, dataset.train_images, dataset.test_images,
-        run.config.eval_batch_size)
-  if run.family.evaluate is not None:
-    results["model_eval"] = run.family.evaluate(run.model, variables, dataset,
-                                                jax.random.fold_in(run.keys.eval, 2))
-  return results
-
-
 def _finish(run: engine.Run, state, meta: dict, dataset, models, work,
             stop: Callable[[str], None]) -> dict:
   """The pictures, then results.json (the last file a run writes); for a sweep, the
@@ -335,8 +318,8 @@ def _finish(run: engine.Run, state, meta: dict, dataset, models, work,
              models_lib.compiled_apply(run.model, "decode"))
   figures = []
   for i, (r, evaluator) in enumerate(models):
-    figures.append(_model_results(r, member_variables(run, state, i), evaluator, dataset,
-                                  coder))
+    figures.append(evaluate.model_figures(r, member_variables(run, state, i), evaluator,
+                                          dataset, coder))
     stop("during the final evaluation")
   results = {
       "name": config.name,

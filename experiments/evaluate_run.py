@@ -1,6 +1,7 @@
 """Evaluates the newest checkpoint of a run, trained to the end or not, without
-training: the test metrics of results.json and the family's own figures
-(``model_eval``: a VAE's importance-sampled NLL), printed as JSON.
+training: every figure results.json holds of a model (``aejax.evaluate.model_figures``:
+the test metrics, the code statistics, the family's own figures such as a VAE's
+importance-sampled NLL), printed as JSON.
 
     python -m experiments.evaluate_run --workdir runs/vae --data_dir=path/to/mnist \
         [--json=eval.json]
@@ -13,12 +14,12 @@ import json
 import pathlib
 import sys
 
-import jax
 from absl import app, flags
 
 import ml_collections
 
-from aejax import analysis, checkpoint, config as config_lib, data, engine, sweep
+from aejax import analysis, checkpoint, config as config_lib, data, engine
+from aejax import evaluate as evaluate_lib, sweep
 from aejax.workdir import WorkdirError
 
 
@@ -55,12 +56,9 @@ def _evaluate(run: analysis.Run, workdir: str, data_dir: str) -> dict:
     raise data.DataError(f"{workdir} was trained on other data than {dataset.location}.")
   setup = engine.setup(config, dataset, abstract=True)
   evaluator = setup.evaluator(dataset.test_images, dataset.test_labels, dataset.scale)
-  out = {"workdir": str(workdir), "step": run.step,
-         "epoch": run.step // setup.plan.steps_per_epoch, **evaluator.results(run.variables)}
-  if setup.family.evaluate is not None:
-    out["model_eval"] = setup.family.evaluate(setup.model, run.variables, dataset,
-                                              jax.random.fold_in(setup.keys.eval, 2))
-  return out
+  return {"workdir": str(workdir), "step": run.step,
+          "epoch": run.step // setup.plan.steps_per_epoch,
+          **evaluate_lib.model_figures(setup, run.variables, evaluator, dataset)}
 
 
 def main(argv):

@@ -29,15 +29,15 @@ import sys  # noqa: E402
 from absl import app, flags, logging  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
-from aejax import preemption, trainer, workdir  # noqa: E402
+from aejax import config as config_lib, preemption, trainer, workdir  # noqa: E402
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.",
                                           lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Folder for checkpoints, metrics and results.")
 _CONTINUE = flags.DEFINE_bool(
     "continue_with_changes", False,
-    "Resume the workdir's run with changed optimizer settings (learning_rate, "
-    "final_lr_fraction, warmup_epochs, adam_*, weight_decay), recorded in its history.")
+    "Resume the workdir's run with changed optimizer settings "
+    f"({', '.join(config_lib.CONTINUE_KEYS)}), recorded in its history.")
 _COORDINATOR = flags.DEFINE_string("coordinator_address", None,
                                    "HOST:PORT of process 0, for a run over several processes.")
 _NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Processes in the run.")

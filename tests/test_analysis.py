@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 from skimage import metrics as skmetrics
 
-from aejax import analysis, corruption, data, engine, models, trainer
+import aejax
+from aejax import analysis, corruption, data, engine, evaluate, models, trainer
 from experiments.configs import vanilla
 
 
@@ -213,7 +214,11 @@ def test_evaluate_run_gives_the_runs_own_test_metrics(tmp_path):
   results = trainer.train_and_evaluate(config, str(tmp_path))
   again = evaluate_run.evaluate(str(tmp_path))
   assert again["step"] == results["steps"] and again["epoch"] == 1
-  assert again["test"] == results["test"]  # the same compiled evaluation, the same state
+  # Every figure the run wrote, code statistics included: one function computes them.
+  written = {k: results[k] for k in evaluate.FIGURES if k in results}
+  assert "code_stats" in written
+  assert {k: again[k] for k in evaluate.FIGURES if k in again} == written
+  assert aejax.Trained(tmp_path).evaluate() == written
 
 
 def _untrained_run(family: str, **model) -> analysis.Run:

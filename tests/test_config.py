@@ -5,6 +5,7 @@ upgraded so that their workdirs still resume."""
 import importlib
 import json
 import pathlib
+import tomllib
 
 import jax
 import jax.numpy as jnp
@@ -120,3 +121,30 @@ def test_weight_decay_trains_on_the_vanilla_config_through_the_cli(tmp_path, cli
   results = json.loads((tmp_path / "results.json").read_text())
   assert json.loads((tmp_path / "config.json").read_text())["weight_decay"] == 0.1
   assert 0 < results["test"]["mse"] < 0.1
+
+
+def test_every_config_key_records_its_history():
+  """A key added to ``defaults`` without its line in ``config.HISTORY`` (the version
+  that brought it, and what older runs did where that is not its default) fails here:
+  ``upgrade`` would otherwise resume an older run with the new default, silently."""
+  declared = set(config_lib.keys(config_lib.defaults()))
+  missing = sorted(declared - set(config_lib.HISTORY))
+  assert not missing, f"config keys without a line in aejax/config.py's HISTORY: {missing}"
+  assert not sorted(set(config_lib.HISTORY) - declared), "HISTORY names keys that are gone"
+  pyproject = tomllib.loads((pathlib.Path(__file__).resolve().parents[1]
+                             / "pyproject.toml").read_text())
+  version = tuple(map(int, pyproject["project"]["version"].split(".")))
+  for key, since in config_lib.HISTORY.items():
+    assert tuple(map(int, since.version.split("."))) <= version, (key, since.version)
+  old = config_lib.json_dict(config_lib.defaults())
+  del old["input"], old["corruption"]["level"]
+  upgraded = config_lib.upgrade(old)
+  assert upgraded["input"] == "device" and upgraded["corruption"]["level"] == 0.0
+
+
+def test_main_help_lists_the_continue_keys(cli):
+  proc = cli.run_module("experiments.main", "--helpfull", check=False)
+  text = proc.stdout + proc.stderr
+  assert "continue_with_changes" in text
+  for key in config_lib.CONTINUE_KEYS:
+    assert key in text

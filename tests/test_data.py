@@ -3,6 +3,7 @@
 import gzip
 import hashlib
 import json
+import pathlib
 import struct
 
 import numpy as np
@@ -94,8 +95,8 @@ def test_bundled_sample_is_a_subset_of_full_mnist(mnist_dir):
 def test_load_order(tmp_path, monkeypatch, caplog):
   config = base.get_config()
   monkeypatch.delenv(data.ENV_DATA_DIR, raising=False)
-  monkeypatch.setattr(data.sources, "_try_tfds", lambda name: None)
-  monkeypatch.setattr(data.sources, "_try_tfds_download", lambda name: None)  # even online
+  monkeypatch.setattr(data.shipped, "_try_tfds", lambda name: None)
+  monkeypatch.setattr(data.shipped, "_try_tfds_download", lambda name: None)  # even online
   ds = data.load(config)  # nothing given: the sample, loudly
   assert ds.source == "bundled_sample" and "FULL MNIST NOT FOUND" in caplog.text
 
@@ -108,3 +109,10 @@ def test_load_order(tmp_path, monkeypatch, caplog):
   config.dataset = "cifar"
   with pytest.raises(ValueError, match="config.dataset='cifar' is unknown"):
     data.load(config)
+
+
+def test_docs_table_of_sources_is_the_registry():
+  page = (pathlib.Path(__file__).resolve().parents[1] / "docs" / "data.md").read_text()
+  assert data.sources.table(shipped=True) in page, (
+      "docs/data.md's table of sources differs from aejax.data.sources.table(shipped=True): "
+      "paste that in its place.")

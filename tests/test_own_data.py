@@ -232,7 +232,7 @@ def test_idx_damaged_gzip_and_test_shape_unlike_train(tmp_path):
 
 
 def test_bad_names_and_keys_are_refused_before_any_compute():
-  for key, value, match in (("dataset", "folder:", "names no file"),
+  for key, value, match in (("dataset", "folder:", "names no folder of images"),
                             ("channels", 2, "config.channels=2 is unknown"),
                             ("image_size", -1, "config.image_size must be 0"),
                             ("test_fraction", 1.0, "config.test_fraction must lie")):

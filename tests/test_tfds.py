@@ -249,7 +249,7 @@ def test_tfds_catalog_names_without_tensorflow_say_which_extra_to_install():
     data.load(config)
   assert "\n" not in str(info.value)
   config.dataset = "tfds:"
-  with pytest.raises(ValueError, match="names no dataset"):
+  with pytest.raises(ValueError, match="names no name: use tfds:<name>"):
     config_lib.validate(config)
 
 

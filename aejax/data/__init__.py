@@ -1,4 +1,5 @@
-"""Datasets: ``load(config)`` finds one (``sources``), ``from_arrays`` makes one of
+"""Datasets: ``load(config)`` finds one (``sources``, the registry of data sources;
+``shipped``, those aejax ships), ``from_arrays`` makes one of
 arrays in memory (``readers``); ``Dataset`` and the IDX reader (``core``) are at the
 bottom, the TensorFlow-free TFDS builders (``tfds_builders``) above them, imported only
 where needed; ``stream`` (a grain pipeline over the builders' array_record files, for
@@ -8,9 +9,10 @@ from aejax.data.core import (ENV_DATA_DIR, IDX_DATASETS, IDX_FILES, SAMPLE_DIR, 
                              DataSpec, Dataset, find_idx_file, load_sample, pixel_mean,
                              read_idx, read_idx_folder)
 from aejax.data.readers import from_arrays
-from aejax.data.sources import DATASETS, TFDS_PREFIX, is_arrays, load, validate_dataset_name
+from aejax.data.sources import Source, TFDS_PREFIX, is_arrays, load, register, validate_dataset_name
+from aejax.data import shipped  # registers the sources that ship with aejax
 
 __all__ = ["ENV_DATA_DIR", "IDX_DATASETS", "IDX_FILES", "SAMPLE_DIR", "DataError", "DataSpec",
            "Dataset", "find_idx_file", "load_sample", "pixel_mean", "read_idx", "read_idx_folder",
-           "DATASETS", "TFDS_PREFIX", "from_arrays", "is_arrays", "load",
+           "Source", "register", "TFDS_PREFIX", "from_arrays", "is_arrays", "load",
            "validate_dataset_name"]

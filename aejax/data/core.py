@@ -56,7 +56,7 @@ class Dataset:
   can hand training a test split it would only trip over after training."""
 
   name: str
-  source: str  # 'idx', 'tfds', 'bundled_sample', 'folder', 'npz' or 'cifar_binary'
+  source: str  # how its reader got it: 'idx', 'tfds', 'folder', ... (docs/data.md)
   location: str
   train_images: np.ndarray  # uint8 [N, H, W, C]
   train_labels: np.ndarray  # uint8 [N]

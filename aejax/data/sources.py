@@ -1,162 +1,131 @@
-"""Where data comes from: ``load(config)`` is the one place a dataset is found.
+"""Where data comes from: ``load(config)`` is the one place a dataset is found, and
+the sources it can read are registered plug-ins, as model families are.
 
-For the MNIST family (``dataset='mnist'``, ``'fashion_mnist'``, ``'kmnist'``) it
-tries, in order:
-
-1. a folder of IDX files named by ``config.data_dir``, else ``$AEJAX_DATA_DIR``; a
-   folder that was named is used or is an error (missing, lacking files, truncated),
-   never skipped for another source;
-2. tensorflow-datasets' data dir (``$TFDS_DATA_DIR``, else ``~/tensorflow_datasets``),
-   when it holds the dataset prepared by ``aejax.data.tfds_builders`` (no TensorFlow
-   needed);
-3. a download through tensorflow-datasets, only when the files' host answers within
-   seconds (an offline machine says so and goes on at once);
-4. for ``mnist`` only, the real MNIST sample bundled in this package (6,000 training
-   and 1,000 test images), with a loud warning that says how to get the full set.
-
-``dataset='mnist_sample'`` asks for the bundled sample directly; ``'tfds:<name>'``
-any image dataset of the TFDS catalog: read without TensorFlow where it is prepared
-in array_record format in TFDS's data dir, else prepared through TensorFlow
-(``pip install "aejax[tensorflow]"``). A user's own data (``aejax.data.readers``):
-``'folder:<path>'`` a folder of image files, ``'npz:<file>'`` arrays, ``'cifar10'``
-and ``'cifar100'`` their binary distribution under ``config.data_dir`` (without one:
-downloaded through TFDS's download manager when it can be, as MNIST is). The TFDS
-builders are imported only here and only when needed: tensorflow-datasets is slow to
-import.
+A source (``Source``) declares the name ``config.dataset`` gives it (``'mnist_sample'``)
+or its prefix (``'npz'`` for ``'npz:<file>'``), its reader, the config keys that reader
+takes, its own checks of the name, and, for ``config.input='stream'``, where array_record
+files of the data it loaded already lie (else the stream writes a copy once, keyed by
+the data's fingerprint: ``aejax.data.stream``). The sources that ship with aejax
+register themselves in ``aejax.data.shipped``; a user's file may call ``register``
+too, and ``config.dataset`` then names its source (``tests/test_plugin_source.py``).
+The list of choices in errors and docs/data.md's table (``table``) come from here.
 """
 
 from __future__ import annotations
 
-import os
+import dataclasses
+import pathlib
+from typing import Any, Callable
 
-from absl import logging
+from aejax.data.core import DataError, Dataset
 
-from aejax.data import readers
-from aejax.data.core import (DataError, Dataset, ENV_DATA_DIR, IDX_DATASETS,
-                             _FULL_DATA_HINT, load_sample, read_idx_folder)
 
-# Besides these, 'tfds:<name>' names any dataset of the TFDS catalog, 'folder:<path>'
-# a folder of images and 'npz:<file>' arrays.
-DATASETS = (*IDX_DATASETS, "mnist_sample", *readers.CIFAR)
-TFDS_PREFIX = "tfds:"
-FOLDER_PREFIX = "folder:"
-NPZ_PREFIX = "npz:"
+def _no_records(dataset: Dataset) -> pathlib.Path | None:
+  return None
+
+
+@dataclasses.dataclass(frozen=True)
+class Source:
+  """A registered data source.
+
+  ``name``: what ``config.dataset`` says (``prefix=False``), or the part before the
+  colon of ``'<name>:<argument>'`` (``prefix=True``; ``argument`` says what follows,
+  for errors and docs). ``read(argument, config) -> Dataset``: ``argument`` is what
+  follows the colon, or the whole name; ``config`` is the run's (read only the keys in
+  ``keys``). ``check(argument)`` raises ValueError, naming ``config.dataset``, for an
+  argument ``read`` cannot use, before any compute. ``array_records(dataset)``: the
+  folder of array_record files of TFDS-serialized train examples that already hold the
+  train split of a dataset ``read`` returned, for ``input='stream'``; None (the
+  default): the stream writes a copy once; DataError: it cannot stream.
+  ``optional``: a prefixed name may also stand alone (``'arrays'``, argument ``''``).
+  ``summary``: one line for docs/data.md's table.
+  """
+
+  name: str
+  read: Callable[[str, Any], Dataset]
+  prefix: bool = False
+  argument: str = ""
+  keys: tuple[str, ...] = ()
+  check: Callable[[str], None] = lambda argument: None
+  array_records: Callable[[Dataset], pathlib.Path | None] = _no_records
+  optional: bool = False
+  summary: str = ""
+
+  @property
+  def spelled(self) -> str:
+    """How ``config.dataset`` spells it: ``'cifar10'`` or ``'npz:<file.npz>'``."""
+    if not self.prefix:
+      return self.name
+    return f"{self.name}[:{self.argument}]" if self.optional else f"{self.name}:{self.argument}"
+
+
+_SOURCES: dict[str, Source] = {}
+
+
+def register(source: Source) -> Source:
+  """Adds ``source`` under its name (a second registration of a name replaces it)."""
+  if ":" in source.name or not source.name:
+    raise ValueError(f"Source {source.name!r}: a name is non-empty and has no colon.")
+  _SOURCES[source.name] = source
+  return source
+
+
+def names() -> list[str]:
+  """How ``config.dataset`` spells each source, in registration order."""
+  return [s.spelled for s in _SOURCES.values()]
+
+
+def find(name: str) -> tuple[Source, str]:
+  """``(source, argument)`` for ``config.dataset=name``, or ValueError listing them."""
+  head, colon, argument = name.partition(":")
+  source = _SOURCES.get(head)
+  if source is not None and not source.prefix and not colon:
+    return source, name
+  if source is not None and source.prefix and (argument or (source.optional and not colon)):
+    return source, argument
+  if source is not None and source.prefix:
+    raise ValueError(f"config.dataset={name!r} names no {source.argument.strip('<>')}: "
+                     f"use {source.spelled}.")
+  raise ValueError(f"config.dataset={name!r} is unknown; choose one of {names()}, or "
+                   "register a source (aejax/data/sources.py).")
+
+
+def validate_dataset_name(name: str) -> None:
+  """Raises ValueError, naming ``config.dataset``, for a name ``load`` cannot serve."""
+  source, argument = find(name)
+  source.check(argument)
+
+
+def load(config) -> Dataset:
+  """Returns the dataset ``config.dataset`` names, read by its registered source."""
+  source, argument = find(config.dataset)
+  source.check(argument)
+  return source.read(argument, config)
+
+
+def array_records(name: str, dataset: Dataset) -> pathlib.Path | None:
+  """Where array_record files of ``dataset``'s train split lie, loaded as
+  ``config.dataset=name`` says (``Source.array_records``); None: none yet."""
+  return find(name)[0].array_records(dataset)
+
+
+def table(shipped: bool = False) -> str:
+  """docs/data.md's table of sources, a Markdown table (a test holds the page to it);
+  ``shipped``: only those whose reader is aejax's own."""
+  rows = ["| `config.dataset` | reads | config keys |", "|---|---|---|"]
+  for source in _SOURCES.values():
+    if shipped and not getattr(source.read, "__module__", "").startswith("aejax."):
+      continue
+    keys = ", ".join(f"`{k}`" for k in source.keys) or "none"
+    rows.append(f"| `{source.spelled}` | {source.summary} | {keys} |")
+  return "\n".join(rows)
 
 
 def is_arrays(name: str) -> bool:
   """Whether ``config.dataset`` names arrays a Python session held in memory
   (``readers.from_arrays``): ``'arrays'`` or ``'arrays:<name>'``."""
+  from aejax.data import readers
   return name == readers.ARRAYS_PREFIX or name.startswith(readers.ARRAYS_PREFIX + ":")
 
 
-def validate_dataset_name(name: str) -> None:
-  """Raises ValueError, naming ``config.dataset``, for a name ``load`` cannot serve."""
-  if is_arrays(name):
-    return
-  for prefix, what in ((FOLDER_PREFIX, "<folder of images>"), (NPZ_PREFIX, "<file.npz>")):
-    if name.startswith(prefix):
-      if not name[len(prefix):]:
-        raise ValueError(f"config.dataset={name!r} names no file: use {prefix}{what}.")
-      return
-  if name.startswith(TFDS_PREFIX):
-    # Without TensorFlow, a dataset prepared as array_record still reads (load).
-    if not name[len(TFDS_PREFIX):]:
-      raise ValueError(f"config.dataset={name!r} names no dataset: use tfds:<name>, "
-                       "e.g. tfds:cifar10.")
-  elif name not in DATASETS:
-    raise ValueError(f"config.dataset={name!r} is unknown; choose one of "
-                     f"{list(DATASETS)}, folder:<path>, npz:<file> or tfds:<name>.")
-
-
-def _tfds_data():
-  """``aejax.data.tfds_builders``, or None with a warning when tensorflow-datasets is unusable."""
-  try:
-    from aejax.data import tfds_builders as tfds_data  # heavy, so only here
-  except ImportError as e:
-    logging.warning("tensorflow-datasets cannot be imported (%s); skipping it.", e)
-    return None
-  return tfds_data
-
-
-def _try_tfds(name: str) -> Dataset | None:
-  """``name`` from TFDS's data dir when it is prepared there, else None."""
-  tfds_data = _tfds_data()
-  return None if tfds_data is None else tfds_data.load_prepared(name)
-
-
-def _try_tfds_download(name: str) -> Dataset | None:
-  """``name`` downloaded and prepared through TFDS; None when offline."""
-  tfds_data = _tfds_data()
-  return None if tfds_data is None else tfds_data.download_and_load(name)
-
-
-def _load_cifar(name: str, data_dir: str) -> Dataset:
-  """CIFAR's binary records from ``data_dir``; without one, as the MNIST family: an
-  earlier download in TFDS's data dir, else a download through TFDS's download
-  manager when the host answers within seconds, else an error saying what to do.
-  ($AEJAX_DATA_DIR names the MNIST folder, so it is not read here.)"""
-  if data_dir:
-    return readers.read_cifar(data_dir, name)  # a named folder wins, or is an error
-  tfds_data = _tfds_data()
-  url = readers.CIFAR_URLS[name]
-  why = "tensorflow-datasets, which downloads it, cannot be imported"
-  if tfds_data is not None:
-    ds = tfds_data.load_cifar_downloaded(name) or tfds_data.download_cifar(name)
-    if ds is not None:
-      return ds
-    why = (f"{tfds_data.cifar_download_dir()} holds no download of it, and "
-           f"{url.split('/')[2]} cannot be reached to download it")
-  raise DataError(
-      f"{name} was not found: no --config.data_dir was given, {why}. Download and "
-      f"unpack {url} and pass --config.data_dir=<the folder holding "
-      f"{readers.CIFAR[name][0]}>.")
-
-
-def load(config) -> Dataset:
-  """Returns the dataset ``config.dataset`` names, from the first source that has it."""
-  name = config.dataset
-  validate_dataset_name(name)
-  if name == "mnist_sample":
-    return load_sample()
-  if is_arrays(name):
-    raise DataError(f"config.dataset={name!r} was arrays held in memory by a Python "
-                    "session, which no file holds: give them again, as "
-                    "aejax.train(config, workdir, data=...), to train or resume this run.")
-  if name.startswith(FOLDER_PREFIX):
-    return readers.read_folder(name[len(FOLDER_PREFIX):], image_size=config.image_size,
-                               channels=config.channels, test_fraction=config.test_fraction,
-                               name=name)
-  if name.startswith(NPZ_PREFIX):
-    return readers.read_npz(name[len(NPZ_PREFIX):], name=name, standardize=config.standardize)
-  if name.startswith(TFDS_PREFIX):
-    from aejax.data import tfds_builders
-    tfds_name = name[len(TFDS_PREFIX):]
-    folder = tfds_builders.find_array_record(tfds_name)
-    if folder is not None:  # no TensorFlow needed
-      return tfds_builders.read_catalog_array_record(tfds_name, folder)
-    return tfds_builders.load_with_tensorflow(tfds_name)
-
-  data_dir = config.data_dir or os.environ.get(ENV_DATA_DIR)
-  if name in readers.CIFAR:
-    return _load_cifar(name, config.data_dir)
-  if data_dir:
-    return read_idx_folder(data_dir, name=name)  # a named folder wins, or is an error
-  ds = _try_tfds(name)
-  if ds is not None:
-    return ds
-  ds = _try_tfds_download(name)
-  if ds is not None:
-    return ds
-
-  if name != "mnist":
-    raise DataError(
-        f"{name} was not found: it is not prepared in tensorflow-datasets' data dir, no "
-        f"IDX folder was named (config.data_dir or {ENV_DATA_DIR}) and it cannot be "
-        f"downloaded from here. With its four IDX files in a folder, either pass "
-        f"--config.data_dir=<folder> or prepare it once: python -m "
-        f"experiments.prepare_data --dataset={name} --manual_dir=<folder>.")
-  logging.warning(
-      "\n" + "!" * 78 + "\n"
-      "FULL MNIST NOT FOUND: training on the bundled 6,000-image sample instead.\n"
-      "Results will not match the full data set's. %s\n" + "!" * 78, _FULL_DATA_HINT)
-  return load_sample()
+TFDS_PREFIX = "tfds:"  # for code that spells a TFDS catalog name; load asks the registry

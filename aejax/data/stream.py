@@ -40,6 +40,7 @@ import numpy as np
 from absl import logging
 
 from aejax.data import core as data_lib
+from aejax.data import sources
 from aejax.data import tfds_builders
 
 # Background reading: threads, and chunks read ahead (at least one per thread, as
@@ -87,17 +88,14 @@ def write_train_records(path: pathlib.Path, images: np.ndarray) -> None:
     raise
 
 
-def array_record_folder(dataset: data_lib.Dataset) -> pathlib.Path:
-  """The folder of ``dataset``'s train split as array_record files: a TFDS-prepared
-  copy where it lies; for any other data (IDX folders, the sample, image folders, npz
-  images or vectors, CIFAR) a copy written once from the loaded arrays, keyed by the
-  data's fingerprint."""
-  if dataset.source == "tfds" and (pathlib.Path(dataset.location) / "features.json").is_file():
-    return pathlib.Path(dataset.location)
-  if dataset.source == "tfds":
-    raise data_lib.DataError(
-        f"config.input='stream' reads array_record files; {dataset.name} was prepared by "
-        "TensorFlow as TFRecord and has none: use --config.input=device.")
+def array_record_folder(dataset: data_lib.Dataset, name: str) -> pathlib.Path:
+  """The folder of ``dataset``'s train split as array_record files: where its source
+  (``config.dataset=name``) says they lie (a TFDS-prepared copy); for any other data
+  (IDX folders, the sample, image folders, npz images or vectors, CIFAR) a copy
+  written once from the loaded arrays, keyed by the data's fingerprint."""
+  folder = sources.array_records(name, dataset)
+  if folder is not None:
+    return folder
   folder = cache_root() / dataset.fingerprint[:20]
   path = folder / f"{COPY_NAME}-train.array_record-00000-of-00001"
   folder.mkdir(parents=True, exist_ok=True)
