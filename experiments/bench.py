@@ -23,7 +23,7 @@ import ml_collections
 import numpy as np
 
 from aejax import config as config_lib, data as data_lib, engine
-from aejax import inputs, trainer
+from aejax import inputs, trainer as trainer_lib
 from aejax import step as step_lib
 
 EPOCH_MODES = config_lib.EPOCH_MODES
@@ -167,7 +167,7 @@ class JaxTrainer:
     if self._evaluator is None:
       run = self.run if members is None else self.run.member(0)
       self._evaluator = run.evaluator(test_images)
-    variables = trainer.member_variables(self.run, self.state, 0)
+    variables = trainer_lib.member_variables(self.run, self.state, 0)
     return self._evaluator.results(variables)["test"]["mse"]
 
 
@@ -186,7 +186,7 @@ def time_jax(name: str, config, images: np.ndarray, test_images: np.ndarray, *,
     t0 = time.perf_counter()
     history = trainer.epoch()  # device_get waits for the epoch to finish
     seconds.append(time.perf_counter() - t0)
-  step_lib.check_finite(history, trainer.steps_taken(trainer.state) - len(history["loss"]))
+  step_lib.check_finite(history, trainer_lib.steps_taken(trainer.state) - len(history["loss"]))
   median = float(np.median(seconds[1:]))
   plan = trainer.run.plan
   return Measurement(
