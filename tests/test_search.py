@@ -80,6 +80,29 @@ def test_sigterm_saves_and_the_rerun_resumes_bit_for_bit(cli, straight, tmp_path
   assert [t["state"] for t in resumed["trials"]] == ["complete"] * 4
 
 
+def test_a_killed_search_requeues_its_lost_trials_with_the_same_numbers(cli, straight,
+                                                                      tmp_path):
+  workdir = tmp_path / "killed"
+  child = _start(workdir, "--trials=4", "--slots=2", "--pruner=none", "--noplots")
+  for line in child.stderr:  # both slots hold a trial the study records as running
+    if "in slot 1" in line:
+      break
+  child.kill()  # SIGKILL: nothing saved, the study left with two running trials
+  child.communicate(timeout=60)
+  assert child.returncode == -signal.SIGKILL
+  _search(cli, workdir, "--trials=4", "--slots=2", "--pruner=none", "--noplots")
+  trials = json.loads((workdir / "search.json").read_text())["trials"]
+  lost = [t for t in trials if t.get("lost")]
+  assert [(t["number"], t["state"]) for t in lost] == [(0, "fail"), (1, "fail")]
+  reruns = {t["rerun_of"]: t for t in trials if "rerun_of" in t}
+  assert sorted(reruns) == [0, 1]
+  done = straight[0]["trials"]
+  for t in lost:  # the same numbers, trained from their start: the same figures
+    assert reruns[t["number"]]["params"] == t["params"] == done[t["number"]]["params"]
+    assert reruns[t["number"]]["rungs"] == done[t["number"]]["rungs"]
+  assert [t["state"] for t in trials if not t.get("lost")] == ["complete"] * 4
+
+
 def test_two_processes_share_one_study(tmp_path):
   storage = tmp_path / "shared.journal"
   children = [_start(tmp_path / f"w{i}", "--trials=6", "--slots=2", "--noplots",
