@@ -119,6 +119,32 @@ def test_two_processes_share_one_study(tmp_path):
   assert {t.state.name for t in trials} <= {"COMPLETE", "PRUNED"}
 
 
+def test_results_table_prints_a_search_best_first(straight, tmp_path, capsys):
+  from experiments import results_table
+  result, workdir = straight
+  results_table.main([str(workdir)])
+  out = capsys.readouterr().out.splitlines()
+  rows = [l for l in out if l.startswith("| `straight`")]
+  best = result["best"]
+  assert len(rows) == 4 and rows[0].startswith(f"| `straight` | {best['number']} ★ | complete |")
+  assert f"| 3 | {best['value']:.6f} | {best['test']['mse']:.5f} |" in rows[0]
+  assert f"learning_rate={best['params']['learning_rate']:.4g}" in rows[0]
+  assert any(best["command"] in l for l in out)
+  # Pruned, failed and lost trials come after those with a figure, by number.
+  other = {**result, "best": None, "trials": [
+      {"number": 0, "state": "fail", "params": {"learning_rate": 0.1}, "rungs": {},
+       "value": None, "lost": True},
+      {"number": 1, "state": "pruned", "params": {"learning_rate": 0.2}, "rungs": {"1": 0.5},
+       "value": None},
+      {"number": 2, "state": "complete", "params": {"learning_rate": 0.3},
+       "rungs": {"1": 0.2, "3": 0.1}, "value": 0.1}]}
+  (tmp_path / "other").mkdir()
+  (tmp_path / "other" / "search.json").write_text(json.dumps(other))
+  assert [r.split(" | ")[1:5] for r in results_table.search_rows(tmp_path / "other")] == [
+      ["2", "complete", "learning_rate=0.3", "3"], ["0", "fail (lost)", "learning_rate=0.1", "0"],
+      ["1", "pruned", "learning_rate=0.2", "1"]]
+
+
 def _held(**overrides):
   config = aejax.get_config("vanilla", dataset="mnist_sample", num_epochs=2,
                             batch_size=250, **overrides)
