@@ -49,7 +49,7 @@ def test_search_through_the_cli(straight):
   assert all(set(t["rungs"]) == {"1", "2", "3"} and t["value"] == t["rungs"]["3"]
              for t in trials)
   assert {t["slot"] for t in trials} == {0, 1}
-  assert result["traces"] == {"epoch": 1, "fill": 1, "validate": 1}  # compiled once
+  assert result["traces"] == {"epoch": 1, "fill": 1, "validate": 1, "copy": 0}  # once
   best = result["best"]
   assert best["value"] == min(t["value"] for t in trials)
   assert 0 < best["test"]["mse"] < 0.1
@@ -174,7 +174,43 @@ def test_a_refilled_slot_leaves_the_others_bit_for_bit():
     np.testing.assert_array_equal(a, b)
   for a, b in zip(jax.tree.leaves(refilled0), jax.tree.leaves(fresh0)):
     np.testing.assert_array_equal(a, b)
-  assert pool.traces == {"epoch": 1, "fill": 1, "validate": 0}  # nothing compiled again
+  assert pool.traces == {"epoch": 1, "fill": 1, "validate": 0, "copy": 0}  # compiled once
+
+
+def test_a_copied_slot_goes_on_from_its_source_and_nothing_compiles_again():
+  config, held = _held()
+  pool = tuner.Slots(config, held, 3, ["learning_rate"])
+  for slot, lr in enumerate((1e-3, 3e-3, 1e-2)):
+    pool.fill(slot, {"learning_rate": lr})
+  pool.train_epoch()
+  source = jax.tree.map(np.asarray, pool.state)
+  pool.copy(2, 0, {"learning_rate": 2e-3})  # slot 2 exploits slot 0, explores its rate
+  copied = jax.tree.map(np.asarray, pool.state)
+  for a, b in zip(jax.tree.leaves(copied), jax.tree.leaves(source)):
+    np.testing.assert_array_equal(a[2], b[0])  # parameters, optimizer state and step
+    np.testing.assert_array_equal(a[:2], b[:2])  # the others untouched
+  np.testing.assert_array_equal(pool.numbers["learning_rate"],
+                                np.float32([1e-3, 3e-3, 2e-3]))
+  pool.copy(0, 1, {"learning_rate": 4e-3})
+  pool.train_epoch()
+  assert pool.traces == {"epoch": 1, "fill": 1, "validate": 0, "copy": 1}
+
+
+def test_population_based_training_through_the_cli(cli, tmp_path):
+  workdir = tmp_path / "pbt"
+  _search(cli, workdir, "--strategy=pbt", "--trials=4", "--slots=4", "--noplots")
+  result = json.loads((workdir / "search.json").read_text())
+  assert result["traces"] == {"epoch": 1, "fill": 1, "validate": 1, "copy": 1}
+  lineage, trials = result["lineage"], {t["number"]: t for t in result["trials"]}
+  copies = [c for slot in lineage for c in slot]
+  assert sorted(c["epoch"] for c in copies) == [1, 2]  # the worst of 4 slots at each rung
+  for c in copies:  # each copy is a trial of its own, its parent's numbers explored
+    assert trials[c["trial"]]["copied_from"] == c["from_trial"]
+    assert trials[c["trial"]]["params"] == c["params"]
+    assert trials[c["from_trial"]]["slot"] == c["from_slot"]
+  states = [t["state"] for t in result["trials"]]
+  assert states.count("complete") == 4 and states.count("pruned") == 2
+  assert result["best"]["test"]["mse"] > 0
 
 
 def test_a_nan_trial_fails_and_the_search_goes_on(tmp_path):
