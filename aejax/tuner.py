@@ -11,7 +11,9 @@ finished or failed (NaN) trial's slot is refilled at once with the next trial: t
 slot's parameters, optimizer state, step and keys are made anew from the trial's
 seed and its numbers replaced, while the other slots go on. The numbers are runtime
 arrays of the compiled epoch, not constants, so nothing compiles again
-(``Slots.traces`` counts the traces).
+(``Slots.traces`` counts the traces). ``strategy='pbt'`` trains the slots as a
+population instead: at rung epochs the worst copy the best's state (``Slots.copy``)
+and explore their numbers, each copy a new trial (``_Driver._loop_pbt``).
 
 A trial trains exactly as ``aejax.train`` with its overrides would, on the search's
 train split: its keys come from its own seed and each slot has its own step, which
@@ -678,7 +680,8 @@ class _Driver:
       return
     ranked = sorted(live, key=lambda i: float(values[i]),
                     reverse=self.options["direction"] == "maximize")
-    n = int(len(ranked) * self.options["quantile"]) if len(ranked) > 1 else 0
+    # At least one copy in a population of two or more: bottom and top never overlap.
+    n = max(1, int(len(ranked) * self.options["quantile"])) if len(ranked) > 1 else 0
     top = ranked[:max(n, 1)]
     losers = [i for i, s in enumerate(self.slots) if s.trial is None] + ranked[len(ranked) - n:]
     rng = np.random.default_rng([self.options["seed"], self.tick])  # the same on a resume
