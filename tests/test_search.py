@@ -244,6 +244,10 @@ def test_bad_searches_are_refused(tmp_path):
   with pytest.raises(tuner.SearchError, match=r"--storage=postgresql://.*cannot open"):
     aejax.search(config, tmp_path / "w", slots=2,
                  storage="postgresql://nobody@127.0.0.1:1/none", **kwargs)
+  with pytest.raises(tuner.SearchError, match=r"--strategy=pbt .* --slots ≥ 2 \(not 1\)"):
+    aejax.search(config, tmp_path / "w", slots=1, strategy="pbt", **kwargs)
+  with pytest.raises(tuner.SearchError, match=r"--rungs=2 has none below"):
+    aejax.search(config, tmp_path / "w", slots=2, strategy="pbt", rungs="2", **kwargs)
   storage = f"sqlite:///{tmp_path / 'study.db'}"
   aejax.search(config, tmp_path / "a", slots=2, storage=storage, plots=False, **kwargs)
   with pytest.raises(tuner.SearchError, match=r"made with another space"):
