@@ -1,5 +1,6 @@
-"""The search (aejax/tuner.py): Optuna's trials on a sweep's slots, refilled in place,
-through the command line and from Python, on the bundled sample."""
+"""The search (aejax/tuner.py): Optuna's trials on a sweep's slots, refilled in place
+or trained as a population (PBT), through the command line and from Python, on the
+bundled sample."""
 
 import json
 import os
