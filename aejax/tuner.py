@@ -164,7 +164,8 @@ class Slots:
 
   ``fill(slot, overrides)`` starts a trial in a slot; ``train_epoch()`` trains every
   slot one epoch (``[steps, M]`` metrics on the host); ``validate()`` gives each
-  slot's validation figures ``{name: [M]}``; ``variables(slot)`` its Flax variables.
+  slot's validation figures ``{name: [M]}``; ``variables(slot)`` its Flax variables;
+  ``copy(slot, source, overrides)`` lets a slot go on from another's state (PBT).
   """
 
   def __init__(self, config: ml_collections.ConfigDict, dataset, size: int,
