@@ -11,7 +11,9 @@ finished or failed (NaN) trial's slot is refilled at once with the next trial: t
 slot's parameters, optimizer state, step and keys are made anew from the trial's
 seed and its numbers replaced, while the other slots go on. The numbers are runtime
 arrays of the compiled epoch, not constants, so nothing compiles again
-(``Slots.traces`` counts the traces).
+(``Slots.traces`` counts the traces). ``strategy='pbt'`` trains the slots as a
+population instead: at rung epochs the worst copy the best's state (``Slots.copy``)
+and explore their numbers, each copy a new trial (``_Driver._loop_pbt``).
 
 A trial trains exactly as ``aejax.train`` with its overrides would, on the search's
 train split: its keys come from its own seed and each slot has its own step, which
@@ -56,6 +58,9 @@ INSTALL = 'pip install "aejax[search]"'
 SAMPLERS = {"tpe": "TPESampler", "random": "RandomSampler", "cmaes": "CmaEsSampler",
             "qmc": "QMCSampler", "gp": "GPSampler"}
 PRUNERS = ("median", "successive_halving", "hyperband", "none")
+STRATEGIES = ("refill", "pbt")
+PBT_RESAMPLE = 0.25  # A copied slot's number is drawn anew this often, else perturbed:
+PBT_FACTORS = (0.8, 1.2)  # multiplied by one of these (the usual PBT explore step).
 DISTRIBUTIONS = ("loguniform", "uniform", "int", "choice")
 VALIDATION_FRACTION = 1 / 6  # MNIST's 60,000 train images: 50,000 to train, 10,000 to judge
 
@@ -159,7 +164,8 @@ class Slots:
 
   ``fill(slot, overrides)`` starts a trial in a slot; ``train_epoch()`` trains every
   slot one epoch (``[steps, M]`` metrics on the host); ``validate()`` gives each
-  slot's validation figures ``{name: [M]}``; ``variables(slot)`` its Flax variables.
+  slot's validation figures ``{name: [M]}``; ``variables(slot)`` its Flax variables;
+  ``copy(slot, source, overrides)`` lets a slot go on from another's state (PBT).
   """
 
   def __init__(self, config: ml_collections.ConfigDict, dataset, size: int,
@@ -184,7 +190,7 @@ class Slots:
     except ValueError as e:
       raise SearchError(str(e)) from None
     self.size, self.varied = size, varied
-    self.traces = {"epoch": 0, "fill": 0, "validate": 0}
+    self.traces = {"epoch": 0, "fill": 0, "validate": 0, "copy": 0}
     self.trial_configs: list[ml_collections.ConfigDict | None] = [None] * size
     self.state = self.run.state
     self.keys = self.run.keys
@@ -260,6 +266,14 @@ class Slots:
       return state, keys
     self._put = put
 
+    @functools.partial(jax.jit, donate_argnums=0)
+    def copy_slot(state, source, slot):
+      """Population-based training's exploit: slot takes source's parameters, optimizer
+      state and step (its keys stay its own)."""
+      self.traces["copy"] += 1
+      return jax.tree.map(lambda full: full.at[slot].set(full[source]), state)
+    self._copy = copy_slot
+
     bounded = plan.bounded
     denoising = config.corruption.name != "none"
 
@@ -311,22 +325,32 @@ class Slots:
       names.append("mse_denoised")
     return names
 
-  def fill(self, slot: int, overrides: dict) -> ml_collections.ConfigDict:
-    """Starts the trial of ``overrides`` in ``slot``: new parameters, optimizer state,
-    step 0 and the keys of its seed; its numbers in place of the slot's. Returns the
-    trial's config (the run ``aejax.train`` would make of it)."""
+  def _write_numbers(self, slot: int, overrides: dict) -> ml_collections.ConfigDict:
     trial = sweep.member_config(self.base, overrides)
     own = sweep.numbers([trial], self.varied)
     for key in self.varied:
       self.numbers[key] = self.numbers[key].copy()
       self.numbers[key][slot] = own[key][0]
+    self.trial_configs[slot] = trial
+    return trial
+
+  def fill(self, slot: int, overrides: dict) -> ml_collections.ConfigDict:
+    """Starts the trial of ``overrides`` in ``slot``: new parameters, optimizer state,
+    step 0 and the keys of its seed; its numbers in place of the slot's. Returns the
+    trial's config (the run ``aejax.train`` would make of it)."""
+    trial = self._write_numbers(slot, overrides)
     one = {k: jnp.asarray(v[slot]) for k, v in self.numbers.items()}
     keys = (self.keys.init, self.keys.shuffle, self.keys.noise, self.keys.eval)
     self.state, keys = self._put(self.state, keys, jnp.int32(trial.seed), one,
                                  jnp.int32(slot))
     self.keys = engine.Keys(*keys)
-    self.trial_configs[slot] = trial
     return trial
+
+  def copy(self, slot: int, source: int, overrides: dict) -> ml_collections.ConfigDict:
+    """``slot`` goes on from ``source``'s parameters, optimizer state and step with the
+    numbers of ``overrides`` (population-based training); compiled once, like ``fill``."""
+    self.state = self._copy(self.state, jnp.int32(source), jnp.int32(slot))
+    return self._write_numbers(slot, overrides)
 
   def train_epoch(self) -> dict[str, np.ndarray]:
     """Every slot trains one epoch; its metrics ``{name: [steps, M]}`` on the host."""
@@ -420,6 +444,22 @@ def _rungs(rungs, num_epochs: int) -> list[int]:
   return out
 
 
+def _check_strategy(options: dict, rungs: list[int], slots: int, num_epochs: int) -> None:
+  if options["strategy"] not in STRATEGIES:
+    raise SearchError(f"--strategy={options['strategy']!r}: give one of "
+                      f"{', '.join(STRATEGIES)}.")
+  if options["strategy"] != "pbt":
+    return
+  if slots < 2 or not 0 < options["quantile"] <= 0.5:
+    raise SearchError(f"--strategy=pbt copies the best slots into the worst: give "
+                      f"--slots ≥ 2 (not {slots}) and a quantile in (0, 0.5] "
+                      f"(not {options['quantile']}).")
+  if not [r for r in rungs if r < num_epochs]:
+    raise SearchError(f"--strategy=pbt copies at rungs before the last epoch; --rungs="
+                      f"{','.join(map(str, rungs))} has none below config.num_epochs="
+                      f"{num_epochs}.")
+
+
 def open_study(storage, name: str, space: dict, options: dict, sampler, pruner):
   """The study ``name`` in ``storage`` (made if new), refused if it was made for
   another space, objective or direction: one study, one question."""
@@ -463,12 +503,14 @@ def search(config: ml_collections.ConfigDict, workdir: str, *, space: str, trial
   e.g. '1,3,5'; every epoch by default), ``storage`` (an URL or journal file; a
   journal in ``workdir`` by default), ``study`` (its name, 'search'), ``seed`` (the
   sampler's, 0), ``validation_fraction`` (1/6), ``plots`` (True), ``command``
-  (how to name the config and overrides in the best trial's command).
+  (how to name the config and overrides in the best trial's command), ``strategy``
+  ('refill': prune and refill; 'pbt': population-based training of ``slots`` members,
+  ``trials`` unused) and ``quantile`` (pbt's bottom and top fraction, 0.25).
   """
   options = {"objective": "mse", "direction": "minimize", "sampler": "tpe",
              "pruner": "median", "rungs": None, "storage": None, "study": "search",
              "seed": 0, "validation_fraction": VALIDATION_FRACTION, "plots": True,
-             "command": None, **options}
+             "command": None, "strategy": "refill", "quantile": 0.25, **options}
   config = config_lib.checked(config)
   optuna = _optuna()
   parsed = parse_space(space, config)
@@ -477,6 +519,7 @@ def search(config: ml_collections.ConfigDict, workdir: str, *, space: str, trial
   if options["direction"] not in ("minimize", "maximize"):
     raise SearchError(f"--direction={options['direction']!r}: minimize or maximize.")
   rungs = _rungs(options["rungs"], config.num_epochs)
+  _check_strategy(options, rungs, slots, config.num_epochs)
   sampler = _sampler(optuna, options["sampler"], options["seed"])
   pruner = _pruner(optuna, options["pruner"], rungs, config.num_epochs)
   work = pathlib.Path(workdir).absolute()
@@ -507,6 +550,8 @@ class _Driver:
     self.tick = 0  # epochs this workdir's slots have trained, over every segment
     self.best = None  # (value, trial number) of the best trial this workdir finished
     self.num_epochs = pool.base.num_epochs
+    # pbt: each slot's copies, [{epoch, trial, from_slot, from_trial, params}]
+    self.lineage: list[list[dict]] = [[] for _ in range(pool.size)]
     best = work / "best_trial.json"
     if best.exists():
       saved = json.loads(best.read_text())
@@ -518,8 +563,8 @@ class _Driver:
     return sum(1 for t in self.study.get_trials(deepcopy=False)
                if not t.user_attrs.get("lost"))
 
-  def _start(self, slot: int) -> bool:
-    if self._count() >= self.trials:
+  def _start(self, slot: int, always: bool = False) -> bool:
+    if not always and self._count() >= self.trials:
       return False
     trial = self.study.ask(self.space)
     trial.set_user_attr("workdir", str(self.work))
@@ -559,6 +604,8 @@ class _Driver:
   # ----------------------------------------------------------------- the loop
 
   def loop(self, signals: preemption.Signals) -> None:
+    if self.options["strategy"] == "pbt":
+      return self._loop_pbt(signals)
     for slot, s in enumerate(self.slots):
       if s.trial is None:
         self._start(slot)
@@ -581,11 +628,106 @@ class _Driver:
       for i, s in enumerate(self.slots):
         if s.trial is None:
           self._start(i)
-      if signals.received is not None:
-        self._save()
-        self.write()
-        raise preemption.Stopped(signals.received, self.tick,
-                                 f"after {self.tick} epochs of the search's slots")
+      self._stop_on(signals)
+    return None
+
+  def _stop_on(self, signals: preemption.Signals) -> None:
+    if signals.received is not None:
+      self._save()
+      self.write()
+      raise preemption.Stopped(signals.received, self.tick,
+                               f"after {self.tick} epochs of the search's slots")
+
+  # ----------------------------------------------------------------- pbt
+
+  def _loop_pbt(self, signals: preemption.Signals) -> None:
+    """Population-based training: the slots train together; at each rung before the
+    last epoch the bottom quantile (and any failed slot) copies a top slot's state
+    and explores its numbers. Each copy starts a new Optuna trial (its numbers, from
+    then on); the trial it replaced is told pruned."""
+    mine = [t for t in self.study.get_trials(deepcopy=False)
+            if t.user_attrs.get("workdir") == str(self.work) and not t.user_attrs.get("lost")]
+    if self.tick == 0 and not mine:  # a new population (not a finished one run again)
+      for slot in range(self.pool.size):
+        self._start(slot, always=True)
+    while any(s.trial is not None for s in self.slots):
+      history = self.pool.train_epoch()
+      self.tick += 1
+      finite = np.all(np.isfinite(np.asarray(history["loss"])), axis=0)
+      for i, s in enumerate(self.slots):
+        s.epochs = self.tick
+        if s.trial is not None and not finite[i]:
+          self._end(i, "fail", why=f"the loss became NaN or infinite in epoch {self.tick}")
+      if self.tick in self.rungs or self.tick == self.num_epochs:
+        values = self.pool.validate()[self.options["objective"]]
+        for i, s in enumerate(self.slots):
+          if s.trial is None:
+            continue
+          if not math.isfinite(float(values[i])):
+            self._end(i, "fail", why=f"the validation {self.options['objective']} is "
+                      f"{values[i]} after epoch {self.tick}")
+          elif self.tick == self.num_epochs:
+            s.trial.report(float(values[i]), self.tick)
+            self._end(i, "complete", float(values[i]))
+          else:
+            s.trial.report(float(values[i]), self.tick)
+        if self.tick < self.num_epochs:
+          self._exploit(values)
+      self._stop_on(signals)
+
+  def _exploit(self, values: np.ndarray) -> None:
+    live = [i for i, s in enumerate(self.slots) if s.trial is not None]
+    if not live:
+      return
+    ranked = sorted(live, key=lambda i: float(values[i]),
+                    reverse=self.options["direction"] == "maximize")
+    # At least one copy in a population of two or more: bottom and top never overlap.
+    n = max(1, int(len(ranked) * self.options["quantile"])) if len(ranked) > 1 else 0
+    top = ranked[:max(n, 1)]
+    losers = [i for i, s in enumerate(self.slots) if s.trial is None] + ranked[len(ranked) - n:]
+    rng = np.random.default_rng([self.options["seed"], self.tick])  # the same on a resume
+    for slot in losers:
+      source = top[int(rng.integers(len(top)))]
+      parent = self.slots[source].trial
+      params = self._explore(dict(parent.params), rng)
+      if self.slots[slot].trial is not None:
+        self._end(slot, "pruned")
+      self.study.enqueue_trial(params, user_attrs={"copied_from": parent.number},
+                               skip_if_exists=False)
+      trial = self.study.ask(self.space)
+      trial.set_user_attr("workdir", str(self.work))
+      trial.set_user_attr("slot", slot)
+      self.pool.copy(slot, source, dict(trial.params))
+      self.slots[slot] = _Slot(trial, self.tick)
+      self.lineage[slot].append({"epoch": self.tick, "trial": trial.number,
+                                 "from_slot": source, "from_trial": parent.number,
+                                 "params": dict(trial.params)})
+      logging.info("Epoch %d: slot %d copies slot %d (trial %d) as trial %d: %s",
+                   self.tick, slot, source, parent.number, trial.number, trial.params)
+
+  def _explore(self, params: dict, rng: np.random.Generator) -> dict:
+    """PBT's explore: each number (not the seed) drawn anew from its distribution with
+    probability PBT_RESAMPLE, else multiplied by one of PBT_FACTORS, within bounds."""
+    optuna = _optuna()
+    out = {}
+    for key, value in params.items():
+      d = self.space[key]
+      if key == "seed":
+        out[key] = value
+      elif isinstance(d, optuna.distributions.CategoricalDistribution):
+        out[key] = (d.choices[int(rng.integers(len(d.choices)))]
+                    if rng.random() < PBT_RESAMPLE else value)
+      else:
+        if rng.random() < PBT_RESAMPLE:
+          low, high = (math.log(d.low), math.log(d.high)) if d.log else (d.low, d.high)
+          new = rng.uniform(low, high)
+          new = math.exp(new) if d.log else new
+        else:
+          new = value * PBT_FACTORS[int(rng.integers(len(PBT_FACTORS)))]
+        new = min(max(new, d.low), d.high)
+        out[key] = (int(round(new)) if isinstance(d, optuna.distributions.IntDistribution)
+                    else float(new))
+    return out
 
   def _report(self, slot: int, value: float) -> None:
     s = self.slots[slot]
@@ -605,7 +747,8 @@ class _Driver:
     state = self.pool.state
     meta = {"tick": self.tick, "steps": self.pool.steps().tolist(),
             "slots": [{"trial": None if s.trial is None else s.trial.number,
-                       "epochs": s.epochs} for s in self.slots]}
+                       "epochs": s.epochs} for s in self.slots],
+            "lineage": self.lineage}
     checkpoint.save(self.mngr, self.tick, state.variables, state.opt_state, meta)
 
   def resume(self) -> None:
@@ -624,6 +767,7 @@ class _Driver:
         raise SearchError(f"{self.work} holds a search of {len(meta['slots'])} slots; "
                           f"resume it with --slots={len(meta['slots'])}.")
       self.tick = meta["tick"]
+      self.lineage = meta.get("lineage", self.lineage)
       for slot, saved in enumerate(meta["slots"]):
         frozen = by_number.get(saved["trial"])
         if frozen is None or frozen.state != optuna.trial.TrialState.RUNNING:
@@ -646,6 +790,9 @@ class _Driver:
         trial.set_user_attr("lost", True)
         trial.set_user_attr("failed", "its process was killed before it finished")
         self.study.tell(trial, state=optuna.trial.TrialState.FAIL)
+        if self.options["strategy"] == "pbt":  # a member's state is its history: no rerun
+          logging.info("Trial %d was left running by a killed process.", frozen.number)
+          continue
         self.study.enqueue_trial(dict(frozen.params), user_attrs={"rerun_of": frozen.number})
         logging.info("Trial %d was left running by a killed process: queued again.",
                      frozen.number)
@@ -659,7 +806,8 @@ class _Driver:
                   "value": t.value, "rungs": {str(k): v for k, v in
                                               sorted(t.intermediate_values.items())},
                   **{k: t.user_attrs[k] for k in ("workdir", "slot", "failed", "lost",
-                                                  "rerun_of") if k in t.user_attrs}})
+                                                  "rerun_of", "copied_from")
+                     if k in t.user_attrs}})
     return out
 
   def write(self, best: dict | None = None) -> dict:
@@ -670,6 +818,8 @@ class _Driver:
               "objective": options["objective"], "direction": options["direction"],
               "sampler": options["sampler"], "pruner": options["pruner"],
               "rungs": self.rungs, "slots": self.pool.size, "trials_requested": self.trials,
+              "strategy": options["strategy"],
+              **({"lineage": self.lineage} if options["strategy"] == "pbt" else {}),
               "validation_fraction": options["validation_fraction"],
               "traces": dict(self.pool.traces), "trials": self.records(), "best": best}
     (self.work / "search.json").write_text(json.dumps(result, indent=2, default=float))

@@ -1,7 +1,9 @@
-"""Prints a markdown table of the results.json files under one or more run folders.
+"""Prints a markdown table of the results.json files under one or more run folders,
+and one of each search's search.json (``aejax.search``).
 
     python -m experiments.results_table runs/vanilla runs/multilayer ...
     python -m experiments.results_table runs/*
+    python -m experiments.results_table runs/search
 
 One row per run: name, data, epochs, test MSE, SSE per image, PSNR, code activation,
 denoising PSNRs where the run had a corruption, and train seconds. A sweep's run
@@ -9,6 +11,10 @@ denoising PSNRs where the run had a corruption, and train seconds. A sweep's run
 mean ± standard deviation over that setting's seeds. A figure a run does not have
 (PSNR of a run on vectors, a denoising PSNR) is "–"; every folder left out (no
 results.json, one cut short or of another shape) is named on stderr, one line each.
+
+A search's folder (search.json) gives one row per trial, best first: its state, its
+numbers, the epochs it reached, its validation figure (the search's objective) and,
+for the best trial, its test MSE and the command that trains it again.
 """
 
 import json
@@ -74,12 +80,62 @@ def rows(workdir: pathlib.Path) -> list[str]:
   return out
 
 
+def search_rows(workdir: pathlib.Path) -> list[str]:
+  """The search table's rows of one search, best trial first, then by trial number
+  (a trial without a figure, pruned, failed or running, after those with one);
+  ValueError (one line) if its search.json is not one ``aejax.search`` writes."""
+  path = workdir / "search.json"
+  try:
+    s = json.loads(path.read_text())
+  except json.JSONDecodeError as e:
+    raise ValueError(f"{path} is not complete JSON ({e.msg}, line {e.lineno}).") from None
+  if not isinstance(s, dict) or not isinstance(s.get("trials"), list):
+    raise ValueError(f"{path} is not an aejax search (no trials).")
+  best = s.get("best") or {}
+  sign = -1 if s.get("direction") == "maximize" else 1
+
+  def order(t):
+    value = t.get("value")
+    return (value is None, sign * value if value is not None else 0, t["number"])
+
+  out = []
+  for t in sorted(s["trials"], key=order):
+    numbers = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                        for k, v in t["params"].items())
+    epochs = max(map(int, t["rungs"]), default=0)
+    mark = t["number"] == best.get("number")
+    test = _number(_get(best, "test.mse"), 5) if mark else ""
+    state = t["state"] + (" (lost)" if t.get("lost") else "")
+    out.append(f"| `{workdir.name}` | {t['number']}{' ★' if mark else ''} | {state} "
+               f"| {numbers} | {epochs} | {_number(t.get('value'), 6)} | {test} |")
+  return out
+
+
+def _search_table(rows_: list[str], searches: list[pathlib.Path]) -> None:
+  print("| search | trial | state | numbers | epochs | validation | test MSE |")
+  print("|---|---|---|---|---|---|---|")
+  print("\n".join(rows_))
+  for folder in searches:
+    s = json.loads((folder / "search.json").read_text())
+    if (s.get("best") or {}).get("command"):
+      print(f"\n`{folder.name}`: {s['objective']} ({s['direction']}); best trial "
+            f"{s['best']['number']}: `{s['best']['command']}`")
+
+
 def main(argv: list[str]) -> None:
   if not argv:
     sys.exit("usage: python -m experiments.results_table RUN_DIR [RUN_DIR ...] "
-             "(folders holding a results.json)")
-  table, left_out = [], []
+             "(folders holding a results.json or a search.json)")
+  table, searched, searches, left_out = [], [], [], []
   for folder in map(pathlib.Path, argv):
+    if not (folder / "results.json").is_file() and (folder / "search.json").is_file():
+      try:
+        searched.extend(search_rows(folder))
+        searches.append(folder)
+      except (ValueError, KeyError, TypeError, AttributeError, OSError) as e:
+        reason = str(e) if isinstance(e, (ValueError, OSError)) else f"no {e}"
+        left_out.append(f"{folder} ({reason})")
+      continue
     if not (folder / "results.json").is_file():
       left_out.append(f"{folder} (no results.json)")
       continue
@@ -93,10 +149,15 @@ def main(argv: list[str]) -> None:
           "| mean code activation | denoising PSNR dB (noisy → denoised) | train s |")
     print("|---|---|---|---|---|---|---|---|---|---|")
     print("\n".join(table))
+  if searched:
+    if table:
+      print()
+    _search_table(searched, searches)
   for entry in left_out:
     print(f"left out: {entry}", file=sys.stderr)
-  if not table:
-    sys.exit("error: no run to show; results_table reads folders holding a results.json.")
+  if not table and not searched:
+    sys.exit("error: no run to show; results_table reads folders holding a results.json "
+             "(a run) or a search.json (a search).")
 
 
 if __name__ == "__main__":

@@ -36,6 +36,9 @@ _STUDY = flags.DEFINE_string("study", "search", "The study's name in its storage
 _SEED = flags.DEFINE_integer("seed", 0, "The sampler's seed.")
 _VALIDATION = flags.DEFINE_float("validation_fraction", tuner.VALIDATION_FRACTION,
                                  "Of the train set, held out to judge the trials.")
+_STRATEGY = flags.DEFINE_enum("strategy", "refill", list(tuner.STRATEGIES),
+                               "refill: prune and refill slots; pbt: population-based "
+                               "training of --slots members (--trials unused).")
 _PLOTS = flags.DEFINE_bool("plots", True, "Write Optuna's figures of the study.")
 flags.mark_flags_as_required(["space", "trials"])
 
@@ -53,7 +56,7 @@ def main(argv):
                   direction=_DIRECTION.value, sampler=_SAMPLER.value, pruner=_PRUNER.value,
                   rungs=_RUNGS.value, storage=_STORAGE.value, study=_STUDY.value,
                   seed=_SEED.value, validation_fraction=_VALIDATION.value,
-                  plots=_PLOTS.value,
+                  plots=_PLOTS.value, strategy=_STRATEGY.value,
                   command={"config": config_path, "overrides": overrides})
   except trainer.USER_ERRORS as e:
     main_lib._fail(str(e))

@@ -1,5 +1,6 @@
-"""The search (aejax/tuner.py): Optuna's trials on a sweep's slots, refilled in place,
-through the command line and from Python, on the bundled sample."""
+"""The search (aejax/tuner.py): Optuna's trials on a sweep's slots, refilled in place
+or trained as a population (PBT), through the command line and from Python, on the
+bundled sample."""
 
 import json
 import os
@@ -49,7 +50,7 @@ def test_search_through_the_cli(straight):
   assert all(set(t["rungs"]) == {"1", "2", "3"} and t["value"] == t["rungs"]["3"]
              for t in trials)
   assert {t["slot"] for t in trials} == {0, 1}
-  assert result["traces"] == {"epoch": 1, "fill": 1, "validate": 1}  # compiled once
+  assert result["traces"] == {"epoch": 1, "fill": 1, "validate": 1, "copy": 0}  # once
   best = result["best"]
   assert best["value"] == min(t["value"] for t in trials)
   assert 0 < best["test"]["mse"] < 0.1
@@ -80,6 +81,29 @@ def test_sigterm_saves_and_the_rerun_resumes_bit_for_bit(cli, straight, tmp_path
   assert [t["state"] for t in resumed["trials"]] == ["complete"] * 4
 
 
+def test_a_killed_search_requeues_its_lost_trials_with_the_same_numbers(cli, straight,
+                                                                      tmp_path):
+  workdir = tmp_path / "killed"
+  child = _start(workdir, "--trials=4", "--slots=2", "--pruner=none", "--noplots")
+  for line in child.stderr:  # both slots hold a trial the study records as running
+    if "in slot 1" in line:
+      break
+  child.kill()  # SIGKILL: nothing saved, the study left with two running trials
+  child.communicate(timeout=60)
+  assert child.returncode == -signal.SIGKILL
+  _search(cli, workdir, "--trials=4", "--slots=2", "--pruner=none", "--noplots")
+  trials = json.loads((workdir / "search.json").read_text())["trials"]
+  lost = [t for t in trials if t.get("lost")]
+  assert [(t["number"], t["state"]) for t in lost] == [(0, "fail"), (1, "fail")]
+  reruns = {t["rerun_of"]: t for t in trials if "rerun_of" in t}
+  assert sorted(reruns) == [0, 1]
+  done = straight[0]["trials"]
+  for t in lost:  # the same numbers, trained from their start: the same figures
+    assert reruns[t["number"]]["params"] == t["params"] == done[t["number"]]["params"]
+    assert reruns[t["number"]]["rungs"] == done[t["number"]]["rungs"]
+  assert [t["state"] for t in trials if not t.get("lost")] == ["complete"] * 4
+
+
 def test_two_processes_share_one_study(tmp_path):
   storage = tmp_path / "shared.journal"
   children = [_start(tmp_path / f"w{i}", "--trials=6", "--slots=2", "--noplots",
@@ -94,6 +118,32 @@ def test_two_processes_share_one_study(tmp_path):
   assert {t.user_attrs["workdir"] for t in trials} == {str(tmp_path / "w0"),
                                                         str(tmp_path / "w1")}
   assert {t.state.name for t in trials} <= {"COMPLETE", "PRUNED"}
+
+
+def test_results_table_prints_a_search_best_first(straight, tmp_path, capsys):
+  from experiments import results_table
+  result, workdir = straight
+  results_table.main([str(workdir)])
+  out = capsys.readouterr().out.splitlines()
+  rows = [l for l in out if l.startswith("| `straight`")]
+  best = result["best"]
+  assert len(rows) == 4 and rows[0].startswith(f"| `straight` | {best['number']} ★ | complete |")
+  assert f"| 3 | {best['value']:.6f} | {best['test']['mse']:.5f} |" in rows[0]
+  assert f"learning_rate={best['params']['learning_rate']:.4g}" in rows[0]
+  assert any(best["command"] in l for l in out)
+  # Pruned, failed and lost trials come after those with a figure, by number.
+  other = {**result, "best": None, "trials": [
+      {"number": 0, "state": "fail", "params": {"learning_rate": 0.1}, "rungs": {},
+       "value": None, "lost": True},
+      {"number": 1, "state": "pruned", "params": {"learning_rate": 0.2}, "rungs": {"1": 0.5},
+       "value": None},
+      {"number": 2, "state": "complete", "params": {"learning_rate": 0.3},
+       "rungs": {"1": 0.2, "3": 0.1}, "value": 0.1}]}
+  (tmp_path / "other").mkdir()
+  (tmp_path / "other" / "search.json").write_text(json.dumps(other))
+  assert [r.split(" | ")[1:5] for r in results_table.search_rows(tmp_path / "other")] == [
+      ["2", "complete", "learning_rate=0.3", "3"], ["0", "fail (lost)", "learning_rate=0.1", "0"],
+      ["1", "pruned", "learning_rate=0.2", "1"]]
 
 
 def _held(**overrides):
@@ -125,7 +175,43 @@ def test_a_refilled_slot_leaves_the_others_bit_for_bit():
     np.testing.assert_array_equal(a, b)
   for a, b in zip(jax.tree.leaves(refilled0), jax.tree.leaves(fresh0)):
     np.testing.assert_array_equal(a, b)
-  assert pool.traces == {"epoch": 1, "fill": 1, "validate": 0}  # nothing compiled again
+  assert pool.traces == {"epoch": 1, "fill": 1, "validate": 0, "copy": 0}  # compiled once
+
+
+def test_a_copied_slot_goes_on_from_its_source_and_nothing_compiles_again():
+  config, held = _held()
+  pool = tuner.Slots(config, held, 3, ["learning_rate"])
+  for slot, lr in enumerate((1e-3, 3e-3, 1e-2)):
+    pool.fill(slot, {"learning_rate": lr})
+  pool.train_epoch()
+  source = jax.tree.map(np.asarray, pool.state)
+  pool.copy(2, 0, {"learning_rate": 2e-3})  # slot 2 exploits slot 0, explores its rate
+  copied = jax.tree.map(np.asarray, pool.state)
+  for a, b in zip(jax.tree.leaves(copied), jax.tree.leaves(source)):
+    np.testing.assert_array_equal(a[2], b[0])  # parameters, optimizer state and step
+    np.testing.assert_array_equal(a[:2], b[:2])  # the others untouched
+  np.testing.assert_array_equal(pool.numbers["learning_rate"],
+                                np.float32([1e-3, 3e-3, 2e-3]))
+  pool.copy(0, 1, {"learning_rate": 4e-3})
+  pool.train_epoch()
+  assert pool.traces == {"epoch": 1, "fill": 1, "validate": 0, "copy": 1}
+
+
+def test_population_based_training_through_the_cli(cli, tmp_path):
+  workdir = tmp_path / "pbt"
+  _search(cli, workdir, "--strategy=pbt", "--trials=4", "--slots=4", "--noplots")
+  result = json.loads((workdir / "search.json").read_text())
+  assert result["traces"] == {"epoch": 1, "fill": 1, "validate": 1, "copy": 1}
+  lineage, trials = result["lineage"], {t["number"]: t for t in result["trials"]}
+  copies = [c for slot in lineage for c in slot]
+  assert sorted(c["epoch"] for c in copies) == [1, 2]  # the worst of 4 slots at each rung
+  for c in copies:  # each copy is a trial of its own, its parent's numbers explored
+    assert trials[c["trial"]]["copied_from"] == c["from_trial"]
+    assert trials[c["trial"]]["params"] == c["params"]
+    assert trials[c["from_trial"]]["slot"] == c["from_slot"]
+  states = [t["state"] for t in result["trials"]]
+  assert states.count("complete") == 4 and states.count("pruned") == 2
+  assert result["best"]["test"]["mse"] > 0
 
 
 def test_a_nan_trial_fails_and_the_search_goes_on(tmp_path):
@@ -159,6 +245,10 @@ def test_bad_searches_are_refused(tmp_path):
   with pytest.raises(tuner.SearchError, match=r"--storage=postgresql://.*cannot open"):
     aejax.search(config, tmp_path / "w", slots=2,
                  storage="postgresql://nobody@127.0.0.1:1/none", **kwargs)
+  with pytest.raises(tuner.SearchError, match=r"--strategy=pbt .* --slots ≥ 2 \(not 1\)"):
+    aejax.search(config, tmp_path / "w", slots=1, strategy="pbt", **kwargs)
+  with pytest.raises(tuner.SearchError, match=r"--rungs=2 has none below"):
+    aejax.search(config, tmp_path / "w", slots=2, strategy="pbt", rungs="2", **kwargs)
   storage = f"sqlite:///{tmp_path / 'study.db'}"
   aejax.search(config, tmp_path / "a", slots=2, storage=storage, plots=False, **kwargs)
   with pytest.raises(tuner.SearchError, match=r"made with another space"):
