@@ -66,15 +66,6 @@ def model_figures(run, variables, evaluator: "Evaluator", dataset, coder=None) -
   return results
 
 
-def checkpoint_figures(config, variables, dataset) -> dict:
-  """``model_figures`` of a restored model (``variables``) of ``config`` on
-  ``dataset``, with the compiled evaluation a run of ``config`` uses."""
-  from aejax import engine  # noqa: PLC0415 (engine imports this module)
-  setup = engine.setup(config, dataset, abstract=True)  # as experiments.evaluate_run
-  evaluator = setup.evaluator(dataset.test_images, dataset.test_labels, dataset.scale)
-  return model_figures(setup, variables, evaluator, dataset)
-
-
 class Evaluator:
   """Holds the padded test set on the device and one compiled evaluation.
 

@@ -122,7 +122,9 @@ class Trained:
     if dataset.fingerprint != self.data["fingerprint"]:
       raise data_lib.DataError(f"{self.workdir} was trained on other data than "
                                f"{dataset.location}.")
-    return evaluate_lib.checkpoint_figures(self.config, self._run.variables, dataset)
+    setup = engine.setup(self.config, dataset, abstract=True)  # as experiments.evaluate_run
+    evaluator = setup.evaluator(dataset.test_images, dataset.test_labels, dataset.scale)
+    return evaluate_lib.model_figures(setup, self._run.variables, evaluator, dataset)
 
   # -------------------------------------------------------------- using the model
 
