@@ -359,7 +359,7 @@ def test_from_python_a_signal_raises_stopped_and_the_same_call_resumes(tmp_path,
     trainer.train_and_evaluate(config, str(tmp_path / "run"))
   assert not (tmp_path / "run").exists()  # a failed start leaves no trace
   assert signal.getsignal(signal.SIGUSR1) is before
-  monkeypatch.setattr(train, "check_finite", signalled(trainer.check_finite))
+  monkeypatch.setattr(trainer, "check_finite", signalled(trainer.check_finite))
   with pytest.raises(preemption.Stopped) as stopped:
     trainer.train_and_evaluate(config, str(tmp_path / "run"))
   assert stopped.value.step == 5 and "the checkpoint of step 5 is saved" in str(stopped.value)
