@@ -443,7 +443,7 @@ def read_newest(workdir: str | pathlib.Path, targets: Callable[[dict], Any],
       try:  # listing reads each step's metadata: a step deleted meanwhile fails it
         mngr = mngr or read_only_manager(workdir)
         mngr.reload()
-      except FileNotFoundError:
+      except (FileNotFoundError, NotADirectoryError):  # orbax raises either, by when
         if retries <= 0:
           raise
         retries -= 1
