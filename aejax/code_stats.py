@@ -26,7 +26,7 @@ import numpy as np
 from aejax.objective import to_float
 
 
-def _chunked(images_u8: np.ndarray, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
+def chunked(images_u8: np.ndarray, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
   """``images`` zero-padded to whole chunks: ([chunks, b, H, W, C], valid mask [chunks, b])."""
   n = len(images_u8)
   size = min(batch_size, n)
@@ -85,8 +85,8 @@ def code_statistics(encode_fn: Callable[[Any, jax.Array], jax.Array],
   function objects (a sweep's members are), the compiled passes are reused. Images
   are uint8 ``[n, H, W, C]``, processed ``batch_size`` at a time.
   """
-  train, train_mask = _chunked(train_images_u8, batch_size)
-  test, test_mask = _chunked(test_images_u8, batch_size)
+  train, train_mask = chunked(train_images_u8, batch_size)
+  test, test_mask = chunked(test_images_u8, batch_size)
   mean_image = jnp.asarray(
       np.asarray(test_images_u8, np.float64).mean(axis=0) / 255.0, jnp.float32)
   fired = np.asarray(jax.device_get(_fired_units(encode_fn, variables, train, train_mask)))

@@ -49,7 +49,7 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from aejax import checkpoint, config as config_lib, data as data_lib, engine, losses
+from aejax import checkpoint, code_stats, config as config_lib, data as data_lib, engine, losses
 from aejax import models, preemption, sweep
 from aejax import step as step_lib
 from aejax.objective import Objective, to_float
@@ -379,15 +379,10 @@ def _corruption(config, view):
 
 
 def _padded(images: np.ndarray, batch_size: int):
-  """``(chunks [C, B, ...], mask [C, B], n)`` of a split, padded to whole chunks."""
-  n = len(images)
-  batch = min(batch_size, n)
-  chunks = -(-n // batch)
-  pad = chunks * batch - n
-  padded = np.concatenate([images, np.zeros((pad, *images.shape[1:]), images.dtype)])
-  mask = (np.arange(chunks * batch) < n).reshape(chunks, batch)
-  return (jax.device_put(padded.reshape(chunks, batch, *images.shape[1:])),
-          jax.device_put(mask), n)
+  """``(chunks [C, B, ...], mask [C, B], n)`` of a split, padded to whole chunks
+  (``code_stats.chunked``), on the device."""
+  chunks, mask = code_stats.chunked(images, batch_size)
+  return jax.device_put(chunks), jax.device_put(mask), len(images)
 
 
 # ------------------------------------------------------------------- the study
