@@ -71,6 +71,31 @@ def _test_sums(encode_fn, decode_fn, variables, images, mask, mean_image):
   return jax.lax.scan(body, zeros, (images, mask))[0]
 
 
+# An on-disk train set (``aejax.data.rows``) is read this many batches at a time.
+PIECE_BATCHES = 64
+
+
+def _fired_over(encode_fn, variables, train_images_u8, batch_size: int) -> np.ndarray:
+  """Whether each code unit fires on some training image: in one compiled pass for
+  images in memory; for images on disk, a pass per piece of ``PIECE_BATCHES``
+  batches (each padded to that size, so one shape compiles), never all in memory."""
+  if isinstance(train_images_u8, np.ndarray):
+    return np.asarray(jax.device_get(_fired_units(encode_fn, variables,
+                                                  *chunked(train_images_u8, batch_size))))
+  size = min(batch_size, len(train_images_u8))
+  piece = size * PIECE_BATCHES
+  fired = None
+  for start in range(0, len(train_images_u8), piece):
+    images = train_images_u8[start:start + piece]
+    padded = np.zeros((piece, *images.shape[1:]), images.dtype)
+    padded[:len(images)] = images
+    mask = (np.arange(piece) < len(images)).reshape(PIECE_BATCHES, size)
+    part = np.asarray(jax.device_get(_fired_units(
+        encode_fn, variables, padded.reshape(PIECE_BATCHES, size, *images.shape[1:]), mask)))
+    fired = part if fired is None else fired | part
+  return fired
+
+
 def code_statistics(encode_fn: Callable[[Any, jax.Array], jax.Array],
                     decode_fn: Callable[[Any, jax.Array], jax.Array], variables: Any,
                     train_images_u8: np.ndarray, test_images_u8: np.ndarray,
@@ -85,11 +110,11 @@ def code_statistics(encode_fn: Callable[[Any, jax.Array], jax.Array],
   function objects (a sweep's members are), the compiled passes are reused. Images
   are uint8 ``[n, H, W, C]``, processed ``batch_size`` at a time.
   """
-  train, train_mask = chunked(train_images_u8, batch_size)
+  fired = _fired_over(encode_fn, variables, train_images_u8, batch_size)
+  test_images_u8 = np.asarray(test_images_u8)
   test, test_mask = chunked(test_images_u8, batch_size)
   mean_image = jnp.asarray(
       np.asarray(test_images_u8, np.float64).mean(axis=0) / 255.0, jnp.float32)
-  fired = np.asarray(jax.device_get(_fired_units(encode_fn, variables, train, train_mask)))
   l0_sum, sse, sst = (float(v) for v in jax.device_get(
       _test_sums(encode_fn, decode_fn, variables, test, test_mask, mean_image)))
   dead = int(np.sum(~fired))

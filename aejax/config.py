@@ -56,6 +56,8 @@ def defaults(model: str = "mlp") -> ml_collections.ConfigDict:
   config.channels = 0  # folder: 1 (grey) or 3 (RGB), converted; 0: as stored.
   config.test_fraction = 0.1  # folder without train/ and test/: files held out, by name.
   config.standardize = False  # npz float vectors: per-feature mean 0, std 1 (recorded).
+  config.skip_unreadable = False  # folder: leave out files that cannot be read (counted).
+  config.prepared_dir = ""  # prepared copies of folders, npz, CIFAR; empty: TFDS's dir.
   config.input = "auto"  # 'device' (train set on every device), 'stream' or 'auto'.
   # Optimization.
   config.num_epochs = 5
@@ -97,6 +99,7 @@ def defaults(model: str = "mlp") -> ml_collections.ConfigDict:
 # to float rounding), where the (fingerprinted, so identical) data is read from, and
 # more epochs.
 LAYOUT_KEYS = ("num_epochs", "epoch_mode", "microbatch_size", "eval_batch_size", "data_dir",
+               "prepared_dir",
                "checkpoint_every", "checkpoint_every_steps", "checkpoint_every_minutes",
                "input", "sweep_vmap")
 # Keys a resumed run may change with --continue_with_changes: the optimizer's numbers.
@@ -138,6 +141,7 @@ HISTORY = {
     "eval_batch_size": Since("0.1.0"), "checkpoint_every": Since("0.1.0"),
     "checkpoint_every_steps": Since("0.1.0"), "checkpoint_every_minutes": Since("0.1.0"),
     "sweep": Since("0.1.0"), "sweep_vmap": Since("0.1.0"),
+    "skip_unreadable": Since("0.2.0"), "prepared_dir": Since("0.2.0"),
 }
 
 
@@ -251,6 +255,10 @@ def validate(config: ml_collections.ConfigDict) -> None:
            "must be 0 (auto) or a positive number of members")
   _require(isinstance(config.standardize, bool), "standardize", config.standardize,
            "must be True or False")
+  _require(isinstance(config.skip_unreadable, bool), "skip_unreadable",
+           config.skip_unreadable, "must be True or False")
+  _require(isinstance(config.prepared_dir, str), "prepared_dir", config.prepared_dir,
+           "must be a folder's path, or empty for TFDS's data dir")
   members = sweep.members(config)
   for overrides in members:  # each member's numbers, as its own run would check them
     validate(sweep.member_config(config, overrides))

@@ -82,13 +82,17 @@ class StreamInput(_Input):
     self._run = run
     plan = run.plan
     self.rows = sharding.local_rows(run.mesh, run.config.batch_size)
-    folder = stream.array_record_folder(dataset, run.config.dataset)
     layout = stream.Layout(steps=plan.steps_per_epoch, rows=self.rows,
                            chunk_batches=plan.chunk_steps,
                            num_epochs=run.config.num_epochs)
-    self.feed = stream.Stream(folder, stream.train_positions(folder, dataset),
-                              dataset.image_shape, self.epoch_order, layout,
-                              dataset.train_images.dtype)
+    images = dataset.train_images
+    if isinstance(images, np.ndarray):  # in memory: read from array_record files
+      folder = stream.array_record_folder(dataset, run.config.dataset)
+      read = stream.records_reader(folder, stream.train_positions(folder, dataset),
+                                   dataset.image_shape, images.dtype)
+    else:  # a prepared copy, or shards, on disk: read rows from there
+      folder, read = getattr(images, "path", images), images.take
+    self.feed = stream.Stream(read, self.epoch_order, layout)
     epoch, batch = divmod(step, plan.steps_per_epoch)
     self.feed.start(epoch, batch, saved and saved["iterator"])
     logging.info("Streaming the train set from %s (%d batches per call; this process feeds "

@@ -11,6 +11,7 @@ import gzip
 import io
 import json
 import pathlib
+import re
 import shutil
 import struct
 import tarfile
@@ -21,7 +22,7 @@ from hypothesis import given, settings, strategies as st
 from PIL import Image
 
 from aejax import analysis, data, engine, trainer
-from aejax.data import readers
+from aejax.data import folders, readers
 from experiments.configs import base, vanilla
 
 RNG = np.random.default_rng(0)
@@ -113,23 +114,23 @@ def test_folder_with_class_subfolders_and_a_split_by_name(tmp_path):
   a, b = images(40), images(40)
   save_images(tmp_path / "cats", a)
   save_images(tmp_path / "dogs", b, ".jpg")
-  ds = readers.read_folder(tmp_path)
+  ds = folders.read_folder(tmp_path)
   assert ds.source == "folder" and ds.record()["classes"] == ["cats", "dogs"]
   assert ds.n_train + len(ds.test_images) == 80 and ds.image_shape == (8, 8, 3)
   assert "by file name" in ds.record()["split"]
   cats = np.concatenate([ds.train_images[ds.train_labels == 0],
                          ds.test_images[ds.test_labels == 0]])
   assert sorted(map(bytes, cats)) == sorted(map(bytes, a))  # PNG is lossless
-  assert ds.fingerprint == readers.read_folder(tmp_path).fingerprint
+  assert ds.fingerprint == folders.read_folder(tmp_path).fingerprint
 
 
 def test_folder_with_train_and_test_resized_and_converted(tmp_path):
   save_images(tmp_path / "train" / "x", images(6, (12, 16, 3)))
   save_images(tmp_path / "train" / "y", images(6, (20, 20, 1)))
   save_images(tmp_path / "test" / "y", images(3, (10, 30, 3)), ".webp")
-  one_line_error(r"is 12x16x3 but .* is 20x20x1: .* --config\.image_size", readers.read_folder,
+  one_line_error(r"is 12x16x3 but .* is 20x20x1: .* --config\.image_size", folders.read_folder,
                  tmp_path)
-  ds = readers.read_folder(tmp_path, image_size=8, channels=1)
+  ds = folders.read_folder(tmp_path, image_size=8, channels=1)
   assert ds.image_shape == (8, 8, 1) and (ds.n_train, len(ds.test_images)) == (12, 3)
   assert ds.record()["split"] == "the folder's train/ and test/ subfolders"
   assert ds.test_labels.tolist() == [1, 1, 1]
@@ -172,19 +173,19 @@ def test_every_bad_input_is_one_line_naming_the_file(tmp_path):
   save_images(tmp_path / "ok" / "test", images(1))
   bad = tmp_path / "ok" / "train" / "002.png"
   bad.write_bytes(bad.read_bytes()[:40])  # a cut-off copy
-  one_line_error(r"002\.png cannot be read as an image", readers.read_folder, tmp_path / "ok")
+  one_line_error(r"002\.png cannot be read as an image", folders.read_folder, tmp_path / "ok")
   (tmp_path / "empty" / "sub").mkdir(parents=True)
   (tmp_path / "empty" / "notes.txt").write_text("no images")
-  one_line_error(r"empty holds no image files", readers.read_folder, tmp_path / "empty")
+  one_line_error(r"empty holds no image files", folders.read_folder, tmp_path / "empty")
   save_images(tmp_path / "few", images(2))
-  one_line_error(r"left the test split empty", readers.read_folder, tmp_path / "few",
+  one_line_error(r"left the test split empty", folders.read_folder, tmp_path / "few",
                  test_fraction=0.01)
   save_images(tmp_path / "halves" / "train", images(2))
   (tmp_path / "halves" / "test").mkdir()
-  one_line_error(r"test holds no image files", readers.read_folder, tmp_path / "halves")
+  one_line_error(r"test holds no image files", folders.read_folder, tmp_path / "halves")
   save_images(tmp_path / "layouts" / "train" / "cats", images(2))
   save_images(tmp_path / "layouts" / "test", images(1))
-  one_line_error(r"one of train/ and test/ has class subfolders", readers.read_folder,
+  one_line_error(r"one of train/ and test/ has class subfolders", folders.read_folder,
                  tmp_path / "layouts")
 
   x = images(6)
@@ -325,8 +326,13 @@ def check_alike_and_resumed(root, logs, device) -> tuple[dict, dict]:
   assert (device["input"], stream["input"]) == ("device", "stream")
   assert stream["test"] == device["test"] and stream["steps"] == device["steps"]
   assert stream["dataset"]["fingerprint"] == device["dataset"]["fingerprint"]
-  assert f"Writing {device['dataset']['name']} once as array_record" in logs["stream"]
-  assert "Writing" not in logs["resumed"]  # the stream copy is reused
+  if device["dataset"]["source"] in ("folder", "npz"):  # streamed from the prepared copy
+    assert "Preparing" in logs["device"] and "Preparing" not in logs["stream"]
+    assert re.search(r"Streaming the train set from \S*aejax_prepared", logs["stream"])
+    assert "Preparing" not in logs["resumed"] and "Writing" not in logs["stream"]
+  else:  # streamed from an array_record copy written once
+    assert f"Writing {device['dataset']['name']} once as array_record" in logs["stream"]
+    assert "Writing" not in logs["resumed"]  # the stream copy is reused
   assert "Resumed from the checkpoint" in logs["resumed"]
   resumed = results(root / "device")
   assert resumed["epochs"] == 2 and resumed["steps"] == 2 * device["steps"]
@@ -365,7 +371,7 @@ def test_a_png_jpeg_and_bmp_folder_trains_alike_streamed_and_on_the_device_and_r
   check_alike_and_resumed(root, logs, device)
   assert device["dataset"]["classes"] == list(FOLDER_FORMATS)
   assert "by file name" in device["dataset"]["split"]
-  ds = readers.read_folder(root / "pictures")
+  ds = folders.read_folder(root / "pictures")
   assert ds.fingerprint == device["dataset"]["fingerprint"]
   labels = np.concatenate([ds.train_labels, ds.test_labels])
   decoded = np.concatenate([ds.train_images, ds.test_images])

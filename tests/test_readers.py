@@ -261,7 +261,7 @@ def test_a_damaged_config_json_is_restored_from_the_checkpoint(tmp_path, straigh
 def test_symlinked_class_folders_are_followed_and_a_dangling_link_is_named(tmp_path):
   from PIL import Image
   from aejax import data
-  from aejax.data import readers
+  from aejax.data import folders
   pictures, elsewhere = tmp_path / "pictures", tmp_path / "elsewhere"
   for folder, value in ((pictures / "cats", 0), (elsewhere / "dogs", 255)):
     folder.mkdir(parents=True)
@@ -269,7 +269,7 @@ def test_symlinked_class_folders_are_followed_and_a_dangling_link_is_named(tmp_p
       Image.new("L", (8, 8), value).save(folder / f"{i}.png")
   (pictures / "dogs").symlink_to(elsewhere / "dogs")  # a class folder linked in
   (pictures / "cats" / "up").symlink_to(pictures)  # a loop: walked once
-  dataset = readers.read_folder(pictures, test_fraction=0.3)
+  dataset = folders.read_folder(pictures, test_fraction=0.3)
   assert dataset.details["classes"] == ["cats", "dogs"]
   labels = np.concatenate([dataset.train_labels, dataset.test_labels])
   images = np.concatenate([dataset.train_images, dataset.test_images])
@@ -277,7 +277,7 @@ def test_symlinked_class_folders_are_followed_and_a_dangling_link_is_named(tmp_p
   assert (images[labels == 1] == 255).all() and (images[labels == 0] == 0).all()
   (pictures / "cats" / "gone.png").symlink_to(tmp_path / "nowhere.png")
   with pytest.raises(data.DataError, match=f"{pictures / 'cats' / 'gone.png'} cannot be read"):
-    readers.read_folder(pictures, test_fraction=0.3)
+    folders.read_folder(pictures, test_fraction=0.3)
 
 
 def test_results_table_dashes_missing_figures_and_names_what_it_leaves_out(

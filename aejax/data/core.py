@@ -96,19 +96,14 @@ class Dataset:
   def pixel_mean(self) -> np.ndarray:
     """The training images' mean, float ``[H, W, C]`` in [0, 1] (of vectors: their
     mean ``[D]``)."""
-    if self.train_images.dtype != np.uint8:
-      return self.train_images.mean(0, dtype=np.float64).astype(np.float32)
-    return pixel_mean(self.train_images)
+    return mean_of(self.train_images)
 
   @functools.cached_property
   def fingerprint(self) -> str:
     """sha256 of the uint8 train and test images and labels, with their shapes: the
     data's identity, whatever file or folder it was read from."""
-    digest = hashlib.sha256()
-    for array in (self.train_images, self.train_labels, self.test_images, self.test_labels):
-      digest.update(repr((array.shape, array.dtype.str)).encode())
-      digest.update(np.ascontiguousarray(array).data)
-    return digest.hexdigest()
+    return fingerprint_of((self.train_images, self.train_labels, self.test_images,
+                           self.test_labels))
 
   def record(self) -> dict[str, Any]:
     """What ``results.json`` and the checkpoints say about the data."""
@@ -116,6 +111,35 @@ class Dataset:
             "n_train": int(len(self.train_images)), "n_test": int(len(self.test_images)),
             "image_shape": list(self.image_shape), "fingerprint": self.fingerprint,
             **self.details}
+
+
+def _pieces(array, rows: int = 8192):
+  """An in-memory array whole; an array on disk (``rows.Rows``, anything with
+  ``blocks``) in consecutive pieces, so that one pass never holds it in memory."""
+  if isinstance(array, np.ndarray):
+    yield array
+  else:
+    for start, stop in array.blocks(rows):
+      yield array[start:stop]
+
+
+def fingerprint_of(arrays) -> str:
+  """sha256 of each array's shape, dtype and bytes, in order (``Dataset.fingerprint``)."""
+  digest = hashlib.sha256()
+  for array in arrays:
+    digest.update(repr((tuple(array.shape), array.dtype.str)).encode())
+    for piece in _pieces(array):
+      digest.update(np.ascontiguousarray(piece).data)
+  return digest.hexdigest()
+
+
+def mean_of(images) -> np.ndarray:
+  """The mean over axis 0 (``Dataset.pixel_mean``): of uint8 images, float ``[H, W, C]``
+  in [0, 1] (a float64 sum of integers, exact however it is cut into pieces); of float
+  vectors, float32 ``[D]``."""
+  total = sum(piece.sum(0, dtype=np.float64) for piece in _pieces(images))
+  mean = total / len(images)
+  return mean / 255.0 if images.dtype == np.uint8 else mean.astype(np.float32)
 
 
 def check_splits(location: str, splits: dict[str, tuple[np.ndarray, np.ndarray]]) -> None:

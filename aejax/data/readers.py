@@ -24,7 +24,7 @@ import zipfile
 
 import numpy as np
 
-from aejax.data.core import DataError, Dataset, _shape
+from aejax.data.core import DataError, Dataset
 
 # ------------------------------------------------------------------ image folders
 
@@ -80,7 +80,7 @@ def _image_files(folder: pathlib.Path) -> list[pathlib.Path]:
   return sorted(files)
 
 
-def _labelled_files(folder: pathlib.Path) -> tuple[list[pathlib.Path], list[str]]:
+def labelled_files(folder: pathlib.Path) -> tuple[list[pathlib.Path], list[str]]:
   """The images under ``folder`` and their class names: its subfolders, if any."""
   files = _image_files(folder)
   if not files:
@@ -109,78 +109,18 @@ def _read_image(path: pathlib.Path, image_size: int, channels: int):
   return (array[..., None] if array.ndim == 2 else array), stored
 
 
-def _read_images(paths: list[pathlib.Path], image_size: int, channels: int) -> np.ndarray:
-  images, first, stored_first = [], None, None
-  for path in paths:
-    array, stored = _read_image(path, image_size, channels)
-    if first is None:
-      first, stored_first = (path, array.shape), stored
-    elif array.shape != first[1]:
-      key = "image_size" if array.shape[:2] != first[1][:2] else "channels"
-      raise DataError(
-          f"{first[0]} is {_shape(first[1])} but {path} is {_shape(array.shape)}: images "
-          f"of mixed sizes or channels need --config.{key}=<n> (image_size: resize and "
-          "centre-crop to n x n; channels: 1 or 3).")
-    images.append(array)
-  return np.stack(images)
+def read_image(path: pathlib.Path, image_size: int, channels: int, bit_depth: int = 0):
+  """``(array [H, W, C], channels as stored)`` of one image file, or DataError naming it."""
+  del bit_depth
+  return _read_image(path, image_size, channels)
 
 
-def read_folder(folder: str | pathlib.Path, *, image_size: int = 0, channels: int = 0,
-                test_fraction: float = 0.1, name: str | None = None) -> Dataset:
-  """The images under ``folder`` as a Dataset (see the module's docstring).
-
-  ``image_size`` > 0 resizes and centre-crops every image to that square; ``channels``
-  1 or 3 converts every image to grey or RGB (0: as stored, which must agree).
-  """
-  folder = pathlib.Path(folder).expanduser()
-  if not folder.is_dir():
-    raise DataError(f"Image folder {folder} does not exist.")
-  subfolders = {s: folder / s for s in SPLIT_FOLDERS}
-  details = {"image_size": image_size, "channels": channels}
-  if all(p.is_dir() for p in subfolders.values()):
-    (train, train_classes), (test, test_classes) = (_labelled_files(p)
-                                                    for p in subfolders.values())
-    if bool(train_classes) != bool(test_classes):
-      raise DataError(f"{folder}: one of train/ and test/ has class subfolders and the "
-                      "other not; give both the same layout.")
-    classes = sorted(set(train_classes) | set(test_classes))
-    roots = subfolders
-    details["split"] = "the folder's train/ and test/ subfolders"
-  else:
-    files, classes = _labelled_files(folder)
-    relative = lambda p: p.relative_to(folder).as_posix()
-    test = [p for p in files if in_test_split(relative(p), test_fraction)]
-    train = [p for p in files if not in_test_split(relative(p), test_fraction)]
-    roots = {"train": folder, "test": folder}
-    details["split"] = (f"by file name: a file is a test image when the first 32 bits of "
-                        f"the sha256 of its path under the folder, over 2^32, are below "
-                        f"test_fraction={test_fraction}")
-    for split, paths in (("train", train), ("test", test)):
-      if not paths:
-        raise DataError(f"{folder}: the split by file name left the {split} split empty "
-                        f"({len(files)} images); change --config.test_fraction or give "
-                        "the folder train/ and test/ subfolders.")
-  if len(classes) > 256:
-    raise DataError(f"{folder} has {len(classes)} class subfolders; labels are uint8, "
-                    "at most 256 classes.")
-  details["classes"] = classes
-  index = {c: i for i, c in enumerate(classes)}
-
-  def labels(paths, root):
-    if not classes:
-      return np.zeros(len(paths), np.uint8)
-    return np.array([index[p.relative_to(root).parts[0]] for p in paths], np.uint8)
-
-  train_images = _read_images(train, image_size, channels)
-  test_images = _read_images(test, image_size, channels)
-  if train_images.shape[1:] != test_images.shape[1:]:
-    raise DataError(f"{train[0]} is {_shape(train_images.shape[1:])} but {test[0]} is "
-                    f"{_shape(test_images.shape[1:])}: images of mixed sizes or channels "
-                    "need --config.image_size=<n> or --config.channels=<1|3>.")
-  return Dataset(name=name or f"folder:{folder}", source="folder", location=str(folder),
-                 train_images=train_images, train_labels=labels(train, roots["train"]),
-                 test_images=test_images, test_labels=labels(test, roots["test"]),
-                 details=details)
+def label_array(labels) -> np.ndarray:
+  """Class indices as the label array a Dataset holds."""
+  labels = np.asarray(labels, np.int64)
+  if labels.size and labels.max() > 255:
+    raise DataError(f"{labels.max() + 1} classes; labels are uint8, at most 256 classes.")
+  return labels.astype(np.uint8)
 
 
 # --------------------------------------------------------------------------- npz

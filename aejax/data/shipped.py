@@ -31,7 +31,7 @@ import pathlib
 
 from absl import logging
 
-from aejax.data import readers
+from aejax.data import folders, prepared, readers
 from aejax.data.core import (DataError, Dataset, ENV_DATA_DIR, IDX_DATASETS,
                              _FULL_DATA_HINT, load_sample, read_idx_folder)
 from aejax.data.sources import Source, register
@@ -124,6 +124,20 @@ def _read_tfds(tfds_name: str, config) -> Dataset:
   return tfds_builders.load_with_tensorflow(tfds_name)
 
 
+def _read_npz(argument: str, config) -> Dataset:
+  path = pathlib.Path(argument).expanduser()
+  if not path.is_file():
+    raise DataError(f"npz file {path} does not exist.")
+  request = prepared.Request(
+      what=f"npz:{path}",
+      identity={"kind": "npz", "location": str(path.resolve()),
+                "standardize": config.standardize},
+      files=[path], base=path.parent,
+      prepare=prepared.from_reader(lambda: readers.read_npz(
+          path, name=config.dataset, standardize=config.standardize)))
+  return prepared.load(request, prepared.root(config), config.dataset)
+
+
 def _read_arrays(argument: str, config) -> Dataset:
   raise DataError(f"config.dataset={config.dataset!r} was arrays held in memory by a Python "
                   "session, which no file holds: give them again, as "
@@ -142,17 +156,18 @@ for _name in readers.CIFAR:
   register(Source(_name, _read_cifar, keys=("data_dir",), array_records=_tfds_records,
                   summary="CIFAR's binary records under `data_dir`, else a download"))
 register(Source(
-    "folder", lambda path, config: readers.read_folder(
+    "folder", lambda path, config: folders.read_folder(
         path, image_size=config.image_size, channels=config.channels,
-        test_fraction=config.test_fraction, name=config.dataset),
+        test_fraction=config.test_fraction, name=config.dataset,
+        skip_unreadable=config.skip_unreadable, prepared_dir=config.prepared_dir),
     prefix=True, argument="<folder of images>",
-    keys=("image_size", "channels", "test_fraction"),
-    summary="image files Pillow opens, labels from class subfolders"))
+    keys=("image_size", "channels", "test_fraction", "skip_unreadable", "prepared_dir"),
+    summary="image files Pillow opens, labels from class subfolders; decoded once in "
+            "parallel into a prepared copy"))
 register(Source(
-    "npz", lambda path, config: readers.read_npz(path, name=config.dataset,
-                                                 standardize=config.standardize),
-    prefix=True, argument="<file.npz>", keys=("standardize",),
-    summary="uint8 images or float vectors, `train` and `test` (+ labels)"))
+    "npz", _read_npz, prefix=True, argument="<file.npz>", keys=("standardize", "prepared_dir"),
+    summary="uint8 images or float vectors, `train` and `test` (+ labels); read once into "
+            "a prepared copy"))
 register(Source(
     "tfds", _read_tfds, prefix=True, argument="<name>", array_records=_tfds_records,
     summary="any image dataset of the TFDS catalog, array_record without TensorFlow"))

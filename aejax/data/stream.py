@@ -162,6 +162,23 @@ def train_positions(folder: pathlib.Path, dataset: data_lib.Dataset) -> np.ndarr
   return positions
 
 
+def records_reader(folder: pathlib.Path, positions: np.ndarray, image_shape,
+                   dtype=np.uint8) -> Callable[[np.ndarray], np.ndarray]:
+  """``read(indices) -> images [*indices.shape, *image_shape]`` of source indices from
+  the array_record files in ``folder`` (``positions``: ``train_positions``)."""
+  source = grain.sources.ArrayRecordDataSource(_train_paths(folder))
+  image_shape = tuple(image_shape)
+
+  def read(indices: np.ndarray) -> np.ndarray:
+    wanted = positions[indices]
+    # Sorted reads are ~2x faster from array_record than the permutation's order.
+    unique, inverse = np.unique(wanted, return_inverse=True)
+    images, _ = _parse(source.__getitems__(unique.tolist()), image_shape, dtype)
+    return images[inverse.reshape(-1)].reshape(*wanted.shape, *image_shape)
+
+  return read
+
+
 @dataclasses.dataclass(frozen=True)
 class Layout:
   """How an epoch is cut into elements: ``steps`` batches, of which this process reads
@@ -178,7 +195,9 @@ class Layout:
 
 
 class Stream:
-  """This process's rows of every global batch, ``layout.chunk_batches`` at a time.
+  """This process's rows of every global batch, ``layout.chunk_batches`` at a time,
+  gathered by ``read(indices) -> images`` (``records_reader``, or a prepared copy's
+  ``rows.Rows.take``, which reads its rows from disk).
 
   ``order(epoch)`` is the epoch's batch order, int32 ``[steps, batch_size]`` of
   source indices (the device path's permutation). Elements are dicts: ``epoch``,
@@ -186,11 +205,9 @@ class Stream:
   ``[k, len(rows), *image_shape]``.
   """
 
-  def __init__(self, folder: pathlib.Path, positions: np.ndarray, image_shape,
-               order: Callable[[int], np.ndarray], layout: Layout, dtype=np.uint8):
-    self.folder, self.layout, self.dtype = folder, layout, np.dtype(dtype)
-    self.source = grain.sources.ArrayRecordDataSource(_train_paths(folder))
-    self.positions, self.image_shape = positions, tuple(image_shape)
+  def __init__(self, read: Callable[[np.ndarray], np.ndarray],
+               order: Callable[[int], np.ndarray], layout: Layout):
+    self.layout, self._gather = layout, read
     self._order, self._orders, self._lock = order, {}, threading.Lock()
     dataset = grain.MapDataset.range(layout.num_epochs * layout.chunks_per_epoch).map(
         self._read)
@@ -214,12 +231,8 @@ class Stream:
   def _read_batches(self, epoch: int, first: int, last: int) -> dict[str, Any]:
     """Batches ``first:last`` of ``epoch``: this process's rows of each."""
     layout = self.layout
-    wanted = self.positions[self._epoch_order(epoch)[first:last, layout.rows]]
-    # Sorted reads are ~2x faster from array_record than the permutation's order.
-    unique, inverse = np.unique(wanted, return_inverse=True)
-    images, _ = _parse(self.source.__getitems__(unique.tolist()), self.image_shape, self.dtype)
-    return {"epoch": epoch, "batch": first,
-            "images": images[inverse.reshape(-1)].reshape(*wanted.shape, *self.image_shape)}
+    wanted = self._epoch_order(epoch)[first:last, layout.rows]
+    return {"epoch": epoch, "batch": first, "images": self._gather(wanted)}
 
   def start(self, epoch: int, batch: int = 0, state: dict | None = None) -> None:
     """Positions the iterator at batch ``batch`` of ``epoch``: from a checkpoint's
