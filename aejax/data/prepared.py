@@ -174,10 +174,11 @@ class Writer:
 
 
 # --------------------------------------------------------------------- reading
-def _set_aside(folder: pathlib.Path) -> None:
-  """Marks a copy damaged: the next load prepares it again."""
+def _set_aside(folder: pathlib.Path) -> str:
+  """Marks a copy damaged, so that the next load prepares it again; says so."""
   with contextlib.suppress(OSError):
     (folder / META).rename(folder / f"{META}.damaged")
+  return " It was set aside: launch again to prepare it again; no damaged row was trained on."
 
 
 def open_copy(folder: pathlib.Path, name: str) -> Dataset:

@@ -82,11 +82,12 @@ class Rows:
 
   ``checksums``: uint32 ``[blocks]``, the CRC-32 of each block of ``block_rows`` rows
   (the last may be short); None: not checked (a user's own shard, read as it is).
-  ``on_damage``: called before ``DamagedError`` is raised (a copy sets itself aside).
+  ``on_damage``: called before ``DamagedError`` is raised (a copy sets itself aside),
+  returning what the error's message adds.
   """
 
   def __init__(self, path: str | os.PathLike, checksums: np.ndarray | None = None,
-               on_damage: Callable[[], None] = lambda: None):
+               on_damage: Callable[[], str] = lambda: ""):
     self.path = pathlib.Path(path)
     self.shape, self.dtype, self._offset = read_npy_header(self.path)
     if not self.shape:
@@ -165,9 +166,8 @@ class Rows:
         continue
       start = (b - first_block) * per
       if zlib.crc32(raw[start:start + per]) != int(self._checksums[b]):
-        self._on_damage()
         raise DamagedError(f"{self.path}: rows {b * per} to {min((b + 1) * per, len(self)) - 1} "
-                           "fail their checksum: the file is damaged.")
+                           f"fail their checksum: the file is damaged.{self._on_damage()}")
       self._checked[b] = True
 
   def read(self, start: int, stop: int) -> np.ndarray:
