@@ -37,6 +37,7 @@ from __future__ import annotations
 import concurrent.futures
 import functools
 import json
+import multiprocessing
 import os
 import pathlib
 import platform
@@ -137,11 +138,16 @@ def make_folder(root: pathlib.Path, num_images: int) -> pathlib.Path:
   print(f"making {num_images:,} crops in {folder} ...", flush=True)
   start = time.perf_counter()
   chunk = 500
-  with concurrent.futures.ProcessPoolExecutor(os.cpu_count()) as pool:
-    jobs = [pool.submit(_write_crops, partial, i, min(i + chunk, num_images))
-            for i in range(0, num_images, chunk)]
-    for job in jobs:
-      job.result()
+  if num_images <= chunk:  # a pool's start would cost more than it saves
+    _write_crops(partial, 0, num_images)
+  else:
+    # Spawned, not forked: the caller may hold threads (JAX's, a test runner's).
+    context = multiprocessing.get_context("spawn")
+    with concurrent.futures.ProcessPoolExecutor(os.cpu_count(), mp_context=context) as pool:
+      jobs = [pool.submit(_write_crops, partial, i, min(i + chunk, num_images))
+              for i in range(0, num_images, chunk)]
+      for job in jobs:
+        job.result()
   partial.rename(folder)
   record_path.write_text(json.dumps(record, indent=2) + "\n")
   print(f"  made in {time.perf_counter() - start:.1f} s", flush=True)
@@ -287,7 +293,8 @@ def summary(rows: list[dict]) -> dict:
 
 def measure_rss(folder: pathlib.Path, scratch: pathlib.Path, name: str) -> dict:
   """e. A 1-epoch ``input=stream`` run of the vanilla config through the command
-  line on ``folder``, in a new TFDS data dir and workdir; batch 256 keeps it short."""
+  line on ``folder``, in a new TFDS data dir and workdir; batch 256 (fewer on a tiny
+  folder) keeps it short."""
   tfds_dir, workdir = scratch / f"tfds_{name}", scratch / f"run_{name}"
   tfds_dir.mkdir()
   process = launch(["-m", "experiments.main",
@@ -295,7 +302,7 @@ def measure_rss(folder: pathlib.Path, scratch: pathlib.Path, name: str) -> dict:
                     f"--workdir={workdir}", f"--config.dataset=folder:{folder}",
                     f"--config.image_size={_IMAGE_SIZE.value}", "--config.channels=3",
                     "--config.input=stream", "--config.num_epochs=1",
-                    "--config.batch_size=256"],
+                    f"--config.batch_size={min(256, _NUM_IMAGES.value // 2)}"],
                    scratch / f"run_{name}.log", {"TFDS_DATA_DIR": str(tfds_dir),
                                                  "AEJAX_DATA_DIR": ""})
   results = json.loads((workdir / "results.json").read_text())
@@ -345,6 +352,7 @@ def _duration(seconds: float) -> str:
 
 
 def table(report: dict) -> str:
+  """The printed table: each figure, the targets with pass or fail, the projection."""
   loads, rss = report["loads"], report["rss"]
   verdict = {row["name"]: row for row in report["targets"]}
 
@@ -359,8 +367,9 @@ def table(report: dict) -> str:
   first = verdict["first_load_over_loop"]
   second = verdict["first_over_second"]
   n = loads["pillow"]["images"]
-  lines = [f"{n:,} JPEGs of {CROP}x{CROP} to {_IMAGE_SIZE.value}x{_IMAGE_SIZE.value}x3, "
-           f"median of {_REPEATS.value}; {report['machine']}",
+  size = report["image_size"]
+  lines = [f"{n:,} JPEGs of {CROP}x{CROP} to {size}x{size}x3, median of "
+           f"{report['repeats']}; {report['machine']}",
            "",
            "| measurement | images/s | seconds | peak RSS MiB | target | result |",
            "|---|---|---|---|---|---|",
@@ -393,11 +402,26 @@ def table(report: dict) -> str:
   lines += ["", f"Projected, not measured: preparing ImageNet-1k's {p['images']:,} train "
             f"images at aejax's first-load rate here ({loads['aejax_first']['images_per_s']:,.0f}"
             f" images/s) would take {_duration(p['seconds_from_crop_sized_jpegs'])} at "
-            f"{_IMAGE_SIZE.value}x{_IMAGE_SIZE.value} from JPEGs the size of these crops, and "
+            f"{size}x{size} from JPEGs the size of these crops, and "
             f"{_duration(p['seconds_from_full_size_jpegs'])} from its full-size JPEGs "
             f"(~400x350 on average: {p['full_size_pixels_over_crop']:.1f}x the pixels to "
             "decode, decoding taken as proportional to pixels)."]
+  if not loads.get("aejax_same_data", True):
+    lines += ["", "WARNING: aejax's loads did not all give the same data (fingerprints)."]
   return "\n".join(lines)
+
+
+def validate() -> None:
+  """Raises ValueError for flag values the benchmark cannot use, before any work."""
+  if _NUM_IMAGES.value < 20:
+    raise ValueError(f"--num_images must be >= 20 (both splits need images), got "
+                     f"{_NUM_IMAGES.value}.")
+  if _REPEATS.value < 1 or _IMAGE_SIZE.value < 1:
+    raise ValueError(f"--repeats and --image_size must be >= 1, got {_REPEATS.value} and "
+                     f"{_IMAGE_SIZE.value}.")
+  if importlib_util.find_spec("skimage") is None:
+    raise ValueError("making the folders of crops needs scikit-image's photographs: "
+                     "pip install -e '.[bench]'.")
 
 
 def run_benchmark() -> dict:
@@ -445,9 +469,11 @@ def main(argv):
     figures.setdefault("peak_rss_at_load_bytes", _peak_rss_bytes())
     pathlib.Path(_CHILD_OUT.value).write_text(json.dumps(figures))
     return
-  if _NUM_IMAGES.value < 20 or _REPEATS.value < 1 or _IMAGE_SIZE.value < 1:
-    sys.exit("error: --num_images must be >= 20 (both splits need images), --repeats "
-             ">= 1 and --image_size >= 1.")
+  try:
+    validate()
+  except ValueError as e:
+    print(f"error: {e}", file=sys.stderr)
+    sys.exit(1)
   report = run_benchmark()
   print("\n" + table(report))
   print(f"\n1-minute load average {report['load_average_at_start']:.1f} at start, "
