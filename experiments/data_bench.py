@@ -424,12 +424,18 @@ def validate() -> None:
                      "pip install -e '.[bench]'.")
 
 
+def _pillow_version() -> str:
+  import PIL
+  return PIL.__version__
+
+
 def run_benchmark() -> dict:
   root = pathlib.Path(_FOLDERS.value).expanduser()
   folder = make_folder(root, _NUM_IMAGES.value)
   report = {"command": " ".join(["python -m experiments.data_bench", *sys.argv[1:]]),
             "machine": f"{os.cpu_count()}-core {platform.machine()} CPU",
-            "python": platform.python_version(), "load_average_at_start": os.getloadavg()[0],
+            "python": platform.python_version(), "pillow": _pillow_version(),
+            "load_average_at_start": os.getloadavg()[0],
             "image_size": _IMAGE_SIZE.value, "repeats": _REPEATS.value,
             "folder": folder_record(folder)}
   with tempfile.TemporaryDirectory(prefix="aejax-data-bench-") as scratch:
@@ -446,6 +452,7 @@ def run_benchmark() -> dict:
         f["fingerprint"] == s["fingerprint"] == runs["aejax_first"][0]["fingerprint"]
         for f, s in zip(runs["aejax_first"], runs["aejax_second"]))
     report["loads"] = loads
+    report["runs"] = runs  # every repeat's figures, of which loads holds the medians
     if _RSS.value:
       folder_4x = make_folder(root, 4 * _NUM_IMAGES.value)
       rss = {"1x": measure_rss(folder, scratch, "1x")}

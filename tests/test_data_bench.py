@@ -42,6 +42,8 @@ def test_a_small_run_reports_every_figure(cli, tmp_path):
     assert figures["images_per_s"] > 0 and len(figures["seconds_each"]) == 1
     assert figures["peak_rss_bytes"] > 0
   assert loads["aejax_first_over_second"] > 0 and loads["aejax_same_data"] is True
+  assert [len(report["runs"][name]) for name in ("pillow", "aejax_first", "aejax_second",
+                                                 "torchvision")] == [1, 1, 1, 0]
   assert "--notorchvision" in loads["torchvision"]["skipped"]
   assert "--norss" in report["rss"]["skipped"]
   assert [t["name"] for t in report["targets"]] == list(data_bench.TARGETS)
