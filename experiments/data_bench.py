@@ -391,13 +391,13 @@ def table(report: dict) -> str:
     lines.append(f"| 1-epoch stream run, 1x and 4x the folder | | | | "
                  f"< {growth['target']}x | {rss['skipped']} |")
   else:
-    for size in ("1x", "4x"):
-      run = rss[size]
-      target = (f"4x/1x < {growth['target']}: {growth['value']:.2f}x" if size == "4x"
+    for times in ("1x", "4x"):
+      run = rss[times]
+      target = (f"4x/1x < {growth['target']}: {growth['value']:.2f}x" if times == "4x"
                 else "")
-      lines.append(f"| 1-epoch stream run, {run['n_train']:,} train images ({size}) | | "
+      lines.append(f"| 1-epoch stream run, {run['n_train']:,} train images ({times}) | | "
                    f"{run['wall_seconds']:.3g} | {_mib(run['peak_rss_bytes'])} | {target} | "
-                   f"{mark('rss_4x_over_1x') if size == '4x' else ''} |")
+                   f"{mark('rss_4x_over_1x') if times == '4x' else ''} |")
   p = report["projection"]
   lines += ["", f"Projected, not measured: preparing ImageNet-1k's {p['images']:,} train "
             f"images at aejax's first-load rate here ({loads['aejax_first']['images_per_s']:,.0f}"

@@ -83,6 +83,7 @@ def test_each_target_passes_at_its_bound_and_fails_below_it(first_rate, ratio, r
   marks = [line.rsplit("|", 2)[1].strip() for line in table.splitlines()
            if line.startswith("| aejax") or "(4x)" in line]
   assert marks == ["pass" if v else "FAIL" for v in verdicts]
+  assert "would take" in table and "at 16x16 from JPEGs" in table
   assert np.isclose(report["projection"]["seconds_from_crop_sized_jpegs"],
                     1_281_167 / first_rate)
 
