@@ -1,0 +1,493 @@
+"""An image folder at its real size: aejax's loading beside a plain Pillow loop and
+torchvision, first and second load, and the peak memory of a streamed run
+(docs/data.md#loading-at-size).
+
+    python -m experiments.data_bench --json=data_bench.json
+    python -m experiments.data_bench --num_images=2000 --repeats=1 --notorchvision --norss
+
+Makes once, under ``--folders``, a folder of ``--num_images`` 128x128 JPEG crops
+(quality 90) of scikit-image's colour photographs (random squares, scales and flips
+from a fixed seed; a class subfolder per photograph), and one of 4x as many made the
+same way; later runs reuse them. Then, ``--repeats`` times in turn, each in a fresh
+process (a real launch: only the load is timed; the process's peak RSS is recorded):
+
+  a. a plain serial Pillow loop doing per image what aejax's folder reader does (open,
+     convert to RGB, ``readers.resize_and_crop`` to ``--image_size``, ``np.asarray``),
+     then stacked: today's floor;
+  b. aejax's first load, ``aejax.data.load(config)`` of ``folder:<path>`` at
+     ``image_size``, 3 channels, with ``TFDS_DATA_DIR`` a new empty folder (each repeat
+     its own), so that nothing prepared before exists;
+  c. aejax's second load, the same again with the same ``TFDS_DATA_DIR``;
+  d. torchvision's ``ImageFolder`` (Resize and CenterCrop to ``image_size``, bicubic as
+     aejax's reader, PILToTensor) through a ``DataLoader`` of batch 256 at 2 workers,
+     one whole pass, where torchvision is installed (``pip install -e '.[bench]'``).
+
+Every figure is the median over the repeats (the first/second ratio: over each
+repeat's pair). Then, once each (peak memory varies little): e. the peak RSS of a
+1-epoch ``input=stream`` training run through the command line on each folder, in a
+fresh ``TFDS_DATA_DIR`` (so the run prepares what it streams), and their ratio. The
+table gives the three targets with pass or fail, and the time to prepare ImageNet-1k
+projected from the first load's rate. The files are in the page cache throughout
+(each folder is read once before its first measurement): reading from a cold disk is
+not measured.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import functools
+import json
+import multiprocessing
+import os
+import pathlib
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from importlib import util as importlib_util
+
+import numpy as np
+from absl import app, flags
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+_NUM_IMAGES = flags.DEFINE_integer("num_images", 20000, "JPEG crops in the folder (the "
+                                   "RSS measurement also uses a folder of 4x as many).")
+_IMAGE_SIZE = flags.DEFINE_integer("image_size", 64, "Every loader resizes and "
+                                   "centre-crops to this square (config.image_size).")
+_REPEATS = flags.DEFINE_integer("repeats", 3, "Times each load is measured, in turn "
+                                "(aejax's first load in a new TFDS data dir each time).")
+_FOLDERS = flags.DEFINE_string("folders", "~/.cache/aejax/data_bench", "Where the "
+                               "folders of crops are made once and then reused.")
+_TORCHVISION = flags.DEFINE_bool("torchvision", True, "Measure torchvision's ImageFolder "
+                                 "where torchvision is installed.")
+_RSS = flags.DEFINE_bool("rss", True, "Measure the peak RSS of a 1-epoch streamed run on "
+                         "the folder and on the 4x folder.")
+_JSON = flags.DEFINE_string("json", "", "Write every figure to this JSON file.")
+# Internal: one measured load in this (fresh) process, its figures to --child_out.
+_CHILD = flags.DEFINE_enum("child", "", ["", "pillow", "aejax", "torchvision"],
+                           "Internal: see the module's docstring.")
+_CHILD_FOLDER = flags.DEFINE_string("child_folder", "", "Internal: the folder loaded.")
+_CHILD_OUT = flags.DEFINE_string("child_out", "", "Internal: the child's JSON.")
+
+# scikit-image's bundled colour photographs (none needs a download); one class each.
+PHOTOS = ("astronaut", "chelsea", "coffee", "hubble_deep_field", "immunohistochemistry",
+          "retina", "rocket", "stereo_motorcycle")
+CROP, QUALITY, SEED = 128, 90, 0
+IMAGENET_TRAIN = 1_281_167
+# An ImageNet-1k JPEG's average size, about (width x height): the pixels decoded per
+# image, against a crop's 128 x 128.
+IMAGENET_PIXELS = 400 * 350
+TARGETS = {"first_load_over_loop": 1.7, "first_over_second": 20.0, "rss_4x_over_1x": 1.15}
+
+
+# ---------------------------------------------------------------- the folders
+
+@functools.cache
+def _photos() -> tuple[np.ndarray, ...]:
+  """The photographs, uint8 ``[H, W, 3]`` each, in ``PHOTOS``' order."""
+  import skimage.data
+  photos = []
+  for name in PHOTOS:
+    photo = getattr(skimage.data, name)()
+    photos.append(photo[0] if isinstance(photo, tuple) else photo)  # a stereo pair: left
+  return tuple(photos)
+
+
+def crop(index: int):
+  """Crop ``index``: a Pillow image, 128 x 128 RGB, of photograph ``index % 8``: a
+  random square of it (from half the crop's side to the photograph's shorter side,
+  so scaled between 2x and about 1/11), flipped left-right half the time. Its
+  randomness depends on ``index`` alone, so the folders agree whatever the workers."""
+  from PIL import Image
+  photo = _photos()[index % len(PHOTOS)]
+  rng = np.random.default_rng([SEED, index])
+  height, width = photo.shape[:2]
+  side = int(rng.integers(CROP // 2, min(height, width) + 1))
+  top, left = int(rng.integers(0, height - side + 1)), int(rng.integers(0, width - side + 1))
+  image = Image.fromarray(photo[top:top + side, left:left + side])
+  if rng.random() < 0.5:
+    image = image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+  return image.resize((CROP, CROP), Image.Resampling.BICUBIC)
+
+
+def _write_crops(folder: pathlib.Path, start: int, stop: int) -> None:
+  for index in range(start, stop):
+    crop(index).save(folder / PHOTOS[index % len(PHOTOS)] / f"{index:07d}.jpg",
+                     quality=QUALITY)
+
+
+def make_folder(root: pathlib.Path, num_images: int) -> pathlib.Path:
+  """``root/crops_<num_images>``, made unless a whole one is there (its record
+  ``crops_<num_images>.json`` beside it, written last, says how it was made), in
+  parallel on every core, into a temporary name renamed into place once whole."""
+  folder = root / f"crops_{num_images}"
+  record_path = folder.with_suffix(".json")
+  record = {"images": num_images, "crop": CROP, "quality": QUALITY, "seed": SEED,
+            "photos": list(PHOTOS)}
+  if folder.is_dir() and record_path.is_file() and json.loads(record_path.read_text()) == record:
+    return folder
+  partial = folder.with_name(folder.name + ".partial")
+  for stale in (folder, partial):
+    shutil.rmtree(stale, ignore_errors=True)
+  for name in PHOTOS:
+    (partial / name).mkdir(parents=True)
+  print(f"making {num_images:,} crops in {folder} ...", flush=True)
+  start = time.perf_counter()
+  chunk = 500
+  if num_images <= chunk:  # a pool's start would cost more than it saves
+    _write_crops(partial, 0, num_images)
+  else:
+    # Spawned, not forked: the caller may hold threads (JAX's, a test runner's).
+    context = multiprocessing.get_context("spawn")
+    with concurrent.futures.ProcessPoolExecutor(os.cpu_count(), mp_context=context) as pool:
+      jobs = [pool.submit(_write_crops, partial, i, min(i + chunk, num_images))
+              for i in range(0, num_images, chunk)]
+      for job in jobs:
+        job.result()
+  partial.rename(folder)
+  record_path.write_text(json.dumps(record, indent=2) + "\n")
+  print(f"  made in {time.perf_counter() - start:.1f} s", flush=True)
+  return folder
+
+
+def _files(folder: pathlib.Path) -> list[pathlib.Path]:
+  return sorted(folder.rglob("*.jpg"))
+
+
+def folder_record(folder: pathlib.Path) -> dict:
+  """Reads every file once (so that every measurement finds them in the page cache)
+  and says what the folder holds."""
+  files = _files(folder)
+  size = sum(len(path.read_bytes()) for path in files)
+  return {"path": str(folder), "images": len(files), "megabytes": size / 1e6,
+          "classes": len(PHOTOS), "crop": CROP, "jpeg_quality": QUALITY}
+
+
+# ------------------------------------------------ the measured loads (children)
+
+def _peak_rss_bytes() -> int:
+  import resource
+  peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+  return peak if sys.platform == "darwin" else peak * 1024  # Linux: KiB
+
+
+def load_pillow(folder: pathlib.Path, size: int) -> dict:
+  """a. The serial loop: aejax's reader's work per image, one image after another."""
+  from PIL import Image
+
+  from aejax.data.readers import resize_and_crop
+  start = time.perf_counter()
+  images = []
+  for path in _files(folder):
+    with Image.open(path) as image:
+      images.append(np.asarray(resize_and_crop(image.convert("RGB"), size), np.uint8))
+  stacked = np.stack(images)
+  return {"seconds": time.perf_counter() - start, "images": len(stacked),
+          "shape": list(stacked.shape[1:])}
+
+
+def load_aejax(folder: pathlib.Path, size: int) -> dict:
+  """b. and c. ``aejax.data.load``, as a run calls it; whatever the TFDS data dir
+  holds (nothing, or what a first load left there) is the environment's."""
+  import aejax
+  from aejax import data
+  config = aejax.get_config("vanilla", dataset=f"folder:{folder}", image_size=size,
+                            channels=3)
+  start = time.perf_counter()
+  dataset = data.load(config)
+  seconds = time.perf_counter() - start
+  peak = _peak_rss_bytes()  # before the fingerprint below reads every pixel
+  record = dataset.record()
+  return {"seconds": seconds, "images": record["n_train"] + record["n_test"],
+          "shape": record["image_shape"], "fingerprint": record["fingerprint"],
+          "peak_rss_at_load_bytes": peak}
+
+
+def load_torchvision(folder: pathlib.Path, size: int) -> dict:
+  """d. torchvision's ``ImageFolder`` through a ``DataLoader`` at 2 workers: one
+  pass, the folder's scan and the workers' start included."""
+  import torch
+  from torchvision import datasets, transforms
+  start = time.perf_counter()
+  transform = transforms.Compose([
+      transforms.Resize(size, interpolation=transforms.InterpolationMode.BICUBIC),
+      transforms.CenterCrop(size), transforms.PILToTensor()])
+  dataset = datasets.ImageFolder(str(folder), transform=transform)
+  loader = torch.utils.data.DataLoader(dataset, batch_size=256, num_workers=2)
+  images = 0
+  for batch, _ in loader:
+    images += len(batch)
+  return {"seconds": time.perf_counter() - start, "images": images,
+          "shape": list(batch.shape[1:]), "torch": torch.__version__}
+
+
+CHILDREN = {"pillow": load_pillow, "aejax": load_aejax, "torchvision": load_torchvision}
+
+
+# ----------------------------------------------------------------- the parent
+
+def launch(args: list[str], log: pathlib.Path, env: dict | None = None) -> dict:
+  """``python <args>`` in a fresh process, from the repository's root, waited for:
+  its wall seconds and peak RSS (``ru_maxrss`` of it, or of the largest of the
+  processes it waited for). A failure raises RuntimeError with the end of its log."""
+  with open(log, "w") as out:
+    start = time.perf_counter()
+    proc = subprocess.Popen([sys.executable, *args], cwd=ROOT, stdout=out,
+                            stderr=subprocess.STDOUT, env={**os.environ, **(env or {})})
+    _, status, usage = os.wait4(proc.pid, 0)
+    seconds = time.perf_counter() - start
+  proc.returncode = os.waitstatus_to_exitcode(status)
+  if proc.returncode:
+    raise RuntimeError(f"python {' '.join(args)} exited with {proc.returncode}:\n"
+                       f"{log.read_text()[-3000:]}")
+  peak = usage.ru_maxrss if sys.platform == "darwin" else usage.ru_maxrss * 1024
+  return {"wall_seconds": seconds, "peak_rss_bytes": peak}
+
+
+def measure_load(kind: str, folder: pathlib.Path, scratch: pathlib.Path,
+                 env: dict | None = None) -> dict:
+  """One load of ``folder`` by ``kind`` (``CHILDREN``) in a fresh process."""
+  out = scratch / f"{kind}.json"
+  process = launch(["-m", "experiments.data_bench", f"--child={kind}",
+                    f"--child_folder={folder}", f"--image_size={_IMAGE_SIZE.value}",
+                    f"--child_out={out}"], scratch / f"{kind}.log", env)
+  figures = json.loads(out.read_text())
+  return {**figures, **process, "images_per_s": figures["images"] / figures["seconds"]}
+
+
+def measure_loads(folder: pathlib.Path, scratch: pathlib.Path) -> dict[str, list[dict]]:
+  """a. to d., ``--repeats`` times in turn; aejax's two loads share a new TFDS data
+  dir each repeat."""
+  torchvision = _TORCHVISION.value and importlib_util.find_spec("torchvision") is not None
+  runs = {"pillow": [], "aejax_first": [], "aejax_second": [], "torchvision": []}
+  for repeat in range(_REPEATS.value):
+    print(f"repeat {repeat + 1} of {_REPEATS.value}", flush=True)
+    runs["pillow"].append(measure_load("pillow", folder, scratch))
+    tfds_dir = scratch / f"tfds_{repeat}"
+    tfds_dir.mkdir()
+    env = {"TFDS_DATA_DIR": str(tfds_dir), "AEJAX_DATA_DIR": ""}
+    runs["aejax_first"].append(measure_load("aejax", folder, scratch, env))
+    runs["aejax_second"].append(measure_load("aejax", folder, scratch, env))
+    shutil.rmtree(tfds_dir)  # what the first load prepared: a new one each repeat
+    if torchvision:
+      runs["torchvision"].append(measure_load("torchvision", folder, scratch))
+    for name, rows in runs.items():
+      if rows and len(rows) == repeat + 1:
+        print(f"  {name}: {rows[-1]['seconds']:.3g} s, {rows[-1]['images_per_s']:,.0f} "
+              f"images/s, peak RSS {rows[-1]['peak_rss_bytes'] / 2**20:,.0f} MiB", flush=True)
+  return runs
+
+
+def summary(rows: list[dict]) -> dict:
+  """The median of each figure over the repeats, and every repeat's seconds."""
+  return {"images": rows[0]["images"], "shape": rows[0]["shape"],
+          "seconds": statistics.median(r["seconds"] for r in rows),
+          "images_per_s": statistics.median(r["images_per_s"] for r in rows),
+          "peak_rss_bytes": statistics.median(r["peak_rss_bytes"] for r in rows),
+          "seconds_each": [r["seconds"] for r in rows]}
+
+
+def measure_rss(folder: pathlib.Path, scratch: pathlib.Path, name: str) -> dict:
+  """e. A 1-epoch ``input=stream`` run of the vanilla config through the command
+  line on ``folder``, in a new TFDS data dir and workdir; batch 256 (fewer on a tiny
+  folder) keeps it short."""
+  tfds_dir, workdir = scratch / f"tfds_{name}", scratch / f"run_{name}"
+  tfds_dir.mkdir()
+  process = launch(["-m", "experiments.main",
+                    f"--config={ROOT / 'experiments/configs/vanilla.py'}",
+                    f"--workdir={workdir}", f"--config.dataset=folder:{folder}",
+                    f"--config.image_size={_IMAGE_SIZE.value}", "--config.channels=3",
+                    "--config.input=stream", "--config.num_epochs=1",
+                    f"--config.batch_size={min(256, _NUM_IMAGES.value // 2)}"],
+                   scratch / f"run_{name}.log", {"TFDS_DATA_DIR": str(tfds_dir),
+                                                 "AEJAX_DATA_DIR": ""})
+  results = json.loads((workdir / "results.json").read_text())
+  shutil.rmtree(tfds_dir)
+  shutil.rmtree(workdir)
+  print(f"  1-epoch stream run on {folder.name}: peak RSS "
+        f"{process['peak_rss_bytes'] / 2**20:,.0f} MiB, {process['wall_seconds']:.1f} s",
+        flush=True)
+  return {**process, "folder": str(folder), "n_train": results["dataset"]["n_train"]}
+
+
+def projection(images_per_s: float) -> dict:
+  """Seconds to prepare ImageNet-1k's train split at ``images_per_s`` (measured on
+  128 x 128 crops): as measured (JPEGs as small as the crops, 64 x 64 out), and from
+  full-size JPEGs, taking decoding as proportional to the pixels decoded."""
+  at_crop_size = IMAGENET_TRAIN / images_per_s
+  return {"images": IMAGENET_TRAIN, "seconds_from_crop_sized_jpegs": at_crop_size,
+          "seconds_from_full_size_jpegs": at_crop_size * IMAGENET_PIXELS / CROP**2,
+          "full_size_pixels_over_crop": IMAGENET_PIXELS / CROP**2}
+
+
+def targets(report: dict) -> list[dict]:
+  """The three targets, each with its measured value and whether it holds (None:
+  not measured)."""
+  loads = report["loads"]
+  rss = report["rss"]
+  values = {
+      "first_load_over_loop": loads["aejax_first"]["images_per_s"]
+                              / loads["pillow"]["images_per_s"],
+      "first_over_second": loads["aejax_first_over_second"],
+      "rss_4x_over_1x": rss.get("ratio_4x_over_1x")}
+  rows = []
+  for name, value in values.items():
+    bound = TARGETS[name]
+    passed = None if value is None else (value < bound if name == "rss_4x_over_1x"
+                                         else value >= bound)
+    rows.append({"name": name, "target": bound, "value": value, "passed": passed})
+  return rows
+
+
+def _mib(n: float) -> str:
+  return f"{n / 2**20:,.0f}"
+
+
+def _duration(seconds: float) -> str:
+  return f"{seconds / 3600:.1f} h" if seconds >= 3600 else f"{seconds / 60:.1f} min"
+
+
+def table(report: dict) -> str:
+  """The printed table: each figure, the targets with pass or fail, the projection."""
+  loads, rss = report["loads"], report["rss"]
+  verdict = {row["name"]: row for row in report["targets"]}
+
+  def mark(name):
+    row = verdict[name]
+    return "not measured" if row["passed"] is None else ("pass" if row["passed"] else "FAIL")
+
+  def load_row(label, s, target="", result=""):
+    return (f"| {label} | {s['images_per_s']:,.0f} | {s['seconds']:.3g} | "
+            f"{_mib(s['peak_rss_bytes'])} | {target} | {result} |")
+
+  first = verdict["first_load_over_loop"]
+  second = verdict["first_over_second"]
+  n = loads["pillow"]["images"]
+  size = report["image_size"]
+  lines = [f"{n:,} JPEGs of {CROP}x{CROP} to {size}x{size}x3, median of "
+           f"{report['repeats']}; {report['machine']}",
+           "",
+           "| measurement | images/s | seconds | peak RSS MiB | target | result |",
+           "|---|---|---|---|---|---|",
+           load_row("serial Pillow loop (today's floor)", loads["pillow"]),
+           load_row("aejax, first load (new TFDS data dir)", loads["aejax_first"],
+                    f"≥ {first['target']}x the loop: {first['value']:.2f}x",
+                    mark("first_load_over_loop")),
+           load_row("aejax, second load (same data dir)", loads["aejax_second"],
+                    f"≥ {second['target']:.0f}x faster than the first: "
+                    f"{second['value']:.1f}x", mark("first_over_second"))]
+  if "skipped" in loads["torchvision"]:
+    lines.append(f"| torchvision ImageFolder, DataLoader at 2 workers | | | | "
+                 f"| {loads['torchvision']['skipped']} |")
+  else:
+    lines.append(load_row("torchvision ImageFolder, DataLoader at 2 workers",
+                          loads["torchvision"]))
+  growth = verdict["rss_4x_over_1x"]
+  if "skipped" in rss:
+    lines.append(f"| 1-epoch stream run, 1x and 4x the folder | | | | "
+                 f"< {growth['target']}x | {rss['skipped']} |")
+  else:
+    for times in ("1x", "4x"):
+      run = rss[times]
+      target = (f"4x/1x < {growth['target']}: {growth['value']:.2f}x" if times == "4x"
+                else "")
+      lines.append(f"| 1-epoch stream run, {run['n_train']:,} train images ({times}) | | "
+                   f"{run['wall_seconds']:.3g} | {_mib(run['peak_rss_bytes'])} | {target} | "
+                   f"{mark('rss_4x_over_1x') if times == '4x' else ''} |")
+  p = report["projection"]
+  lines += ["", f"Projected, not measured: preparing ImageNet-1k's {p['images']:,} train "
+            f"images at aejax's first-load rate here ({loads['aejax_first']['images_per_s']:,.0f}"
+            f" images/s) would take {_duration(p['seconds_from_crop_sized_jpegs'])} at "
+            f"{size}x{size} from JPEGs the size of these crops, and "
+            f"{_duration(p['seconds_from_full_size_jpegs'])} from its full-size JPEGs "
+            f"(~400x350 on average: {p['full_size_pixels_over_crop']:.1f}x the pixels to "
+            "decode, decoding taken as proportional to pixels)."]
+  if not loads.get("aejax_same_data", True):
+    lines += ["", "WARNING: aejax's loads did not all give the same data (fingerprints)."]
+  return "\n".join(lines)
+
+
+def validate() -> None:
+  """Raises ValueError for flag values the benchmark cannot use, before any work."""
+  if _NUM_IMAGES.value < 20:
+    raise ValueError(f"--num_images must be >= 20 (both splits need images), got "
+                     f"{_NUM_IMAGES.value}.")
+  if _REPEATS.value < 1 or _IMAGE_SIZE.value < 1:
+    raise ValueError(f"--repeats and --image_size must be >= 1, got {_REPEATS.value} and "
+                     f"{_IMAGE_SIZE.value}.")
+  if importlib_util.find_spec("skimage") is None:
+    raise ValueError("making the folders of crops needs scikit-image's photographs: "
+                     "pip install -e '.[bench]'.")
+
+
+def _pillow_version() -> str:
+  import PIL
+  return PIL.__version__
+
+
+def run_benchmark() -> dict:
+  root = pathlib.Path(_FOLDERS.value).expanduser()
+  folder = make_folder(root, _NUM_IMAGES.value)
+  report = {"command": " ".join(["python -m experiments.data_bench", *sys.argv[1:]]),
+            "machine": f"{os.cpu_count()}-core {platform.machine()} CPU",
+            "python": platform.python_version(), "pillow": _pillow_version(),
+            "load_average_at_start": os.getloadavg()[0],
+            "image_size": _IMAGE_SIZE.value, "repeats": _REPEATS.value,
+            "folder": folder_record(folder)}
+  with tempfile.TemporaryDirectory(prefix="aejax-data-bench-") as scratch:
+    scratch = pathlib.Path(scratch)
+    runs = measure_loads(folder, scratch)
+    loads = {name: summary(rows) for name, rows in runs.items() if rows}
+    if not runs["torchvision"]:
+      loads["torchvision"] = {"skipped": "skipped (--notorchvision)" if not _TORCHVISION.value
+                              else "skipped: torchvision is not installed "
+                                   "(pip install -e '.[bench]')"}
+    loads["aejax_first_over_second"] = statistics.median(
+        f["seconds"] / s["seconds"] for f, s in zip(runs["aejax_first"], runs["aejax_second"]))
+    loads["aejax_same_data"] = all(
+        f["fingerprint"] == s["fingerprint"] == runs["aejax_first"][0]["fingerprint"]
+        for f, s in zip(runs["aejax_first"], runs["aejax_second"]))
+    report["loads"] = loads
+    report["runs"] = runs  # every repeat's figures, of which loads holds the medians
+    if _RSS.value:
+      folder_4x = make_folder(root, 4 * _NUM_IMAGES.value)
+      rss = {"1x": measure_rss(folder, scratch, "1x")}
+      report["folder_4x"] = folder_record(folder_4x)  # read now: in the page cache
+      rss["4x"] = measure_rss(folder_4x, scratch, "4x")
+      rss["ratio_4x_over_1x"] = rss["4x"]["peak_rss_bytes"] / rss["1x"]["peak_rss_bytes"]
+    else:
+      rss = {"skipped": "skipped (--norss)"}
+    report["rss"] = rss
+  report["projection"] = projection(loads["aejax_first"]["images_per_s"])
+  report["projection_serial_loop"] = projection(loads["pillow"]["images_per_s"])
+  report["targets"] = targets(report)
+  report["load_average_at_end"] = os.getloadavg()[0]
+  return report
+
+
+def main(argv):
+  del argv
+  if _CHILD.value:
+    figures = CHILDREN[_CHILD.value](pathlib.Path(_CHILD_FOLDER.value), _IMAGE_SIZE.value)
+    figures.setdefault("peak_rss_at_load_bytes", _peak_rss_bytes())
+    pathlib.Path(_CHILD_OUT.value).write_text(json.dumps(figures))
+    return
+  try:
+    validate()
+  except ValueError as e:
+    print(f"error: {e}", file=sys.stderr)
+    sys.exit(1)
+  report = run_benchmark()
+  print("\n" + table(report))
+  print(f"\n1-minute load average {report['load_average_at_start']:.1f} at start, "
+        f"{report['load_average_at_end']:.1f} at end")
+  if _JSON.value:
+    pathlib.Path(_JSON.value).write_text(json.dumps(report, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+  app.run(main)
