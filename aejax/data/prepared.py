@@ -38,6 +38,7 @@ import os
 import pathlib
 import shutil
 import time
+import zlib
 from typing import Callable
 
 import numpy as np
@@ -165,6 +166,8 @@ class Writer:
     with gzip.open(self.folder / MANIFEST, "wt") as f:
       json.dump(record.pop("manifest"), f)
     meta = {"format": FORMAT, **record, "skipped": self.skipped,
+            "label_checksums": {s: zlib.crc32(np.ascontiguousarray(self.labels[s]).data)
+                                for s in SPLITS},
             "fingerprint": fingerprint_of((images["train"], self.labels["train"],
                                            images["test"], self.labels["test"])),
             "n_train": len(images["train"]), "n_test": len(images["test"]),
@@ -201,9 +204,14 @@ def open_copy(folder: pathlib.Path, name: str) -> Dataset:
     pixel_mean = np.load(folder / "pixel_mean.npy")
   except (OSError, ValueError, KeyError) as e:
     raise rows_lib.DamagedError(f"{folder}: {e}") from None
+  for split in SPLITS:
+    if zlib.crc32(np.ascontiguousarray(labels[split]).data) != meta["label_checksums"][split]:
+      raise rows_lib.DamagedError(f"{folder}: the {split} labels fail their checksum")
+  # The test split is read whole (and checked) now: every evaluation needs all of it,
+  # and it is the small split; the train split stays on disk until a consumer reads it.
   dataset = Dataset(name=name, source=meta["source"], location=meta["location"],
                     train_images=images["train"], train_labels=labels["train"],
-                    test_images=images["test"], test_labels=labels["test"],
+                    test_images=np.asarray(images["test"]), test_labels=labels["test"],
                     details=meta["details"])
   # Known from preparing: reading the splits to compute them again is what a copy
   # spares (Dataset caches both properties in its __dict__).
