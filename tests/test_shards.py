@@ -250,7 +250,7 @@ def test_a_topk_sae_streams_from_shards_as_from_the_same_rows_in_npz(shard_runs)
   assert "Measuring npy:" in logs["npy"]
   assert f"Streaming the train set from {root / 'acts'}" in logs["npy"]
   assert npy["dataset"]["fingerprint"] == npz["dataset"]["fingerprint"]
-  assert npy["test"] == npz["test"] and npy["steps"] == npz["steps"] == 17
+  assert npy["test"] == npz["test"] and npy["steps"] == npz["steps"] == 540 // 32
   npy_std, npz_std = results(root / "npy_std"), results(root / "npz_std")
   # The second launch on the shards read the statistics the first one kept.
   assert "Read the statistics of npy:" in logs["npy_std"]
@@ -261,4 +261,4 @@ def test_a_topk_sae_streams_from_shards_as_from_the_same_rows_in_npz(shard_runs)
                              rtol=1e-12)
   assert npy_std["test"].keys() == npz_std["test"].keys()
   for key, value in npz_std["test"].items():
-    assert npy_std["test"][key] == pytest.approx(value, rel=1e-5, abs=1e-6), key
+    assert npy_std["test"][key] == pytest.approx(value, rel=1e-6), key
