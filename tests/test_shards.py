@@ -4,9 +4,11 @@ one line naming it; a TopK autoencoder streamed from the shards trains as from t
 same rows in an npz file.
 """
 
+import concurrent.futures
 import json
 import logging
 import pathlib
+import time
 
 import ml_collections
 import numpy as np
@@ -156,6 +158,26 @@ def test_shards_split_standardize_and_the_kept_statistics(tmp_path, caplog):
   again = data.load(config(folder, tmp_path / "prep"))
   assert "Measuring npy:" in caplog.text and "shards changed" in caplog.text
   assert again.fingerprint != ds.fingerprint
+
+
+def test_two_loads_at_once_measure_once(tmp_path, monkeypatch):
+  """Two loaders of one folder at once (threads: each opens the lock file itself, so
+  flock keeps them apart as it does processes): one measures, the other waits for it
+  and reads what it kept."""
+  folder = write_shards(tmp_path / "acts", [vectors(40), vectors(40)])
+  measure, calls = shards.measure, []
+
+  def slow_measure(views, *args):
+    calls.append(1)
+    time.sleep(0.5)  # long enough for the other loader to reach the lock
+    return measure(views, *args)
+
+  monkeypatch.setattr(shards, "measure", slow_measure)
+  with concurrent.futures.ThreadPoolExecutor(2) as pool:
+    loads = [pool.submit(data.load, config(folder, tmp_path / "prep")) for _ in range(2)]
+    fingerprints = {f.result().fingerprint for f in loads}
+  assert len(calls) == 1 and len(fingerprints) == 1
+  assert not [p for p in (tmp_path / "prep").iterdir() if p.name.endswith(".tmp")]
 
 
 def test_train_and_test_subfolders_and_bounded_vectors(tmp_path):
