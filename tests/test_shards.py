@@ -15,8 +15,9 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from aejax import data
+from aejax import data, trainer
 from aejax.data import core, readers, rows, shards
+from experiments.configs import topk
 
 RNG = np.random.default_rng(0)
 
@@ -284,3 +285,23 @@ def test_a_topk_sae_streams_from_shards_as_from_the_same_rows_in_npz(shard_runs)
   assert npy_std["test"].keys() == npz_std["test"].keys()
   for key, value in npz_std["test"].items():
     assert npy_std["test"][key] == pytest.approx(value, rel=1e-6), key
+
+
+@pytest.mark.slow
+def test_a_streamed_run_never_reads_the_train_split_whole(tmp_path, monkeypatch):
+  """Training, evaluating and the code statistics over the train split read it a
+  batch or a piece at a time: a ``Vectors`` train split asked for whole fails the run."""
+  folder = write_shards(tmp_path / "acts", [vectors(200) for _ in range(3)])
+  whole = shards.Vectors.__array__
+
+  def refuse_train(view, *args, **kwargs):
+    assert view.part == "test", "the train split was read whole"
+    return whole(view, *args, **kwargs)
+
+  monkeypatch.setattr(shards.Vectors, "__array__", refuse_train)
+  monkeypatch.setenv("TFDS_DATA_DIR", str(tmp_path / "tfds"))
+  run = topk.get_config()
+  run.dataset, run.input, run.standardize = f"npy:{folder}", "stream", True
+  run.num_epochs, run.batch_size, run.model.width, run.model.k = 1, 32, 32, 4
+  trainer.train_and_evaluate(run, str(tmp_path / "run"))
+  assert results(tmp_path / "run")["input"] == "stream"
