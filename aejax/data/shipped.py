@@ -19,7 +19,8 @@ in order:
 ``'tfds:<name>'``: any image dataset of the TFDS catalog, read without TensorFlow
 where it is prepared in array_record format in TFDS's data dir, else prepared through
 TensorFlow (``pip install "aejax[tensorflow]"``). A user's own data
-(``aejax.data.readers``): ``'folder:<path>'``, ``'npz:<file>'``, ``'cifar10'`` and
+(``aejax.data.readers``): ``'folder:<path>'``, ``'npz:<file>'``, ``'npy:<folder>'``
+(``.npy`` shards of vectors read in place, ``aejax.data.shards``), ``'cifar10'`` and
 ``'cifar100'`` (their binary distribution under ``config.data_dir``; without one,
 downloaded through TFDS's download manager when it can be, as MNIST is).
 """
@@ -31,7 +32,7 @@ import pathlib
 
 from absl import logging
 
-from aejax.data import folders, prepared, readers
+from aejax.data import folders, prepared, readers, shards
 from aejax.data.core import (DataError, Dataset, ENV_DATA_DIR, IDX_DATASETS,
                              _FULL_DATA_HINT, load_sample, read_idx_folder)
 from aejax.data.sources import Source, register
@@ -168,6 +169,11 @@ register(Source(
     "npz", _read_npz, prefix=True, argument="<file.npz>", keys=("standardize", "prepared_dir"),
     summary="uint8 images or float vectors, `train` and `test` (+ labels); read once into "
             "a prepared copy"))
+register(Source(
+    "npy", shards.read_npy, prefix=True,
+    argument="<folder of .npy shards>", keys=("standardize", "test_fraction", "prepared_dir"),
+    summary="float vectors `[N, D]` in `.npy` shards, read in place, never whole in "
+            "memory; statistics measured in one pass, kept"))
 register(Source(
     "tfds", _read_tfds, prefix=True, argument="<name>", array_records=_tfds_records,
     summary="any image dataset of the TFDS catalog, array_record without TensorFlow"))
