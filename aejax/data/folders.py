@@ -15,7 +15,9 @@ from that copy by every later launch.
 from __future__ import annotations
 
 import dataclasses
+import os
 import pathlib
+from stat import S_ISREG
 
 import numpy as np
 
@@ -25,56 +27,111 @@ from aejax.data.core import DataError, Dataset, _shape
 SPLITS = ("train", "test")
 
 
+def _image_files(folder: pathlib.Path, prefix: str = "") -> list[list]:
+  """``[path under folder (posix, after prefix), size, modification time (ns)]`` of
+  each image file under ``folder``, in ``pathlib``'s order of their paths. Symbolic
+  links are followed, to folders (a class subfolder linked from elsewhere) as to
+  files; a folder met again (a link back up, a loop) is walked once. A link to
+  nothing is kept (size -1), so that reading it is the error naming it. Strings and
+  one ``stat`` a file: a launch lists every file of the folder again."""
+  from PIL import Image
+  # Formats Pillow can open (PDF, say, it only writes).
+  extensions = {ext for ext, fmt in Image.registered_extensions().items() if fmt in Image.OPEN}
+  found, walked = [], set()
+  for root, subfolders, names in os.walk(folder, followlinks=True):
+    real = os.path.realpath(root)
+    if real in walked:
+      subfolders[:] = []
+      continue
+    walked.add(real)
+    under = os.path.relpath(root, folder)
+    under = prefix if under == "." else prefix + under.replace(os.sep, "/") + "/"
+    for name in names:
+      if name.startswith(".") or "." + name.rpartition(".")[2].lower() not in extensions:
+        continue
+      try:
+        stat = os.stat(os.path.join(root, name))
+      except OSError:  # a link to nothing (or to itself)
+        found.append([under + name, -1, -1])
+        continue
+      if S_ISREG(stat.st_mode):
+        found.append([under + name, stat.st_size, stat.st_mtime_ns])
+  return sorted(found, key=lambda entry: entry[0].split("/"))
+
+
+def listing(folder: pathlib.Path) -> list[list]:
+  """The folder's image files (``_image_files``): those of its ``train/`` and ``test/``
+  subfolders when it has both, else all; what its copy's manifest records."""
+  if not folder.is_dir():
+    raise DataError(f"Image folder {folder} does not exist.")
+  if all((folder / s).is_dir() for s in SPLITS):
+    return [e for s in SPLITS for e in _image_files(folder / s, f"{s}/")]
+  return _image_files(folder)
+
+
+def _classes(where: pathlib.Path, files: list[list], depth: int) -> list[str]:
+  """The class names of ``files`` (paths under ``where``'s parent folder at ``depth``):
+  the subfolders at that depth, if any."""
+  if not files:
+    raise DataError(f"{where} holds no image files (PNG, JPEG, WebP, BMP, ...).")
+  parts = [entry[0].split("/")[depth:] for entry in files]
+  classes = sorted({p[0] for p in parts if len(p) > 1})
+  at_top = [p[0] for p in parts if len(p) == 1]
+  if at_top and classes:
+    raise DataError(f"{where} holds both images ({at_top[0]}) and class subfolders "
+                    f"({classes[0]}/): put every image in its class's subfolder.")
+  return classes
+
+
 @dataclasses.dataclass(frozen=True)
 class Layout:
-  """A folder's files by split, their labels, and what results.json says of them."""
-  files: dict[str, list[pathlib.Path]]
+  """A folder's files by split (``_image_files``' entries, paths under the folder),
+  their labels, and what results.json says of them."""
+  files: dict[str, list[list]]
   labels: dict[str, np.ndarray]
   classes: list[str]
   split: str
 
   @property
-  def all_files(self) -> list[pathlib.Path]:
+  def ordered(self) -> list[list]:
+    """Every file, train split first."""
     return self.files["train"] + self.files["test"]
 
 
-def layout(folder: pathlib.Path, test_fraction: float) -> Layout:
-  """The files of ``folder`` by split, with labels from class subfolders."""
-  if not folder.is_dir():
-    raise DataError(f"Image folder {folder} does not exist.")
-  subfolders = {s: folder / s for s in SPLITS}
-  if all(p.is_dir() for p in subfolders.values()):
-    (train, train_classes), (test, test_classes) = (readers.labelled_files(p)
-                                                    for p in subfolders.values())
+def layout(folder: pathlib.Path, files: list[list], test_fraction: float) -> Layout:
+  """``files`` (``listing(folder)``) by split, with labels from class subfolders."""
+  if all((folder / s).is_dir() for s in SPLITS):
+    train, test = ([e for e in files if e[0].startswith(f"{s}/")] for s in SPLITS)
+    train_classes, test_classes = (_classes(folder / s, entries, 1)
+                                   for s, entries in zip(SPLITS, (train, test)))
     if bool(train_classes) != bool(test_classes):
       raise DataError(f"{folder}: one of train/ and test/ has class subfolders and the "
                       "other not; give both the same layout.")
-    classes = sorted(set(train_classes) | set(test_classes))
-    roots = subfolders
+    classes, depth = sorted(set(train_classes) | set(test_classes)), 1
     split = "the folder's train/ and test/ subfolders"
   else:
-    files, classes = readers.labelled_files(folder)
-    relative = lambda p: p.relative_to(folder).as_posix()
-    test = [p for p in files if readers.in_test_split(relative(p), test_fraction)]
-    train = [p for p in files if not readers.in_test_split(relative(p), test_fraction)]
-    roots = {"train": folder, "test": folder}
+    classes = _classes(folder, files, 0)
+    held = [readers.in_test_split(entry[0], test_fraction) for entry in files]
+    test = [entry for entry, out in zip(files, held) if out]
+    train = [entry for entry, out in zip(files, held) if not out]
+    depth = 0
     split = (f"by file name: a file is a test image when the first 32 bits of the sha256 "
              f"of its path under the folder, over 2^32, are below "
              f"test_fraction={test_fraction}")
-    for name, paths in (("train", train), ("test", test)):
-      if not paths:
+    for name, entries in (("train", train), ("test", test)):
+      if not entries:
         raise DataError(f"{folder}: the split by file name left the {name} split empty "
                         f"({len(files)} images); change --config.test_fraction or give "
                         "the folder train/ and test/ subfolders.")
   index = {c: i for i, c in enumerate(classes)}
   files = {"train": train, "test": test}
-  labels = {s: readers.label_array([index[p.relative_to(roots[s]).parts[0]] for p in paths]
-                                   if classes else [0] * len(paths))
-            for s, paths in files.items()}
+  labels = {s: readers.label_array([index[e[0].split("/")[depth]] for e in entries]
+                                   if classes else [0] * len(entries))
+            for s, entries in files.items()}
   return Layout(files, labels, classes, split)
 
 
-def _first_image(paths: list[pathlib.Path], options: dict, skip: bool) -> tuple:
+def _first_image(paths, options: dict, skip: bool) -> tuple:
   """``(path, array)`` of the first readable image: its shape and dtype are every
   image's."""
   for path in paths:
@@ -102,25 +159,26 @@ def _error(report: "decode.Reported", path: pathlib.Path, first_path: pathlib.Pa
       "n x n; channels: 1 or 3).")
 
 
-def _prepare(folder: pathlib.Path, found: Layout, options: dict, skip: bool):
-  """``Request.prepare`` of a folder: decodes every image into ``writer``'s files."""
+def _prepare(folder: pathlib.Path, files: list[list], test_fraction: float, options: dict,
+             skip: bool):
+  """``Request.prepare`` of a folder: splits and labels ``files``, then decodes every
+  image into ``writer``'s files."""
 
-  def prepare(writer: prepared.Writer, manifest: list[list]) -> dict:
-    first_path, first = _first_image(found.all_files, options, skip)
+  def prepare(writer: prepared.Writer) -> dict:
+    found = layout(folder, files, test_fraction)
+    path_of = lambda f, row: folder / found.files[SPLITS[f]][row][0]
+    first_path, first = _first_image((folder / e[0] for e in found.ordered), options, skip)
     offsets = [writer.allocate(s, len(found.files[s]), first.shape, first.dtype)
                for s in SPLITS]
     writer.labels.update(found.labels)
-    stats = {entry[0]: entry[1:] for entry in manifest}
-    items = [(f, row, path, *stats[path.relative_to(folder).as_posix()])
-             for f, split in enumerate(SPLITS) for row, path in enumerate(found.files[split])]
+    items = [(f, row, folder / name, size, mtime) for f, split in enumerate(SPLITS)
+             for row, (name, size, mtime) in enumerate(found.files[split])]
     try:
       unreadable = decode.decode_into(
           [writer.path(s) for s in SPLITS], offsets, items, shape=first.shape,
           dtype=first.dtype, options=options, what=f"folder:{folder}", skip_unreadable=skip)
     except decode.Reported as report:
-      raise _error(report, found.files[SPLITS[report.file]][report.row], first_path,
-                   first) from None
-    path_of = lambda f, row: found.files[SPLITS[f]][row]
+      raise _error(report, path_of(report.file, report.row), first_path, first) from None
     details = {"image_size": options["image_size"], "channels": options["channels"],
                "split": found.split, "classes": found.classes}
     if skip:
@@ -150,14 +208,14 @@ def read_folder(folder: str | pathlib.Path, *, image_size: int = 0, channels: in
   every image to grey or RGB (0: as stored, which must agree); ``prepared_dir``: where
   copies live (None: ``prepared.default_root()``)."""
   folder = pathlib.Path(folder).expanduser()
-  found = layout(folder, test_fraction)
+  files = listing(folder)
   options = {"image_size": image_size, "channels": channels, "bit_depth": bit_depth}
   request = prepared.Request(
       what=f"folder:{folder}",
       identity={"kind": "folder", "location": str(folder.resolve()),
                 "test_fraction": test_fraction, **options},
-      files=found.all_files, base=folder,
-      prepare=_prepare(folder, found, options, skip_unreadable),
+      manifest=files,
+      prepare=_prepare(folder, files, test_fraction, options, skip_unreadable),
       skip_unreadable=skip_unreadable)
   root = pathlib.Path(prepared_dir).expanduser() if prepared_dir else prepared.default_root()
   return prepared.load(request, root, name or f"folder:{folder}")

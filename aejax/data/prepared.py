@@ -225,25 +225,23 @@ class Request:
   """What a source asks ``load`` for.
 
   ``what``: the data, for log lines (``'folder:pictures'``); ``identity``: what names
-  the copy (its kind, resolved location, reader options); ``files`` and ``base``: the
-  source's files, for the manifest; ``prepare(writer, manifest)`` writes the copy
-  (through ``writer``) and returns ``record`` fields (``source``, ``location``,
-  ``details``); ``skip_unreadable``: a copy that left files out may be used.
+  the copy (its kind, resolved location, reader options); ``manifest``: the source's
+  files as they are now (``manifest``); ``prepare(writer)`` writes the copy (through
+  ``writer``) and returns ``record`` fields (``source``, ``location``, ``details``);
+  ``skip_unreadable``: a copy that left files out may be used.
   """
   what: str
   identity: dict
-  files: list[pathlib.Path]
-  base: pathlib.Path
-  prepare: Callable[[Writer, list[list]], dict]
+  manifest: list[list]
+  prepare: Callable[[Writer], dict]
   skip_unreadable: bool = False
 
 
-def from_reader(read: Callable[[], Dataset]) -> Callable[[Writer, list[list]], dict]:
+def from_reader(read: Callable[[], Dataset]) -> Callable[[Writer], dict]:
   """``Request.prepare`` for a source whose reader gives the data in memory (an npz
   file, CIFAR's records): read once, then written as a copy."""
 
-  def prepare(writer: Writer, manifest: list[list]) -> dict:
-    del manifest
+  def prepare(writer: Writer) -> dict:
     dataset = read()
     writer.write("train", dataset.train_images, dataset.train_labels)
     writer.write("test", dataset.test_images, dataset.test_labels)
@@ -259,7 +257,7 @@ def load(request: Request, root_dir: pathlib.Path, name: str) -> Dataset:
   key = hashlib.sha256(json.dumps({**request.identity, "format": FORMAT},
                                   sort_keys=True).encode()).hexdigest()[:20]
   folder = root_dir / key
-  entries = manifest(request.files, request.base)
+  entries = request.manifest
   dataset, why = _usable(folder, entries, request, name)
   if dataset is None:
     with _locked(root_dir, key, request.what):
@@ -337,7 +335,7 @@ def _prepare(request: Request, folder: pathlib.Path, entries: list[list]) -> Non
   try:
     tmp.mkdir()
     writer = Writer(tmp)
-    record = request.prepare(writer, entries)
+    record = request.prepare(writer)
     meta = writer.finish({**record, "name": request.what, "manifest": entries,
                           "manifest_digest": _digest(entries)})
     if folder.exists():

@@ -18,7 +18,6 @@ compute. Only ``core`` is imported; Pillow only when a folder is read.
 from __future__ import annotations
 
 import hashlib
-import os
 import pathlib
 import zipfile
 
@@ -55,42 +54,6 @@ def resize_and_crop(image, size: int):
   width, height = image.size
   left, top = (width - size) // 2, (height - size) // 2
   return image.crop((left, top, left + size, top + size))
-
-
-def _image_files(folder: pathlib.Path) -> list[pathlib.Path]:
-  """The image files under ``folder``, by their paths there. Symbolic links are
-  followed, to folders (a class subfolder linked from elsewhere) as to files; a folder
-  met again (a link back up, a loop) is walked once. A link to nothing is kept, so
-  that reading it is the error naming it."""
-  from PIL import Image
-  # Formats Pillow can open (PDF, say, it only writes).
-  extensions = {ext for ext, fmt in Image.registered_extensions().items() if fmt in Image.OPEN}
-  files, walked = [], set()
-  for root, folders, names in os.walk(folder, followlinks=True):
-    real = os.path.realpath(root)
-    if real in walked:
-      folders[:] = []
-      continue
-    walked.add(real)
-    for name in names:
-      path = pathlib.Path(root) / name
-      if (not name.startswith(".") and path.suffix.lower() in extensions
-          and (path.is_file() or (path.is_symlink() and not path.exists()))):
-        files.append(path)
-  return sorted(files)
-
-
-def labelled_files(folder: pathlib.Path) -> tuple[list[pathlib.Path], list[str]]:
-  """The images under ``folder`` and their class names: its subfolders, if any."""
-  files = _image_files(folder)
-  if not files:
-    raise DataError(f"{folder} holds no image files (PNG, JPEG, WebP, BMP, ...).")
-  at_top = [p for p in files if p.parent == folder]
-  classes = sorted({p.relative_to(folder).parts[0] for p in files if p.parent != folder})
-  if at_top and classes:
-    raise DataError(f"{folder} holds both images ({at_top[0].name}) and class subfolders "
-                    f"({classes[0]}/): put every image in its class's subfolder.")
-  return files, classes
 
 
 def _read_image(path: pathlib.Path, image_size: int, channels: int):

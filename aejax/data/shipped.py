@@ -133,7 +133,7 @@ def _read_npz(argument: str, config) -> Dataset:
       what=f"npz:{path}",
       identity={"kind": "npz", "location": str(path.resolve()),
                 "standardize": config.standardize},
-      files=[path], base=path.parent,
+      manifest=prepared.manifest([path], path.parent),
       prepare=prepared.from_reader(lambda: readers.read_npz(
           path, name=config.dataset, standardize=config.standardize)))
   return prepared.load(request, prepared.root(config), config.dataset)
