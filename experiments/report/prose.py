@@ -29,7 +29,6 @@ def or_dash(v):
   return "—" if v is None else v
 
 
-
 def sweep_section(r: PcaSweep) -> str:
   d, unit, off = r.dimensions, r.unit, r.pca30_off
   if off is not None:  # MNIST

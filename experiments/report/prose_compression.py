@@ -26,7 +26,6 @@ def compression_section(r: Compression) -> str:
       + "\n![rate distortion](compression.png)\n")
 
 
-
 _VQ_VERDICTS = {"too_small": "JPEG's scan cannot be this small", None: "—",
                 "above": "above", "below": "below"}
 
