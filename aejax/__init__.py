@@ -32,7 +32,7 @@ _NAMES = {
     "ConfigError": ("aejax.config", "ConfigError"),
     "DataError": ("aejax.data", "DataError"),
     "WorkdirError": ("aejax.workdir", "WorkdirError"),
-    "DataChangedError": ("aejax.trainer", "DataChangedError"),
+    "DataChangedError": ("aejax.resume", "DataChangedError"),
     "NonFiniteLossError": ("aejax.step", "NonFiniteLossError"),
     "Stopped": ("aejax.preemption", "Stopped"),
     "CodecFormatError": ("aejax.codec_format", "CodecFormatError"),
@@ -67,7 +67,8 @@ if TYPE_CHECKING:  # what type checkers see: the same names, imported eagerly
   from aejax.data import DataError  # noqa: F401
   from aejax.preemption import Stopped  # noqa: F401
   from aejax.step import NonFiniteLossError  # noqa: F401
-  from aejax.trainer import DataChangedError, fit as train  # noqa: F401
+  from aejax.resume import DataChangedError  # noqa: F401
+  from aejax.trainer import fit as train  # noqa: F401
   from aejax.trained import Trained, load  # noqa: F401
   from aejax.tuner import search  # noqa: F401
   from aejax.workdir import WorkdirError  # noqa: F401

@@ -18,6 +18,7 @@ import sys
 from absl import app, flags, logging
 
 from aejax import preemption, tuner, trainer
+from aejax.tuner import slots as tuner_slots, space as tuner_space
 from experiments import main as main_lib
 
 _SPACE = flags.DEFINE_string("space", None, 'What to search: "key=distribution; ...", '
@@ -26,17 +27,17 @@ _TRIALS = flags.DEFINE_integer("trials", None, "Trials in the study, over all it
 _SLOTS = flags.DEFINE_integer("slots", 8, "Trials this process trains at once.")
 _OBJECTIVE = flags.DEFINE_string("objective", "mse", "The validation figure to optimise.")
 _DIRECTION = flags.DEFINE_enum("direction", "minimize", ["minimize", "maximize"], "")
-_SAMPLER = flags.DEFINE_string("sampler", "tpe", f"One of {', '.join(tuner.SAMPLERS)}.")
-_PRUNER = flags.DEFINE_string("pruner", "median", f"One of {', '.join(tuner.PRUNERS)}.")
+_SAMPLER = flags.DEFINE_string("sampler", "tpe", f"One of {', '.join(tuner_space.SAMPLERS)}.")
+_PRUNER = flags.DEFINE_string("pruner", "median", f"One of {', '.join(tuner_space.PRUNERS)}.")
 _RUNGS = flags.DEFINE_string("rungs", "", "Epochs at which trials report, e.g. 1,3,5 "
                              "(default: every epoch).")
 _STORAGE = flags.DEFINE_string("storage", None, "Optuna storage URL or journal file "
                                "(default: a journal in the workdir).")
 _STUDY = flags.DEFINE_string("study", "search", "The study's name in its storage.")
 _SEED = flags.DEFINE_integer("seed", 0, "The sampler's seed.")
-_VALIDATION = flags.DEFINE_float("validation_fraction", tuner.VALIDATION_FRACTION,
+_VALIDATION = flags.DEFINE_float("validation_fraction", tuner_slots.VALIDATION_FRACTION,
                                  "Of the train set, held out to judge the trials.")
-_STRATEGY = flags.DEFINE_enum("strategy", "refill", list(tuner.STRATEGIES),
+_STRATEGY = flags.DEFINE_enum("strategy", "refill", list(tuner_space.STRATEGIES),
                                "refill: prune and refill slots; pbt: population-based "
                                "training of --slots members (--trials unused).")
 _PLOTS = flags.DEFINE_bool("plots", True, "Write Optuna's figures of the study.")

@@ -43,7 +43,8 @@ import numpy as np
 from absl import app, flags, logging
 
 import aejax
-from aejax import data as data_lib, tuner
+from aejax import data as data_lib
+from aejax.tuner import slots as tuner_slots, space as tuner_space
 
 _DATA_DIR = flags.DEFINE_string("data_dir", "", "MNIST's IDX folder; empty: the bundled sample.")
 _TRIALS = flags.DEFINE_integer("trials", 32, "Trials per arm.")
@@ -93,7 +94,7 @@ def run_loop(config, held, work: pathlib.Path, seed: int, rungs: list[int]) -> d
   import optuna  # noqa: PLC0415
   study = optuna.create_study(sampler=optuna.samplers.TPESampler(seed=seed),
                               pruner=optuna.pruners.MedianPruner(), direction="minimize")
-  space = tuner.parse_space(_space(), config)
+  space = tuner_space.parse_space(_space(), config)
   data = {"train": held.train_images, "test": held.test_images, "name": "search_split"}
   trials, start = [], time.perf_counter()
   for number in range(_TRIALS.value):
@@ -161,7 +162,7 @@ def main(argv):
   logging.set_verbosity(logging.WARNING)
   rungs = sorted({int(r) for r in _RUNGS.value.split(",")} | {_EPOCHS.value})
   config = _config()
-  held = tuner.split_validation(data_lib.load(config), tuner.VALIDATION_FRACTION)
+  held = tuner_slots.split_validation(data_lib.load(config), tuner_slots.VALIDATION_FRACTION)
   scratch = pathlib.Path(_WORKDIR.value or tempfile.mkdtemp(prefix="search_bench_"))
   report = {"command": "python -m experiments.search_bench " + " ".join(
                 a.replace(_DATA_DIR.value, "path/to/mnist") if _DATA_DIR.value else a

@@ -12,7 +12,7 @@ import pytest
 
 from aejax import data
 from experiments import report
-from experiments.report import seeds as report_seeds, vae as report_vae, writer
+from experiments.report import prose, seeds as report_seeds, vae as report_vae
 
 
 @pytest.fixture(scope="module")
@@ -148,15 +148,15 @@ def test_vae_section_reads_a_trained_vae_run(tmp_path):
   config.model.hidden, config.model.latent_size, config.model.eval_nll_samples = (32,), 4, 8
   results = trainer.train_and_evaluate(config, str(tmp_path / "runs" / "vae"))
   section = report_vae.vae(tmp_path / "runs", tmp_path)  # reads only the runs folder
-  text = writer.vae(section)
-  vae_numbers = section["numbers"]["vae"]["vae"]
+  text = prose.vae_section(section)
+  vae_numbers = section.numbers["vae"]["vae"]
   assert vae_numbers["present"] and vae_numbers["epochs"] == 1
   assert vae_numbers["nll"] == results["model_eval"]["nll"]
   assert vae_numbers["burda_nll"] == report.BURDA_VAE_NLL
   assert f"| vae | 1 | {results['backend']} | {results['model_eval']['nll']:.4g} |" in text
   assert (tmp_path / "vae_prior_samples.png").read_bytes()[:4] == b"\x89PNG"
   assert (tmp_path / "vae_curves.png").exists() and "(vae_curves.png)" in text
-  assert not section["numbers"]["vae"]["iwae"]["present"]
+  assert not section.numbers["vae"]["iwae"]["present"]
   assert "experiments/configs/vae.py:iwae" in text
 
 
@@ -169,7 +169,7 @@ def test_vae_section_reads_a_run_stopped_early_from_its_evaluate_run_json(tmp_pa
   (workdir / "evaluate_run.json").write_text(json.dumps(
       {"epoch": 50, "model_eval": {"nll": 89.5, "elbo": -105.6}}))
   section = report_vae.vae(tmp_path / "runs", tmp_path)
-  text, numbers = writer.vae(section), section["numbers"]["vae"]
+  text, numbers = prose.vae_section(section), section.numbers["vae"]
   assert numbers["iwae"]["present"] and numbers["iwae"]["nll"] == 89.5
   assert "| iwae | 50 | ? | 89.5 | -105.6 | 84.78 |" in text
   assert "`iwae` was stopped after 50 of its 648 epochs" in text
@@ -183,30 +183,30 @@ def test_seeds_section_reads_a_train_all_sweep_and_states_its_verdict(tmp_path, 
   r = report_seeds.seeds(seeds_dir)
   members = json.loads((seeds_dir / "vanilla" / "results.json").read_text())["members"]
   values = [m["test"]["mse"] for m in members]
-  stats = r["numbers"]["seeds"]["vanilla"]
+  stats = r.numbers["seeds"]["vanilla"]
   assert stats["n"] == 3 and stats["values"] == values
   assert stats["mean"] == pytest.approx(np.mean(values))
   assert stats["std"] == pytest.approx(np.std(values, ddof=1))
   # One epoch on the sample is far from the 0.0050 target: not met.
   assert stats["ci95"][0] < stats["mean"] < stats["ci95"][1] and stats["met"] is False
-  assert "vanilla" not in r["missing"] and "deep" in r["missing"]
-  text = writer.seeds(r)
+  assert "vanilla" not in r.missing and "deep" in r.missing
+  text = prose.seeds_section(r)
   assert re.search(r"^\| `vanilla` \| test\.mse \| 3 \| 1 \| [\d.]+ ± [\d.]+ ", text, re.M)
   assert f"bash scripts/train_all.sh path/to/mnist {seeds_dir}" in text
   assert 'CONFIGS="multilayer conv' in text and "; their figures over seeds" in text
-  one_missing = writer.seeds({**r, "missing": ["deep"]})
+  one_missing = prose.seeds_section(dataclasses.replace(r, missing=["deep"]))
   assert "`deep`; its figure over seeds, from an earlier machine, is in" in one_missing
-  assert r["unusable"] == {}
+  assert r.unusable == {}
   # A plain run where a sweep belongs is named, not read, and so is a sweep over λ.
   cli.run_config("multilayer", seeds_dir / "multilayer")
   cli.run_config("sparse", seeds_dir / "sparse", "--config.sweep=losses.l1_activity=0,1e-4")
   r = report_seeds.seeds(seeds_dir)
-  assert {"multilayer", "sparse"} <= set(r["missing"]) and list(r["numbers"]["seeds"]) == [
+  assert {"multilayer", "sparse"} <= set(r.missing) and list(r.numbers["seeds"]) == [
       "vanilla"]
-  assert r["unusable"] == {
+  assert r.unusable == {
       str(seeds_dir / "multilayer"): "a single run, not a sweep",
       str(seeds_dir / "sparse"): "a sweep over losses.l1_activity, not over the seed alone"}
-  text = writer.seeds(r)
+  text = prose.seeds_section(r)
   assert f"`{seeds_dir / 'multilayer'}` holds a single run, not a sweep: move it aside" in text
 
 

@@ -1,4 +1,4 @@
-"""The search (aejax/tuner.py): Optuna's trials on a sweep's slots, refilled in place
+"""The search (aejax/tuner/): Optuna's trials on a sweep's slots, refilled in place
 or trained as a population (PBT), through the command line and from Python, on the
 bundled sample."""
 
@@ -14,7 +14,9 @@ import optuna
 import pytest
 
 import aejax
-from aejax import data as data_lib, tuner
+from aejax import data as data_lib
+from aejax.tuner import slots as tuner_slots, study as tuner_study
+from aejax.tuner.space import SearchError
 
 pytestmark = pytest.mark.slow
 
@@ -111,7 +113,7 @@ def test_two_processes_share_one_study(tmp_path):
   for child in children:
     _, err = child.communicate(timeout=300)
     assert child.returncode == 0, err[-2000:]
-  study = optuna.load_study(study_name="search", storage=tuner.open_storage(
+  study = optuna.load_study(study_name="search", storage=tuner_study.open_storage(
       str(storage), tmp_path))
   trials = study.get_trials()
   assert 6 <= len(trials) <= 7  # each asks only while fewer than 6 exist
@@ -149,12 +151,12 @@ def test_results_table_prints_a_search_best_first(straight, tmp_path, capsys):
 def _held(**overrides):
   config = aejax.get_config("vanilla", dataset="mnist_sample", num_epochs=2,
                             batch_size=250, **overrides)
-  return config, tuner.split_validation(data_lib.load(config), 1 / 6)
+  return config, tuner_slots.split_validation(data_lib.load(config), 1 / 6)
 
 
 def test_a_refilled_slot_leaves_the_others_bit_for_bit():
   config, held = _held()
-  pool = tuner.Slots(config, held, 2, ["learning_rate"])
+  pool = tuner_slots.Slots(config, held, 2, ["learning_rate"])
   steps = held.n_train // config.batch_size
 
   def run(first, then=None, epochs=2):
@@ -180,7 +182,7 @@ def test_a_refilled_slot_leaves_the_others_bit_for_bit():
 
 def test_a_copied_slot_goes_on_from_its_source_and_nothing_compiles_again():
   config, held = _held()
-  pool = tuner.Slots(config, held, 3, ["learning_rate"])
+  pool = tuner_slots.Slots(config, held, 3, ["learning_rate"])
   for slot, lr in enumerate((1e-3, 3e-3, 1e-2)):
     pool.fill(slot, {"learning_rate": lr})
   pool.train_epoch()
@@ -233,25 +235,25 @@ def test_a_nan_trial_fails_and_the_search_goes_on(tmp_path):
 ])
 def test_a_bad_space_is_refused(tmp_path, space, message):
   config, _ = _held()
-  with pytest.raises(tuner.SearchError, match=message):
+  with pytest.raises(SearchError, match=message):
     aejax.search(config, tmp_path / "w", space=space, trials=2, slots=2)
 
 
 def test_bad_searches_are_refused(tmp_path):
   config, _ = _held()
   kwargs = dict(space="learning_rate=uniform(1e-4,1e-2)", trials=2)
-  with pytest.raises(tuner.SearchError, match=r"--slots=100000000 is too many.*fit"):
+  with pytest.raises(SearchError, match=r"--slots=100000000 is too many.*fit"):
     aejax.search(config, tmp_path / "w", slots=100_000_000, **kwargs)
-  with pytest.raises(tuner.SearchError, match=r"--storage=postgresql://.*cannot open"):
+  with pytest.raises(SearchError, match=r"--storage=postgresql://.*cannot open"):
     aejax.search(config, tmp_path / "w", slots=2,
                  storage="postgresql://nobody@127.0.0.1:1/none", **kwargs)
-  with pytest.raises(tuner.SearchError, match=r"--strategy=pbt .* --slots ≥ 2 \(not 1\)"):
+  with pytest.raises(SearchError, match=r"--strategy=pbt .* --slots ≥ 2 \(not 1\)"):
     aejax.search(config, tmp_path / "w", slots=1, strategy="pbt", **kwargs)
-  with pytest.raises(tuner.SearchError, match=r"--rungs=2 has none below"):
+  with pytest.raises(SearchError, match=r"--rungs=2 has none below"):
     aejax.search(config, tmp_path / "w", slots=2, strategy="pbt", rungs="2", **kwargs)
   storage = f"sqlite:///{tmp_path / 'study.db'}"
   aejax.search(config, tmp_path / "a", slots=2, storage=storage, plots=False, **kwargs)
-  with pytest.raises(tuner.SearchError, match=r"made with another space"):
+  with pytest.raises(SearchError, match=r"made with another space"):
     aejax.search(config, tmp_path / "b", slots=2, storage=storage, trials=2,
                  space="learning_rate=uniform(1e-4,1e-1)")
 

@@ -21,9 +21,11 @@ Layout: ``plan`` (what is trained and measured), ``context`` (the data and runs 
 section reads), one module per section or group of sections that computes
 (``codes``: 1-4, ``denoising``: 5, ``sparsity``: 6 and 11, ``compression``: 7, 12
 and 14, ``runs``: 8 and 9, ``contractive``: 10, ``vae``: 13, ``seeds``: 15),
-``writer`` (the only place that writes markdown and JSON), and ``study.make_report``, which runs them all. A section's
-function draws its figures and returns a plain dict: ``numbers``, its entries of
-report.json, beside what its text needs (table rows, counts, names); no markdown.
+``writer`` (the only place that writes markdown and JSON; the prose of each section is
+in ``prose`` and ``prose_compression``), and ``study.make_report``, which runs them all.
+A section's function draws its figures and returns its typed result (``results``, a
+dataclass per section): ``numbers``, its entries of report.json, beside the fields its
+text reads (table rows, counts, names); no markdown.
 """
 
 from experiments.report.plan import (BURDA_IWAE_NLL, BURDA_VAE_NLL, CAE_RUNS, CODEC_RUNS,

@@ -11,9 +11,10 @@ from aejax import analysis, plots
 from experiments import compression as codec_measure
 from experiments.report.context import Context
 from experiments.report.plan import CODEC_RUNS
+from experiments.report.results import Codecs, Compression, VqVae
 
 
-def compression(ctx: Context) -> dict:
+def against_jpeg(ctx: Context) -> Compression:
   """JPEG at each quality and the compressors' codes at 8 and 4 bits, on each data
   set; writes compression.png. ``panels``: its curves, ``{data set: {method: (bytes,
   PSNRs)}}``, which section 12 draws again."""
@@ -56,11 +57,11 @@ def compression(ctx: Context) -> dict:
     rows += [[title, e["method"], e["file_bytes"], e["scan_bytes"], e["psnr_db"]]
              for e in entries]
   plots.rate_distortion(panels, ctx.out / "compression.png")
-  return {"numbers": {"compression": numbers}, "rows": rows, "panels": panels,
-          "probe_train": ctx.plan.probe_train}
+  return Compression(numbers={"compression": numbers}, rows=rows, panels=panels,
+                     probe_train=ctx.plan.probe_train)
 
 
-def vqvae(ctx: Context, panels: dict) -> dict:
+def vqvae(ctx: Context, panels: dict) -> VqVae:
   """Each VQ-VAE run's bits per image and PSNR, beside JPEG's PSNR at its byte count
   from ``panels`` (section 7's); writes vqvae_rate.png. A row's verdict is 'above' or
   'below' JPEG's scan, 'too_small' for fewer bytes than JPEG's smallest scan, or None
@@ -101,14 +102,15 @@ def vqvae(ctx: Context, panels: dict) -> dict:
   plots.rate_distortion({"MNIST test": panel}, ctx.out / "vqvae_rate.png")
   comparable = [n for n in names if numbers[n]["jpeg_scan_psnr_at_bytes"] is not None]
   smallest_file = min(jpeg_file[0]) if jpeg_file[0] else None
-  return {"numbers": {"vqvae": numbers}, "rows": rows,
-          "above": [n for n in comparable
-                    if numbers[n]["psnr_db"] > numbers[n]["jpeg_scan_psnr_at_bytes"]],
-          "comparable": len(comparable), "runs": len(names),
-          "epochs": sorted({ctx.results[n]["epochs"] for n in names}),
-          "test_images": len(ctx.test), "smallest_jpeg_file": smallest_file,
-          "below_smallest_jpeg_file": None if smallest_file is None else sum(
-              numbers[n]["bytes_per_image"] < smallest_file for n in names)}
+  return VqVae(
+      numbers={"vqvae": numbers}, rows=rows,
+      above=[n for n in comparable
+             if numbers[n]["psnr_db"] > numbers[n]["jpeg_scan_psnr_at_bytes"]],
+      comparable=len(comparable), runs=len(names),
+      epochs=sorted({ctx.results[n]["epochs"] for n in names}), test_images=len(ctx.test),
+      smallest_jpeg_file=smallest_file,
+      below_smallest_jpeg_file=None if smallest_file is None else sum(
+          numbers[n]["bytes_per_image"] < smallest_file for n in names))
 
 
 def interpolate_log(size: float, sizes: list[float], values: list[float]) -> float | None:
@@ -122,14 +124,14 @@ def interpolate_log(size: float, sizes: list[float], values: list[float]) -> flo
   return None
 
 
-def codecs(ctx: Context) -> dict:
+def codecs(ctx: Context) -> Codecs:
   """Each codec run's λ sweep as one curve of real byte strings (every one decoded
   again and checked against the model's reconstruction) beside JPEG, WebP and PNG on
   the four data sets of ``experiments.compression``; writes codec_rate.png and
   codec_rate_ssim.png. ``members``: each curve's points on the MNIST test images."""
   names = [n for n in CODEC_RUNS if n in ctx.results]
   if not names:
-    return {"numbers": {"codecs": {}}, "series": [], "members": {}, "datasets": {}}
+    return Codecs(numbers={"codecs": {}}, series=[], members={})
   found = {key: c for n in names for key, c in codec_measure.codecs_in(ctx.runs_dir / n).items()}
   results = codec_measure.measure_all(ctx.test_u8[:ctx.plan.codec_test_images], found,
                                       tiles=ctx.plan.codec_tiles)
@@ -151,6 +153,7 @@ def codecs(ctx: Context) -> dict:
   numbers = {"runs": runs, "members": members,
              "datasets": {t: {"images": e["images"], "summary": e["summary"],
                               "rows": e["rows"]} for t, e in results["datasets"].items()}}
-  return {"numbers": {"codecs": numbers}, "series": names, "members": members, "runs": runs,
-          "datasets": {t: (e["images"], e["summary"]) for t, e in results["datasets"].items()},
-          "test_images": mnist["images"]}
+  return Codecs(
+      numbers={"codecs": numbers}, series=names, members=members, runs=runs,
+      datasets={t: (e["images"], e["summary"]) for t, e in results["datasets"].items()},
+      test_images=mnist["images"])

@@ -9,9 +9,10 @@ import numpy as np
 from aejax import analysis
 from experiments.report.context import Context
 from experiments.report.plan import CAE_RUNS
+from experiments.report.results import Contractive
 
 
-def contractive(ctx: Context) -> dict:
+def contractive(ctx: Context) -> Contractive:
   """Per model: ‖J‖²_F over the test set and ``analysis.code_sensitivity`` at each σ;
   ``flattest`` and ``steadiest``: of the three CAE runs, the smallest mean ‖J‖²_F and
   the smallest relative code motion at the first σ."""
@@ -35,11 +36,14 @@ def contractive(ctx: Context) -> dict:
                                               m["relative"])]])
   trio = [n for n in CAE_RUNS if n in numbers]
   config = ctx.runs["cae_contractive"].config
-  return {"numbers": {"contractive": {"sigmas": list(ctx.plan.cae_sigmas), "models": numbers}},
-          "rows": rows, "sigmas": ctx.plan.cae_sigmas,
-          "flattest": min(trio, key=lambda n: numbers[n]["jacobian_frobenius_sq_mean"]),
-          "steadiest": min(trio, key=lambda n: numbers[n]["noise"][0]["relative"]),
-          "code_size": config.model.code_size, "code_activation": config.model.code_activation,
-          "batch_size": config.batch_size, "losses": config.losses,
-          "noise_level": ctx.runs["cae_denoising"].config.corruption.level,
-          "epochs": ctx.results["cae_plain"]["epochs"], "test_images": len(ctx.test)}
+  return Contractive(
+      numbers={"contractive": {"sigmas": list(ctx.plan.cae_sigmas), "models": numbers}},
+      rows=rows, trainings={n: (m["losses"], m["corruption"].get("level"))
+                            for n, m in numbers.items()},
+      sigmas=ctx.plan.cae_sigmas,
+      flattest=min(trio, key=lambda n: numbers[n]["jacobian_frobenius_sq_mean"]),
+      steadiest=min(trio, key=lambda n: numbers[n]["noise"][0]["relative"]),
+      code_size=config.model.code_size, code_activation=config.model.code_activation,
+      batch_size=config.batch_size, losses=config.losses,
+      noise_level=ctx.runs["cae_denoising"].config.corruption.level,
+      epochs=ctx.results["cae_plain"]["epochs"], test_images=len(ctx.test))

@@ -8,11 +8,12 @@ import jax
 from aejax import analysis, plots
 from experiments.report.context import Context, one_per_digit
 from experiments.report.plan import CORRUPTIONS
+from experiments.report.results import Denoising
 
 MODELS = ("denoising", "conv")
 
 
-def denoising(ctx: Context) -> dict:
+def denoising(ctx: Context) -> Denoising:
   """Writes denoising.png (scores against level) and denoising_grid.png (one image
   per digit: clean, then each corruption at the middle level and both outputs)."""
   key = jax.random.key(2006)
@@ -44,7 +45,8 @@ def denoising(ctx: Context) -> dict:
     scores[corruption] = series
   plots.denoising_curves(list(ctx.plan.noise_levels), scores, ctx.out / "denoising.png")
   plots.reconstruction_grid(grid, ctx.out / "denoising_grid.png")
-  return {"numbers": {"denoising": {"levels": list(ctx.plan.noise_levels), "scores": scores}},
-          "rows": rows, "noise_level": ctx.results["denoising"]["corruption"]["level"],
-          "denoising_epochs": ctx.results["denoising"]["epochs"],
-          "conv_epochs": ctx.results["conv"]["epochs"]}
+  return Denoising(
+      numbers={"denoising": {"levels": list(ctx.plan.noise_levels), "scores": scores}},
+      rows=rows, noise_level=ctx.results["denoising"]["corruption"]["level"],
+      denoising_epochs=ctx.results["denoising"]["epochs"],
+      conv_epochs=ctx.results["conv"]["epochs"])

@@ -9,6 +9,7 @@ import pathlib
 
 from aejax import sweep
 from experiments.report.plan import SEED_CLAIMS, SeedClaim
+from experiments.report.results import SeedRow, Seeds
 
 
 def figure(member: dict, name: str) -> float:
@@ -40,7 +41,7 @@ def not_over_seeds(result: dict) -> str | None:
   return None
 
 
-def seeds(seeds_dir: pathlib.Path) -> dict:
+def seeds(seeds_dir: pathlib.Path) -> Seeds:
   """``rows``: each claim whose sweep is in ``seeds_dir``, its seeds' figures
   described; ``missing``: the train_all.sh command for the others; ``unusable``: the
   finished runs there that are not a sweep over seeds, and why (train_all.sh would
@@ -61,8 +62,8 @@ def seeds(seeds_dir: pathlib.Path) -> dict:
     numbers[claim.workdir] = {"figure": claim.figure, "values": values, **stats,
                               "target": claim.target, "met": met, "sweep": result["sweep"],
                               "epochs": result["epochs"]}
-    rows.append({"claim": claim, "stats": stats, "met": met, "epochs": result["epochs"]})
+    rows.append(SeedRow(claim=claim, stats=stats, met=met, epochs=result["epochs"]))
   command = (None if not missing else
              f'CONFIGS="{" ".join(missing)}" bash scripts/train_all.sh path/to/mnist {seeds_dir}')
-  return {"numbers": {"seeds": numbers}, "rows": rows, "missing": missing,
-          "unusable": unusable, "command": command, "seeds_dir": str(seeds_dir)}
+  return Seeds(numbers={"seeds": numbers}, rows=rows, missing=missing, unusable=unusable,
+               command=command, seeds_dir=str(seeds_dir))

@@ -6,9 +6,10 @@ from __future__ import annotations
 from aejax import analysis, plots
 from experiments import sparsity_frontier
 from experiments.report.context import Context
+from experiments.report.results import Frontier, Sparsity
 
 
-def sparsity(ctx: Context) -> dict:
+def sparsity(ctx: Context) -> Sparsity:
   """Error and test-code sparsity of the sparse model at each L1 weight λ."""
   rows, numbers = [], {}
   for l1 in ctx.plan.sparse_l1:
@@ -20,11 +21,11 @@ def sparsity(ctx: Context) -> dict:
                  code["active_per_example"], code["never_active"]])
   first = f"sparse_l1_{ctx.plan.sparse_l1[0]:g}"
   last = f"sparse_l1_{ctx.plan.sparse_l1[-1]:g}"
-  return {"numbers": {"sparsity": numbers}, "rows": rows,
-          "epochs": ctx.results[first]["epochs"], "losses": ctx.runs[last].config.losses}
+  return Sparsity(numbers={"sparsity": numbers}, rows=rows,
+                  epochs=ctx.results[first]["epochs"], losses=ctx.runs[last].config.losses)
 
 
-def frontier(ctx: Context) -> dict:
+def frontier(ctx: Context) -> Frontier:
   """Each TopK run's MSE against the L1 runs' at the same L0, and the dead fraction
   of each TopK run trained without AuxK beside those trained with it; writes
   frontier.png."""
@@ -44,12 +45,13 @@ def frontier(ctx: Context) -> dict:
            "with_auxk": [s["dead_fraction"] for s in rows if s["model"] == "topk"
                          and s["auxk"] and s["k"] == r["k"] and s["width"] == r["width"]]}
           for r in rows if r["model"] == "topk" and not r["auxk"]]
-  return {"numbers": {"frontier": {"epochs": ctx.plan.frontier_epochs, "runs": rows,
-                                   "topk_vs_l1": compared}},
-          "below": sum(c["topk_mse"] <= c["l1_mse_at_l0"] for c in wins),
-          "comparisons": len(wins), "widest": max(widths), "dead": dead,
-          "ks": ctx.plan.frontier_ks, "l1_weights": ctx.plan.frontier_l1,
-          "auxk_weight": sparsity_frontier.DEFAULT_AUXK_WEIGHT}
+  return Frontier(
+      numbers={"frontier": {"epochs": ctx.plan.frontier_epochs, "runs": rows,
+                            "topk_vs_l1": compared}},
+      runs=rows, epochs=ctx.plan.frontier_epochs,
+      below=sum(c["topk_mse"] <= c["l1_mse_at_l0"] for c in wins), comparisons=len(wins),
+      widest=max(widths), dead=dead, ks=ctx.plan.frontier_ks,
+      l1_weights=ctx.plan.frontier_l1, auxk_weight=sparsity_frontier.DEFAULT_AUXK_WEIGHT)
 
 
 def _plot_frontier(rows: list[dict], widths: list[int], path) -> None:

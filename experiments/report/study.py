@@ -18,6 +18,7 @@ from experiments.report import (codes, compression, contractive, denoising, runs
                                 sparsity, vae, writer)
 from experiments.report.context import Context, from_runs, make_context
 from experiments.report.plan import FULL, QUICK, frontier_configs, run_configs
+from experiments.report.results import Section
 
 
 def make_report(workdir: str | pathlib.Path, runs_dir: str | pathlib.Path | None = None,
@@ -53,7 +54,7 @@ def make_report(workdir: str | pathlib.Path, runs_dir: str | pathlib.Path | None
   return numbers
 
 
-def measure(ctx: Context) -> dict[str, dict]:
+def measure(ctx: Context) -> dict[str, Section]:
   """Every section's results, by its key in ``writer.SECTIONS``; the figures go to
   ``ctx.out``. Sections 4, 8 and 12 read results of sections 3, 1 and 7."""
   done = {}
@@ -64,16 +65,16 @@ def measure(ctx: Context) -> dict[str, dict]:
     logging.info("%s: %.1f s", name, time.perf_counter() - begun)
 
   timed("sweep", codes.pca_and_sweep, ctx)
-  timed("features", codes.features, ctx)
-  timed("maps", codes.maps, ctx, done["features"]["numbers"]["features"])
+  timed("features", codes.probes, ctx)
+  timed("maps", codes.maps, ctx, done["features"])
   timed("denoising", denoising.denoising, ctx)
   timed("sparsity", sparsity.sparsity, ctx)
-  timed("compression", compression.compression, ctx)
-  timed("deep", runs.deep, ctx, done["sweep"]["numbers"]["pca30"]["sse_per_image"])
+  timed("compression", compression.against_jpeg, ctx)
+  timed("deep", runs.deep, ctx, done["sweep"].pca30_sse)
   timed("curves", runs.curves, ctx)
   timed("contractive", contractive.contractive, ctx)
   timed("frontier", sparsity.frontier, ctx)
-  timed("vqvae", compression.vqvae, ctx, done["compression"]["panels"])
+  timed("vqvae", compression.vqvae, ctx, done["compression"].panels)
   timed("vae", vae.vae, ctx.runs_dir, ctx.out)
   timed("codecs", compression.codecs, ctx)
   timed("seeds", seeds.seeds, ctx.runs_dir / "seeds")
@@ -96,10 +97,10 @@ def codes_report(workdir: str | pathlib.Path, runs_dir: str | pathlib.Path,
   out.mkdir(parents=True, exist_ok=True)
   ctx = from_runs(runs_dir, plan, out)
   plan = dataclasses.replace(plan, dataset=ctx.dataset["name"])
-  done = {"sweep": codes.pca_and_sweep(ctx), "features": codes.features(ctx)}
-  done["maps"] = codes.maps(ctx, done["features"]["numbers"]["features"])
+  done = {"sweep": codes.pca_and_sweep(ctx), "features": codes.probes(ctx)}
+  done["maps"] = codes.maps(ctx, done["features"])
   (out / "REPORT.md").write_text(writer.codes_markdown(command, ctx.dataset, done))
   numbers = {"command": command, "dataset": ctx.dataset,
-             **{k: v for r in done.values() for k, v in r["numbers"].items()}}
+             **{k: v for r in done.values() for k, v in r.numbers.items()}}
   (out / "report.json").write_text(json.dumps(numbers, indent=2, default=float) + "\n")
   return numbers

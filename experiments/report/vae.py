@@ -10,11 +10,12 @@ import pathlib
 from aejax import plots
 from experiments.report.context import metrics
 from experiments.report.plan import BURDA_IWAE_NLL, BURDA_VAE_NLL, LONG_RUNS
+from experiments.report.results import Vae
 
 ANCHORS = {"vae": BURDA_VAE_NLL, "iwae": BURDA_IWAE_NLL}
 
 
-def vae(runs_dir: pathlib.Path, out: pathlib.Path) -> dict:
+def vae(runs_dir: pathlib.Path, out: pathlib.Path) -> Vae:
   """Each long run's test NLL and ELBO against Burda et al.'s; copies its prior
   samples into ``out`` and draws vae_curves.png from the runs' metrics. ``stopped``
   and ``missing`` name the runs read from evaluate_run.json and those not there."""
@@ -60,5 +61,5 @@ def vae(runs_dir: pathlib.Path, out: pathlib.Path) -> dict:
   if curves:
     plots.training_curves({"VAE / IWAE: test and train loss (nats)": curves},
                           out / "vae_curves.png")
-  return {"numbers": {"vae": numbers}, "rows": rows, "curves": bool(curves),
-          "pictures": pictures, "stopped": stopped, "missing": missing}
+  return Vae(numbers={"vae": numbers}, rows=rows, curves=bool(curves), pictures=pictures,
+             stopped=stopped, missing=missing)
