@@ -16,6 +16,7 @@ journal file's path.
 import sys
 
 from absl import app, flags, logging
+from ml_collections import config_flags
 
 from aejax import preemption, tuner, trainer
 from aejax.tuner import slots as tuner_slots, space as tuner_space
@@ -49,8 +50,8 @@ def main(argv):
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   logging.set_verbosity(logging.INFO)
   overrides = [a for a in sys.argv[1:] if a.startswith("--config.")]
-  config_path = next((a.split("=", 1)[1] for a in sys.argv[1:]
-                      if a.startswith("--config=")), flags.FLAGS["config"].value)
+  # The file named, however the flag was spelled (--config=x or --config x).
+  config_path = config_flags.get_config_filename(flags.FLAGS["config"])
   try:
     tuner.search(main_lib._CONFIG.value, main_lib._WORKDIR.value, space=_SPACE.value,
                   trials=_TRIALS.value, slots=_SLOTS.value, objective=_OBJECTIVE.value,

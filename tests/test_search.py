@@ -20,7 +20,8 @@ from aejax.tuner.space import SearchError
 
 pytestmark = pytest.mark.slow
 
-TINY = ("--config=experiments/configs/vanilla.py", "--config.dataset=mnist_sample",
+TINY = ("--config", "experiments/configs/vanilla.py",  # spelled apart, as users do
+        "--config.dataset=mnist_sample",
         "--config.num_epochs=3", "--config.batch_size=250")
 SPACE = "learning_rate=loguniform(1e-4,3e-2); weight_decay=loguniform(1e-6,1e-2)"
 
