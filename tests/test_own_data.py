@@ -326,7 +326,7 @@ def check_alike_and_resumed(root, logs, device) -> tuple[dict, dict]:
   assert (device["input"], stream["input"]) == ("device", "stream")
   assert stream["test"] == device["test"] and stream["steps"] == device["steps"]
   assert stream["dataset"]["fingerprint"] == device["dataset"]["fingerprint"]
-  if device["dataset"]["source"] in ("folder", "npz"):  # streamed from the prepared copy
+  if device["dataset"]["source"] in ("folder", "npz", "cifar_binary"):  # a prepared copy
     assert "Preparing" in logs["device"] and "Preparing" not in logs["stream"]
     assert re.search(r"Streaming the train set from \S*aejax_prepared", logs["stream"])
     assert "Preparing" not in logs["resumed"] and "Writing" not in logs["stream"]

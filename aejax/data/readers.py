@@ -321,7 +321,7 @@ def parse_cifar_records(raw: bytes, label_bytes: int) -> tuple[np.ndarray, np.nd
   return np.ascontiguousarray(images), records[:, label_bytes - 1].copy()
 
 
-def _cifar_folder(data_dir: pathlib.Path, name: str) -> pathlib.Path:
+def cifar_folder(data_dir: pathlib.Path, name: str) -> pathlib.Path:
   folder_name, train, _, _, _ = CIFAR[name]
   for folder in (data_dir, data_dir / folder_name):
     if (folder / train[0]).is_file():
@@ -337,7 +337,7 @@ def read_cifar(data_dir: str | pathlib.Path, name: str = "cifar10") -> Dataset:
   data_dir = pathlib.Path(data_dir).expanduser()
   if not data_dir.is_dir():
     raise DataError(f"Data folder {data_dir} does not exist.")
-  folder = _cifar_folder(data_dir, name)
+  folder = cifar_folder(data_dir, name)
   _, train, test, label_bytes, classes = CIFAR[name]
   record = label_bytes + 3072
   splits = {}

@@ -100,8 +100,17 @@ def _read_cifar(name: str, config) -> Dataset:
   family: an earlier download in TFDS's data dir, else a download through TFDS's
   download manager when the host answers within seconds, else an error saying what to
   do. ($AEJAX_DATA_DIR names the MNIST folder, so it is not read here.)"""
-  if config.data_dir:
-    return readers.read_cifar(config.data_dir, name)  # a named folder wins, or is an error
+  if config.data_dir:  # a named folder wins, or is an error
+    data_dir = pathlib.Path(config.data_dir).expanduser()
+    if not data_dir.is_dir():
+      raise DataError(f"Data folder {data_dir} does not exist.")
+    folder = readers.cifar_folder(data_dir, name)
+    _, train, test, _, _ = readers.CIFAR[name]
+    request = prepared.Request(
+        what=name, identity={"kind": name, "location": str(folder.resolve())},
+        manifest=prepared.manifest([folder / f for f in (*train, *test)], folder),
+        prepare=prepared.from_reader(lambda: readers.read_cifar(data_dir, name)))
+    return prepared.load(request, prepared.root(config), name)
   tfds_data = _tfds_data()
   url = readers.CIFAR_URLS[name]
   why = "tensorflow-datasets, which downloads it, cannot be imported"
@@ -154,8 +163,10 @@ for _name in IDX_DATASETS:
 register(Source("mnist_sample", lambda name, config: load_sample(),
                 summary="the 6,000 + 1,000 MNIST images bundled with aejax"))
 for _name in readers.CIFAR:
-  register(Source(_name, _read_cifar, keys=("data_dir",), array_records=_tfds_records,
-                  summary="CIFAR's binary records under `data_dir`, else a download"))
+  register(Source(_name, _read_cifar, keys=("data_dir", "prepared_dir"),
+                  array_records=_tfds_records,
+                  summary="CIFAR's binary records under `data_dir` (read once into a "
+                          "prepared copy), else a download"))
 register(Source(
     "folder", lambda path, config: folders.read_folder(
         path, image_size=config.image_size, channels=config.channels,
