@@ -51,7 +51,7 @@ from absl import logging
 
 from aejax import checkpoint, code_stats, config as config_lib, data as data_lib, engine, losses
 from aejax import models, preemption, sweep
-from aejax import step as step_lib
+from aejax import optimizer as optimizer_lib, step as step_lib
 from aejax.objective import Objective, to_float
 
 INSTALL = 'pip install "aejax[search]"'
@@ -253,7 +253,7 @@ class Slots:
       keys = jax.random.split(jax.random.key(seed), 4)
       variables = models.init_variables(model, config.model, image_shape, keys[0])
       params = variables.pop("params")
-      optimizer = step_lib.make_optimizer(sweep.Numbers(config, numbers), steps)
+      optimizer = optimizer_lib.make_optimizer(sweep.Numbers(config, numbers), steps)
       state = step_lib.TrainState(step=jnp.zeros((), jnp.int32), params=params,
                                   opt_state=optimizer.init(params), model_state=variables)
       return state, keys
