@@ -43,7 +43,7 @@ import numpy as np
 from PIL import Image
 from sklearn import decomposition, exceptions, linear_model, neighbors, pipeline, preprocessing
 
-from aejax import checkpoint, config as config_lib, corruption as corruption_lib, data as data_lib
+from aejax import checkpoint_reader, config as config_lib, corruption as corruption_lib, data as data_lib
 from aejax import engine, evaluate, models
 from aejax.objective import to_float  # noqa: F401 (the report scales images with it)
 
@@ -101,7 +101,7 @@ class Run:
 
 def load_run(workdir: str | pathlib.Path, member: int | None = None) -> Run:
   """Restores the trained model in ``workdir`` from its newest complete checkpoint
-  that verifies (``checkpoint.read_newest``): the config and data shape come from the
+  that verifies (``checkpoint_reader.read_newest``): the config and data shape come from the
   checkpoint's metadata, the parameters from their own item (no optimizer is built or
   read). Nothing in the workdir is written, so a run may be training there. A sweep's
   run gives member ``member`` (0 by default), with that member's own config."""
@@ -135,7 +135,7 @@ def _member(workdir: pathlib.Path, run, variables, step: int, meta: dict, member
 
 
 def _read_newest(workdir: pathlib.Path):
-  """``(config, engine setup, checkpoint.Read)`` of the newest checkpoint that reads."""
+  """``(config, engine setup, checkpoint_reader.Read)`` of the newest checkpoint that reads."""
   setups = {}
 
   def targets(meta: dict) -> Any:
@@ -146,7 +146,7 @@ def _read_newest(workdir: pathlib.Path):
     setups["config"], setups["run"] = config, engine.setup(config, spec, abstract=True)
     return setups["run"].state.variables
 
-  read = checkpoint.read_newest(workdir, targets)
+  read = checkpoint_reader.read_newest(workdir, targets)
   return setups["config"], setups["run"], read
 
 

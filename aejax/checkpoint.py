@@ -21,11 +21,9 @@ Checkpoints written before digests are accepted, with a note in the log.
 
 **The trainer and the readers.** The trainer's ``manager`` (under the workdir's lock)
 removes unfinished ``*.orbax-checkpoint-tmp`` folders, and ``restore_newest`` walks back
-past checkpoints that cannot be restored, moving them aside. A reader (``read_newest``:
-``analysis.load_run``, ``experiments.evaluate_run``, the codec, the report) opens the
-checkpoints read-only and never creates, moves or deletes anything: it reads the
-newest complete checkpoint, starting over from the newest if the trainer deletes the
-one it reads (``max_to_keep``), and falls back past a damaged one, saying so.
+past checkpoints that cannot be restored, moving them aside. A reader
+(``checkpoint_reader.read_newest``) opens the checkpoints read-only and never creates,
+moves or deletes anything.
 """
 
 from __future__ import annotations
@@ -33,14 +31,12 @@ from __future__ import annotations
 import asyncio
 import functools
 import hashlib
-import logging as std_logging
-import os
 import pathlib
 import shutil
 import sys
 import threading
 import time
-from typing import Any, Callable, NamedTuple
+from typing import Any, Callable
 
 import jax
 import numpy as np
@@ -54,45 +50,13 @@ ITEMS = ("variables", "opt_state", "meta")
 
 def manager(workdir: str | pathlib.Path, max_to_keep: int = 2) -> ocp.CheckpointManager:
   """The trainer's manager: it creates ``checkpoints/`` and cleans up. Open it only
-  under the workdir's lock (``workdir.Workdir``); readers use ``read_only_manager``."""
+  under the workdir's lock (``workdir.Workdir``); readers use ``checkpoint_reader.read_only_manager``."""
   directory = pathlib.Path(workdir).absolute() / "checkpoints"
   # cleanup_tmp_directories: a write cut short (a kill, a full disk) leaves a
   # ``<step>.orbax-checkpoint-tmp`` folder, removed when the next run opens the manager.
   options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True,
                                          enable_async_checkpointing=False,
                                          cleanup_tmp_directories=True)
-  return ocp.CheckpointManager(directory, options=options, item_names=ITEMS)
-
-
-# Checkpoint folders a reader of this process is reading: orbax's warnings about a
-# step that vanished while it listed them (the trainer's max_to_keep) are expected.
-_READING: set[str] = set()
-
-
-class _QuietReaders(std_logging.Filter):
-  """Drops orbax's warnings that a reader expects: that its read-only manager is
-  read-only, and that a step it was listing is gone (``read_newest`` reads again)."""
-
-  def filter(self, record: std_logging.LogRecord) -> bool:
-    message = str(record.msg)
-    if message.startswith("Given directory is read only"):
-      return False
-    return not (message.startswith("Metadata file does not exist")
-                and any(d in record.getMessage() for d in _READING))
-
-
-def read_only_manager(workdir: str | pathlib.Path) -> ocp.CheckpointManager:
-  """A manager that writes nothing: no folder made, no unfinished checkpoint (the
-  trainer's save in progress) removed, no root metadata, nothing deleted. It sees only
-  finished checkpoints (orbax renames a checkpoint's folder into place when complete)."""
-  directory = pathlib.Path(workdir).absolute() / "checkpoints"
-  if not any(isinstance(f, _QuietReaders) for f in logging.get_absl_logger().filters):
-    logging.get_absl_logger().addFilter(_QuietReaders())
-  options = ocp.CheckpointManagerOptions(read_only=True, create=False, max_to_keep=None,
-                                         save_interval_steps=0,
-                                         enable_async_checkpointing=False,
-                                         cleanup_tmp_directories=False,
-                                         save_root_metadata=False)
   return ocp.CheckpointManager(directory, options=options, item_names=ITEMS)
 
 
@@ -312,7 +276,7 @@ class UnreadableCheckpointsError(WorkdirError):
   """A workdir holds checkpoints, and none of them can be restored."""
 
 
-def _quiet_abandoned_reads() -> None:
+def quiet_abandoned_reads() -> None:
   """Keeps the leftovers of an array read that orbax abandoned (one array of a
   damaged checkpoint failed; the other reads' coroutines and tensorstore's callbacks
   into the closed event loop end later) off stderr: the failure itself is reported
@@ -332,7 +296,7 @@ def _quiet_abandoned_reads() -> None:
   sys.unraisablehook = hook
 
 
-def _reason(error: BaseException) -> str:
+def reason(error: BaseException) -> str:
   """The first line of the innermost error ``error`` wraps: the file's fault itself
   (orbax wraps tensorstore's "Data corruption detected" in a page of its spec)."""
   while error.__cause__ is not None or error.__context__ is not None:
@@ -341,7 +305,8 @@ def _reason(error: BaseException) -> str:
   return f"{type(error).__name__}: {text.splitlines()[0][:300] if text else ''}".rstrip(": ")
 
 
-def _older(mngr: ocp.CheckpointManager, step: int) -> None:
+def refuse_older(mngr: ocp.CheckpointManager, step: int) -> None:
+  """OlderCheckpointError if checkpoint ``step`` was written by an older aejax."""
   if _older_format(mngr, step):
     raise OlderCheckpointError(
         f"{mngr.directory} holds checkpoints written by an older aejax (without the "
@@ -361,10 +326,10 @@ def restore_newest(mngr: ocp.CheckpointManager, variables: Any, opt_state: Any,
   before any array is read and may raise to refuse the run (a different config or
   data): that is not corruption, and nothing is moved.
   """
-  _quiet_abandoned_reads()
+  quiet_abandoned_reads()
   failed = {}
   for step in sorted(mngr.all_steps(), reverse=True):
-    _older(mngr, step)
+    refuse_older(mngr, step)
     try:
       meta = read_meta(mngr, step)
     except Exception as e:  # noqa: BLE001 - whatever orbax raises for a broken file
@@ -381,7 +346,7 @@ def restore_newest(mngr: ocp.CheckpointManager, variables: Any, opt_state: Any,
       _corrupt(mngr, bad, error, step)
     return (step, *restored)
   if failed:
-    listed = "; ".join(f"{s}: {_reason(e)}" for s, e in failed.items())
+    listed = "; ".join(f"{s}: {reason(e)}" for s, e in failed.items())
     raise UnreadableCheckpointsError(
         f"No checkpoint in {mngr.directory} can be restored ({listed}); nothing was "
         "changed. To train from the start, move that folder away (or use a new --workdir).")
@@ -391,115 +356,4 @@ def restore_newest(mngr: ocp.CheckpointManager, variables: Any, opt_state: Any,
 def _corrupt(mngr: ocp.CheckpointManager, step: int, error: Exception, used: int) -> None:
   where = move_aside(mngr, step)
   logging.warning("Checkpoint %d cannot be restored (%s); moved it to %s and resumed from "
-                  "the one before it, step %d.", step, _reason(error), where, used)
-
-
-# ------------------------------------------------------------------ readers
-
-
-class Read(NamedTuple):
-  """What ``read_newest`` read: the checkpoint's step, its variables and meta."""
-  step: int
-  variables: Any
-  meta: dict
-
-
-def training_pid(workdir: str | pathlib.Path) -> int | None:
-  """The pid of the run training in ``workdir`` now, else None: the pid its lock file
-  names (a run writes it when it takes the lock and empties the file when it lets
-  go), if that process lives. Read without taking the lock, which would refuse a
-  run starting at that instant."""
-  try:
-    pid = int((pathlib.Path(workdir) / ".lock").read_text().split()[0])
-    os.kill(pid, 0)
-  except (OSError, ValueError, IndexError):
-    return None  # no lock file, no pid, or no such process: no run
-  return pid
-
-
-def read_newest(workdir: str | pathlib.Path, targets: Callable[[dict], Any],
-                retries: int = 20) -> Read:
-  """The variables of the newest complete checkpoint of ``workdir`` that verifies,
-  read without writing anything there: the readers' path, safe while a run trains.
-
-  ``targets(meta)`` gives the variables' abstract structure from the checkpoint's
-  metadata. A checkpoint that fails while newer ones appear was deleted under the
-  read by the trainer (``max_to_keep``): the read starts over from the newest, up to
-  ``retries`` times. One that fails while it is still the newest is damaged: the one
-  before it is read, and a warning names both; nothing is moved. FileNotFoundError
-  when there is no checkpoint; UnreadableCheckpointsError when none can be read.
-  """
-  workdir = pathlib.Path(workdir)
-  directory = workdir.absolute() / "checkpoints"
-  if not directory.is_dir():
-    raise FileNotFoundError(
-        f"{workdir} holds no checkpoint, so no trained run; train one with "
-        "`python -m experiments.main --config <config> --workdir <dir>`.")
-  _quiet_abandoned_reads()
-  _READING.add(str(directory))
-  mngr, damaged = None, {}
-  try:
-    while True:
-      try:  # listing reads each step's metadata: a step deleted meanwhile fails it
-        mngr = mngr or read_only_manager(workdir)
-        mngr.reload()
-      except (FileNotFoundError, NotADirectoryError):  # orbax raises either, by when
-        if retries <= 0:
-          raise
-        retries -= 1
-        continue
-      steps = sorted(mngr.all_steps(), reverse=True)
-      todo = [s for s in steps if s not in damaged]
-      if not todo:
-        break
-      step = todo[0]
-      _older(mngr, step)
-      try:
-        variables, meta = _read(mngr, step, targets)
-      except _TargetsError as e:
-        raise e.__cause__ from None
-      except Exception as e:  # noqa: BLE001 - whatever orbax raises for a broken file
-        if retries > 0 and _moved_on(directory, step, steps[0]):
-          retries -= 1  # the trainer deleted it under the read: read the newest again
-          continue
-        damaged[step] = e
-        continue
-      for bad, error in damaged.items():
-        logging.warning("Checkpoint %d of %s cannot be read (%s); read the one before it, "
-                        "step %d.", bad, workdir, _reason(error), step)
-      pid = training_pid(workdir)
-      if pid is not None:
-        logging.warning("%s is training (pid %d): read its newest complete checkpoint, step "
-                        "%d.", workdir, pid, step)
-      return Read(step, variables, meta)
-  finally:
-    _READING.discard(str(directory))
-    if mngr is not None:
-      mngr.close()
-  if damaged:
-    listed = "; ".join(f"{s}: {_reason(e)}" for s, e in damaged.items())
-    raise UnreadableCheckpointsError(f"No checkpoint in {directory} can be read ({listed}).")
-  raise FileNotFoundError(
-      f"{workdir} holds no complete checkpoint yet, so no trained run; wait for its "
-      "first checkpoint, or train one with `python -m experiments.main --config <config> "
-      "--workdir <dir>`.")
-
-
-def _moved_on(directory: pathlib.Path, step: int, newest: int) -> bool:
-  """Whether the trainer changed the checkpoints since a read of ``step`` began (when
-  ``newest`` was the newest): ``step`` is gone, or a newer one has appeared."""
-  found = [int(p.name) for p in directory.iterdir() if p.name.isdigit()]
-  return step not in found or max(found, default=-1) > newest
-
-
-class _TargetsError(Exception):
-  """``targets`` failed: the caller's error (raised as it was), not the checkpoint's."""
-
-
-def _read(mngr: ocp.CheckpointManager, step: int, targets: Callable[[dict], Any]):
-  meta = read_meta(mngr, step)
-  try:
-    abstract = targets(meta)
-  except Exception as e:  # noqa: BLE001
-    raise _TargetsError() from e
-  return restore_variables(mngr, step, abstract)
+                  "the one before it, step %d.", step, reason(error), where, used)

@@ -30,7 +30,7 @@ import ml_collections
 
 from aejax import corruption as corruption_lib, losses, models, sweep
 from aejax.data import sources
-from aejax.step import SCHEDULES
+from aejax.optimizer import SCHEDULES
 
 
 

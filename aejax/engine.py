@@ -19,7 +19,7 @@ import ml_collections
 
 from aejax import config as config_lib, corruption as corruption_lib, evaluate, losses, models
 from aejax import sharding, sweep
-from aejax import step as step_lib
+from aejax import optimizer as optimizer_lib, step as step_lib
 from aejax.objective import Objective
 
 # microbatch_size=0 ('auto') on a CPU: chunks whose largest activation stays under
@@ -291,7 +291,7 @@ def setup(config: ml_collections.ConfigDict, dataset, mesh=None, abstract: bool 
     member's, traced) in place of its own."""
     view = sweep.Numbers(config, numbers)
     return (Objective(model, config.model, view.loss_weights()),
-            step_lib.make_optimizer(view, steps_per_epoch),
+            optimizer_lib.make_optimizer(view, steps_per_epoch),
             corruption_lib.make(config.corruption.name, view.corruption.level))
 
   def train_step(state, batch, key, numbers=None):

@@ -1,4 +1,5 @@
-"""The pure pieces of training: the train state, the optimizer, the train step, epochs.
+"""The pure pieces of training: the train state, the train step, epochs (the
+optimizer is ``optimizer.make_optimizer``).
 
 The train step is ``(state, batch, key) -> (state, metrics)``: jit-compiled, pure,
 with its randomness from ``jax.random.fold_in(key, state.step)`` so that a resumed
@@ -22,7 +23,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from absl import logging
 
 from aejax import corruption as corruption_lib, sharding
 from aejax.objective import Objective, to_float
@@ -42,64 +42,6 @@ class TrainState:
   def variables(self) -> dict:
     """What ``model.apply`` takes: ``{"params": ..., <state collections>}``."""
     return {"params": self.params, **self.model_state}
-
-
-# ------------------------------------------------------------------- optimizer
-
-SCHEDULES = ("constant", "cosine", "exponential")
-# A warm-up takes at most this fraction of a run, so that any positive num_epochs
-# trains (the cosine decay needs steps after the warm-up).
-MAX_WARMUP_FRACTION = 0.5
-
-
-def warmup_steps(config, steps_per_epoch: int) -> int:
-  """``config.warmup_epochs`` in steps, clamped to half of the run (with a log line)."""
-  total = config.num_epochs * steps_per_epoch
-  steps = int(config.warmup_epochs * steps_per_epoch)
-  limit = int(MAX_WARMUP_FRACTION * total)
-  if steps > limit:
-    logging.info("The warm-up of %g epochs is longer than half of this %d-epoch run: "
-                 "warming up for %d steps (half of the run) instead.",
-                 config.warmup_epochs, config.num_epochs, limit)
-    return limit
-  return steps
-
-
-def make_optimizer(config, steps_per_epoch: int) -> optax.GradientTransformation:
-  """Adam with the config's learning-rate schedule.
-
-  'constant' is Keras's default; 'cosine' warms up linearly for ``warmup_epochs``
-  (at most half of the run) then decays to ``learning_rate * final_lr_fraction``;
-  'exponential' decays geometrically from ``learning_rate`` to ``learning_rate *
-  final_lr_fraction`` over the run (Burda et al.'s VAE schedule; no warm-up).
-  """
-  if config.schedule == "constant":
-    lr = config.learning_rate
-  elif config.schedule == "exponential":
-    lr = optax.exponential_decay(init_value=config.learning_rate,
-                                 transition_steps=config.num_epochs * steps_per_epoch,
-                                 decay_rate=config.final_lr_fraction)
-  else:
-    lr = _warmup_cosine(config.learning_rate, warmup_steps(config, steps_per_epoch),
-                        config.num_epochs * steps_per_epoch,
-                        config.learning_rate * config.final_lr_fraction)
-  # Decoupled weight decay (AdamW) only when asked for, so that a run without it
-  # keeps plain Adam's state (and resumes checkpoints written before the key existed).
-  # A traced value (a sweep's members) always takes AdamW: at 0 it adds exactly 0.
-  if not isinstance(config.weight_decay, (int, float)) or config.weight_decay:
-    return optax.adamw(lr, b1=config.adam_b1, b2=config.adam_b2, eps=config.adam_eps,
-                       weight_decay=config.weight_decay)
-  return optax.adam(lr, b1=config.adam_b1, b2=config.adam_b2, eps=config.adam_eps)
-
-
-def _warmup_cosine(peak, warmup: int, total: int, end):
-  """``optax.warmup_cosine_decay_schedule(0, peak, warmup, total, end)``, composed of
-  the same optax pieces: optax's function branches in Python on ``peak == 0``, which a
-  sweep's traced learning rate cannot answer (``peak`` > 0 is validated)."""
-  return optax.join_schedules([
-      optax.linear_schedule(init_value=0.0, end_value=peak, transition_steps=warmup),
-      optax.cosine_decay_schedule(init_value=peak, decay_steps=total - warmup,
-                                  alpha=end / peak)], [warmup])
 
 
 # ------------------------------------------------------------------- the step
@@ -241,7 +183,8 @@ def _shardings(layout):
 
 def make_epoch_fns(train_step: Callable, n: int, batch_size: int, mode: str,
                    layout=None, numbers: dict | None = None, member_group: int = 0):
-  """Returns ``(start_epoch, run_chunk)``, both compiled.
+  """Returns ``(start_epoch, run_chunk)``: compiled, and the one chunk runner of every
+  mode around compiled calls (``_chunk_runner``).
 
   ``start_epoch(state, shuffle_key) -> order``, the order of the epoch ``state.step``
   falls in; ``run_chunk(state, images, order, key, steps) -> (state, metrics stacked
@@ -282,13 +225,13 @@ def make_epoch_fns(train_step: Callable, n: int, batch_size: int, mode: str,
   else:
     indexed_step = over_members(one_member, numbers, (0, None, 0, 0))
 
-  if mode == "scan":
+  if mode == "scan":  # the whole chunk in one call, compiled once per length
     @functools.partial(jax.jit, static_argnums=4, donate_argnums=0,
                        out_shardings=(state_sharding, stacked))
-    def run_chunk(state, images, order, key, steps):
+    def scan_chunk(state, images, order, key, steps):
       return jax.lax.scan(lambda s, _: indexed_step(s, images, order, key), state,
                           length=steps)
-    return start_epoch, run_chunk
+    return start_epoch, _chunk_runner(scan_chunk, mode, stack=lambda history: history[0])
 
   if grouped:  # each group's own state, stepped by one compiled step of one group
     group_of = (lambda fn: fn) if member_group == 1 else (
@@ -301,33 +244,46 @@ def make_epoch_fns(train_step: Callable, n: int, batch_size: int, mode: str,
     join = jax.jit(lambda parts: jax.tree.map(
         lambda *xs: jnp.stack(xs) if member_group == 1 else jnp.concatenate(xs), *parts),
         out_shardings=state_sharding)
-    stack = _stacker(stacked, grouped=member_group)
-
-    def run_chunk(state, images, order, key, steps):
-      groups = len(state.step) // member_group
-      parts = split((state, order, key, numbers), groups)
-      states = [p[0] for p in parts]
-      history = []
-      for _ in range(steps):
-        history.append([])
-        for i, (_, group_order, group_key, group_numbers) in enumerate(parts):
-          states[i], metrics = compiled_group(states[i], images, group_order, group_key,
-                                              group_numbers)
-          history[-1].append(metrics)
-      return join(states), stack(history)
-    return start_epoch, run_chunk
+    return start_epoch, _chunk_runner(
+        compiled_group, mode, stack=_stacker(stacked, grouped=member_group),
+        split=lambda state, order, key: split((state, order, key, numbers),
+                                              len(state.step) // member_group),
+        join=join)
 
   compiled_step = jax.jit(indexed_step, donate_argnums=0, out_shardings=state_sharding)
-  stack = _stacker(stacked)
+  return start_epoch, _chunk_runner(compiled_step, mode, stack=_stacker(stacked))
 
+
+def _chunk_runner(advance: Callable, mode: str, stack: Callable,
+                  split: Callable | None = None, join: Callable | None = None) -> Callable:
+  """``run_chunk(state, images, order, key, steps) -> (state, metrics stacked over
+  steps)`` of every mode, around the compiled ``advance(state, images, order, key,
+  *numbers)``: in 'scan' mode it trains the whole chunk in one call (and takes
+  ``steps`` last; ``run_chunk.lower`` lowers that call, to read its HLO); in 'step'
+  mode one step a call, called ``steps`` times with no host sync in between.
+
+  ``split(state, order, key)`` cuts a sweep's members into groups, each
+  ``(state, order, key, numbers)``, that take each step one after another, each with
+  its own state, and ``join`` puts the groups' states back together; without them the
+  state is one part. ``stack`` makes the chunk's metrics of ``history``, which holds
+  for each call the part's metrics, or with groups the list of the groups'.
+  """
   def run_chunk(state, images, order, key, steps):
+    calls, length = (1, (steps,)) if mode == "scan" else (steps, ())
+    parts = [(state, order, key)] if split is None else split(state, order, key)
+    states = [p[0] for p in parts]
     history = []
-    for _ in range(steps):
-      state, metrics = compiled_step(state, images, order, key)
-      history.append(metrics)
-    return state, stack(history)
+    for _ in range(calls):
+      metrics = []
+      for i, (_, *args) in enumerate(parts):
+        states[i], part_metrics = advance(states[i], images, *args, *length)
+        metrics.append(part_metrics)
+      history.append(metrics if split is not None else metrics[0])
+    return (states[0] if join is None else join(states)), stack(history)
 
-  return start_epoch, run_chunk
+  if mode == "scan":
+    run_chunk.lower = advance.lower
+  return run_chunk
 
 
 def make_batch_fns(train_step: Callable, mode: str, layout=None):

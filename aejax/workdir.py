@@ -226,7 +226,7 @@ class Workdir:
           self._remove_made()
       elif self._holds_lock_file():
         # The pid leaves the file with the lock, so that a reader's note that the run
-        # is training (``checkpoint.training_pid``) names only a holder.
+        # is training (``checkpoint_reader.training_pid``) names only a holder.
         self._lock.seek(0)
         self._lock.truncate()
         self._lock.flush()

@@ -44,14 +44,14 @@ def main(argv):
   try:
     with signals.interrupting(f"while preparing {name} (its unfinished copy removed)",
                               f"prepare {name}"):
-      from aejax.data import tfds_builders as tfds_data  # imports TFDS: after the flags
-      url = tfds_data.BUILDERS[name].URL
-      if _MANUAL_DIR.value is None and not tfds_data.network_reachable(url):
+      from aejax.data import downloads, tfds_builders  # import TFDS: after the flags
+      url = tfds_builders.BUILDERS[name].URL
+      if _MANUAL_DIR.value is None and not downloads.network_reachable(url):
         print(f"error: {url} cannot be reached; pass --manual_dir=<folder with the four "
               "IDX files> to prepare from local files.", file=sys.stderr)
         sys.exit(1)
-      folder = tfds_data.prepare(name, data_dir=_DATA_DIR.value,
-                                 manual_dir=_MANUAL_DIR.value)
+      folder = tfds_builders.prepare(name, data_dir=_DATA_DIR.value,
+                                     manual_dir=_MANUAL_DIR.value)
   except (ValueError, data.DataError) as e:
     print(f"error: {e}", file=sys.stderr)
     sys.exit(1)
@@ -60,7 +60,7 @@ def main(argv):
     sys.exit(preemption.EXIT_STOPPED)
   finally:
     early_signals.ignore()  # the outcome is decided: the exit status stays
-  splits = tfds_data.split_sizes(folder)
+  splits = tfds_builders.split_sizes(folder)
   print(f"{name}: {splits['train']} train and {splits['test']} test images prepared in {folder}")
 
 

@@ -14,7 +14,7 @@ import numpy as np
 import optax
 import pytest
 
-from aejax import config as config_lib, step as step_lib, trainer
+from aejax import config as config_lib, optimizer as optimizer_lib, trainer
 from experiments import evaluate_run
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -50,9 +50,9 @@ def test_weight_decay_is_adamw_on_any_config():
   config_lib.validate(config)
   params = {"w": jnp.ones(3)}
   grads = {"w": jnp.full(3, 0.5)}
-  ours = step_lib.make_optimizer(config, steps_per_epoch=10)
+  ours = optimizer_lib.make_optimizer(config, steps_per_epoch=10)
   reference = optax.adamw(optax.warmup_cosine_decay_schedule(
-      0.0, config.learning_rate, step_lib.warmup_steps(config, 10), 50,
+      0.0, config.learning_rate, optimizer_lib.warmup_steps(config, 10), 50,
       config.learning_rate * config.final_lr_fraction), weight_decay=0.1)
   state, ref_state = ours.init(params), reference.init(params)
   for _ in range(3):

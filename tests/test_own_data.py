@@ -514,10 +514,10 @@ def test_cifar_without_data_dir_offline_is_one_line_at_once(monkeypatch):
   """Without a data_dir, nothing downloaded before and the host unreachable: one line
   that says where to put the files; the network is asked once, through the bounded
   reachability check, and nothing is fetched."""
-  from aejax.data import tfds_builders
+  from aejax.data import downloads
   asked = []
-  monkeypatch.setattr(tfds_builders, "network_reachable", lambda url: asked.append(url))
-  monkeypatch.setattr(tfds_builders.tfds.download.DownloadManager, "download",
+  monkeypatch.setattr(downloads, "network_reachable", lambda url: asked.append(url))
+  monkeypatch.setattr(downloads.tfds.download.DownloadManager, "download",
                       lambda *a: pytest.fail("downloaded while offline"))
   for name, folder in (("cifar10", "cifar-10-batches-bin"), ("cifar100", "cifar-100-binary")):
     config = base.get_config()
@@ -528,7 +528,7 @@ def test_cifar_without_data_dir_offline_is_one_line_at_once(monkeypatch):
         rf"unpack https://\S+{name.replace('cifar', 'cifar-')}-binary\.tar\.gz and pass "
         rf"--config\.data_dir=<the folder holding {folder}>\.$", data.load, config)
     assert asked[-1] == readers.CIFAR_URLS[name] and "Traceback" not in message
-  assert tfds_builders.REACHABILITY_TIMEOUT_S <= 2
+  assert downloads.REACHABILITY_TIMEOUT_S <= 2
 
 
 def test_cifar_without_data_dir_downloads_through_tfds_then_reads_offline(tmp_path,
@@ -536,7 +536,7 @@ def test_cifar_without_data_dir_downloads_through_tfds_then_reads_offline(tmp_pa
   """Online, the tarball comes through TFDS's download manager (checked against the
   sha256 TFDS registers for its own cifar10 builder), is unpacked into TFDS's data dir
   and read as from a data_dir; the next load reads that copy with no network."""
-  from aejax.data import tfds_builders
+  from aejax.data import downloads
   tarball = tmp_path / "cifar-10-binary.tar.gz"
   pictures, labels = images(12, (32, 32, 3)), RNG.integers(0, 10, 12)
   cifar_tarball(tarball, "cifar-10-batches-bin", {
@@ -550,8 +550,8 @@ def test_cifar_without_data_dir_downloads_through_tfds_then_reads_offline(tmp_pa
     fetched.append((url, info.size, info.checksum))
     return tarball
 
-  monkeypatch.setattr(tfds_builders, "network_reachable", lambda url: True)
-  monkeypatch.setattr(tfds_builders.tfds.download.DownloadManager, "download", download)
+  monkeypatch.setattr(downloads, "network_reachable", lambda url: True)
+  monkeypatch.setattr(downloads.tfds.download.DownloadManager, "download", download)
   config = base.get_config()
   config.dataset = "cifar10"
   ds = data.load(config)
@@ -560,9 +560,9 @@ def test_cifar_without_data_dir_downloads_through_tfds_then_reads_offline(tmp_pa
   np.testing.assert_array_equal(ds.train_images, pictures[:10])
   np.testing.assert_array_equal(ds.test_labels, labels[10:])
   assert ds.source == "cifar_binary"
-  assert pathlib.Path(ds.location) == tfds_builders.cifar_download_dir() / "cifar-10-batches-bin"
-  monkeypatch.setattr(tfds_builders, "network_reachable",
+  assert pathlib.Path(ds.location) == downloads.cifar_download_dir() / "cifar-10-batches-bin"
+  monkeypatch.setattr(downloads, "network_reachable",
                       lambda url: pytest.fail("asked the network for a downloaded copy"))
   again = data.load(config)
   assert again.fingerprint == ds.fingerprint
-  assert not list(tfds_builders.cifar_download_dir().glob(".*partial"))
+  assert not list(downloads.cifar_download_dir().glob(".*partial"))

@@ -152,7 +152,7 @@ def test_a_run_that_fails_before_writing_leaves_the_workdir_as_it_found_it(tmp_p
   found gets its content back; once the run wrote anything, nothing is undone. A
   second run is refused as before, and leaves the first's lock alone; the first,
   letting go, empties the lock file."""
-  from aejax import checkpoint, workdir
+  from aejax import checkpoint_reader, workdir
 
   def fail(path):
     with pytest.raises(ZeroDivisionError):
@@ -181,7 +181,7 @@ def test_a_run_that_fails_before_writing_leaves_the_workdir_as_it_found_it(tmp_p
     assert (tmp_path / "busy" / ".lock").read_text() == f"{os.getpid()}\n"
   # Let go, the lock file names no holder: a reader sees no run training.
   assert (tmp_path / "busy" / ".lock").read_text() == ""
-  assert checkpoint.training_pid(tmp_path / "busy") is None
+  assert checkpoint_reader.training_pid(tmp_path / "busy") is None
 
 
 # --------------------------------------------------------- provenance

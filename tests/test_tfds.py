@@ -22,7 +22,7 @@ import tensorflow_datasets as tfds
 
 from aejax import config as config_lib
 from aejax import data, engine
-from aejax.data import tfds_builders as tfds_data
+from aejax.data import downloads, tfds_builders
 from experiments.configs import base
 
 UNREACHABLE_URL = "http://aejax-test.invalid/"
@@ -70,10 +70,10 @@ def tfds_dir(tmp_path, monkeypatch) -> pathlib.Path:
 
 
 def test_full_mnist_prepares_and_reads_back_without_tensorflow(mnist_dir, tfds_dir):
-  folder = tfds_data.prepare("mnist", manual_dir=mnist_dir)
+  folder = tfds_builders.prepare("mnist", manual_dir=mnist_dir)
   assert folder == tfds_dir / "aejax_mnist" / "1.1.0"
-  assert tfds_data.split_sizes(folder) == {"train": 60000, "test": 10000}
-  ds = tfds_data.load_prepared("mnist")
+  assert tfds_builders.split_sizes(folder) == {"train": 60000, "test": 10000}
+  ds = tfds_builders.load_prepared("mnist")
   assert "tensorflow" not in sys.modules
   assert (ds.name, ds.source, ds.location) == ("mnist", "tfds", str(folder))
   idx = data.read_idx_folder(mnist_dir)
@@ -85,7 +85,7 @@ def test_full_mnist_prepares_and_reads_back_without_tensorflow(mnist_dir, tfds_d
                                             ("kmnist", True)])
 def test_synthetic_idx_files_round_trip(name, compress, tfds_dir, tmp_path):
   arrays = make_idx_folder(tmp_path / "idx", compress=compress)
-  folder = tfds_data.prepare(name, manual_dir=tmp_path / "idx")
+  folder = tfds_builders.prepare(name, manual_dir=tmp_path / "idx")
   assert folder.parent.name == f"aejax_{name}"
   config = base.get_config()
   config.dataset = name
@@ -104,31 +104,31 @@ def test_synthetic_idx_files_round_trip(name, compress, tfds_dir, tmp_path):
 
 def test_malformed_manual_folders_are_refused(tfds_dir, tmp_path):
   with pytest.raises(data.DataError, match="does not exist"):
-    tfds_data.prepare("mnist", manual_dir=tmp_path / "nowhere")
+    tfds_builders.prepare("mnist", manual_dir=tmp_path / "nowhere")
   make_idx_folder(tmp_path / "partial")
   (tmp_path / "partial" / "t10k-labels-idx1-ubyte.gz").unlink()
   with pytest.raises(data.DataError, match="lacks t10k-labels-idx1-ubyte"):
-    tfds_data.prepare("mnist", manual_dir=tmp_path / "partial")
+    tfds_builders.prepare("mnist", manual_dir=tmp_path / "partial")
 
   make_idx_folder(tmp_path / "big", image_shape=(32, 32))
   with pytest.raises(data.DataError, match=r"uint8 \[N, 28, 28\]"):
-    tfds_data.prepare("mnist", manual_dir=tmp_path / "big")
+    tfds_builders.prepare("mnist", manual_dir=tmp_path / "big")
   make_idx_folder(tmp_path / "labels", num_classes=12, n_train=400)
   with pytest.raises(data.DataError, match=r"labels must lie in \[0, 10\)"):
-    tfds_data.prepare("fashion_mnist", manual_dir=tmp_path / "labels")
+    tfds_builders.prepare("fashion_mnist", manual_dir=tmp_path / "labels")
   make_idx_folder(tmp_path / "cut")
   path = tmp_path / "cut" / "train-images-idx3-ubyte.gz"
   path.write_bytes(gzip.compress(gzip.decompress(path.read_bytes())[:-28]))
   with pytest.raises(data.DataError, match="truncated or corrupt"):
-    tfds_data.prepare("mnist", manual_dir=tmp_path / "cut")
-  assert not tfds_data.prepared_dir("mnist").exists()  # nothing half-made is left to read
+    tfds_builders.prepare("mnist", manual_dir=tmp_path / "cut")
+  assert not tfds_builders.prepared_dir("mnist").exists()  # nothing half-made is left to read
 
 
 def test_the_canonical_checksums_are_the_installed_tfds_ones():
-  for name, builder in tfds_data.BUILDERS.items():
+  for name, builder in tfds_builders.BUILDERS.items():
     infos = builder.url_infos
     assert set(builder.urls().values()) <= set(infos), name
-  mnist = tfds_data.AejaxMnist.url_infos[tfds_data.AejaxMnist.urls()["train_images"]]
+  mnist = tfds_builders.AejaxMnist.url_infos[tfds_builders.AejaxMnist.urls()["train_images"]]
   assert mnist.size == 9912422
   assert mnist.checksum == "440fcabf73cc546fa21475e81ea370265605f56be210a4024d2ca8f203523609"
 
@@ -157,12 +157,12 @@ def test_download_checks_each_file_against_its_registered_checksum(
     infos[url + stem + ".gz"] = tfds.core.download.checksums.UrlInfo(
         size=len(raw), checksum=hashlib.sha256(raw).hexdigest(), filename=f"{stem}.gz")
 
-  class LocalFashionMnist(tfds_data.AejaxFashionMnist, skip_registration=True):
+  class LocalFashionMnist(tfds_builders.AejaxFashionMnist, skip_registration=True):
     URL = url
     url_infos = infos
 
-  monkeypatch.setitem(tfds_data.BUILDERS, "fashion_mnist", LocalFashionMnist)
-  ds = tfds_data.download_and_load("fashion_mnist")
+  monkeypatch.setitem(tfds_builders.BUILDERS, "fashion_mnist", LocalFashionMnist)
+  ds = downloads.download_and_load("fashion_mnist")
   assert ds.source == "tfds" and ds.name == "fashion_mnist"
   assert_same_examples(ds, arrays)
 
@@ -170,15 +170,15 @@ def test_download_checks_each_file_against_its_registered_checksum(
   make_idx_folder(served, seed=2)
   monkeypatch.setenv("TFDS_DATA_DIR", str(tfds_dir.parent / "other"))
   with pytest.raises(data.DataError, match="NonMatchingChecksumError"):
-    tfds_data.download_and_load("fashion_mnist")
+    downloads.download_and_load("fashion_mnist")
 
 
 def test_reachability_is_decided_quickly(monkeypatch):
-  assert not tfds_data.network_reachable(UNREACHABLE_URL)
+  assert not downloads.network_reachable(UNREACHABLE_URL)
   with socket.socket() as listener:
     listener.bind(("127.0.0.1", 0))
     listener.listen()
-    assert tfds_data.network_reachable(f"http://127.0.0.1:{listener.getsockname()[1]}/")
+    assert downloads.network_reachable(f"http://127.0.0.1:{listener.getsockname()[1]}/")
   # A connection that hangs (a firewall dropping packets) counts as unreachable
   # once the timeout passes, however long the hung call would go on.
   release = threading.Event()
@@ -189,19 +189,19 @@ def test_reachability_is_decided_quickly(monkeypatch):
 
   monkeypatch.setattr(socket, "create_connection", hanging_connection)
   try:
-    assert not tfds_data.network_reachable("http://example.test/", timeout_s=0.2)
+    assert not downloads.network_reachable("http://example.test/", timeout_s=0.2)
   finally:
     release.set()
 
 
 def test_offline_with_no_local_data_falls_back_to_the_sample(tfds_dir, monkeypatch, caplog):
-  monkeypatch.setattr(tfds_data.AejaxMnist, "URL", UNREACHABLE_URL)
-  monkeypatch.setattr(tfds_data.AejaxKmnist, "URL", UNREACHABLE_URL)
+  monkeypatch.setattr(tfds_builders.AejaxMnist, "URL", UNREACHABLE_URL)
+  monkeypatch.setattr(tfds_builders.AejaxKmnist, "URL", UNREACHABLE_URL)
 
   def no_prepare(*args, **kwargs):
     raise AssertionError("nothing may be downloaded or prepared offline")
 
-  monkeypatch.setattr(tfds_data, "prepare", no_prepare)
+  monkeypatch.setattr(tfds_builders, "prepare", no_prepare)
   config = base.get_config()
   ds = data.load(config)
   assert ds.source == "bundled_sample"
@@ -217,7 +217,7 @@ def test_a_named_folder_wins_over_a_prepared_copy_which_wins_over_the_rest(tfds_
   smaller, different) prepared copy; a missing named folder is an error, never a
   fallback."""
   tfds_arrays = make_idx_folder(tmp_path / "for_tfds", seed=3)
-  tfds_data.prepare("mnist", manual_dir=tmp_path / "for_tfds")
+  tfds_builders.prepare("mnist", manual_dir=tmp_path / "for_tfds")
   idx_arrays = make_idx_folder(tmp_path / "idx", seed=4)
   config = base.get_config()
   monkeypatch.delenv(data.ENV_DATA_DIR, raising=False)
@@ -281,7 +281,7 @@ def catalog_images(n):
 
 
 def test_a_catalog_dataset_prepared_as_array_record_reads_without_tensorflow():
-  PngImages(data_dir=str(tfds_data.default_data_dir()),
+  PngImages(data_dir=str(tfds_builders.default_data_dir()),
             file_format="array_record").download_and_prepare()
   config = base.get_config()
   config.dataset = "tfds:png_images"
@@ -298,7 +298,7 @@ def test_tfds_catalog_names_with_tensorflow_give_uint8_arrays(tfds_dir, monkeypa
   pytest.importorskip("tensorflow", reason='needs TensorFlow: pip install "aejax[tensorflow]"')
   from tensorflow_datasets import testing as tfds_testing
   # TFDS's own mock stands in for cifar10's download: random examples of its features.
-  monkeypatch.setattr(tfds_data, "network_reachable", lambda url, timeout_s=0: True)
+  monkeypatch.setattr(downloads, "network_reachable", lambda url, timeout_s=0: True)
   config = base.get_config()
   config.dataset = "tfds:cifar10"
   config_lib.validate(config)

@@ -9,7 +9,8 @@ import optax
 import pytest
 
 from aejax import config as config_lib
-from aejax import corruption, data, engine, losses, models, step as step_lib
+from aejax import corruption, data, engine, losses, models, optimizer as optimizer_lib
+from aejax import step as step_lib
 from aejax.objective import Objective
 from experiments.configs import base
 
@@ -165,7 +166,7 @@ def test_microbatched_step_equals_the_whole_batch_step(name, model):
 
 def test_a_microbatch_size_that_does_not_divide_the_batch_is_refused():
   run = engine.setup(make_config(), SPEC)
-  optimizer = step_lib.make_optimizer(run.config, run.plan.steps_per_epoch)
+  optimizer = optimizer_lib.make_optimizer(run.config, run.plan.steps_per_epoch)
   step = step_lib.make_train_step(run.objective, optimizer, run.corrupt, 5)
   images = np.zeros((BATCH, 28, 28, 1), np.uint8)
   with pytest.raises(ValueError, match="microbatch_size=5 does not divide the batch of 16"):
@@ -212,8 +213,8 @@ def test_the_warm_up_is_clamped_to_half_of_the_run(num_epochs, warmup_epochs, st
   """Any positive num_epochs trains on every config (sparse.py warms up for 1 epoch)."""
   config = base.get_config()
   config.num_epochs, config.warmup_epochs = num_epochs, warmup_epochs
-  assert step_lib.warmup_steps(config, 4) == steps
-  lr = step_lib.make_optimizer(config, 4)
+  assert optimizer_lib.warmup_steps(config, 4) == steps
+  lr = optimizer_lib.make_optimizer(config, 4)
   del lr  # builds: optax refuses a warm-up as long as the decay
 
 
@@ -262,7 +263,7 @@ def test_the_exponential_schedule_decays_to_the_final_fraction():
   config.schedule, config.learning_rate, config.final_lr_fraction = "exponential", 1e-3, 0.1
   config.num_epochs = 10
   config_lib.validate(config)
-  optimizer = step_lib.make_optimizer(config, steps_per_epoch=100)
+  optimizer = optimizer_lib.make_optimizer(config, steps_per_epoch=100)
   params = {"w": jnp.zeros(())}
   state = optimizer.init(params)
   steps = {0: 1e-3, 500: 1e-3 * 0.1 ** 0.5, 1000: 1e-4}  # geometric over the 1,000 steps

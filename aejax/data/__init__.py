@@ -1,7 +1,8 @@
 """Datasets: ``load(config)`` finds one (``sources``, the registry of data sources;
 ``shipped``, those aejax ships), ``from_arrays`` makes one of
 arrays in memory (``readers``); ``Dataset`` and the IDX reader (``core``) are at the
-bottom, the TensorFlow-free TFDS builders (``tfds_builders``) above them, imported only
+bottom, the TensorFlow-free TFDS builders (``tfds_builders``) above them, and
+``downloads``, ``tfds_catalog`` and ``tfds_tensorflow`` above those, imported only
 where needed; ``stream`` (a grain pipeline over the builders' array_record files, for
 ``config.input='stream'``) is imported only when streaming."""
 

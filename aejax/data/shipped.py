@@ -48,6 +48,14 @@ def _tfds_data():
   return tfds_builders
 
 
+def _downloads():
+  """``aejax.data.downloads``, or None with a warning when tensorflow-datasets is unusable."""
+  if _tfds_data() is None:
+    return None
+  from aejax.data import downloads  # imports tensorflow-datasets too
+  return downloads
+
+
 def _try_tfds(name: str) -> Dataset | None:
   """``name`` from TFDS's data dir when it is prepared there, else None."""
   tfds_data = _tfds_data()
@@ -56,8 +64,8 @@ def _try_tfds(name: str) -> Dataset | None:
 
 def _try_tfds_download(name: str) -> Dataset | None:
   """``name`` downloaded and prepared through TFDS; None when offline."""
-  tfds_data = _tfds_data()
-  return None if tfds_data is None else tfds_data.download_and_load(name)
+  downloads = _downloads()
+  return None if downloads is None else downloads.download_and_load(name)
 
 
 def _tfds_records(dataset: Dataset) -> pathlib.Path | None:
@@ -111,14 +119,14 @@ def _read_cifar(name: str, config) -> Dataset:
         manifest=prepared.manifest([folder / f for f in (*train, *test)], folder),
         prepare=prepared.from_reader(lambda: readers.read_cifar(data_dir, name)))
     return prepared.load(request, prepared.root(config), name)
-  tfds_data = _tfds_data()
+  downloads = _downloads()
   url = readers.CIFAR_URLS[name]
   why = "tensorflow-datasets, which downloads it, cannot be imported"
-  if tfds_data is not None:
-    ds = tfds_data.load_cifar_downloaded(name) or tfds_data.download_cifar(name)
+  if downloads is not None:
+    ds = downloads.load_cifar_downloaded(name) or downloads.download_cifar(name)
     if ds is not None:
       return ds
-    why = (f"{tfds_data.cifar_download_dir()} holds no download of it, and "
+    why = (f"{downloads.cifar_download_dir()} holds no download of it, and "
            f"{url.split('/')[2]} cannot be reached to download it")
   raise DataError(
       f"{name} was not found: no --config.data_dir was given, {why}. Download and "
@@ -127,11 +135,12 @@ def _read_cifar(name: str, config) -> Dataset:
 
 
 def _read_tfds(tfds_name: str, config) -> Dataset:
-  from aejax.data import tfds_builders
-  folder = tfds_builders.find_array_record(tfds_name)
+  from aejax.data import tfds_catalog
+  folder = tfds_catalog.find_array_record(tfds_name)
   if folder is not None:  # no TensorFlow needed
-    return tfds_builders.read_catalog_array_record(tfds_name, folder)
-  return tfds_builders.load_with_tensorflow(tfds_name)
+    return tfds_catalog.read_catalog_array_record(tfds_name, folder)
+  from aejax.data import tfds_tensorflow
+  return tfds_tensorflow.load_with_tensorflow(tfds_name)
 
 
 def _read_npz(argument: str, config) -> Dataset:

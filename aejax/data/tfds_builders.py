@@ -22,20 +22,16 @@ Sources of the IDX files, in order:
 TFDS writes the records in an order of its own (by key hash): a prepared split holds
 exactly the source's images and labels, as a multiset.
 
-CIFAR-10 and CIFAR-100 take only TFDS's download manager and registered checksums
-(``download_cifar``): the tarball of binary records is unpacked into
-``$TFDS_DATA_DIR/aejax_cifar/`` and read by ``aejax.data.readers``.
+The rest of TFDS's part in aejax lives beside this module: ``downloads`` (the quick
+network probe, the MNIST family's download and CIFAR's), ``tfds_catalog`` (catalog
+datasets prepared as array_record, read without TensorFlow) and ``tfds_tensorflow``
+(the rest of the catalog, through TensorFlow).
 """
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import pathlib
-import shutil
-import socket
-import tarfile
-import threading
 import urllib.parse
 
 import numpy as np
@@ -43,17 +39,13 @@ import tensorflow_datasets as tfds
 from absl import logging
 from tensorflow_datasets.core.utils import py_utils
 
-from aejax.data import core as data_lib, readers
+from aejax.data import core as data_lib
 
 IMAGE_SHAPE = (28, 28, 1)
 NUM_CLASSES = 10
 # Both the MNIST-family releases and the bundled checks assume these split sizes.
 CANONICAL_COUNTS = {"train": 60_000, "test": 10_000}
-# Network reachability is decided within this many seconds, DNS lookup included,
-# so that an offline machine falls back at once instead of letting TFDS's download
-# retry for minutes.
-REACHABILITY_TIMEOUT_S = 2.0
-TENSORFLOW_HINT = 'pip install "aejax[tensorflow]"'
+
 
 
 def default_data_dir() -> pathlib.Path:
@@ -280,221 +272,3 @@ def load_prepared(name: str) -> data_lib.Dataset | None:
   if name not in BUILDERS or not (prepared_dir(name) / "dataset_info.json").is_file():
     return None
   return read_prepared(name)
-
-
-# ------------------------------------------- the TFDS catalog, without TensorFlow
-
-
-def find_array_record(tfds_name: str, data_dir: str | os.PathLike | None = None
-                      ) -> pathlib.Path | None:
-  """The folder of ``tfds_name`` (``name``, ``name/config``, optionally ``:version``)
-  prepared in array_record format under TFDS's data dir, the newest version; None
-  when there is none."""
-  name, _, version = tfds_name.partition(":")
-  root = pathlib.Path(data_dir or default_data_dir()).expanduser() / name
-  found = [p.parent for p in root.glob("**/features.json")
-           if any(p.parent.glob("*.array_record-*")) and (not version or p.parent.name == version)]
-  if not found:
-    return None
-  return max(found, key=lambda p: (tfds.core.Version(p.name) if tfds.core.Version.is_valid(
-      p.name) else tfds.core.Version("0.0.0"), str(p)))
-
-
-def read_catalog_array_record(tfds_name: str, folder: pathlib.Path) -> data_lib.Dataset:
-  """A TFDS catalog dataset prepared as array_record in ``folder``, read through its
-  TensorFlow-free data source (the builder's ``as_data_source``, which decodes an
-  ``Image`` feature with Pillow). Its first Image feature is the image, its first
-  ClassLabel (if any) the label; it needs 'train' and 'test' splits."""
-  builder = tfds.builder_from_directory(str(folder))
-  features = builder.info.features
-  image_keys = [k for k, f in features.items() if isinstance(f, tfds.features.Image)]
-  label_keys = [k for k, f in features.items() if isinstance(f, tfds.features.ClassLabel)]
-  if not image_keys:
-    raise data_lib.DataError(f"{folder} ({tfds_name}) has no Image feature: its features "
-                             f"are {sorted(features)}.")
-  missing = [s for s in ("train", "test") if s not in builder.info.splits]
-  if missing:
-    raise data_lib.DataError(f"{folder} ({tfds_name}) lacks the split(s) {missing}; it has "
-                             f"{sorted(builder.info.splits)}.")
-  sources = builder.as_data_source()
-  arrays = {}
-  for split in ("train", "test"):
-    source = sources[split]
-    images, labels = [], []
-    for start in range(0, len(source), 1000):
-      for record in source.__getitems__(list(range(start, min(start + 1000, len(source))))):
-        image = np.asarray(record[image_keys[0]])
-        if images and image.shape != images[0].shape:
-          raise data_lib.DataError(
-              f"{folder}: {split} record {len(images)} is {image.shape}, record 0 is "
-              f"{images[0].shape}: images of mixed sizes cannot be stacked.")
-        images.append(image)
-        labels.append(int(record[label_keys[0]]) if label_keys else 0)
-    stacked = np.stack(images) if images else np.zeros((0, 1, 1, 1), np.uint8)
-    if stacked.dtype != np.uint8:
-      raise data_lib.DataError(f"{folder}: {split} images are {stacked.dtype}; aejax reads "
-                               "uint8 images.")
-    if max(labels, default=0) > 255:
-      raise data_lib.DataError(f"{folder}: labels up to {max(labels)}; labels are uint8.")
-    arrays[f"{split}_images"] = stacked if stacked.ndim == 4 else stacked[..., None]
-    arrays[f"{split}_labels"] = np.asarray(labels, np.uint8)
-  return data_lib.Dataset(name=f"tfds:{tfds_name}", source="tfds_array_record",
-                          location=str(folder), **arrays,
-                          details={"image_feature": image_keys[0],
-                                   "label_feature": label_keys[0] if label_keys else None})
-
-
-def network_reachable(url: str, timeout_s: float = REACHABILITY_TIMEOUT_S) -> bool:
-  """Whether a TCP connection to ``url``'s host opens within ``timeout_s`` seconds.
-
-  The DNS lookup has no timeout of its own, so the whole attempt runs in a daemon
-  thread that is abandoned, not waited for, once the time is up.
-  """
-  parts = urllib.parse.urlsplit(url)
-  port = parts.port or (443 if parts.scheme == "https" else 80)
-  outcome = []
-
-  def connect():
-    try:
-      with socket.create_connection((parts.hostname, port), timeout=timeout_s):
-        outcome.append(True)
-    except OSError:
-      outcome.append(False)
-
-  thread = threading.Thread(target=connect, daemon=True)
-  thread.start()
-  thread.join(timeout_s)
-  return bool(outcome and outcome[0])
-
-
-def download_and_load(name: str) -> data_lib.Dataset | None:
-  """Downloads and prepares ``name`` when its host is reachable; None when offline."""
-  url = BUILDERS[name].URL
-  if not network_reachable(url):
-    logging.warning("Offline: %s cannot be reached within %.0f s, so %s is not "
-                    "downloaded.", urllib.parse.urlsplit(url).hostname,
-                    REACHABILITY_TIMEOUT_S, name)
-    return None
-  try:
-    prepare(name)
-  except data_lib.DataError:
-    raise
-  except Exception as e:  # TFDS raises many kinds: network, checksum, disk
-    raise _download_failed(
-        name, e, "Prepare it from local IDX files instead: python -m experiments."
-        f"prepare_data --dataset={name} --manual_dir=<folder>.") from e
-  return read_prepared(name)
-
-
-def _download_failed(name: str, error: Exception, instead: str) -> data_lib.DataError:
-  """The one-line error of a download through TFDS that failed, and what to do."""
-  return data_lib.DataError(f"Downloading {name} through tensorflow-datasets failed "
-                            f"({type(error).__name__}: {error}). {instead}")
-
-
-# ------------------------------------- CIFAR's binary files, through TFDS's download
-
-# Below TFDS's data dir: <data dir>/aejax_cifar/cifar-10-batches-bin (or
-# cifar-100-binary), unpacked from the tarball TFDS's download manager fetched.
-CIFAR_FOLDER = "aejax_cifar"
-
-
-def cifar_download_dir(data_dir: str | os.PathLike | None = None) -> pathlib.Path:
-  """Where a downloaded CIFAR binary distribution is unpacked."""
-  return pathlib.Path(data_dir or default_data_dir()).expanduser() / CIFAR_FOLDER
-
-
-def load_cifar_downloaded(name: str) -> data_lib.Dataset | None:
-  """``name`` ('cifar10' or 'cifar100') from an earlier download unpacked in TFDS's
-  data dir, else None. Read with no network: the unpacked files are the source."""
-  folder = cifar_download_dir() / readers.CIFAR[name][0]
-  if not folder.is_dir():
-    return None
-  return readers.read_cifar(folder, name)
-
-
-def download_cifar(name: str) -> data_lib.Dataset | None:
-  """Downloads ``name``'s binary tarball through TFDS's download manager when its host
-  answers within seconds, its size and sha256 checked against those the installed
-  tensorflow_datasets registers for its own ``cifar10`` / ``cifar100`` builders, and
-  unpacks it into TFDS's data dir; None when offline.
-
-  Only the download manager and the registered checksums are TFDS's: its builders
-  parse these files with ``tf.io.gfile`` and need TensorFlow, so the files are read
-  with ``readers.read_cifar`` instead, as from a ``data_dir``.
-  """
-  url = readers.CIFAR_URLS[name]
-  if not network_reachable(url):
-    return None
-  checksums = tfds.core.utils.tfds_path() / "url_checksums" / f"{name}.txt"
-  manager = tfds.download.DownloadManager(
-      download_dir=str(default_data_dir() / "downloads"),
-      url_infos=tfds.core.download.checksums.load_url_infos(checksums),
-      force_checksums_validation=True)
-  target = cifar_download_dir()
-  target.mkdir(parents=True, exist_ok=True)
-  try:
-    tarball = pathlib.Path(str(manager.download(url)))
-    partial = target / f".{name}.partial"
-    shutil.rmtree(partial, ignore_errors=True)
-    with tarfile.open(tarball) as archive:
-      archive.extractall(partial, filter="data")  # no absolute paths, no links out
-    # Renamed into place once whole: a download cut off midway is never read as data.
-    (partial / readers.CIFAR[name][0]).rename(target / readers.CIFAR[name][0])
-    shutil.rmtree(partial)
-  except Exception as e:  # TFDS raises many kinds: network, checksum, disk
-    raise _download_failed(
-        name, e, f"Download and unpack {url} yourself and pass --config.data_dir=<the "
-        f"folder holding {readers.CIFAR[name][0]}>.") from e
-  return load_cifar_downloaded(name)
-
-
-# ------------------------------------------------- other TFDS datasets, with TF
-
-
-def load_with_tensorflow(tfds_name: str) -> data_lib.Dataset:
-  """Any image dataset in the TFDS catalog (``tfds:<name>``); needs TensorFlow.
-
-  Reads the 'train' and 'test' splits of its supervised (image, label) pair into
-  uint8 arrays, preparing it first when it is not and the network is reachable.
-  """
-  if importlib.util.find_spec("tensorflow") is None:
-    raise data_lib.DataError(
-        f"dataset tfds:{tfds_name} is not prepared in array_record format in "
-        f"{default_data_dir()}, and preparing it needs TensorFlow: {TENSORFLOW_HINT}, "
-        f"or prepare it where TensorFlow is (tfds build {tfds_name.partition(':')[0]} "
-        f"--file_format=array_record) and copy its folder into this data dir. (mnist, "
-        "fashion_mnist and kmnist need no TensorFlow.)")
-  try:
-    builder = tfds.builder(tfds_name, data_dir=str(default_data_dir()))
-  except Exception as e:  # DatasetNotFoundError and friends
-    raise data_lib.DataError(f"tensorflow-datasets has no dataset {tfds_name!r}: {e}") from e
-  if not builder.is_prepared():
-    if not network_reachable("https://storage.googleapis.com/"):
-      raise data_lib.DataError(
-          f"tfds:{tfds_name} is not prepared in {default_data_dir()} and the network "
-          "cannot be reached to download it.")
-    builder.download_and_prepare()
-  if builder.info.supervised_keys is None or len(builder.info.supervised_keys) != 2:
-    raise data_lib.DataError(f"tfds:{tfds_name} has no (image, label) supervised keys.")
-  arrays = {}
-  for split in ("train", "test"):
-    try:
-      # In batches rather than batch_size=-1 (one tensor through get_single_element),
-      # which aborted the process in a trial with TensorFlow 2.21.
-      batches = list(tfds.as_numpy(
-          builder.as_dataset(split=split, batch_size=1024, as_supervised=True)))
-    except (KeyError, ValueError) as e:  # TFDS's 'Unknown split' and the like
-      raise data_lib.DataError(f"tfds:{tfds_name} has no usable '{split}' split: {e}") from e
-    images = np.concatenate([images for images, _ in batches])
-    labels = np.concatenate([labels for _, labels in batches])
-    if images.ndim == 3:  # grayscale stored without a channel axis
-      images = images[..., None]
-    if images.dtype != np.uint8 or images.ndim != 4:
-      raise data_lib.DataError(f"tfds:{tfds_name}'s images are {images.dtype} "
-                               f"{images.shape}; aejax trains on uint8 [N, H, W, C].")
-    if labels.min() < 0 or labels.max() > 255:
-      raise data_lib.DataError(f"tfds:{tfds_name}'s labels do not fit uint8.")
-    arrays[f"{split}_images"], arrays[f"{split}_labels"] = images, labels.astype(np.uint8)
-  return data_lib.Dataset(name=f"tfds:{tfds_name}", source="tfds",
-                          location=str(builder.data_dir), **arrays)

@@ -15,7 +15,7 @@ import ml_collections
 import numpy as np
 
 from aejax import code_stats, data as data_lib, engine, losses, models, sweep
-from aejax import step as step_lib
+from aejax import optimizer as optimizer_lib, step as step_lib
 from aejax.objective import Objective, to_float
 from aejax.tuner.space import SearchError
 
@@ -134,7 +134,7 @@ class Slots:
       keys = jax.random.split(jax.random.key(seed), 4)
       variables = models.init_variables(model, config.model, image_shape, keys[0])
       params = variables.pop("params")
-      optimizer = step_lib.make_optimizer(sweep.Numbers(config, numbers), steps)
+      optimizer = optimizer_lib.make_optimizer(sweep.Numbers(config, numbers), steps)
       state = step_lib.TrainState(step=jnp.zeros((), jnp.int32), params=params,
                                   opt_state=optimizer.init(params), model_state=variables)
       return state, keys
