@@ -7,23 +7,23 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from experiments import data_bench
+from experiments import data_bench, photo_crops
 
 
 def test_the_folders_are_made_once_and_the_larger_one_extends_the_smaller(tmp_path):
-  small = data_bench.make_folder(tmp_path, 16)
+  small = photo_crops.make_folder(tmp_path, 16)
   files = sorted(small.rglob("*.jpg"))
-  assert len(files) == 16 and {p.parent.name for p in files} == set(data_bench.PHOTOS)
+  assert len(files) == 16 and {p.parent.name for p in files} == set(photo_crops.PHOTOS)
   with Image.open(files[0]) as image:
     assert image.format == "JPEG" and image.size == (128, 128) and image.mode == "RGB"
-  marker = small / data_bench.PHOTOS[0] / "marker.jpg"
+  marker = small / photo_crops.PHOTOS[0] / "marker.jpg"
   marker.write_bytes(files[0].read_bytes())
-  assert data_bench.make_folder(tmp_path, 16) == small and marker.exists()  # reused
-  large = data_bench.make_folder(tmp_path, 32)
+  assert photo_crops.make_folder(tmp_path, 16) == small and marker.exists()  # reused
+  large = photo_crops.make_folder(tmp_path, 32)
   for path in files:  # the same seed per index: the 4x folder holds the 1x one
     assert (large / path.relative_to(small)).read_bytes() == path.read_bytes()
   small.with_suffix(".json").unlink()  # not known whole: made again
-  data_bench.make_folder(tmp_path, 16)
+  photo_crops.make_folder(tmp_path, 16)
   assert not marker.exists() and len(list(small.rglob("*.jpg"))) == 16
 
 
