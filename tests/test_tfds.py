@@ -306,7 +306,7 @@ def test_tfds_catalog_names_with_tensorflow_give_uint8_arrays(tfds_dir, monkeypa
     ds = data.load(config)
   assert (ds.name, ds.source, ds.image_shape) == ("tfds:cifar10", "tfds", (32, 32, 3))
   assert ds.train_images.shape == (12, 32, 32, 3) and ds.test_labels.shape == (12,)
-  assert ds.train_images.dtype == np.uint8 and ds.train_labels.dtype == np.uint8
+  assert ds.train_images.dtype == np.uint8 and ds.train_labels.dtype == np.int32
 
 
 @pytest.mark.slow

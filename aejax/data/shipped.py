@@ -144,9 +144,9 @@ for _name in readers.CIFAR:
 register(Source(
     "folder", lambda path, config: readers.read_folder(
         path, image_size=config.image_size, channels=config.channels,
-        test_fraction=config.test_fraction, name=config.dataset),
+        test_fraction=config.test_fraction, name=config.dataset, bit_depth=config.bit_depth),
     prefix=True, argument="<folder of images>",
-    keys=("image_size", "channels", "test_fraction"),
+    keys=("image_size", "channels", "bit_depth", "test_fraction"),
     summary="image files Pillow opens, labels from class subfolders"))
 register(Source(
     "npz", lambda path, config: readers.read_npz(path, name=config.dataset,

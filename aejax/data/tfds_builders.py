@@ -271,7 +271,7 @@ def read_prepared(name: str, data_dir: str | os.PathLike | None = None) -> data_
     records = source.__getitems__(list(range(len(source))))
     records.sort(key=lambda r: int(r["index"]))
     arrays[f"{split}_images"] = np.stack([r["image"] for r in records], dtype=np.uint8)
-    arrays[f"{split}_labels"] = np.array([r["label"] for r in records], np.uint8)
+    arrays[f"{split}_labels"] = np.array([r["label"] for r in records], data_lib.LABEL_DTYPE)
   return data_lib.Dataset(name=name, source="tfds", location=str(folder), **arrays)
 
 
@@ -334,10 +334,8 @@ def read_catalog_array_record(tfds_name: str, folder: pathlib.Path) -> data_lib.
     if stacked.dtype != np.uint8:
       raise data_lib.DataError(f"{folder}: {split} images are {stacked.dtype}; aejax reads "
                                "uint8 images.")
-    if max(labels, default=0) > 255:
-      raise data_lib.DataError(f"{folder}: labels up to {max(labels)}; labels are uint8.")
     arrays[f"{split}_images"] = stacked if stacked.ndim == 4 else stacked[..., None]
-    arrays[f"{split}_labels"] = np.asarray(labels, np.uint8)
+    arrays[f"{split}_labels"] = np.asarray(labels, data_lib.LABEL_DTYPE)
   return data_lib.Dataset(name=f"tfds:{tfds_name}", source="tfds_array_record",
                           location=str(folder), **arrays,
                           details={"image_feature": image_keys[0],
@@ -493,8 +491,10 @@ def load_with_tensorflow(tfds_name: str) -> data_lib.Dataset:
     if images.dtype != np.uint8 or images.ndim != 4:
       raise data_lib.DataError(f"tfds:{tfds_name}'s images are {images.dtype} "
                                f"{images.shape}; aejax trains on uint8 [N, H, W, C].")
-    if labels.min() < 0 or labels.max() > 255:
-      raise data_lib.DataError(f"tfds:{tfds_name}'s labels do not fit uint8.")
-    arrays[f"{split}_images"], arrays[f"{split}_labels"] = images, labels.astype(np.uint8)
+    if labels.min() < 0 or labels.max() > np.iinfo(data_lib.LABEL_DTYPE).max:
+      raise data_lib.DataError(f"tfds:{tfds_name}'s labels are not class indices in "
+                               "[0, 2^31): it is no classification dataset.")
+    arrays[f"{split}_images"] = images
+    arrays[f"{split}_labels"] = labels.astype(data_lib.LABEL_DTYPE)
   return data_lib.Dataset(name=f"tfds:{tfds_name}", source="tfds",
                           location=str(builder.data_dir), **arrays)
