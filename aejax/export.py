@@ -38,6 +38,7 @@ import ml_collections
 import numpy as np
 
 from aejax import config as config_lib, models
+from aejax.images import is_pixels, to_float
 
 if TYPE_CHECKING:
   from aejax.trained import Trained
@@ -201,7 +202,7 @@ def check_set(trained: Trained, images: np.ndarray | None = None) -> tuple[np.nd
 
 def _float(trained: Trained, x) -> np.ndarray:
   x = np.asarray(x)
-  return (x.astype(np.float32) / 255 if x.dtype == np.uint8 and len(trained.image_shape) == 3
+  return (to_float(x) if is_pixels(x) and len(trained.image_shape) == 3
           else x.astype(np.float32))
 
 
@@ -298,7 +299,8 @@ def input_spec(trained: Trained) -> dict:
   """What ``encode`` takes, in words a user of another runtime needs."""
   spec = {"shape": ["N", *trained.image_shape], "dtype": "float32"}
   if trained._scale is None:
-    spec["scaling"] = ("uint8 pixels / 255, so values in [0, 1]" if len(trained.image_shape) == 3
+    spec["scaling"] = ("uint8 pixels / 255 (16-bit uint16 pixels / 65535), so values in "
+                       "[0, 1]" if len(trained.image_shape) == 3
                        else "the values as trained on, in [0, 1]")
   else:
     spec["scaling"] = ("vectors in their own units; the exported functions standardise "
