@@ -153,8 +153,10 @@ def _resized_16(array: np.ndarray, image_size: int) -> np.ndarray:
   return np.clip(np.rint(np.stack(planes, -1)), 0, 65535).astype(np.uint16)
 
 
-def _read_16(path: pathlib.Path, image, image_size: int, channels: int):
-  """``(uint16 [H, W, C], channels as stored)`` of a 16-bit file opened by Pillow."""
+def _read_16(path: pathlib.Path, image, image_size: int, channels: int, orientation):
+  """``(uint16 [H, W, C], channels as stored)`` of a 16-bit file opened by Pillow;
+  ``orientation``: its EXIF orientation, read before Pillow loaded it (loading a TIFF
+  turns it and drops the tag, but the 16-bit decoder reads the file as stored)."""
   from PIL import ImageOps
   if image.mode in _GREY16_MODES:
     image = ImageOps.exif_transpose(image)
@@ -164,20 +166,20 @@ def _read_16(path: pathlib.Path, image, image_size: int, channels: int):
                       "16 bits; aejax reads 8-bit and 16-bit images.")
     array = array.astype(np.uint16)[..., None]
   else:
-    array = _oriented(_decode_16(path, image), image)
+    array = _oriented(_decode_16(path, image), orientation)
   stored = 1 if array.shape[-1] <= 2 else 3
   array = _as_channels(array, channels or stored)
   return (_resized_16(array, image_size) if image_size else array), stored
 
 
-def _oriented(array: np.ndarray, image) -> np.ndarray:
-  """``array`` ``[H, W, C]`` turned as the file's EXIF orientation says (the
-  transposition ``PIL.ImageOps.exif_transpose`` applies, here on a NumPy array)."""
+def _oriented(array: np.ndarray, orientation: int | None) -> np.ndarray:
+  """``array`` ``[H, W, C]`` turned as an EXIF ``orientation`` says (the transposition
+  ``PIL.ImageOps.exif_transpose`` applies, here to each channel)."""
   from PIL import Image
   method = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180,
             4: Image.Transpose.FLIP_TOP_BOTTOM, 5: Image.Transpose.TRANSPOSE,
             6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE,
-            8: Image.Transpose.ROTATE_90}.get(image.getexif().get(0x0112))
+            8: Image.Transpose.ROTATE_90}.get(orientation)
   if method is None:
     return array
   planes = [np.asarray(Image.fromarray(array[..., c]).transpose(method))
@@ -210,9 +212,10 @@ def _read_image(path: pathlib.Path, image_size: int, channels: int, bit_depth: i
   try:
     with Image.open(path) as image:
       bits = _stored_bits(image)
+      orientation = image.getexif().get(0x0112)
       image.load()
       if bits == 16:
-        array, stored = _read_16(path, image, image_size, channels)
+        array, stored = _read_16(path, image, image_size, channels, orientation)
       else:
         array, stored = _read_8(image, image_size, channels)
   except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
