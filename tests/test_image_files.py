@@ -8,6 +8,7 @@ what the reader gives is compared with NumPy on the raw values.
 """
 
 import json
+import sys
 
 import numpy as np
 import pytest
@@ -73,6 +74,15 @@ def test_16_bit_files_keep_every_bit(tmp_path, channels, suffix):
   np.testing.assert_allclose(ds.pixel_mean, ds.train_images.mean(0) / 65535)
 
 
+def test_16_bit_colour_without_its_decoders_is_one_line(tmp_path, monkeypatch):
+  save16(tmp_path / "c" / "0.png", noise16((4, 4, 3)))
+  save16(tmp_path / "c" / "1.png", noise16((4, 4, 3)))
+  monkeypatch.setitem(sys.modules, "imagecodecs", None)  # import fails, as uninstalled
+  one_line_error(r"0\.png is a 16-bit colour image, which Pillow reads as 8 bits; .* "
+                 r"needs imagecodecs and tifffile: pip install 'aejax\[images16\]'\.$",
+                 readers.read_folder, tmp_path, test_fraction=0.5)
+
+
 def test_16_bit_resize_and_channels_stay_in_16_bits(tmp_path):
   """Resized in floats, not clipped to 8 bits; grey is Pillow's luma, in 16 bits."""
   colour = noise16((12, 16, 3))
@@ -89,6 +99,12 @@ def test_16_bit_resize_and_channels_stay_in_16_bits(tmp_path):
     luma = np.rint(colour.astype(np.float64) @ [0.299, 0.587, 0.114])
     assert stored == 3 and grey.shape == (12, 16, 1)
     np.testing.assert_array_equal(grey[..., 0], luma)
+  import tifffile
+  tifffile.imwrite(tmp_path / "planar.tif", np.moveaxis(colour, -1, 0), photometric="rgb",
+                   planarconfig="separate")  # samples first: Pillow's raw mode says 'R'
+  planar, _, bits = readers._read_image(tmp_path / "planar.tif", 0, 0)
+  assert bits == 16
+  np.testing.assert_array_equal(planar, colour)
   save16(tmp_path / "g.png", colour[..., :1])
   rgb, stored, _ = readers._read_image(tmp_path / "g.png", 0, 3)
   assert stored == 1 and (rgb == colour[..., :1]).all() and rgb.shape == (12, 16, 3)

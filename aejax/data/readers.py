@@ -95,16 +95,18 @@ def _labelled_files(folder: pathlib.Path) -> tuple[list[pathlib.Path], list[str]
 
 # Pillow's modes of 16-bit grey files (PNG, TIFF; older Pillow opened 16-bit PNG as 'I').
 _GREY16_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
-_EXTRA_16 = "pip install 'aejax[images16]'"
 
 
 def _stored_bits(image) -> int:
   """16 for a file of 16-bit samples, else 8, of a Pillow image opened but not loaded.
-  Pillow decodes 16-bit colour (48-bit RGB PNG, 16-bit RGB TIFF) to 8 bits; its
-  decoder's raw mode (``'RGB;16B'``, ``('RGB;16L', ...)``) still says what the file
+  Pillow decodes 16-bit colour (48-bit RGB PNG, 16-bit RGB TIFF) to 8 bits; a TIFF's
+  BitsPerSample tag, a PNG decoder's raw mode (``'RGB;16B'``) still say what the file
   holds."""
   if image.mode in _GREY16_MODES:
     return 16
+  if image.format == "TIFF":
+    per_sample = image.tag_v2.get(258, 8)  # BitsPerSample: one number, or one a sample
+    return 16 if 16 in np.atleast_1d(per_sample) else 8
   args = image.tile[0].args if image.tile else ""
   rawmode = args if isinstance(args, str) else (args[0] if args else "")
   return 16 if isinstance(rawmode, str) and ";16" in rawmode else 8
@@ -118,15 +120,22 @@ def _decode_16(path: pathlib.Path, image) -> np.ndarray:
     import tifffile
   except ImportError:
     raise DataError(f"{path} is a 16-bit colour image, which Pillow reads as 8 bits; "
-                    f"keeping its 16 bits needs imagecodecs and tifffile: {_EXTRA_16}, "
-                    "or pass --config.bit_depth=8.") from None
+                    "reading its 16 bits needs imagecodecs and tifffile: "
+                    "pip install 'aejax[images16]'.") from None
   if image.format == "TIFF":
-    array = tifffile.imread(path)
+    with tifffile.TiffFile(path) as tiff:  # its first page, as Pillow reads
+      page = tiff.pages[0]
+      array = page.asarray()
+      if page.axes.startswith("S"):  # planar: samples first
+        array = np.moveaxis(array, 0, -1)
   elif image.format == "PNG":
     array = imagecodecs.png_decode(path.read_bytes())
   else:
     raise DataError(f"{path} holds 16-bit {image.format} colour, which aejax reads from "
                     "PNG and TIFF only; convert it to either.")
+  if array.dtype != np.uint16 or array.ndim not in (2, 3):
+    raise DataError(f"{path} holds {array.dtype} samples {list(array.shape)}; aejax reads "
+                    "8-bit and 16-bit unsigned images.")
   return array if array.ndim == 3 else array[..., None]
 
 
