@@ -54,7 +54,7 @@ def assert_same_examples(ds: data.Dataset, expected: dict[str, np.ndarray]) -> N
   for split in ("train", "test"):
     images, labels = getattr(ds, f"{split}_images"), getattr(ds, f"{split}_labels")
     want_images = expected[f"{split}_images"]
-    assert images.dtype == np.uint8 and labels.dtype == np.uint8
+    assert images.dtype == np.uint8 and labels.dtype == np.int32
     assert images.shape == (*want_images.shape[:3], 1) and labels.shape == (len(want_images),)
     np.testing.assert_array_equal(images[..., 0], want_images)
     np.testing.assert_array_equal(labels, expected[f"{split}_labels"])
