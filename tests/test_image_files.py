@@ -39,6 +39,15 @@ def save16(path, array):
     path.write_bytes(imagecodecs.png_encode(array))
 
 
+def load_folder(folder, **keys):
+  """The folder as ``config.dataset='folder:<folder>'`` loads it, with config ``keys``."""
+  config = base.get_config()
+  config.dataset = f"folder:{folder}"
+  for key, value in keys.items():
+    config[key] = value
+  return data.load(config)
+
+
 def one_line_error(match, fn, *args, **kwargs):
   with pytest.raises(data.DataError, match=match) as info:
     fn(*args, **kwargs)
@@ -64,7 +73,7 @@ def test_16_bit_files_keep_every_bit(tmp_path, channels, suffix):
   files = {f"c/{i:02d}{suffix}": noise16((6, 5, channels)) for i in range(12)}
   for name, array in files.items():
     save16(tmp_path / name, array)
-  ds = readers.read_folder(tmp_path, test_fraction=0.5)
+  ds = load_folder(tmp_path, test_fraction=0.5)
   raw, got = folder_arrays(ds, files, 0.5)
   assert got.dtype == np.uint16 and ds.record()["bit_depth"] == 16
   np.testing.assert_array_equal(got, raw)
@@ -80,7 +89,7 @@ def test_16_bit_colour_without_its_decoders_is_one_line(tmp_path, monkeypatch):
   monkeypatch.setitem(sys.modules, "imagecodecs", None)  # import fails, as uninstalled
   one_line_error(r"0\.png is a 16-bit colour image, which Pillow reads as 8 bits; .* "
                  r"needs imagecodecs and tifffile: pip install 'aejax\[images16\]'\.$",
-                 readers.read_folder, tmp_path, test_fraction=0.5)
+                 load_folder, tmp_path, test_fraction=0.5)
 
 
 def test_16_bit_resize_and_channels_stay_in_16_bits(tmp_path):
@@ -89,24 +98,24 @@ def test_16_bit_resize_and_channels_stay_in_16_bits(tmp_path):
   save16(tmp_path / "a" / "0.png", colour)
   save16(tmp_path / "a" / "1.png", np.full((20, 20, 3), 40_000, np.uint16))
   save16(tmp_path / "a" / "2.tif", colour)
-  resized, _, bits = readers._read_image(tmp_path / "a" / "0.png", 6, 0)
+  resized, _, bits = readers.read_image(tmp_path / "a" / "0.png", 6, 0)
   assert bits == 16 and resized.dtype == np.uint16 and resized.shape == (6, 6, 3)
   assert resized.max() > 255 and np.mean(resized == 65535) < 0.05
-  flat, _, _ = readers._read_image(tmp_path / "a" / "1.png", 6, 0)
+  flat, _, _ = readers.read_image(tmp_path / "a" / "1.png", 6, 0)
   assert (flat == 40_000).all()
   for name in ("0.png", "2.tif"):
-    grey, stored, _ = readers._read_image(tmp_path / "a" / name, 0, 1)
+    grey, stored, _ = readers.read_image(tmp_path / "a" / name, 0, 1)
     luma = np.rint(colour.astype(np.float64) @ [0.299, 0.587, 0.114])
     assert stored == 3 and grey.shape == (12, 16, 1)
     np.testing.assert_array_equal(grey[..., 0], luma)
   import tifffile
   tifffile.imwrite(tmp_path / "planar.tif", np.moveaxis(colour, -1, 0), photometric="rgb",
                    planarconfig="separate")  # samples first: Pillow's raw mode says 'R'
-  planar, _, bits = readers._read_image(tmp_path / "planar.tif", 0, 0)
+  planar, _, bits = readers.read_image(tmp_path / "planar.tif", 0, 0)
   assert bits == 16
   np.testing.assert_array_equal(planar, colour)
   save16(tmp_path / "g.png", colour[..., :1])
-  rgb, stored, _ = readers._read_image(tmp_path / "g.png", 0, 3)
+  rgb, stored, _ = readers.read_image(tmp_path / "g.png", 0, 3)
   assert stored == 1 and (rgb == colour[..., :1]).all() and rgb.shape == (12, 16, 3)
 
 
@@ -118,7 +127,7 @@ def test_bit_depth_decides_a_folder_of_8_and_16_bit_files(tmp_path):
   save16(first16 / "train" / "a.png", deep)
   Image.fromarray(shallow[..., 0]).save(first16 / "train" / "b.png")
   save16(first16 / "test" / "c.png", deep)
-  ds = readers.read_folder(first16)
+  ds = load_folder(first16)
   assert ds.train_images.dtype == np.uint16
   np.testing.assert_array_equal(ds.train_images[1], shallow.astype(np.uint16) * 257)
   np.testing.assert_array_equal(images_lib.to_float(ds.train_images[1]),
@@ -130,12 +139,12 @@ def test_bit_depth_decides_a_folder_of_8_and_16_bit_files(tmp_path):
   save16(first8 / "test" / "c.png", deep)
   one_line_error(r"b\.png is a 16-bit image but .*a\.png, the folder's first, is 8-bit: "
                  r"pass --config\.bit_depth=16 .* or --config\.bit_depth=8",
-                 readers.read_folder, first8)
-  eight = readers.read_folder(first16, bit_depth=8)
+                 load_folder, first8)
+  eight = load_folder(first16, bit_depth=8)
   assert eight.train_images.dtype == np.uint8 and eight.record()["bit_depth"] == 8
   np.testing.assert_array_equal(eight.train_images[0], np.rint(deep / 257))
   np.testing.assert_array_equal(eight.train_images[1], shallow)
-  sixteen = readers.read_folder(tmp_path / "first16", bit_depth=16)
+  sixteen = load_folder(tmp_path / "first16", bit_depth=16)
   assert sixteen.fingerprint == ds.fingerprint
   bad = base.get_config()
   bad.bit_depth = 12
@@ -156,14 +165,14 @@ def test_exif_orientation_is_applied(tmp_path):
   Image.fromarray(stored).save(tmp_path / "turned.jpg", exif=exif, quality=95)
   Image.fromarray(stored).save(tmp_path / "plain.jpg", quality=95)
   decoded = np.asarray(Image.open(tmp_path / "plain.jpg"))
-  got, _, _ = readers._read_image(tmp_path / "turned.jpg", 0, 0)
+  got, _, _ = readers.read_image(tmp_path / "turned.jpg", 0, 0)
   assert got.shape == (16, 8, 3)
   np.testing.assert_array_equal(got, np.rot90(decoded, k=-1))
   exif[0x0112] = 3  # and a 16-bit file's, turned 180°
   deep = noise16((6, 5, 3))
   import tifffile
   tifffile.imwrite(tmp_path / "turned.tif", deep, extratags=[(0x0112, "H", 1, 3, True)])
-  got, _, _ = readers._read_image(tmp_path / "turned.tif", 0, 0)
+  got, _, _ = readers.read_image(tmp_path / "turned.tif", 0, 0)
   np.testing.assert_array_equal(got, deep[::-1, ::-1])
 
 
@@ -174,15 +183,15 @@ def test_alpha_is_dropped_and_palettes_are_their_colours(tmp_path):
   rgba = RNG.integers(0, 256, (5, 7, 4), dtype=np.uint8)
   Image.fromarray(rgba).save(tmp_path / "rgba.png")
   Image.fromarray(rgba[..., :2], mode="LA").save(tmp_path / "la.png")
-  got, stored, _ = readers._read_image(tmp_path / "rgba.png", 0, 0)
+  got, stored, _ = readers.read_image(tmp_path / "rgba.png", 0, 0)
   assert stored == 3
   np.testing.assert_array_equal(got, rgba[..., :3])
-  got, stored, _ = readers._read_image(tmp_path / "la.png", 0, 0)
+  got, stored, _ = readers.read_image(tmp_path / "la.png", 0, 0)
   assert stored == 1
   np.testing.assert_array_equal(got, rgba[..., :1])
   deep = noise16((5, 7, 4))
   save16(tmp_path / "rgba16.png", deep)
-  got, _, _ = readers._read_image(tmp_path / "rgba16.png", 0, 0)
+  got, _, _ = readers.read_image(tmp_path / "rgba16.png", 0, 0)
   np.testing.assert_array_equal(got, deep[..., :3])
 
   palette = RNG.integers(0, 256, (256, 3), dtype=np.uint8)
@@ -193,7 +202,7 @@ def test_alpha_is_dropped_and_palettes_are_their_colours(tmp_path):
   image.save(tmp_path / "p_transparent.png", transparency=int(indices[0, 0]))
   assert Image.open(tmp_path / "p_transparent.png").info.get("transparency") is not None
   for name in ("p.png", "p_transparent.png"):
-    got, stored, _ = readers._read_image(tmp_path / name, 0, 0)
+    got, stored, _ = readers.read_image(tmp_path / name, 0, 0)
     assert stored == 3
     np.testing.assert_array_equal(got, palette[indices])
 
@@ -220,7 +229,7 @@ def test_a_folder_of_1000_classes_trains_and_is_probed(tmp_path, cli):
           "--config.num_epochs=1", "--config.input=device")
   record = results(tmp_path / "run")["dataset"]
   assert len(record["classes"]) == 1000 and record["classes"][999] == "n00000999"
-  ds = readers.read_folder(folder)
+  ds = load_folder(folder)
   assert record["fingerprint"] == ds.fingerprint and ds.train_labels.dtype == np.int32
   assert ds.train_labels.max() > 255 and sorted(set(ds.train_labels) | set(ds.test_labels)) \
       == list(range(1000))
@@ -248,9 +257,7 @@ def test_16_bit_png_and_tiff_train_alike_streamed_and_on_the_device(tmp_path, cl
   device, stream = results(tmp_path / "device"), results(tmp_path / "stream")
   assert stream["test"] == device["test"] and stream["input"] == "stream"
   assert device["dataset"]["bit_depth"] == 16
-  config = base.get_config()
-  config.dataset = f"folder:{folder}"
-  ds = data.load(config)
+  ds = load_folder(folder)
   assert ds.fingerprint == device["dataset"]["fingerprint"]
   raw, got = folder_arrays(ds, files)
   np.testing.assert_array_equal(images_lib.to_float(got), raw.astype(np.float32) / 65535)

@@ -118,17 +118,9 @@ class Dataset:
   @functools.cached_property
   def fingerprint(self) -> str:
     """sha256 of the train and test images and labels, with their shapes and dtypes:
-    the data's identity, whatever file or folder it was read from. Labels that all fit
-    in [0, 255] are hashed as uint8 (as they were stored before labels were int32), so
-    such data, and the checkpoints trained on it, keep their fingerprint."""
-    digest = hashlib.sha256()
-    fits = labels_fit_uint8(self.train_labels) and labels_fit_uint8(self.test_labels)
-    as_hashed = lambda labels: labels.astype(np.uint8) if fits else labels
-    for array in (self.train_images, as_hashed(self.train_labels), self.test_images,
-                  as_hashed(self.test_labels)):
-      digest.update(repr((array.shape, array.dtype.str)).encode())
-      digest.update(np.ascontiguousarray(array).data)
-    return digest.hexdigest()
+    the data's identity, whatever file or folder it was read from (``fingerprint_of``)."""
+    return fingerprint_of((self.train_images, self.train_labels, self.test_images,
+                           self.test_labels))
 
   def record(self) -> dict[str, Any]:
     """What ``results.json`` and the checkpoints say about the data."""
@@ -136,6 +128,22 @@ class Dataset:
             "n_train": int(len(self.train_images)), "n_test": int(len(self.test_images)),
             "image_shape": list(self.image_shape), "fingerprint": self.fingerprint,
             **self.details}
+
+
+def fingerprint_of(arrays) -> str:
+  """sha256 of each array's shape, dtype and bytes, in order: ``(train images, train
+  labels, test images, test labels)``. Labels that all fit in [0, 255] are hashed as
+  uint8, as they were stored before labels were int32, so such data, and the
+  checkpoints trained on it, keep their fingerprint."""
+  train_images, train_labels, test_images, test_labels = arrays
+  if labels_fit_uint8(train_labels) and labels_fit_uint8(test_labels):
+    train_labels, test_labels = (np.asarray(l).astype(np.uint8)
+                                 for l in (train_labels, test_labels))
+  digest = hashlib.sha256()
+  for array in (train_images, train_labels, test_images, test_labels):
+    digest.update(repr((tuple(array.shape), array.dtype.str)).encode())
+    digest.update(np.ascontiguousarray(array).data)
+  return digest.hexdigest()
 
 
 def check_splits(location: str, splits: dict[str, tuple[np.ndarray, np.ndarray]]) -> None:

@@ -236,26 +236,45 @@ def _read_image(path: pathlib.Path, image_size: int, channels: int, bit_depth: i
   return array, stored, bits
 
 
-def _check_depth(bit_depth: int, first: tuple, path: pathlib.Path, bits: int) -> None:
-  """DataError for a 16-bit ``path`` in a folder whose first file (``first``: its path
-  and bits) made it 8-bit, unless ``bit_depth`` was given: reading it as 8 bits would
-  lose its low bits unasked."""
-  if not bit_depth and bits == 16 and first[1] == 8:
-    raise DataError(f"{path} is a 16-bit image but {first[0]}, the folder's first, is "
-                    "8-bit: pass --config.bit_depth=16 to keep 16 bits (8-bit files "
-                    "scaled by 257) or --config.bit_depth=8 (16-bit files by 1/257).")
+def read_image(path: pathlib.Path, image_size: int, channels: int, bit_depth: int = 0):
+  """``_read_image``: ``(array [H, W, C], channels as stored, bits as stored)`` of one
+  image file, or DataError naming it."""
+  return _read_image(path, image_size, channels, bit_depth)
+
+
+def folder_depth(bit_depth: int, first_bits: int) -> int:
+  """The ``bit_depth`` to read every file of a folder with: the one given; else 16
+  when its first file is 16-bit (an 8-bit file then scales by 257, exactly), else 0,
+  each file at its own depth, so that a 16-bit file among 8-bit ones comes out
+  uint16, unlike the first, and is refused (``mixed_depths``) rather than cut to 8
+  bits unasked."""
+  return bit_depth or (16 if first_bits == 16 else 0)
+
+
+def mixed_depths(first: pathlib.Path, path: pathlib.Path) -> DataError:
+  """The one line for a 16-bit ``path`` in a folder whose ``first`` file is 8-bit."""
+  return DataError(f"{path} is a 16-bit image but {first}, the folder's first, is 8-bit: "
+                   "pass --config.bit_depth=16 to keep 16 bits (8-bit files scaled by "
+                   "257) or --config.bit_depth=8 (16-bit files by 1/257).")
+
+
+def label_array(labels) -> np.ndarray:
+  """Class indices as the label array a Dataset holds: int32 ``[N]``, any number of
+  classes."""
+  return np.asarray(labels, LABEL_DTYPE)
 
 
 def _read_images(paths: list[pathlib.Path], image_size: int, channels: int,
-                 bit_depth: int = 0, first_bits: tuple | None = None):
-  """``(images [N, H, W, C], (first path, its bits))``: the files at ``bit_depth``, or
-  (0) at the depth of the folder's first file (``first_bits`` when it was read before)."""
+                 depth: int | None = None, first_path: pathlib.Path | None = None):
+  """``(images [N, H, W, C], (the folder's first path, the depth every file is read
+  at))``: ``depth`` None: the first file decides it (``folder_depth``)."""
   images, first, stored_first = [], None, None
   for path in paths:
-    depth = bit_depth or (first_bits[1] if first_bits else 0)
-    array, stored, bits = _read_image(path, image_size, channels, depth)
-    first_bits = first_bits or (path, bits)
-    _check_depth(bit_depth, first_bits, path, bits)
+    array, stored, bits = read_image(path, image_size, channels, depth or 0)
+    if depth is None:
+      depth, first_path = folder_depth(0, bits), path
+    if images and array.dtype != images[0].dtype:
+      raise mixed_depths(first_path, path)
     if first is None:
       first, stored_first = (path, array.shape), stored
     elif array.shape != first[1]:
@@ -265,7 +284,7 @@ def _read_images(paths: list[pathlib.Path], image_size: int, channels: int,
           f"of mixed sizes or channels need --config.{key}=<n> (image_size: resize and "
           "centre-crop to n x n; channels: 1 or 3).")
     images.append(array)
-  return np.stack(images), first_bits
+  return np.stack(images), (first_path, depth)
 
 
 def read_folder(folder: str | pathlib.Path, *, image_size: int = 0, channels: int = 0,
@@ -311,11 +330,13 @@ def read_folder(folder: str | pathlib.Path, *, image_size: int = 0, channels: in
 
   def labels(paths, root):
     if not classes:
-      return np.zeros(len(paths), LABEL_DTYPE)
-    return np.array([index[p.relative_to(root).parts[0]] for p in paths], LABEL_DTYPE)
+      return label_array(np.zeros(len(paths)))
+    return label_array([index[p.relative_to(root).parts[0]] for p in paths])
 
-  train_images, first_bits = _read_images(train, image_size, channels, bit_depth)
-  test_images, _ = _read_images(test, image_size, channels, bit_depth, first_bits)
+  train_images, (first, depth) = _read_images(train, image_size, channels, bit_depth or None)
+  test_images, _ = _read_images(test, image_size, channels, depth, first)
+  if test_images.dtype != train_images.dtype:
+    raise mixed_depths(first, test[0])
   details["bit_depth"] = 16 if train_images.dtype == np.uint16 else 8
   if train_images.shape[1:] != test_images.shape[1:]:
     raise DataError(f"{train[0]} is {_shape(train_images.shape[1:])} but {test[0]} is "
