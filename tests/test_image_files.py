@@ -83,6 +83,18 @@ def test_16_bit_files_keep_every_bit(tmp_path, channels, suffix):
   np.testing.assert_allclose(ds.pixel_mean, ds.train_images.mean(0) / 65535)
 
 
+def test_16_bit_arrays_train_as_uint16(tmp_path):
+  """npz files and arrays in memory may hold uint16 images too."""
+  train, test = noise16((6, 4, 4, 1)), noise16((2, 4, 4, 1))
+  np.savez(tmp_path / "deep.npz", train=train, test=test, train_labels=np.arange(6) * 100,
+           test_labels=[0, 500])
+  for ds in (readers.read_npz(tmp_path / "deep.npz"),
+             data.from_arrays(train, test, train_labels=np.arange(6) * 100,
+                              test_labels=[0, 500])):
+    np.testing.assert_array_equal(ds.train_images, train)
+    assert ds.test_labels.tolist() == [0, 500] and ds.test_labels.dtype == np.int32
+
+
 def test_16_bit_colour_without_its_decoders_is_one_line(tmp_path, monkeypatch):
   save16(tmp_path / "c" / "0.png", noise16((4, 4, 3)))
   save16(tmp_path / "c" / "1.png", noise16((4, 4, 3)))
