@@ -127,9 +127,6 @@ def _before(version: str, value) -> Since:
 HISTORY = {
     "name": Since("0.1.0"), "model": Since("0.1.0"), "dataset": Since("0.1.0"),
     "data_dir": Since("0.1.0"), "image_size": Since("0.1.0"), "channels": Since("0.1.0"),
-    # Older runs read every file as 8 bits: the same data for an 8-bit folder (which
-    # resumes); a 16-bit folder's data is new (its fingerprint differs, and says so).
-    "bit_depth": Since("0.1.0"),
     "test_fraction": Since("0.1.0"), "standardize": Since("0.1.0"),
     # Runs saved before config.input existed trained on the device.
     "input": _before("0.1.0", "device"),
@@ -143,6 +140,9 @@ HISTORY = {
     "eval_batch_size": Since("0.1.0"), "checkpoint_every": Since("0.1.0"),
     "checkpoint_every_steps": Since("0.1.0"), "checkpoint_every_minutes": Since("0.1.0"),
     "sweep": Since("0.1.0"), "sweep_vmap": Since("0.1.0"),
+    # Older runs read every file as 8 bits: the same data for an 8-bit folder (which
+    # resumes); a 16-bit folder's data is new (its fingerprint differs, and says so).
+    "bit_depth": Since("0.2.0"),
 }
 
 
