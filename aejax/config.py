@@ -54,8 +54,8 @@ def defaults(model: str = "mlp") -> ml_collections.ConfigDict:
   config.dataset = "mnist"  # A registered source (aejax.data.sources; docs/data.md).
   config.data_dir = ""  # IDX or CIFAR folder; empty: $AEJAX_DATA_DIR, TFDS, the sample.
   config.image_size = 0  # folder: resize and centre-crop to n x n; 0: as stored.
-  config.channels = 0  # folder: 1 (grey) or 3 (RGB), converted; 0: as stored.
   config.bit_depth = 0  # folder: 8 (uint8) or 16 (uint16), scaled; 0: the first file's.
+  config.channels = 0  # folder: 1 (grey) or 3 (RGB), converted; 0: as stored.
   config.test_fraction = 0.1  # folder without train/ and test/: files held out, by name.
   config.standardize = False  # npz float vectors: per-feature mean 0, std 1 (recorded).
   config.input = "auto"  # 'device' (train set on every device), 'stream' or 'auto'.
@@ -127,6 +127,9 @@ def _before(version: str, value) -> Since:
 HISTORY = {
     "name": Since("0.1.0"), "model": Since("0.1.0"), "dataset": Since("0.1.0"),
     "data_dir": Since("0.1.0"), "image_size": Since("0.1.0"), "channels": Since("0.1.0"),
+    # Older runs read every file as 8 bits: the same data for an 8-bit folder (which
+    # resumes); a 16-bit folder's data is new (its fingerprint differs, and says so).
+    "bit_depth": Since("0.2.0"),
     "test_fraction": Since("0.1.0"), "standardize": Since("0.1.0"),
     # Runs saved before config.input existed trained on the device.
     "input": _before("0.1.0", "device"),
@@ -140,9 +143,6 @@ HISTORY = {
     "eval_batch_size": Since("0.1.0"), "checkpoint_every": Since("0.1.0"),
     "checkpoint_every_steps": Since("0.1.0"), "checkpoint_every_minutes": Since("0.1.0"),
     "sweep": Since("0.1.0"), "sweep_vmap": Since("0.1.0"),
-    # Older runs read every file as 8 bits: the same data for an 8-bit folder (which
-    # resumes); a 16-bit folder's data is new (its fingerprint differs, and says so).
-    "bit_depth": Since("0.2.0"),
 }
 
 
