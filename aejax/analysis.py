@@ -338,8 +338,9 @@ def entropy_coded_bytes(jpeg: bytes) -> int:
 
 
 def inverted(images: np.ndarray) -> np.ndarray:
-  """White digits on black become black digits on white: uint8 255 − x."""
-  return (255 - images).astype(np.uint8)
+  """White digits on black become black digits on white: the dtype's maximum − x
+  (255 − x of uint8 images, 65535 − x of uint16)."""
+  return (np.iinfo(images.dtype).max - images).astype(images.dtype)
 
 
 def shifted(images: np.ndarray, pixels: int = 4) -> np.ndarray:

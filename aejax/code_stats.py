@@ -23,6 +23,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from aejax.images import PIXEL_MAX
 from aejax.objective import to_float
 
 
@@ -113,8 +114,10 @@ def code_statistics(encode_fn: Callable[[Any, jax.Array], jax.Array],
   fired = _fired_over(encode_fn, variables, train_images_u8, batch_size)
   test_images_u8 = np.asarray(test_images_u8)
   test, test_mask = chunked(test_images_u8, batch_size)
-  mean_image = jnp.asarray(
-      np.asarray(test_images_u8, np.float64).mean(axis=0) / 255.0, jnp.float32)
+  # The mean of the images as to_float scales them (pixels by their dtype's maximum).
+  # (A float64 sum, not a float64 copy of the test set: 8x its bytes.)
+  mean_image = jnp.asarray(test_images_u8.mean(axis=0, dtype=np.float64)
+                           / PIXEL_MAX.get(np.dtype(test_images_u8.dtype), 1.0), jnp.float32)
   l0_sum, sse, sst = (float(v) for v in jax.device_get(
       _test_sums(encode_fn, decode_fn, variables, test, test_mask, mean_image)))
   dead = int(np.sum(~fired))

@@ -42,6 +42,7 @@ class ConfigError(ValueError):
 EPOCH_MODES = ("auto", "scan", "step")
 INPUTS = ("auto", "device", "stream")
 CHANNELS = (0, 1, 3)
+BIT_DEPTHS = (0, 8, 16)
 
 
 def defaults(model: str = "mlp") -> ml_collections.ConfigDict:
@@ -53,6 +54,7 @@ def defaults(model: str = "mlp") -> ml_collections.ConfigDict:
   config.dataset = "mnist"  # A registered source (aejax.data.sources; docs/data.md).
   config.data_dir = ""  # IDX or CIFAR folder; empty: $AEJAX_DATA_DIR, TFDS, the sample.
   config.image_size = 0  # folder: resize and centre-crop to n x n; 0: as stored.
+  config.bit_depth = 0  # folder: 8 (uint8) or 16 (uint16), scaled; 0: the first file's.
   config.channels = 0  # folder: 1 (grey) or 3 (RGB), converted; 0: as stored.
   config.test_fraction = 0.1  # folder (files, by name) or npy: (every 1/f-th row) held out.
   config.standardize = False  # npz and npy: vectors: per-feature mean 0, std 1 (recorded).
@@ -128,6 +130,9 @@ def _before(version: str, value) -> Since:
 HISTORY = {
     "name": Since("0.1.0"), "model": Since("0.1.0"), "dataset": Since("0.1.0"),
     "data_dir": Since("0.1.0"), "image_size": Since("0.1.0"), "channels": Since("0.1.0"),
+    # Older runs read every file as 8 bits: the same data for an 8-bit folder (which
+    # resumes); a 16-bit folder's data is new (its fingerprint differs, and says so).
+    "bit_depth": Since("0.2.0"),
     "test_fraction": Since("0.1.0"), "standardize": Since("0.1.0"),
     # Runs saved before config.input existed trained on the device.
     "input": _before("0.1.0", "device"),
@@ -248,6 +253,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
            and config.image_size >= 0, "image_size", config.image_size,
            "must be 0 (as stored) or a positive integer")
   _one_of(config, "channels", CHANNELS)
+  _one_of(config, "bit_depth", BIT_DEPTHS)
   _require(_finite(config.test_fraction) and 0 < config.test_fraction < 1, "test_fraction",
            config.test_fraction, "must lie strictly between 0 and 1")
   _require(isinstance(config.sweep_vmap, int) and not isinstance(config.sweep_vmap, bool)

@@ -37,6 +37,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from aejax import config as config_lib, model_card, models
+from aejax.images import is_pixels, to_float
 
 if TYPE_CHECKING:
   from aejax.trained import Trained
@@ -200,7 +201,7 @@ def check_set(trained: Trained, images: np.ndarray | None = None) -> tuple[np.nd
 
 def _float(trained: Trained, x) -> np.ndarray:
   x = np.asarray(x)
-  return (x.astype(np.float32) / 255 if x.dtype == np.uint8 and len(trained.image_shape) == 3
+  return (to_float(x) if is_pixels(x) and len(trained.image_shape) == 3
           else x.astype(np.float32))
 
 

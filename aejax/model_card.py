@@ -45,7 +45,8 @@ def input_spec(trained: Trained) -> dict:
   """What ``encode`` takes, in words a user of another runtime needs."""
   spec = {"shape": ["N", *trained.image_shape], "dtype": "float32"}
   if trained._scale is None:
-    spec["scaling"] = ("uint8 pixels / 255, so values in [0, 1]" if len(trained.image_shape) == 3
+    spec["scaling"] = ("uint8 pixels / 255 (16-bit uint16 pixels / 65535), so values in "
+                       "[0, 1]" if len(trained.image_shape) == 3
                        else "the values as trained on, in [0, 1]")
   else:
     spec["scaling"] = ("vectors in their own units; the exported functions standardise "

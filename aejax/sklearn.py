@@ -23,6 +23,8 @@ import numpy as np
 from sklearn.base import BaseEstimator, ClassNamePrefixFeaturesOutMixin, TransformerMixin
 from sklearn.utils.validation import check_array, check_is_fitted, validate_data
 
+from aejax.images import is_pixels, to_float
+
 # The config key of each family's code width, where n_components sets it.
 _CODE_KEYS = ("code_size", "latent_size")
 
@@ -92,7 +94,7 @@ class AutoencoderTransformer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, 
     if X.ndim not in (2, 4):
       raise ValueError(f"X must be vectors [N, D] or images [N, H, W, C]; got {X.ndim} "
                        "dimensions.")
-    if X.ndim == 2 or X.dtype != np.uint8:
+    if X.ndim == 2 or not is_pixels(X):
       X = X.astype(np.float32)
     return X
 
@@ -146,6 +148,6 @@ class AutoencoderTransformer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, 
     del y
     check_is_fitted(self, "trained_")
     X = self._validate(X, reset=False)
-    reference = X.astype(np.float32) / 255.0 if X.dtype == np.uint8 else X
+    reference = to_float(X)
     error = self.trained_.reconstruct(X).astype(np.float64) - reference
     return -float(np.mean(np.square(error)))

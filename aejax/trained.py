@@ -26,7 +26,7 @@ import numpy as np
 
 from aejax import config as config_lib, data as data_lib, engine, models, sweep
 from aejax import evaluate as evaluate_lib
-from aejax.images import to_float
+from aejax.images import is_pixels, to_float
 from aejax.workdir import WorkdirError
 
 if TYPE_CHECKING:
@@ -38,8 +38,8 @@ class Trained:
   first used (``load`` restores it at once, so that a missing run fails there).
 
   ``encode(x [N, *image_shape]) -> codes``, ``decode(codes) -> x``,
-  ``reconstruct(x) -> x``: NumPy in (or JAX, or uint8 images, scaled by 1/255 as
-  training scaled them) and float32 NumPy out. Vectors trained with
+  ``reconstruct(x) -> x``: NumPy in (or JAX, or uint8 / uint16 images, scaled by
+  1/255 / 1/65535 as training scaled them) and float32 NumPy out. Vectors trained with
   ``config.standardize`` go in and come out in their own units (the recorded mean
   and standard deviation are applied).
   """
@@ -135,7 +135,7 @@ class Trained:
       raise data_lib.DataError(
           f"{what}: {self.workdir} was trained on {_shape(self.image_shape)} "
           f"[N, {', '.join(map(str, self.image_shape))}]; got {list(array.shape)}.")
-    if array.dtype == np.uint8 and len(self.image_shape) == 3:
+    if is_pixels(array) and len(self.image_shape) == 3:
       return to_float(array)
     array = array.astype(np.float32)
     if self._scale is not None:

@@ -44,6 +44,9 @@ def read_image(path: str, shape: tuple[int, ...]) -> np.ndarray:
   """A grey PNG (or any image Pillow reads; colour becomes grey) -> uint8 [1, H, W, 1]."""
   try:
     with Image.open(path) as opened:
+      if opened.mode.startswith("I"):  # convert("L") would clip it to 255
+        raise ValueError(f"{path} is a 16-bit image; the codec codes 8-bit images: save "
+                         "it with 8 bits per sample.")
       image = np.asarray(opened.convert("L"))
   except UnidentifiedImageError:
     raise ValueError(f"{path} is not an image Pillow can read (PNG, JPEG, ...).") from None

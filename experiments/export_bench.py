@@ -23,6 +23,7 @@ from absl import app, flags
 import aejax
 from aejax import export
 from aejax.data import sources
+from aejax.images import to_float
 
 
 def _define_flags() -> None:
@@ -49,7 +50,7 @@ def bench(workdir: str, data_dir: str, repeats: int, threads: int) -> dict:
   config = trained.config
   if data_dir:
     config.data_dir = data_dir
-  x = sources.load(config).test_images.astype(np.float32) / 255
+  x = to_float(sources.load(config).test_images)
   with tempfile.TemporaryDirectory() as out:
     report = trained.export(out, formats=("onnx",), images=x)
     session = export.onnx_session(pathlib.Path(out) / "encoder.onnx", threads)

@@ -46,7 +46,7 @@ def main(argv):
   frequency = (codes > 0).mean(0)
   # Only latents with at least per_latent firing examples: each row all its own.
   latents = pick_latents(frequency, FLAGS.latents, (FLAGS.per_latent - 0.5) / len(codes))
-  rows = [(f"#{latent} {frequency[latent]:.1%}", images[indices] / 255.0)
+  rows = [(f"#{latent} {frequency[latent]:.1%}", analysis.to_float(images[indices]))
           for latent, indices in zip(latents, top_examples(codes, latents, FLAGS.per_latent))]
   plots.reconstruction_grid(rows, FLAGS.out)
   plots.to_palette_png(FLAGS.out)

@@ -28,6 +28,7 @@ from absl import app, flags
 from sklearn import decomposition, exceptions, linear_model, pipeline, preprocessing
 
 from aejax import config as config_lib, data
+from aejax.images import to_float
 from aejax.sklearn import AutoencoderTransformer
 
 _DATA_DIR = flags.DEFINE_string("data_dir", "", "MNIST IDX folder (empty: found as "
@@ -86,7 +87,7 @@ def main(argv):
   config = config_lib.defaults()
   config.data_dir = _DATA_DIR.value
   dataset = data.load(config)
-  flat = lambda x: x.reshape(len(x), -1).astype(np.float32) / 255.0
+  flat = lambda x: to_float(x).reshape(len(x), -1)
   x_train, x_test = flat(dataset.train_images), flat(dataset.test_images)
   y_train, y_test = dataset.train_labels, dataset.test_labels
   rows = []

@@ -37,7 +37,7 @@ def make_idx_folder(folder, n_train=20, n_test=10, shape=(28, 28), compress=True
 def test_full_mnist_reads_with_its_known_counts(mnist_dir):
   ds = data.read_idx_folder(mnist_dir)
   assert ds.train_images.shape == (60000, 28, 28, 1) and ds.test_images.shape == (10000, 28, 28, 1)
-  assert ds.train_images.dtype == np.uint8 and ds.train_labels.dtype == np.uint8
+  assert ds.train_images.dtype == np.uint8 and ds.train_labels.dtype == np.int32
   assert np.bincount(ds.train_labels).tolist() == TRAIN_COUNTS
   assert np.bincount(ds.test_labels).tolist() == TEST_COUNTS
   pixels = ds.train_images / 255.0
@@ -82,6 +82,27 @@ def test_bundled_sample_is_what_its_manifest_says():
   manifest = json.loads((data.SAMPLE_DIR / "sample.json").read_text())
   for name, digest in manifest["files"].items():
     assert hashlib.sha256((data.SAMPLE_DIR / name).read_bytes()).hexdigest() == digest
+
+
+# The sample's fingerprint when labels were stored as uint8; a checkpoint records the
+# fingerprint of its data and a resumed run compares it, so it may never change.
+SAMPLE_FINGERPRINT = "fa9c17f9c5cb77a565465423f2b960d1d375a745dc7d46d7fb0e6ff93bfac369"
+
+
+def test_fingerprints_outlive_int32_labels():
+  """Labels are int32 now; labels that fit in [0, 255] are hashed as the uint8 they
+  were, so old data keeps its fingerprint, and more classes hash as int32."""
+  sample = data.load_sample()
+  assert sample.train_labels.dtype == np.int32
+  assert sample.fingerprint == SAMPLE_FINGERPRINT
+  images = np.zeros((2, 1, 1, 1), np.uint8)
+  fingerprint = lambda labels: data.Dataset(
+      name="x", source="x", location="x", train_images=images, train_labels=labels,
+      test_images=images, test_labels=labels).fingerprint
+  assert fingerprint(np.array([0, 255], np.uint8)) == fingerprint(np.array([0, 255], np.int32))
+  assert fingerprint(np.array([0, 256])) != fingerprint(np.array([0, 0]))
+  with pytest.raises(data.DataError, match=r"labels run from -1 to 0; labels are class "):
+    fingerprint(np.array([-1, 0]))
 
 
 def test_bundled_sample_is_a_subset_of_full_mnist(mnist_dir):

@@ -144,7 +144,7 @@ def test_npz_images_with_and_without_labels(tmp_path):
            test_labels=np.arange(10) % 3)
   ds = readers.read_npz(tmp_path / "a.npz")
   np.testing.assert_array_equal(ds.test_images, test_x)
-  assert ds.train_labels.dtype == np.uint8 and ds.train_labels[:4].tolist() == [0, 1, 2, 0]
+  assert ds.train_labels.dtype == np.int32 and ds.train_labels[:4].tolist() == [0, 1, 2, 0]
   np.savez(tmp_path / "b.npz", train=train_x, test=test_x)
   assert readers.read_npz(tmp_path / "b.npz").record()["labels"] == "none (all 0)"
 

@@ -137,7 +137,7 @@ def test_shards_split_standardize_and_the_kept_statistics(tmp_path, caplog):
   assert isinstance(ds.train_images, shards.Vectors)  # on disk, not an array
   np.testing.assert_array_equal(np.asarray(ds.train_images), whole[~held])
   np.testing.assert_array_equal(np.asarray(ds.test_images), whole[held])
-  assert ds.train_labels.dtype == np.uint8 and not ds.train_labels.any()
+  assert ds.train_labels.dtype == np.int32 and not ds.train_labels.any()
   assert ds.details["stored_dtype"] == "float64" and ds.details["shards"] == 3
   assert ds.fingerprint == core.fingerprint_of(
       (whole[~held], ds.train_labels, whole[held], ds.test_labels))

@@ -54,7 +54,7 @@ def assert_same_examples(ds: data.Dataset, expected: dict[str, np.ndarray]) -> N
   for split in ("train", "test"):
     images, labels = getattr(ds, f"{split}_images"), getattr(ds, f"{split}_labels")
     want_images = expected[f"{split}_images"]
-    assert images.dtype == np.uint8 and labels.dtype == np.uint8
+    assert images.dtype == np.uint8 and labels.dtype == np.int32
     assert images.shape == (*want_images.shape[:3], 1) and labels.shape == (len(want_images),)
     np.testing.assert_array_equal(images[..., 0], want_images)
     np.testing.assert_array_equal(labels, expected[f"{split}_labels"])
@@ -306,7 +306,7 @@ def test_tfds_catalog_names_with_tensorflow_give_uint8_arrays(tfds_dir, monkeypa
     ds = data.load(config)
   assert (ds.name, ds.source, ds.image_shape) == ("tfds:cifar10", "tfds", (32, 32, 3))
   assert ds.train_images.shape == (12, 32, 32, 3) and ds.test_labels.shape == (12,)
-  assert ds.train_images.dtype == np.uint8 and ds.train_labels.dtype == np.uint8
+  assert ds.train_images.dtype == np.uint8 and ds.train_labels.dtype == np.int32
 
 
 @pytest.mark.slow

@@ -1,9 +1,10 @@
-"""Datasets as uint8 arrays with a record of where they came from; the IDX reader.
+"""Datasets as integer arrays with a record of where they came from; the IDX reader.
 
 The bottom of ``aejax.data``: it imports nothing else of aejax. Images are
-``uint8 [N, H, W, C]`` and labels ``uint8 [N]``; scaling to [0, 1] happens on the
-device (``aejax.objective.to_float``). Vectors (``npz:`` files of float features) are
-``float32 [N, D]``, taken as they are.
+``uint8 [N, H, W, C]``, or ``uint16`` for 16-bit files (an image folder's), and labels
+``int32 [N]`` (any number of classes); scaling to [0, 1] happens on the device
+(``aejax.images.to_float``, by the dtype's maximum). Vectors (``npz:`` files of float
+features) are ``float32 [N, D]``, taken as they are.
 """
 
 from __future__ import annotations
@@ -40,13 +41,25 @@ _FULL_DATA_HINT = (
     "python -m experiments.prepare_data --dataset=mnist --manual_dir=<folder>.")
 
 
+# Image dtypes: 8-bit and 16-bit pixels, scaled to [0, 1] by their maximum.
+IMAGE_DTYPES = (np.dtype(np.uint8), np.dtype(np.uint16))
+LABEL_DTYPE = np.dtype(np.int32)
+
+
 class DataError(Exception):
   """Data that was asked for cannot be read; the message says what to do."""
 
 
 def pixel_mean(images: np.ndarray) -> np.ndarray:
-  """The mean of uint8 images ``[N, H, W, C]``: float ``[H, W, C]`` in [0, 1]."""
-  return images.mean(0) / 255.0
+  """The mean of uint8 or uint16 images ``[N, H, W, C]``: float ``[H, W, C]`` in
+  [0, 1] (over the dtype's maximum, as ``aejax.images.to_float`` scales them)."""
+  return images.mean(0, dtype=np.float64) / np.iinfo(images.dtype).max
+
+
+def labels_fit_uint8(labels: np.ndarray) -> bool:
+  """Whether every label lies in [0, 255]: the labels a uint8 array held before labels
+  were int32, hashed as uint8 so that such data keeps its fingerprint."""
+  return not labels.size or (int(labels.min()) >= 0 and int(labels.max()) <= 255)
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -58,8 +71,8 @@ class Dataset:
   name: str
   source: str  # how its reader got it: 'idx', 'tfds', 'folder', ... (docs/data.md)
   location: str
-  train_images: np.ndarray  # uint8 [N, H, W, C]
-  train_labels: np.ndarray  # uint8 [N]
+  train_images: np.ndarray  # uint8 or uint16 [N, H, W, C], or float32 [N, D]
+  train_labels: np.ndarray  # int32 [N] (a source may give any integer dtype)
   test_images: np.ndarray
   test_labels: np.ndarray
   # What else results.json should say of how the data was made (a folder's split,
@@ -69,6 +82,8 @@ class Dataset:
   def __post_init__(self):
     check_splits(self.location, {"train": (self.train_images, self.train_labels),
                                  "test": (self.test_images, self.test_labels)})
+    for field in ("train_labels", "test_labels"):  # checked above: non-negative, < 2^31
+      object.__setattr__(self, field, np.asarray(getattr(self, field), LABEL_DTYPE))
 
   @property
   def image_shape(self) -> tuple[int, ...]:
@@ -100,8 +115,8 @@ class Dataset:
 
   @functools.cached_property
   def fingerprint(self) -> str:
-    """sha256 of the uint8 train and test images and labels, with their shapes: the
-    data's identity, whatever file or folder it was read from."""
+    """sha256 of the train and test images and labels, with their shapes and dtypes:
+    the data's identity, whatever file or folder it was read from (``fingerprint_of``)."""
     return fingerprint_of((self.train_images, self.train_labels, self.test_images,
                            self.test_labels))
 
@@ -124,9 +139,16 @@ def _pieces(array, rows: int = 8192):
 
 
 def fingerprint_of(arrays) -> str:
-  """sha256 of each array's shape, dtype and bytes, in order (``Dataset.fingerprint``)."""
+  """sha256 of each array's shape, dtype and bytes, in order: ``(train images, train
+  labels, test images, test labels)``, arrays on disk read in pieces. Labels that all
+  fit in [0, 255] are hashed as uint8, as they were stored before labels were int32,
+  so such data, and the checkpoints trained on it, keep their fingerprint."""
+  train_images, train_labels, test_images, test_labels = arrays
+  if labels_fit_uint8(train_labels) and labels_fit_uint8(test_labels):
+    train_labels, test_labels = (np.asarray(l).astype(np.uint8)
+                                 for l in (train_labels, test_labels))
   digest = hashlib.sha256()
-  for array in arrays:
+  for array in (train_images, train_labels, test_images, test_labels):
     digest.update(repr((tuple(array.shape), array.dtype.str)).encode())
     for piece in _pieces(array):
       digest.update(np.ascontiguousarray(piece).data)
@@ -134,29 +156,36 @@ def fingerprint_of(arrays) -> str:
 
 
 def mean_of(images) -> np.ndarray:
-  """The mean over axis 0 (``Dataset.pixel_mean``): of uint8 images, float ``[H, W, C]``
-  in [0, 1] (a float64 sum of integers, exact however it is cut into pieces); of float
-  vectors, float32 ``[D]``."""
+  """The mean over axis 0 (``Dataset.pixel_mean``), arrays on disk read in pieces: of
+  uint8 or uint16 images, float ``[H, W, C]`` in [0, 1] (``pixel_mean``: a float64
+  sum of integers, exact however it is cut); of float vectors, float32 ``[D]``."""
   total = sum(piece.sum(0, dtype=np.float64) for piece in _pieces(images))
   mean = total / len(images)
-  return mean / 255.0 if images.dtype == np.uint8 else mean.astype(np.float32)
+  if np.dtype(images.dtype) in IMAGE_DTYPES:
+    return mean / np.iinfo(images.dtype).max
+  return mean.astype(np.float32)
 
 
 def check_splits(location: str, splits: dict[str, tuple[np.ndarray, np.ndarray]]) -> None:
-  """Raises DataError, naming ``location``, unless every split is a non-empty uint8
-  ``[N, H, W, C]`` (or float32 ``[N, D]``) array with ``N`` uint8 labels, all of the
-  train split's shape and dtype."""
+  """Raises DataError, naming ``location``, unless every split is a non-empty uint8 or
+  uint16 ``[N, H, W, C]`` (or float32 ``[N, D]``) array with ``N`` integer labels in
+  [0, 2^31), all of the train split's shape and dtype."""
   shape = None
   for split, (images, labels) in splits.items():
-    if not ((images.dtype == np.uint8 and images.ndim == 4)
+    if not ((images.dtype in IMAGE_DTYPES and images.ndim == 4)
             or (images.dtype == np.float32 and images.ndim == 2)):
-      raise DataError(f"{location}: the {split} images must be uint8 [N, H, W, C] (or "
-                      f"vectors float32 [N, D]), got {images.dtype} {list(images.shape)}.")
+      raise DataError(f"{location}: the {split} images must be uint8 or uint16 "
+                      f"[N, H, W, C] (or vectors float32 [N, D]), got {images.dtype} "
+                      f"{list(images.shape)}.")
     if not len(images):
       raise DataError(f"{location}: the {split} split is empty.")
-    if labels.dtype != np.uint8 or labels.shape != (len(images),):
+    if not np.issubdtype(labels.dtype, np.integer) or labels.shape != (len(images),):
       raise DataError(f"{location}: the {split} split has {len(images)} images but labels "
                       f"{labels.dtype} {list(labels.shape)}.")
+    if labels.size and (int(labels.min()) < 0
+                        or int(labels.max()) > np.iinfo(LABEL_DTYPE).max):
+      raise DataError(f"{location}: the {split} labels run from {labels.min()} to "
+                      f"{labels.max()}; labels are class indices, 0 to 2^31 - 1.")
     if shape is None:
       shape, dtype = images.shape[1:], images.dtype
     elif images.shape[1:] != shape or images.dtype != dtype:
@@ -240,9 +269,9 @@ def read_idx_folder(folder: str | os.PathLike, name: str = "mnist",
                     "need one shape.")
   return Dataset(name=name, source=source, location=str(folder),
                  train_images=arrays["train_images"][..., None],
-                 train_labels=arrays["train_labels"].astype(np.uint8),
+                 train_labels=arrays["train_labels"].astype(LABEL_DTYPE),
                  test_images=arrays["test_images"][..., None],
-                 test_labels=arrays["test_labels"].astype(np.uint8))
+                 test_labels=arrays["test_labels"].astype(LABEL_DTYPE))
 
 
 # ------------------------------------------------------------------- the sample

@@ -131,12 +131,13 @@ def layout(folder: pathlib.Path, files: list[list], test_fraction: float) -> Lay
   return Layout(files, labels, classes, split)
 
 
-def _first_image(paths, options: dict, skip: bool) -> tuple:
-  """``(path, array)`` of the first readable image: its shape and dtype are every
-  image's."""
+def _first_image(paths: list[pathlib.Path], options: dict, skip: bool) -> tuple:
+  """``(path, array, bits as stored)`` of the first readable image: its shape is every
+  image's, and its depth the folder's (``readers.folder_depth``)."""
   for path in paths:
     try:
-      return path, readers.read_image(path, **options)[0]
+      array, _, bits = readers.read_image(path, **options)
+      return path, array, bits
     except DataError:
       if not skip:
         raise
@@ -151,7 +152,9 @@ def _error(report: "decode.Reported", path: pathlib.Path, first_path: pathlib.Pa
   if report.kind == "changed":
     return DataError(f"{path} changed while it was being prepared; launch again to prepare "
                      "the folder from its new contents.")
-  got = tuple(report.detail[0])
+  got, dtype = tuple(report.detail[0]), report.detail[1]
+  if got == first.shape and dtype != first.dtype.str:  # a 16-bit file among 8-bit ones
+    return readers.mixed_depths(first_path, path)
   key = "image_size" if got[:2] != first.shape[:2] else "channels"
   return DataError(
       f"{first_path} is {_shape(first.shape)} but {path} is {_shape(got)}: images of mixed "
@@ -167,7 +170,10 @@ def _prepare(folder: pathlib.Path, files: list[list], test_fraction: float, opti
   def prepare(writer: prepared.Writer) -> dict:
     found = layout(folder, files, test_fraction)
     path_of = lambda f, row: folder / found.files[SPLITS[f]][row][0]
-    first_path, first = _first_image((folder / e[0] for e in found.ordered), options, skip)
+    first_path, first, bits = _first_image([folder / e[0] for e in found.ordered], options,
+                                           skip)
+    # Every file at the folder's depth: the one asked for, else the first file's.
+    at_depth = {**options, "bit_depth": readers.folder_depth(options["bit_depth"], bits)}
     offsets = [writer.allocate(s, len(found.files[s]), first.shape, first.dtype)
                for s in SPLITS]
     writer.labels.update(found.labels)
@@ -176,10 +182,11 @@ def _prepare(folder: pathlib.Path, files: list[list], test_fraction: float, opti
     try:
       unreadable = decode.decode_into(
           [writer.path(s) for s in SPLITS], offsets, items, shape=first.shape,
-          dtype=first.dtype, options=options, what=f"folder:{folder}", skip_unreadable=skip)
+          dtype=first.dtype, options=at_depth, what=f"folder:{folder}", skip_unreadable=skip)
     except decode.Reported as report:
       raise _error(report, path_of(report.file, report.row), first_path, first) from None
     details = {"image_size": options["image_size"], "channels": options["channels"],
+               "bit_depth": 16 if first.dtype == np.uint16 else 8,
                "split": found.split, "classes": found.classes}
     if skip:
       for f, split in enumerate(SPLITS):

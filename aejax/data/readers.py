@@ -1,7 +1,7 @@
 """Readers of a user's own data: image folders, npz arrays, CIFAR's binary records.
 
-Each returns a ``core.Dataset`` of uint8 images ``[N, H, W, C]`` (scaled on the
-device, as MNIST is) or raises ``DataError`` in one line naming the file, before any
+Each returns a ``core.Dataset`` of uint8 images ``[N, H, W, C]`` (uint16 for a folder
+of 16-bit files; scaled on the device, as MNIST is) and int32 labels, or raises ``DataError`` in one line naming the file, before any
 compute. Only ``core`` is imported; Pillow only when a folder is read.
 
 - ``read_folder``: PNG, JPEG, WebP, BMP... through Pillow; labels from class
@@ -18,18 +18,19 @@ compute. Only ``core`` is imported; Pillow only when a folder is read.
 from __future__ import annotations
 
 import hashlib
+import os
 import pathlib
 import zipfile
 
 import numpy as np
 
-from aejax.data.core import DataError, Dataset
+from aejax.data.core import LABEL_DTYPE, DataError, Dataset, _shape
 
 # ------------------------------------------------------------------ image folders
 
 SPLIT_FOLDERS = ("train", "test")
 # Modes whose images count as one channel when config.channels=0 ('as stored');
-# every other mode counts as three (an alpha channel is dropped).
+# every other mode counts as three. An alpha channel is dropped (docs/data.md says why).
 _GREY_MODES = ("1", "L", "LA", "I", "I;16", "F")
 
 
@@ -56,34 +57,175 @@ def resize_and_crop(image, size: int):
   return image.crop((left, top, left + size, top + size))
 
 
-def _read_image(path: pathlib.Path, image_size: int, channels: int):
-  """``(uint8 [H, W, C], channels as stored)`` of one image file."""
-  from PIL import Image
+# Pillow's modes of 16-bit grey files (PNG, TIFF; older Pillow opened 16-bit PNG as 'I').
+_GREY16_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
+
+
+def _stored_bits(image) -> int:
+  """16 for a file of 16-bit samples, else 8, of a Pillow image opened but not loaded.
+  Pillow decodes 16-bit colour (48-bit RGB PNG, 16-bit RGB TIFF) to 8 bits; a TIFF's
+  BitsPerSample tag, a PNG decoder's raw mode (``'RGB;16B'``) still say what the file
+  holds."""
+  if image.mode in _GREY16_MODES:
+    return 16
+  if image.format == "TIFF":
+    per_sample = image.tag_v2.get(258, 8)  # BitsPerSample: one number, or one a sample
+    return 16 if 16 in np.atleast_1d(per_sample) else 8
+  args = image.tile[0].args if image.tile else ""
+  rawmode = args if isinstance(args, str) else (args[0] if args else "")
+  return 16 if isinstance(rawmode, str) and ";16" in rawmode else 8
+
+
+def _decode_16(path: pathlib.Path, image) -> np.ndarray:
+  """A 16-bit colour (or grey + alpha) file as stored, uint16 ``[H, W, C]``, through a
+  decoder that keeps its 16 bits: tifffile for TIFF, imagecodecs (libpng) for PNG."""
   try:
-    with Image.open(path) as image:
-      image.load()
-      stored = 1 if image.mode in _GREY_MODES else 3
-      image = image.convert("L" if (channels or stored) == 1 else "RGB")
-  except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
-    raise DataError(f"{path} cannot be read as an image ({e}); replace or remove it.") from None
+    import imagecodecs
+    import tifffile
+  except ImportError:
+    raise DataError(f"{path} is a 16-bit colour image, which Pillow reads as 8 bits; "
+                    "reading its 16 bits needs imagecodecs and tifffile: "
+                    "pip install 'aejax[images16]'.") from None
+  if image.format == "TIFF":
+    with tifffile.TiffFile(path) as tiff:  # its first page, as Pillow reads
+      page = tiff.pages[0]
+      array = page.asarray()
+      if page.axes.startswith("S"):  # planar: samples first
+        array = np.moveaxis(array, 0, -1)
+  elif image.format == "PNG":
+    array = imagecodecs.png_decode(path.read_bytes())
+  else:
+    raise DataError(f"{path} holds 16-bit {image.format} colour, which aejax reads from "
+                    "PNG and TIFF only; convert it to either.")
+  if array.dtype != np.uint16 or array.ndim not in (2, 3):
+    raise DataError(f"{path} holds {array.dtype} samples {list(array.shape)}; aejax reads "
+                    "8-bit and 16-bit unsigned images.")
+  return array if array.ndim == 3 else array[..., None]
+
+
+def _as_channels(array: np.ndarray, channels: int) -> np.ndarray:
+  """uint16 ``[H, W, C]`` (C: 1 grey, 2 grey + alpha, 3 RGB, 4 RGBA) with its alpha
+  dropped, as grey (``channels`` 1) or RGB (3): Pillow's conversions, in 16 bits (its
+  ITU-R 601-2 luma, L = 299/1000 R + 587/1000 G + 114/1000 B)."""
+  colour = array[..., :3] if array.shape[-1] >= 3 else array[..., :1]
+  if channels == 3 and colour.shape[-1] == 1:
+    return np.repeat(colour, 3, axis=-1)
+  if channels == 1 and colour.shape[-1] == 3:
+    luma = colour.astype(np.float64) @ np.array([0.299, 0.587, 0.114])
+    return np.rint(luma)[..., None].astype(np.uint16)
+  return colour
+
+
+def _resized_16(array: np.ndarray, image_size: int) -> np.ndarray:
+  """uint16 ``[H, W, C]`` resized and cropped as ``resize_and_crop`` does, each
+  channel a float32 Pillow image ('F': 16-bit values exact, nothing clipped before
+  the result is rounded back into [0, 65535])."""
+  from PIL import Image
+  planes = [np.asarray(resize_and_crop(Image.fromarray(array[..., c].astype(np.float32)),
+                                       image_size)) for c in range(array.shape[-1])]
+  return np.clip(np.rint(np.stack(planes, -1)), 0, 65535).astype(np.uint16)
+
+
+def _read_16(path: pathlib.Path, image, image_size: int, channels: int, orientation):
+  """``(uint16 [H, W, C], channels as stored)`` of a 16-bit file opened by Pillow;
+  ``orientation``: its EXIF orientation, read before Pillow loaded it (loading a TIFF
+  turns it and drops the tag, but the 16-bit decoder reads the file as stored)."""
+  from PIL import ImageOps
+  if image.mode in _GREY16_MODES:
+    image = ImageOps.exif_transpose(image)
+    array = np.asarray(image).astype(np.int64)
+    if array.min() < 0 or array.max() > 65535:  # a 32-bit 'I' image
+      raise DataError(f"{path} holds values from {array.min()} to {array.max()}, outside "
+                      "16 bits; aejax reads 8-bit and 16-bit images.")
+    array = array.astype(np.uint16)[..., None]
+  else:
+    array = _oriented(_decode_16(path, image), orientation)
+  stored = 1 if array.shape[-1] <= 2 else 3
+  array = _as_channels(array, channels or stored)
+  return (_resized_16(array, image_size) if image_size else array), stored
+
+
+def _oriented(array: np.ndarray, orientation: int | None) -> np.ndarray:
+  """``array`` ``[H, W, C]`` turned as an EXIF ``orientation`` says (the transposition
+  ``PIL.ImageOps.exif_transpose`` applies, here to each channel)."""
+  from PIL import Image
+  method = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180,
+            4: Image.Transpose.FLIP_TOP_BOTTOM, 5: Image.Transpose.TRANSPOSE,
+            6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE,
+            8: Image.Transpose.ROTATE_90}.get(orientation)
+  if method is None:
+    return array
+  planes = [np.asarray(Image.fromarray(array[..., c]).transpose(method))
+            for c in range(array.shape[-1])]
+  return np.stack(planes, -1)
+
+
+def _read_8(image, image_size: int, channels: int):
+  """``(uint8 [H, W, C], channels as stored)`` of an 8-bit file opened by Pillow: a
+  palette image through RGBA (its colours; the transparency is dropped with the alpha
+  channel, as every alpha is)."""
+  from PIL import ImageOps
+  image = ImageOps.exif_transpose(image)
+  stored = 1 if image.mode in _GREY_MODES else 3
+  if image.mode in ("P", "PA"):
+    image = image.convert("RGBA")
+  image = image.convert("L" if (channels or stored) == 1 else "RGB")
   if image_size:
     image = resize_and_crop(image, image_size)
   array = np.asarray(image, np.uint8)
   return (array[..., None] if array.ndim == 2 else array), stored
 
 
+def _read_image(path: pathlib.Path, image_size: int, channels: int, bit_depth: int = 0):
+  """``(uint8 or uint16 [H, W, C], channels as stored, bits as stored)`` of one image
+  file, turned upright by its EXIF orientation, its alpha dropped. ``bit_depth`` 8
+  gives uint8 (a 16-bit file's values round(v / 257)), 16 uint16 (an 8-bit file's
+  v * 257, exact), 0 the file's own depth."""
+  from PIL import Image
+  try:
+    with Image.open(path) as image:
+      bits = _stored_bits(image)
+      orientation = image.getexif().get(0x0112)
+      image.load()
+      if bits == 16:
+        array, stored = _read_16(path, image, image_size, channels, orientation)
+      else:
+        array, stored = _read_8(image, image_size, channels)
+  except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
+    raise DataError(f"{path} cannot be read as an image ({e}); replace or remove it.") from None
+  if bits == 16 and bit_depth == 8:
+    array = np.rint(array / 257.0).astype(np.uint8)
+  elif bits == 8 and bit_depth == 16:
+    array = array.astype(np.uint16) * np.uint16(257)
+  return array, stored, bits
+
+
 def read_image(path: pathlib.Path, image_size: int, channels: int, bit_depth: int = 0):
-  """``(array [H, W, C], channels as stored)`` of one image file, or DataError naming it."""
-  del bit_depth
-  return _read_image(path, image_size, channels)
+  """``_read_image``: ``(array [H, W, C], channels as stored, bits as stored)`` of one
+  image file, or DataError naming it."""
+  return _read_image(path, image_size, channels, bit_depth)
+
+
+def folder_depth(bit_depth: int, first_bits: int) -> int:
+  """The ``bit_depth`` to read every file of a folder with: the one given; else 16
+  when its first file is 16-bit (an 8-bit file then scales by 257, exactly), else 0,
+  each file at its own depth, so that a 16-bit file among 8-bit ones comes out
+  uint16, unlike the first, and is refused (``mixed_depths``) rather than cut to 8
+  bits unasked."""
+  return bit_depth or (16 if first_bits == 16 else 0)
+
+
+def mixed_depths(first: pathlib.Path, path: pathlib.Path) -> DataError:
+  """The one line for a 16-bit ``path`` in a folder whose ``first`` file is 8-bit."""
+  return DataError(f"{path} is a 16-bit image but {first}, the folder's first, is 8-bit: "
+                   "pass --config.bit_depth=16 to keep 16 bits (8-bit files scaled by "
+                   "257) or --config.bit_depth=8 (16-bit files by 1/257).")
 
 
 def label_array(labels) -> np.ndarray:
-  """Class indices as the label array a Dataset holds."""
-  labels = np.asarray(labels, np.int64)
-  if labels.size and labels.max() > 255:
-    raise DataError(f"{labels.max() + 1} classes; labels are uint8, at most 256 classes.")
-  return labels.astype(np.uint8)
+  """Class indices as the label array a Dataset holds: int32 ``[N]``, any number of
+  classes."""
+  return np.asarray(labels, LABEL_DTYPE)
 
 
 # --------------------------------------------------------------------------- npz
@@ -92,16 +234,18 @@ NPZ_KEYS = ("train", "test")
 
 
 def _labels(location, key: str, labels: np.ndarray, n: int) -> np.ndarray:
-  """``labels`` as uint8 ``[n]``, or DataError naming ``key`` at ``location``."""
+  """``labels`` as int32 ``[n]``, or DataError naming ``key`` at ``location``."""
   split = key.split("_")[0]
   if labels.shape != (n,):
     raise DataError(f"{location}: {key!r} holds {labels.shape[0] if labels.ndim else 0} labels "
                     f"(shape {list(labels.shape)}) for {n} {split} images.")
+  top = np.iinfo(LABEL_DTYPE).max
   if not np.issubdtype(labels.dtype, np.integer) or (n and (labels.min() < 0
-                                                           or labels.max() > 255)):
-    raise DataError(f"{location}: {key!r} must hold integers in [0, 255], got {labels.dtype}"
+                                                           or labels.max() > top)):
+    raise DataError(f"{location}: {key!r} must hold class indices, integers in "
+                    f"[0, {top}], got {labels.dtype}"
                     f"{f' from {labels.min()} to {labels.max()}' if n else ''}.")
-  return labels.astype(np.uint8)
+  return labels.astype(LABEL_DTYPE)
 
 
 def standardize(train: np.ndarray, test: np.ndarray):
@@ -175,17 +319,17 @@ def _checked(location, arrays: dict[str, np.ndarray], labels: dict[str, np.ndarr
              standardize_: bool, labels_from: str = "from the file"
              ) -> tuple[dict, dict, dict]:
   """The npz rules, for a file's arrays and for arrays in memory (``from_arrays``):
-  ``(arrays, labels, details)`` of ``train`` / ``test`` uint8 images ``[N, H, W, C]``
-  or float vectors ``[N, D]`` (standardised when asked) and their uint8 labels (all 0
-  when either split has none), or DataError naming the array."""
+  ``(arrays, labels, details)`` of ``train`` / ``test`` uint8 (or uint16) images
+  ``[N, H, W, C]`` or float vectors ``[N, D]`` (standardised when asked) and their int32
+  labels (all 0 when either split has none), or DataError naming the array."""
   details = {}
   if any(np.issubdtype(a.dtype, np.floating) for a in arrays.values()):
     arrays, details = _vectors(location, arrays, standardize_)
   else:
     for key, array in arrays.items():
-      if array.dtype != np.uint8:
+      if array.dtype not in (np.uint8, np.uint16):
         raise DataError(f"{location}: {key!r} has dtype {array.dtype}; it must be uint8 "
-                        "images [N, H, W, C] or float vectors [N, D].")
+                        "(or 16-bit uint16) images [N, H, W, C] or float vectors [N, D].")
       if array.ndim != 4:
         raise DataError(f"{location}: {key!r} has shape {list(array.shape)}; uint8 images must "
                         "be [N, H, W, C] (add a channel axis to grey images: x[..., None]).")
@@ -195,7 +339,7 @@ def _checked(location, arrays: dict[str, np.ndarray], labels: dict[str, np.ndarr
   labels = {k: None if v is None else _labels(location, f"{k}_labels", v, len(arrays[k]))
             for k, v in labels.items()}
   labelled = all(v is not None for v in labels.values())
-  labels = {k: v if v is not None else np.zeros(len(arrays[k]), np.uint8)
+  labels = {k: v if v is not None else np.zeros(len(arrays[k]), LABEL_DTYPE)
             for k, v in labels.items()}
   details["labels"] = labels_from if labelled else "none (all 0)"
   return arrays, labels, details
@@ -313,12 +457,12 @@ CIFAR_URLS = {"cifar10": "https://www.cs.toronto.edu/~kriz/cifar-10-binary.tar.g
 
 
 def parse_cifar_records(raw: bytes, label_bytes: int) -> tuple[np.ndarray, np.ndarray]:
-  """``(images uint8 [N, 32, 32, 3], labels uint8 [N])`` of concatenated CIFAR binary
+  """``(images uint8 [N, 32, 32, 3], labels int32 [N])`` of concatenated CIFAR binary
   records (``label_bytes`` label bytes, the last of them the label, then 3,072 pixels
   as 3 planes of 32 x 32); ``len(raw)`` must be a whole number of records."""
   records = np.frombuffer(raw, np.uint8).reshape(-1, label_bytes + 3072)
   images = records[:, label_bytes:].reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
-  return np.ascontiguousarray(images), records[:, label_bytes - 1].copy()
+  return np.ascontiguousarray(images), records[:, label_bytes - 1].astype(LABEL_DTYPE)
 
 
 def cifar_folder(data_dir: pathlib.Path, name: str) -> pathlib.Path:

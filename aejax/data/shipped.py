@@ -179,10 +179,11 @@ for _name in readers.CIFAR:
 register(Source(
     "folder", lambda path, config: folders.read_folder(
         path, image_size=config.image_size, channels=config.channels,
-        test_fraction=config.test_fraction, name=config.dataset,
+        test_fraction=config.test_fraction, name=config.dataset, bit_depth=config.bit_depth,
         skip_unreadable=config.skip_unreadable, prepared_dir=config.prepared_dir),
     prefix=True, argument="<folder of images>",
-    keys=("image_size", "channels", "test_fraction", "skip_unreadable", "prepared_dir"),
+    keys=("image_size", "channels", "bit_depth", "test_fraction", "skip_unreadable",
+          "prepared_dir"),
     summary="image files Pillow opens, labels from class subfolders; decoded once in "
             "parallel into a prepared copy"))
 register(Source(

@@ -3,7 +3,7 @@ TFDS array_record files of the train set.
 
 Whatever the source, the train split is read from ``array_record`` files of
 TFDS-serialized examples: a copy prepared by aejax's TensorFlow-free TFDS builders
-(``tfds_builders``) is used where it lies; any other uint8 image data (a folder of
+(``tfds_builders``) is used where it lies; any other image data (a folder of
 IDX files, the bundled sample, an image folder, npz arrays, CIFAR) is written once,
 in the same record format, into ``<TFDS data dir>/aejax_stream/<fingerprint>/`` (so
 the copy is keyed by the data's identity, never by a path that could hold other
@@ -17,8 +17,8 @@ reading every record, which also checks each image against the data loaded for t
 run, and kept beside the copy (``POSITIONS_FILE``).
 
 The pipeline: one element per chunk of ``chunk_batches`` consecutive batches of an
-epoch, holding only this process's rows of each global batch, as uint8
-``[k, rows, H, W, C]``; grain reads elements ahead in background threads. The
+epoch, holding only this process's rows of each global batch, in the data's dtype
+(uint8, uint16, float32 vectors) ``[k, rows, H, W, C]``; grain reads elements ahead in background threads. The
 iterator's state (``get_state``) and the batch it stands at are what a checkpoint
 keeps, so a resumed run continues with the chunk after the last one trained, at an
 epoch's end or inside one.
@@ -201,7 +201,7 @@ class Stream:
 
   ``order(epoch)`` is the epoch's batch order, int32 ``[steps, batch_size]`` of
   source indices (the device path's permutation). Elements are dicts: ``epoch``,
-  ``batch`` (the chunk's first batch in its epoch) and ``images`` uint8
+  ``batch`` (the chunk's first batch in its epoch) and ``images`` of ``dtype``
   ``[k, len(rows), *image_shape]``.
   """
 

@@ -263,7 +263,7 @@ def read_prepared(name: str, data_dir: str | os.PathLike | None = None) -> data_
     records = source.__getitems__(list(range(len(source))))
     records.sort(key=lambda r: int(r["index"]))
     arrays[f"{split}_images"] = np.stack([r["image"] for r in records], dtype=np.uint8)
-    arrays[f"{split}_labels"] = np.array([r["label"] for r in records], np.uint8)
+    arrays[f"{split}_labels"] = np.array([r["label"] for r in records], data_lib.LABEL_DTYPE)
   return data_lib.Dataset(name=name, source="tfds", location=str(folder), **arrays)
 
 

@@ -67,10 +67,8 @@ def read_catalog_array_record(tfds_name: str, folder: pathlib.Path) -> data_lib.
     if stacked.dtype != np.uint8:
       raise data_lib.DataError(f"{folder}: {split} images are {stacked.dtype}; aejax reads "
                                "uint8 images.")
-    if max(labels, default=0) > 255:
-      raise data_lib.DataError(f"{folder}: labels up to {max(labels)}; labels are uint8.")
     arrays[f"{split}_images"] = stacked if stacked.ndim == 4 else stacked[..., None]
-    arrays[f"{split}_labels"] = np.asarray(labels, np.uint8)
+    arrays[f"{split}_labels"] = np.asarray(labels, data_lib.LABEL_DTYPE)
   return data_lib.Dataset(name=f"tfds:{tfds_name}", source="tfds_array_record",
                           location=str(folder), **arrays,
                           details={"image_feature": image_keys[0],

@@ -59,8 +59,10 @@ def load_with_tensorflow(tfds_name: str) -> data_lib.Dataset:
     if images.dtype != np.uint8 or images.ndim != 4:
       raise data_lib.DataError(f"tfds:{tfds_name}'s images are {images.dtype} "
                                f"{images.shape}; aejax trains on uint8 [N, H, W, C].")
-    if labels.min() < 0 or labels.max() > 255:
-      raise data_lib.DataError(f"tfds:{tfds_name}'s labels do not fit uint8.")
-    arrays[f"{split}_images"], arrays[f"{split}_labels"] = images, labels.astype(np.uint8)
+    if labels.min() < 0 or labels.max() > np.iinfo(data_lib.LABEL_DTYPE).max:
+      raise data_lib.DataError(f"tfds:{tfds_name}'s labels are not class indices in "
+                               "[0, 2^31): it is no classification dataset.")
+    arrays[f"{split}_images"] = images
+    arrays[f"{split}_labels"] = labels.astype(data_lib.LABEL_DTYPE)
   return data_lib.Dataset(name=f"tfds:{tfds_name}", source="tfds",
                           location=str(builder.data_dir), **arrays)

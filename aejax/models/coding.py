@@ -181,6 +181,10 @@ class Codec:
 
   def encode(self, images_u8: np.ndarray) -> list[bytes]:
     """uint8 [N, H, W, C] -> N files' bytes, each header + payload."""
+    if np.asarray(images_u8).dtype != np.uint8:  # its decoded files are 8-bit images
+      raise ValueError(f"The codec codes 8-bit images, uint8 [N, H, W, C]; got "
+                       f"{np.asarray(images_u8).dtype}: give np.rint(x / 257).astype(np.uint8) "
+                       "of 16-bit images.")
     return [self.pack(s) for s in self.encode_latents(self.latents(images_u8))]
 
   def encode_latents(self, latents: Latents) -> list[bytes]:

@@ -48,6 +48,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from aejax import losses
+from aejax.images import to_float
 from aejax.models import layers, registry
 
 _LOG_2PI = math.log(2 * math.pi)
@@ -246,7 +247,7 @@ MAX_SAMPLES_PER_STEP = 250
 
 def binarized_test_set(images_u8: np.ndarray, seed: int) -> np.ndarray:
   """The test images binarized once from ``seed``: float32 {0, 1}, same shape."""
-  return np.asarray(binarize(jax.random.key(seed), jnp.asarray(images_u8, jnp.float32) / 255.0))
+  return np.asarray(binarize(jax.random.key(seed), to_float(jnp.asarray(images_u8))))
 
 
 def _samples_per_step(num_samples: int) -> int:

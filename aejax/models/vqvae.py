@@ -54,6 +54,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from aejax import losses
+from aejax.images import to_float
 from aejax.models import layers, registry
 
 
@@ -221,7 +222,7 @@ def evaluate(model: VQVAE, variables, dataset, key: jax.Array) -> dict:
   fn = registry.compiled_apply(model, "encode_indices")
   images = dataset.test_images
   indices = np.concatenate([
-      np.asarray(fn(variables, jnp.asarray(images[i:i + EVAL_CHUNK], jnp.float32) / 255.0))
+      np.asarray(fn(variables, to_float(jnp.asarray(images[i:i + EVAL_CHUNK]))))
       for i in range(0, len(images), EVAL_CHUNK)])
   k = model.quantizer.num_embeddings
   positions = int(np.prod(indices.shape[1:]))
