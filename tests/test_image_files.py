@@ -80,7 +80,7 @@ def test_16_bit_files_keep_every_bit(tmp_path, channels, suffix):
   np.testing.assert_array_equal(images_lib.to_float(got),
                                 raw.astype(np.float32) / np.float32(65535))
   assert np.mean(got == 65535) < 0.01 and np.mean(got > 255) > 0.9
-  np.testing.assert_allclose(ds.pixel_mean, ds.train_images.mean(0) / 65535)
+  np.testing.assert_allclose(ds.pixel_mean, np.asarray(ds.train_images).mean(0) / 65535)
 
 
 def test_16_bit_arrays_train_as_uint16(tmp_path):
