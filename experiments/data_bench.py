@@ -12,7 +12,7 @@ same way; later runs reuse them. Then, ``--repeats`` times in turn, each in a fr
 process (a real launch: only the load is timed; the process's peak RSS is recorded):
 
   a. a plain serial Pillow loop doing per image what aejax's folder reader does (open,
-     convert to RGB, ``readers.resize_and_crop`` to ``--image_size``, ``np.asarray``),
+     convert to RGB, ``image_files.resize_and_crop`` to ``--image_size``, ``np.asarray``),
      then stacked: today's floor;
   b. aejax's first load, ``aejax.data.load(config)`` of ``folder:<path>`` at
      ``image_size``, 3 channels, with ``TFDS_DATA_DIR`` a new empty folder (each repeat
@@ -91,7 +91,7 @@ def load_pillow(folder: pathlib.Path, size: int) -> dict:
   """a. The serial loop: aejax's reader's work per image, one image after another."""
   from PIL import Image
 
-  from aejax.data.readers import resize_and_crop
+  from aejax.data.image_files import resize_and_crop
   start = time.perf_counter()
   images = []
   for path in files_of(folder):

@@ -15,7 +15,7 @@ import pytest
 from PIL import Image
 
 from aejax import analysis, data, images as images_lib, trainer
-from aejax.data import readers
+from aejax.data import image_files, readers
 from experiments.configs import base
 
 RNG = np.random.default_rng(0)
@@ -57,7 +57,7 @@ def one_line_error(match, fn, *args, **kwargs):
 def folder_arrays(ds, files, test_fraction=0.1):
   """The raw arrays of ``files`` (path under the folder -> array) in the reader's
   order (the train split, then the test split), and the images read."""
-  order = sorted(files, key=lambda name: readers.in_test_split(name, test_fraction))
+  order = sorted(files, key=lambda name: image_files.in_test_split(name, test_fraction))
   return (np.stack([files[name] for name in order]),
           np.concatenate([ds.train_images, ds.test_images]))
 
@@ -110,24 +110,24 @@ def test_16_bit_resize_and_channels_stay_in_16_bits(tmp_path):
   save16(tmp_path / "a" / "0.png", colour)
   save16(tmp_path / "a" / "1.png", np.full((20, 20, 3), 40_000, np.uint16))
   save16(tmp_path / "a" / "2.tif", colour)
-  resized, _, bits = readers.read_image(tmp_path / "a" / "0.png", 6, 0)
+  resized, _, bits = image_files.read_image(tmp_path / "a" / "0.png", 6, 0)
   assert bits == 16 and resized.dtype == np.uint16 and resized.shape == (6, 6, 3)
   assert resized.max() > 255 and np.mean(resized == 65535) < 0.05
-  flat, _, _ = readers.read_image(tmp_path / "a" / "1.png", 6, 0)
+  flat, _, _ = image_files.read_image(tmp_path / "a" / "1.png", 6, 0)
   assert (flat == 40_000).all()
   for name in ("0.png", "2.tif"):
-    grey, stored, _ = readers.read_image(tmp_path / "a" / name, 0, 1)
+    grey, stored, _ = image_files.read_image(tmp_path / "a" / name, 0, 1)
     luma = np.rint(colour.astype(np.float64) @ [0.299, 0.587, 0.114])
     assert stored == 3 and grey.shape == (12, 16, 1)
     np.testing.assert_array_equal(grey[..., 0], luma)
   import tifffile
   tifffile.imwrite(tmp_path / "planar.tif", np.moveaxis(colour, -1, 0), photometric="rgb",
                    planarconfig="separate")  # samples first: Pillow's raw mode says 'R'
-  planar, _, bits = readers.read_image(tmp_path / "planar.tif", 0, 0)
+  planar, _, bits = image_files.read_image(tmp_path / "planar.tif", 0, 0)
   assert bits == 16
   np.testing.assert_array_equal(planar, colour)
   save16(tmp_path / "g.png", colour[..., :1])
-  rgb, stored, _ = readers.read_image(tmp_path / "g.png", 0, 3)
+  rgb, stored, _ = image_files.read_image(tmp_path / "g.png", 0, 3)
   assert stored == 1 and (rgb == colour[..., :1]).all() and rgb.shape == (12, 16, 3)
 
 
@@ -177,14 +177,14 @@ def test_exif_orientation_is_applied(tmp_path):
   Image.fromarray(stored).save(tmp_path / "turned.jpg", exif=exif, quality=95)
   Image.fromarray(stored).save(tmp_path / "plain.jpg", quality=95)
   decoded = np.asarray(Image.open(tmp_path / "plain.jpg"))
-  got, _, _ = readers.read_image(tmp_path / "turned.jpg", 0, 0)
+  got, _, _ = image_files.read_image(tmp_path / "turned.jpg", 0, 0)
   assert got.shape == (16, 8, 3)
   np.testing.assert_array_equal(got, np.rot90(decoded, k=-1))
   exif[0x0112] = 3  # and a 16-bit file's, turned 180°
   deep = noise16((6, 5, 3))
   import tifffile
   tifffile.imwrite(tmp_path / "turned.tif", deep, extratags=[(0x0112, "H", 1, 3, True)])
-  got, _, _ = readers.read_image(tmp_path / "turned.tif", 0, 0)
+  got, _, _ = image_files.read_image(tmp_path / "turned.tif", 0, 0)
   np.testing.assert_array_equal(got, deep[::-1, ::-1])
 
 
@@ -195,15 +195,15 @@ def test_alpha_is_dropped_and_palettes_are_their_colours(tmp_path):
   rgba = RNG.integers(0, 256, (5, 7, 4), dtype=np.uint8)
   Image.fromarray(rgba).save(tmp_path / "rgba.png")
   Image.fromarray(rgba[..., :2], mode="LA").save(tmp_path / "la.png")
-  got, stored, _ = readers.read_image(tmp_path / "rgba.png", 0, 0)
+  got, stored, _ = image_files.read_image(tmp_path / "rgba.png", 0, 0)
   assert stored == 3
   np.testing.assert_array_equal(got, rgba[..., :3])
-  got, stored, _ = readers.read_image(tmp_path / "la.png", 0, 0)
+  got, stored, _ = image_files.read_image(tmp_path / "la.png", 0, 0)
   assert stored == 1
   np.testing.assert_array_equal(got, rgba[..., :1])
   deep = noise16((5, 7, 4))
   save16(tmp_path / "rgba16.png", deep)
-  got, _, _ = readers.read_image(tmp_path / "rgba16.png", 0, 0)
+  got, _, _ = image_files.read_image(tmp_path / "rgba16.png", 0, 0)
   np.testing.assert_array_equal(got, deep[..., :3])
 
   palette = RNG.integers(0, 256, (256, 3), dtype=np.uint8)
@@ -214,7 +214,7 @@ def test_alpha_is_dropped_and_palettes_are_their_colours(tmp_path):
   image.save(tmp_path / "p_transparent.png", transparency=int(indices[0, 0]))
   assert Image.open(tmp_path / "p_transparent.png").info.get("transparency") is not None
   for name in ("p.png", "p_transparent.png"):
-    got, stored, _ = readers.read_image(tmp_path / name, 0, 0)
+    got, stored, _ = image_files.read_image(tmp_path / name, 0, 0)
     assert stored == 3
     np.testing.assert_array_equal(got, palette[indices])
 

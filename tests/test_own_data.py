@@ -22,7 +22,7 @@ from hypothesis import given, settings, strategies as st
 from PIL import Image
 
 from aejax import analysis, data, engine, trainer
-from aejax.data import folders, readers
+from aejax.data import folders, image_files, readers
 from experiments.configs import base, vanilla
 
 RNG = np.random.default_rng(0)
@@ -69,12 +69,12 @@ def one_line_error(match, fn, *args, **kwargs):
 @settings(max_examples=50, deadline=None)
 @given(st.text(min_size=1, max_size=30), st.floats(0.01, 0.99))
 def test_split_by_file_name_depends_on_the_name_alone(name, fraction):
-  assert readers.in_test_split(name, fraction) == readers.in_test_split(name, fraction)
-  assert readers.in_test_split(name, fraction) <= readers.in_test_split(name, 0.999999)
+  assert image_files.in_test_split(name, fraction) == image_files.in_test_split(name, fraction)
+  assert image_files.in_test_split(name, fraction) <= image_files.in_test_split(name, 0.999999)
 
 
 def test_split_by_file_name_holds_out_about_the_fraction():
-  held = np.mean([readers.in_test_split(f"class/{i}.png", 0.2) for i in range(5000)])
+  held = np.mean([image_files.in_test_split(f"class/{i}.png", 0.2) for i in range(5000)])
   assert abs(held - 0.2) < 0.02
 
 
@@ -85,14 +85,14 @@ def test_resize_and_crop_against_numpy_when_no_resize_is_needed(height, width):
   the offset rounded down: NumPy's slice."""
   size = min(height, width)
   array = images(1, (height, width, 3))[0]
-  out = np.asarray(readers.resize_and_crop(Image.fromarray(array), size))
+  out = np.asarray(image_files.resize_and_crop(Image.fromarray(array), size))
   top, left = (height - size) // 2, (width - size) // 2
   np.testing.assert_array_equal(out, array[top:top + size, left:left + size])
 
 
 def test_resize_and_crop_scales_the_shorter_side():
   array = np.full((20, 40, 3), 7, np.uint8)
-  out = readers.resize_and_crop(Image.fromarray(array), 10)
+  out = image_files.resize_and_crop(Image.fromarray(array), 10)
   assert out.size == (10, 10) and (np.asarray(out) == 7).all()
 
 
@@ -135,7 +135,7 @@ def test_folder_with_train_and_test_resized_and_converted(tmp_path):
   assert ds.record()["split"] == "the folder's train/ and test/ subfolders"
   assert ds.test_labels.tolist() == [1, 1, 1]
   grey = Image.fromarray(images(1, (10, 30, 3))[0]).convert("L")
-  assert np.asarray(readers.resize_and_crop(grey, 8)).shape == (8, 8)
+  assert np.asarray(image_files.resize_and_crop(grey, 8)).shape == (8, 8)
 
 
 def test_npz_images_with_and_without_labels(tmp_path):
@@ -379,7 +379,7 @@ def test_a_png_jpeg_and_bmp_folder_trains_alike_streamed_and_on_the_device_and_r
     files = sorted((root / "pictures" / name).iterdir())
     # The reader's order: the train split's files, then the test split's, each sorted.
     order = sorted(range(len(files)),
-                   key=lambda i: readers.in_test_split(f"{name}/{files[i].name}", 0.1))
+                   key=lambda i: image_files.in_test_split(f"{name}/{files[i].name}", 0.1))
     pillow = np.stack([np.asarray(Image.open(files[i]).convert("RGB")) for i in order])
     np.testing.assert_array_equal(decoded[labels == label], pillow)
     saved = np.load(root / f"{name}.npy")[order]

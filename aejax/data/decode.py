@@ -4,7 +4,7 @@
 a fresh interpreter that imports NumPy, Pillow and ``aejax.data.readers`` and nothing
 heavier (no JAX, whose threads make ``fork`` unsafe, and not the launching script,
 which ``multiprocessing``'s spawn would import again in every worker). A worker
-reads its share of the files, decodes each as ``readers.read_image`` does, and
+reads its share of the files, decodes each as ``image_files.read_image`` does, and
 writes its pixels at their row of the output file (``os.pwrite``): no pixels pass
 through a pipe. It reports on its standard output, one line at a time: how many it
 has done, and each file it could not read, that changed since it was listed, or
@@ -27,7 +27,7 @@ from typing import Callable
 import numpy as np
 from absl import logging
 
-from aejax.data import readers
+from aejax.data import image_files
 from aejax.data.core import DataError
 
 PROGRESS_EVERY = 32  # files between a worker's progress lines
@@ -54,7 +54,7 @@ def _work(job: dict, say: Callable[[str], None]) -> None:
   done = 0
   for file, row, path, size, mtime in job["items"]:
     try:
-      array = readers.read_image(pathlib.Path(path), job["image_size"], job["channels"],
+      array = image_files.read_image(pathlib.Path(path), job["image_size"], job["channels"],
                                  job["bit_depth"])[0]
     except DataError as e:
       say(f"unreadable {file} {row} {json.dumps(str(e))}")
@@ -111,7 +111,7 @@ def decode_into(files: list[pathlib.Path], offsets: list[int],
   ``offsets``). ``items``: ``(file, row, path, size, mtime_ns)``, the size and
   modification time the manifest took (a file that differs after decoding is
   reported as changed); ``options``: ``image_size``, ``channels``, ``bit_depth`` for
-  ``readers.read_image``; ``what`` names the data in the progress lines.
+  ``image_files.read_image``; ``what`` names the data in the progress lines.
 
   Returns the unreadable files' ``(file, row, message)`` when ``skip_unreadable``;
   otherwise the first unreadable file, like a file that changed or an image of

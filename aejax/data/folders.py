@@ -4,9 +4,9 @@ from that copy by every later launch.
 
 - Labels come from class subfolders, in sorted order (none: every label 0). With
   ``train/`` and ``test/`` subfolders those are the splits; otherwise a file is a test
-  image by its path's hash (``readers.in_test_split``), so adding files moves none of
+  image by its path's hash (``image_files.in_test_split``), so adding files moves none of
   the others.
-- Every image is decoded as ``readers.read_image`` says (Pillow; ``image_size`` resizes
+- Every image is decoded as ``image_files.read_image`` says (Pillow; ``image_size`` resizes
   and centre-crops, ``channels`` converts). Images of mixed shapes without either are
   an error naming two that differ; so is an unreadable file, unless
   ``skip_unreadable``, which leaves such files out and counts them in ``details``.
@@ -21,7 +21,7 @@ from stat import S_ISREG
 
 import numpy as np
 
-from aejax.data import decode, prepared, readers
+from aejax.data import decode, image_files, prepared, readers
 from aejax.data.core import DataError, Dataset, _shape
 
 SPLITS = ("train", "test")
@@ -111,7 +111,7 @@ def layout(folder: pathlib.Path, files: list[list], test_fraction: float) -> Lay
     split = "the folder's train/ and test/ subfolders"
   else:
     classes = _classes(folder, files, 0)
-    held = [readers.in_test_split(entry[0], test_fraction) for entry in files]
+    held = [image_files.in_test_split(entry[0], test_fraction) for entry in files]
     test = [entry for entry, out in zip(files, held) if out]
     train = [entry for entry, out in zip(files, held) if not out]
     depth = 0
@@ -133,10 +133,10 @@ def layout(folder: pathlib.Path, files: list[list], test_fraction: float) -> Lay
 
 def _first_image(paths: list[pathlib.Path], options: dict, skip: bool) -> tuple:
   """``(path, array, bits as stored)`` of the first readable image: its shape is every
-  image's, and its depth the folder's (``readers.folder_depth``)."""
+  image's, and its depth the folder's (``image_files.folder_depth``)."""
   for path in paths:
     try:
-      array, _, bits = readers.read_image(path, **options)
+      array, _, bits = image_files.read_image(path, **options)
       return path, array, bits
     except DataError:
       if not skip:
@@ -154,7 +154,7 @@ def _error(report: "decode.Reported", path: pathlib.Path, first_path: pathlib.Pa
                      "the folder from its new contents.")
   got, dtype = tuple(report.detail[0]), report.detail[1]
   if got == first.shape and dtype != first.dtype.str:  # a 16-bit file among 8-bit ones
-    return readers.mixed_depths(first_path, path)
+    return image_files.mixed_depths(first_path, path)
   key = "image_size" if got[:2] != first.shape[:2] else "channels"
   return DataError(
       f"{first_path} is {_shape(first.shape)} but {path} is {_shape(got)}: images of mixed "
@@ -173,7 +173,7 @@ def _prepare(folder: pathlib.Path, files: list[list], test_fraction: float, opti
     first_path, first, bits = _first_image([folder / e[0] for e in found.ordered], options,
                                            skip)
     # Every file at the folder's depth: the one asked for, else the first file's.
-    at_depth = {**options, "bit_depth": readers.folder_depth(options["bit_depth"], bits)}
+    at_depth = {**options, "bit_depth": image_files.folder_depth(options["bit_depth"], bits)}
     offsets = [writer.allocate(s, len(found.files[s]), first.shape, first.dtype)
                for s in SPLITS]
     writer.labels.update(found.labels)
