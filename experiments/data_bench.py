@@ -49,7 +49,8 @@ from importlib import util as importlib_util
 import numpy as np
 from absl import app, flags
 
-from experiments.photo_crops import CROP, folder_record, make_folder, files_of
+from experiments.loading import (folder_record, make_folder, files_of, projection, table,
+                                 targets)
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -72,11 +73,6 @@ _CHILD = flags.DEFINE_enum("child", "", ["", "pillow", "aejax", "torchvision"],
 _CHILD_FOLDER = flags.DEFINE_string("child_folder", "", "Internal: the folder loaded.")
 _CHILD_OUT = flags.DEFINE_string("child_out", "", "Internal: the child's JSON.")
 
-IMAGENET_TRAIN = 1_281_167
-# An ImageNet-1k JPEG's average size, about (width x height): the pixels decoded per
-# image, against a crop's 128 x 128.
-IMAGENET_PIXELS = 400 * 350
-TARGETS = {"first_load_over_loop": 1.7, "first_over_second": 20.0, "rss_4x_over_1x": 1.15}
 
 
 # ------------------------------------------------ the measured loads (children)
@@ -224,103 +220,6 @@ def measure_rss(folder: pathlib.Path, scratch: pathlib.Path, name: str) -> dict:
         f"{process['peak_rss_bytes'] / 2**20:,.0f} MiB, {process['wall_seconds']:.1f} s",
         flush=True)
   return {**process, "folder": str(folder), "n_train": results["dataset"]["n_train"]}
-
-
-def projection(images_per_s: float) -> dict:
-  """Seconds to prepare ImageNet-1k's train split at ``images_per_s`` (measured on
-  128 x 128 crops): as measured (JPEGs as small as the crops, 64 x 64 out), and from
-  full-size JPEGs, taking decoding as proportional to the pixels decoded."""
-  at_crop_size = IMAGENET_TRAIN / images_per_s
-  return {"images": IMAGENET_TRAIN, "seconds_from_crop_sized_jpegs": at_crop_size,
-          "seconds_from_full_size_jpegs": at_crop_size * IMAGENET_PIXELS / CROP**2,
-          "full_size_pixels_over_crop": IMAGENET_PIXELS / CROP**2}
-
-
-def targets(report: dict) -> list[dict]:
-  """The three targets, each with its measured value and whether it holds (None:
-  not measured)."""
-  loads = report["loads"]
-  rss = report["rss"]
-  values = {
-      "first_load_over_loop": loads["aejax_first"]["images_per_s"]
-                              / loads["pillow"]["images_per_s"],
-      "first_over_second": loads["aejax_first_over_second"],
-      "rss_4x_over_1x": rss.get("ratio_4x_over_1x")}
-  rows = []
-  for name, value in values.items():
-    bound = TARGETS[name]
-    passed = None if value is None else (value < bound if name == "rss_4x_over_1x"
-                                         else value >= bound)
-    rows.append({"name": name, "target": bound, "value": value, "passed": passed})
-  return rows
-
-
-def _mib(n: float) -> str:
-  return f"{n / 2**20:,.0f}"
-
-
-def _duration(seconds: float) -> str:
-  return f"{seconds / 3600:.1f} h" if seconds >= 3600 else f"{seconds / 60:.1f} min"
-
-
-def table(report: dict) -> str:
-  """The printed table: each figure, the targets with pass or fail, the projection."""
-  loads, rss = report["loads"], report["rss"]
-  verdict = {row["name"]: row for row in report["targets"]}
-
-  def mark(name):
-    row = verdict[name]
-    return "not measured" if row["passed"] is None else ("pass" if row["passed"] else "FAIL")
-
-  def load_row(label, s, target="", result=""):
-    return (f"| {label} | {s['images_per_s']:,.0f} | {s['seconds']:.3g} | "
-            f"{_mib(s['peak_rss_bytes'])} | {target} | {result} |")
-
-  first = verdict["first_load_over_loop"]
-  second = verdict["first_over_second"]
-  n = loads["pillow"]["images"]
-  size = report["image_size"]
-  lines = [f"{n:,} JPEGs of {CROP}x{CROP} to {size}x{size}x3, median of "
-           f"{report['repeats']}; {report['machine']}",
-           "",
-           "| measurement | images/s | seconds | peak RSS MiB | target | result |",
-           "|---|---|---|---|---|---|",
-           load_row("serial Pillow loop (today's floor)", loads["pillow"]),
-           load_row("aejax, first load (new TFDS data dir)", loads["aejax_first"],
-                    f"≥ {first['target']}x the loop: {first['value']:.2f}x",
-                    mark("first_load_over_loop")),
-           load_row("aejax, second load (same data dir)", loads["aejax_second"],
-                    f"≥ {second['target']:.0f}x faster than the first: "
-                    f"{second['value']:.1f}x", mark("first_over_second"))]
-  if "skipped" in loads["torchvision"]:
-    lines.append(f"| torchvision ImageFolder, DataLoader at 2 workers | | | | "
-                 f"| {loads['torchvision']['skipped']} |")
-  else:
-    lines.append(load_row("torchvision ImageFolder, DataLoader at 2 workers",
-                          loads["torchvision"]))
-  growth = verdict["rss_4x_over_1x"]
-  if "skipped" in rss:
-    lines.append(f"| 1-epoch stream run, 1x and 4x the folder | | | | "
-                 f"< {growth['target']}x | {rss['skipped']} |")
-  else:
-    for times in ("1x", "4x"):
-      run = rss[times]
-      target = (f"4x/1x < {growth['target']}: {growth['value']:.2f}x" if times == "4x"
-                else "")
-      lines.append(f"| 1-epoch stream run, {run['n_train']:,} train images ({times}) | | "
-                   f"{run['wall_seconds']:.3g} | {_mib(run['peak_rss_bytes'])} | {target} | "
-                   f"{mark('rss_4x_over_1x') if times == '4x' else ''} |")
-  p = report["projection"]
-  lines += ["", f"Projected, not measured: preparing ImageNet-1k's {p['images']:,} train "
-            f"images at aejax's first-load rate here ({loads['aejax_first']['images_per_s']:,.0f}"
-            f" images/s) would take {_duration(p['seconds_from_crop_sized_jpegs'])} at "
-            f"{size}x{size} from JPEGs the size of these crops, and "
-            f"{_duration(p['seconds_from_full_size_jpegs'])} from its full-size JPEGs "
-            f"(~400x350 on average: {p['full_size_pixels_over_crop']:.1f}x the pixels to "
-            "decode, decoding taken as proportional to pixels)."]
-  if not loads.get("aejax_same_data", True):
-    lines += ["", "WARNING: aejax's loads did not all give the same data (fingerprints)."]
-  return "\n".join(lines)
 
 
 def validate() -> None:

@@ -28,6 +28,11 @@ if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
   os.environ["AEJAX_TESTS_OWN_JAX_CACHE"] = str(os.getpid())
   os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
   os.environ["JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES"] = "0"
+# TFDS's data dir (where prepared copies and stream copies go) for the whole session,
+# module fixtures included, never ~/tensorflow_datasets; each test gets its own below.
+if "AEJAX_TESTS_OWN_TFDS_DIR" not in os.environ:
+  os.environ["TFDS_DATA_DIR"] = tempfile.mkdtemp(prefix="aejax-tests-tfds-")
+  os.environ["AEJAX_TESTS_OWN_TFDS_DIR"] = str(os.getpid())
 
 
 # The longest file, by far (its quick report trains and measures for about four
@@ -43,10 +48,13 @@ def pytest_collection_modifyitems(config, items):
 
 
 def pytest_unconfigure(config):
-  """The process that made the compilation cache's folder removes it at the end."""
+  """The process that made the compilation cache's and TFDS's folders removes them at
+  the end."""
   del config
   if os.environ.get("AEJAX_TESTS_OWN_JAX_CACHE") == str(os.getpid()):
     shutil.rmtree(os.environ["JAX_COMPILATION_CACHE_DIR"], ignore_errors=True)
+  if os.environ.get("AEJAX_TESTS_OWN_TFDS_DIR") == str(os.getpid()):
+    shutil.rmtree(os.environ["TFDS_DATA_DIR"], ignore_errors=True)
 
 
 # Its asserts (wait_for's) say what they compared, as a test file's would.

@@ -33,6 +33,17 @@ class Cli:
   """``python -m experiments.main`` (and the other commands) in a subprocess."""
 
   @staticmethod
+  def catching(pid: int, signum: int) -> bool:
+    """Whether process ``pid`` has a handler of its own for ``signum`` (Linux's
+    /proc/<pid>/status ``SigCgt`` mask); False while it has none yet, or has ended."""
+    try:
+      status = pathlib.Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+      return False
+    mask = next(l.split()[1] for l in status.splitlines() if l.startswith("SigCgt:"))
+    return bool(int(mask, 16) >> (signum - 1) & 1)
+
+  @staticmethod
   def optimised() -> dict:
     """The environment overrides that compile at LLVM's optimisation level 2 (in place
     of any level XLA_FLAGS sets), for the commands that train conv models: conftest's

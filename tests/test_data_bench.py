@@ -7,23 +7,23 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from experiments import data_bench, photo_crops
+from experiments import loading
 
 
 def test_the_folders_are_made_once_and_the_larger_one_extends_the_smaller(tmp_path):
-  small = photo_crops.make_folder(tmp_path, 16)
+  small = loading.make_folder(tmp_path, 16)
   files = sorted(small.rglob("*.jpg"))
-  assert len(files) == 16 and {p.parent.name for p in files} == set(photo_crops.PHOTOS)
+  assert len(files) == 16 and {p.parent.name for p in files} == set(loading.PHOTOS)
   with Image.open(files[0]) as image:
     assert image.format == "JPEG" and image.size == (128, 128) and image.mode == "RGB"
-  marker = small / photo_crops.PHOTOS[0] / "marker.jpg"
+  marker = small / loading.PHOTOS[0] / "marker.jpg"
   marker.write_bytes(files[0].read_bytes())
-  assert photo_crops.make_folder(tmp_path, 16) == small and marker.exists()  # reused
-  large = photo_crops.make_folder(tmp_path, 32)
+  assert loading.make_folder(tmp_path, 16) == small and marker.exists()  # reused
+  large = loading.make_folder(tmp_path, 32)
   for path in files:  # the same seed per index: the 4x folder holds the 1x one
     assert (large / path.relative_to(small)).read_bytes() == path.read_bytes()
   small.with_suffix(".json").unlink()  # not known whole: made again
-  photo_crops.make_folder(tmp_path, 16)
+  loading.make_folder(tmp_path, 16)
   assert not marker.exists() and len(list(small.rglob("*.jpg"))) == 16
 
 
@@ -46,7 +46,7 @@ def test_a_small_run_reports_every_figure(cli, tmp_path):
                                                  "torchvision")] == [1, 1, 1, 0]
   assert "--notorchvision" in loads["torchvision"]["skipped"]
   assert "--norss" in report["rss"]["skipped"]
-  assert [t["name"] for t in report["targets"]] == list(data_bench.TARGETS)
+  assert [t["name"] for t in report["targets"]] == list(loading.TARGETS)
   assert report["targets"][2]["passed"] is None  # RSS not measured
   assert all(isinstance(t["passed"], bool) for t in report["targets"][:2])
   projection = report["projection"]
@@ -67,8 +67,8 @@ def _report(first_rate, ratio, rss_1x, rss_4x):
                       "aejax_first_over_second": ratio},
             "rss": {"1x": run(90, rss_1x), "4x": run(360, rss_4x),
                     "ratio_4x_over_1x": rss_4x / rss_1x},
-            "projection": data_bench.projection(first_rate)}
-  report["targets"] = data_bench.targets(report)
+            "projection": loading.projection(first_rate)}
+  report["targets"] = loading.targets(report)
   return report
 
 
@@ -79,7 +79,7 @@ def test_each_target_passes_at_its_bound_and_fails_below_it(first_rate, ratio, r
                                                             verdicts):
   report = _report(first_rate, ratio, 2.0**30, rss_4x * 2.0**30)
   assert [t["passed"] for t in report["targets"]] == verdicts
-  table = data_bench.table(report)
+  table = loading.table(report)
   marks = [line.rsplit("|", 2)[1].strip() for line in table.splitlines()
            if line.startswith("| aejax") or "(4x)" in line]
   assert marks == ["pass" if v else "FAIL" for v in verdicts]

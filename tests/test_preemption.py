@@ -315,8 +315,11 @@ def test_prepare_data_cut_off_leaves_no_half_written_copy_and_the_rerun_prepares
       while not list(data_dir.glob("aejax_mnist/incomplete*")):
         assert child.poll() is None, child.stderr.read()[-3000:]
         time.sleep(0.01)
-    else:
-      time.sleep(0.1)
+    else:  # as soon as it handles SIGTERM: its first lines (the interpreter's start
+      # before them is the one moment a signal still ends a command with 143)
+      while not cli.catching(child.pid, signal.SIGTERM):
+        assert child.poll() is None, child.stderr.read()[-3000:]
+        time.sleep(0.001)
     child.send_signal(signal.SIGTERM)
     stderr = child.communicate(timeout=120)[1]
     assert child.returncode == STOPPED, stderr[-3000:]

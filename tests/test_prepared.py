@@ -137,7 +137,7 @@ def test_two_preparers_take_turns_and_a_killed_one_leaves_no_half_copy(tmp_path,
     found = list((tfds / prepared.ROOT_NAME).glob("*.lock"))
     lock = found[0] if found else None
     time.sleep(0.01)
-  with caplog.at_level("INFO"):
+  with caplog.at_level("INFO", logger="absl"):  # absl's own level too
     second = folders.read_folder(folder)
   out, err = first.communicate(timeout=300)
   assert first.returncode == 0, err[-2000:]

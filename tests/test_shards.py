@@ -126,7 +126,7 @@ def test_the_held_out_view_is_numpy_indexing(on_disk, lengths, every, part, draw
 def test_shards_split_standardize_and_the_kept_statistics(tmp_path, caplog):
   """Every 10th row held out; the statistics measured once, then read back; a changed
   shard measured again. Standardised rows are readers.standardize's."""
-  caplog.set_level(logging.INFO)
+  caplog.set_level(logging.INFO, logger="absl")  # whatever verbosity a test before set
   arrays = [vectors(200), vectors(150, dtype=np.float64), vectors(50, dtype=np.float64)]
   arrays[0] = arrays[0].astype(np.float64)
   folder = write_shards(tmp_path / "acts", arrays)

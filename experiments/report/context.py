@@ -108,7 +108,9 @@ def make_context(plan: Plan, dataset: data_lib.Dataset, runs_dir: pathlib.Path,
       plan=plan, out=out, runs_dir=runs_dir, results=results,
       runs={name: analysis.load_run(runs_dir / name) for name in results},
       records={name: metrics(runs_dir / name) for name in results}, frontier=frontier,
-      train_u8=dataset.train_images, test_u8=dataset.test_images[:plan.test_images],
+      # The report's baselines (PCA, probes) hold the train set in memory.
+      train_u8=np.asarray(dataset.train_images),
+      test_u8=dataset.test_images[:plan.test_images],
       test_labels=dataset.test_labels[:plan.test_images],
       probe_labels=dataset.train_labels[:plan.probe_train], dataset=dataset.record())
 
