@@ -2,11 +2,18 @@
 or trained as a population (PBT), through the command line and from Python, on the
 bundled sample."""
 
+import itertools
 import json
 import os
+import pathlib
+import pwd
+import shutil
 import signal
+import socket
 import subprocess
 import sys
+import tempfile
+import threading
 
 import jax
 import numpy as np
@@ -26,9 +33,10 @@ TINY = ("--config", "experiments/configs/vanilla.py",  # spelled apart, as users
 SPACE = "learning_rate=loguniform(1e-4,3e-2); weight_decay=loguniform(1e-6,1e-2)"
 
 
-def _search(cli, workdir, *args, check=True):
+def _search(cli, workdir, *args, check=True, timeout=600):
   return cli.run_module("experiments.search", *TINY, f"--workdir={workdir}",
-                        f"--space={SPACE}", "--rungs=1,2", *args, check=check)
+                        f"--space={SPACE}", "--rungs=1,2", *args, check=check,
+                        timeout=timeout)
 
 
 def _start(workdir, *args):
@@ -107,20 +115,163 @@ def test_a_killed_search_requeues_its_lost_trials_with_the_same_numbers(cli, str
   assert [t["state"] for t in trials if not t.get("lost")] == ["complete"] * 4
 
 
-def test_two_processes_share_one_study(tmp_path):
-  storage = tmp_path / "shared.journal"
+def _two_share(storage: str, tmp_path):
+  """Two searches of 6 trials at once on ``storage``: one study holds the trials of
+  both, each made in its own process's workdir (its own slots)."""
   children = [_start(tmp_path / f"w{i}", "--trials=6", "--slots=2", "--noplots",
                      f"--storage={storage}", f"--seed={i}") for i in range(2)]
   for child in children:
     _, err = child.communicate(timeout=300)
     assert child.returncode == 0, err[-2000:]
   study = optuna.load_study(study_name="search", storage=tuner_study.open_storage(
-      str(storage), tmp_path))
+      storage, tmp_path))
   trials = study.get_trials()
   assert 6 <= len(trials) <= 7  # each asks only while fewer than 6 exist
   assert {t.user_attrs["workdir"] for t in trials} == {str(tmp_path / "w0"),
                                                         str(tmp_path / "w1")}
   assert {t.state.name for t in trials} <= {"COMPLETE", "PRUNED"}
+
+
+def test_two_processes_share_one_study(tmp_path):
+  _two_share(str(tmp_path / "shared.journal"), tmp_path)
+
+
+def _psycopg():
+  """psycopg, or the test skipped: missing, or installed without libpq (the plain
+  wheel finds none where the binary one is not installed)."""
+  try:
+    import psycopg  # noqa: PLC0415
+  except ImportError as e:
+    pytest.skip(f'no PostgreSQL driver ({e}): pip install "psycopg[binary]"')
+  return psycopg
+
+
+def _postgres_bin() -> pathlib.Path:
+  """The folder of PostgreSQL's server programs: on PATH, or where Debian's packages
+  put them (the newest version's), or the test skipped."""
+  on_path = shutil.which("pg_ctl")
+  found = [pathlib.Path(on_path)] if on_path else sorted(
+      pathlib.Path("/usr/lib/postgresql").glob("*/bin/pg_ctl"),
+      key=lambda p: int(p.parts[-3]) if p.parts[-3].isdigit() else 0)
+  if not found or not (found[-1].parent / "initdb").exists():
+    pytest.skip("no PostgreSQL server (initdb, pg_ctl) on PATH or in /usr/lib/postgresql")
+  return found[-1].parent
+
+
+def _server_user(folder: pathlib.Path) -> tuple[list[str], pathlib.Path]:
+  """The command prefix that runs a program as the server's user, and a folder that
+  user owns: ``folder``, ours. PostgreSQL refuses to run as root: a root process runs
+  it as ``nobody``, in a folder of its own (pytest's are root's alone), which the
+  caller removes."""
+  if os.geteuid() != 0:
+    return [], folder
+  try:
+    nobody = pwd.getpwnam("nobody")
+  except KeyError:
+    nobody = None
+  if shutil.which("setpriv") is None or nobody is None:
+    pytest.skip("PostgreSQL refuses to run as root, and this root process has no "
+                "setpriv or no user 'nobody' to run it as")
+  base = pathlib.Path(tempfile.mkdtemp(prefix="aejax-pg-"))
+  os.chown(base, nobody.pw_uid, nobody.pw_gid)
+  return ["setpriv", f"--reuid={nobody.pw_uid}", f"--regid={nobody.pw_gid}",
+          "--clear-groups", "--"], base
+
+
+@pytest.fixture(scope="module")
+def postgres(tmp_path_factory):
+  """A throwaway PostgreSQL server on 127.0.0.1 at a free port, trust auth, no unix
+  socket: a function that makes an empty database in it and gives its URL, through
+  psycopg (SQLAlchemy's PostgreSQL driver). The server is stopped at the end, whatever
+  the tests did."""
+  psycopg = _psycopg()
+  bin_dir = _postgres_bin()
+  as_user, base = _server_user(tmp_path_factory.mktemp("postgres"))
+  data = base / "data"
+  with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+
+  def pg(program, *args):
+    return subprocess.run([*as_user, str(bin_dir / program), *args], cwd=base,
+                          capture_output=True, text=True, timeout=120)
+
+  def new_database() -> str:
+    name = f"search{next(made)}"
+    with psycopg.connect(f"postgresql://aejax@127.0.0.1:{port}/postgres",
+                         autocommit=True) as connection:
+      connection.execute(f"CREATE DATABASE {name}")
+    return f"postgresql+psycopg://aejax@127.0.0.1:{port}/{name}"
+
+  made = itertools.count()
+  try:
+    done = pg("initdb", "-D", str(data), "-U", "aejax", "--auth=trust", "-E", "UTF8",
+              "--no-sync")
+    if done.returncode != 0:
+      pytest.skip(f"initdb failed: {done.stderr.strip()[-500:]}")
+    done = pg("pg_ctl", "-D", str(data), "-l", str(base / "log"), "-w", "-t", "60",
+              "-o", f"-c listen_addresses=127.0.0.1 -p {port} "
+              "-c unix_socket_directories='' -c fsync=off", "start")
+    if done.returncode != 0:
+      log = (base / "log").read_text() if (base / "log").exists() else done.stderr
+      pytest.skip(f"the PostgreSQL server did not start: {log.strip()[-500:]}")
+    yield new_database
+  finally:
+    pg("pg_ctl", "-D", str(data), "-m", "immediate", "stop")
+    if as_user:
+      shutil.rmtree(base, ignore_errors=True)
+
+
+def test_two_processes_share_one_study_in_postgresql(postgres, tmp_path):
+  _two_share(postgres(), tmp_path)
+
+
+def test_processes_opening_a_new_database_at_once_all_open_it(postgres, tmp_path):
+  """The first to open a new database makes Optuna's tables; four at once race to
+  (PostgreSQL refuses all but one, a duplicate key) and all must open it."""
+  url = postgres()
+  start = threading.Barrier(4)
+  failed = []
+
+  def open_it():
+    start.wait()
+    try:
+      tuner_study.open_storage(url, tmp_path)
+    except SearchError as e:
+      failed.append(str(e))
+
+  openers = [threading.Thread(target=open_it) for _ in range(4)]
+  for opener in openers:
+    opener.start()
+  for opener in openers:
+    opener.join()
+  assert not failed, failed
+
+
+def test_a_database_that_does_not_answer_is_refused(monkeypatch, tmp_path):
+  """A port that takes the connection and never answers (a firewall's silence is the
+  same): the search is refused on the driver's connect timeout (shortened here), where
+  without one it would wait for ever."""
+  _psycopg()
+  monkeypatch.setattr(tuner_study, "CONNECT_TIMEOUT_S", 2)
+  refused = []
+
+  def open_it(url):
+    try:
+      tuner_study.open_storage(url, tmp_path)
+    except SearchError as e:
+      refused.append(str(e))
+
+  with socket.socket() as silent:
+    silent.bind(("127.0.0.1", 0))
+    silent.listen()
+    url = f"postgresql://aejax@127.0.0.1:{silent.getsockname()[1]}/search"
+    opener = threading.Thread(target=open_it, args=(url,), daemon=True)
+    opener.start()
+    opener.join(timeout=60)
+    assert not opener.is_alive(), "open_storage still waits for a silent database"
+  assert len(refused) == 1 and refused[0].startswith(
+      f"--storage={url}: cannot open the study's storage"), refused
 
 
 def test_results_table_prints_a_search_best_first(straight, tmp_path, capsys):
