@@ -6,7 +6,7 @@ tests/conftest.py), 46 steps in chunks, ten checkpoints, the final evaluation an
 pictures, in a few seconds. An uninterrupted run gives the results every other run
 must end with (and fills JAX's cache); two more side by side, the length of a run's
 life under that load; then,
-two at a time again, each of ``AEJAX_CHAOS_DELAYS`` delays (15 unless set) from 0.1 s
+two at a time again, each of ``AEJAX_CHAOS_DELAYS`` delays (8 unless set) from 0.1 s
 to just before the end gets a SIGTERM run and a SIGKILL run of its own, each rerun
 once with the same command when it did not finish. A SIGTERM waits, if need be, for
 the interpreter to reach the command's first line (``handles_sigterm``). A longer run of it
@@ -133,7 +133,7 @@ def test_a_signal_or_a_kill_at_any_moment_then_a_rerun_ends_as_the_uninterrupted
     life = np.mean(list(pool.map(straight, ["straight1", "straight2"])))
     assert outcome(tmp_path / "straight1") == outcome(tmp_path / "straight2") == baseline
     delays = np.linspace(FIRST_DELAY, LAST_FRACTION * life,
-                         int(os.environ.get("AEJAX_CHAOS_DELAYS", 15)))
+                         int(os.environ.get("AEJAX_CHAOS_DELAYS", 8)))
     jobs = [pool.submit(attack, cli, sig, delay, tmp_path / f"{sig.name}-{i}", baseline)
             for i, delay in enumerate(delays) for sig in (signal.SIGTERM, signal.SIGKILL)]
     reports = [job.result() for job in jobs]
