@@ -138,20 +138,24 @@ def _pieces(array, rows: int = 8192):
       yield array[start:stop]
 
 
-def fingerprint_of(arrays) -> str:
+def fingerprint_of(arrays, on_piece=None) -> str:
   """sha256 of each array's shape, dtype and bytes, in order: ``(train images, train
   labels, test images, test labels)``, arrays on disk read in pieces. Labels that all
   fit in [0, 255] are hashed as uint8, as they were stored before labels were int32,
-  so such data, and the checkpoints trained on it, keep their fingerprint."""
+  so such data, and the checkpoints trained on it, keep their fingerprint.
+  ``on_piece(i, piece)`` is given every piece of array ``i`` as it is read, for other
+  work in the same pass (a prepared copy's checksums and pixel sums)."""
   train_images, train_labels, test_images, test_labels = arrays
   if labels_fit_uint8(train_labels) and labels_fit_uint8(test_labels):
     train_labels, test_labels = (np.asarray(l).astype(np.uint8)
                                  for l in (train_labels, test_labels))
   digest = hashlib.sha256()
-  for array in (train_images, train_labels, test_images, test_labels):
+  for i, array in enumerate((train_images, train_labels, test_images, test_labels)):
     digest.update(repr((tuple(array.shape), array.dtype.str)).encode())
     for piece in _pieces(array):
       digest.update(np.ascontiguousarray(piece).data)
+      if on_piece is not None:
+        on_piece(i, piece)
   return digest.hexdigest()
 
 
@@ -159,7 +163,12 @@ def mean_of(images) -> np.ndarray:
   """The mean over axis 0 (``Dataset.pixel_mean``), arrays on disk read in pieces: of
   uint8 or uint16 images, float ``[H, W, C]`` in [0, 1] (``pixel_mean``: a float64
   sum of integers, exact however it is cut); of float vectors, float32 ``[D]``."""
-  total = sum(piece.sum(0, dtype=np.float64) for piece in _pieces(images))
+  return scaled_mean(sum(piece.sum(0, dtype=np.float64) for piece in _pieces(images)),
+                      images)
+
+
+def scaled_mean(total: np.ndarray, images) -> np.ndarray:
+  """``mean_of`` from the float64 sum over axis 0 of ``images``."""
   mean = total / len(images)
   if np.dtype(images.dtype) in IMAGE_DTYPES:
     return mean / np.iinfo(images.dtype).max

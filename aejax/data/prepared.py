@@ -45,7 +45,7 @@ import numpy as np
 from absl import logging
 
 from aejax.data import rows as rows_lib
-from aejax.data.core import DataError, Dataset, fingerprint_of, mean_of
+from aejax.data.core import DataError, Dataset, fingerprint_of, scaled_mean
 
 FORMAT = 1  # the copy's layout; a copy of another format is prepared again
 ROOT_NAME = "aejax_prepared"
@@ -153,23 +153,30 @@ class Writer:
     self.labels[split] = self.labels[split][keep]
 
   def finish(self, record: dict) -> dict:
-    """Checksums, fingerprint and pixel mean, read back in pieces; then ``meta.json``,
-    the copy's last file. ``record``: name, source, location, details, manifest."""
+    """Fingerprint, checksums and pixel mean, in one pass over the splits read back in
+    pieces; then ``meta.json``, the copy's last file. ``record``: name, source,
+    location, details, manifest."""
     images = {s: rows_lib.Rows(self.path(s)) for s in SPLITS}
-    sums = {}
+    sums, total = {s: [] for s in SPLITS}, []
+
+    def on_piece(i: int, piece: np.ndarray) -> None:  # 0: train images, 2: test images
+      if i in (0, 2):
+        sums[SPLITS[i // 2]].append(rows_lib.checksums(piece))
+      if i == 0:
+        total.append(piece.sum(0, dtype=np.float64))
+
+    fingerprint = fingerprint_of((images["train"], self.labels["train"], images["test"],
+                                  self.labels["test"]), on_piece)
     for split in SPLITS:
       np.save(self.folder / f"{split}_labels.npy", self.labels[split])
-      sums[split] = np.concatenate([rows_lib.checksums(p)
-                                    for p in rows_lib.in_pieces(images[split])])
-    np.savez(self.folder / "checksums.npz", **sums)
-    np.save(self.folder / "pixel_mean.npy", mean_of(images["train"]))
+    np.savez(self.folder / "checksums.npz", **{s: np.concatenate(c) for s, c in sums.items()})
+    np.save(self.folder / "pixel_mean.npy", scaled_mean(sum(total), images["train"]))
     with gzip.open(self.folder / MANIFEST, "wt") as f:
       json.dump(record.pop("manifest"), f)
     meta = {"format": FORMAT, **record, "skipped": self.skipped,
             "label_checksums": {s: zlib.crc32(np.ascontiguousarray(self.labels[s]).data)
                                 for s in SPLITS},
-            "fingerprint": fingerprint_of((images["train"], self.labels["train"],
-                                           images["test"], self.labels["test"])),
+            "fingerprint": fingerprint,
             "n_train": len(images["train"]), "n_test": len(images["test"]),
             "bytes": sum(p.stat().st_size for p in self.folder.iterdir())}
     (self.folder / META).write_text(json.dumps(meta))
