@@ -138,25 +138,53 @@ def _pieces(array, rows: int = 8192):
       yield array[start:stop]
 
 
+class Fingerprint:
+  """``fingerprint_of``'s sha256, fed in order: an array's shape and dtype
+  (``begin``), then its bytes (``update``, in as many parts as come), array after
+  array; a prepared copy's is fed as its rows are decoded."""
+
+  def __init__(self):
+    self._digest = hashlib.sha256()
+
+  def begin(self, shape, dtype) -> None:
+    self._digest.update(repr((tuple(int(d) for d in shape), np.dtype(dtype).str)).encode())
+
+  def update(self, data) -> None:
+    self._digest.update(data)
+
+  def add(self, array, on_piece=None) -> None:
+    """A whole array (an array on disk in pieces, each also given to ``on_piece``)."""
+    self.begin(array.shape, array.dtype)
+    for piece in _pieces(array):
+      self.update(np.ascontiguousarray(piece).data)
+      if on_piece is not None:
+        on_piece(piece)
+
+  def hexdigest(self) -> str:
+    return self._digest.hexdigest()
+
+
+def hashed_labels(train_labels, test_labels) -> tuple[np.ndarray, np.ndarray]:
+  """The labels as the fingerprint hashes them: as uint8 when all fit in [0, 255], as
+  they were stored before labels were int32, so such data, and the checkpoints
+  trained on it, keep their fingerprint."""
+  if labels_fit_uint8(train_labels) and labels_fit_uint8(test_labels):
+    return tuple(np.asarray(l).astype(np.uint8) for l in (train_labels, test_labels))
+  return np.asarray(train_labels), np.asarray(test_labels)
+
+
 def fingerprint_of(arrays, on_piece=None) -> str:
   """sha256 of each array's shape, dtype and bytes, in order: ``(train images, train
-  labels, test images, test labels)``, arrays on disk read in pieces. Labels that all
-  fit in [0, 255] are hashed as uint8, as they were stored before labels were int32,
-  so such data, and the checkpoints trained on it, keep their fingerprint.
-  ``on_piece(i, piece)`` is given every piece of array ``i`` as it is read, for other
-  work in the same pass (a prepared copy's checksums and pixel sums)."""
+  labels, test images, test labels)`` (labels as ``hashed_labels`` says), arrays on
+  disk read in pieces. ``on_piece(i, piece)`` is given every piece of array ``i`` as
+  it is read, for other work in the same pass (a copy's checksums and pixel sums)."""
   train_images, train_labels, test_images, test_labels = arrays
-  if labels_fit_uint8(train_labels) and labels_fit_uint8(test_labels):
-    train_labels, test_labels = (np.asarray(l).astype(np.uint8)
-                                 for l in (train_labels, test_labels))
-  digest = hashlib.sha256()
+  train_labels, test_labels = hashed_labels(train_labels, test_labels)
+  fingerprint = Fingerprint()
   for i, array in enumerate((train_images, train_labels, test_images, test_labels)):
-    digest.update(repr((tuple(array.shape), array.dtype.str)).encode())
-    for piece in _pieces(array):
-      digest.update(np.ascontiguousarray(piece).data)
-      if on_piece is not None:
-        on_piece(i, piece)
-  return digest.hexdigest()
+    fingerprint.add(array, None if on_piece is None else
+                    (lambda piece, i=i: on_piece(i, piece)))
+  return fingerprint.hexdigest()
 
 
 def mean_of(images) -> np.ndarray:

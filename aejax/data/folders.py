@@ -21,8 +21,8 @@ from stat import S_ISREG
 
 import numpy as np
 
-from aejax.data import decode, image_files, prepared, readers
-from aejax.data.core import DataError, Dataset, _shape
+from aejax.data import decode, image_files, prepared, readers, rows
+from aejax.data.core import DataError, Dataset, Fingerprint, _shape, hashed_labels
 
 SPLITS = ("train", "test")
 
@@ -162,6 +162,48 @@ def _error(report: "decode.Reported", path: pathlib.Path, first_path: pathlib.Pa
       "n x n; channels: 1 or 3).")
 
 
+class _Hashing:
+  """The copy's fingerprint (``core.Fingerprint``), its train rows hashed in order as
+  the workers write them (the parent waits on them otherwise), and every block's
+  checksum as the workers report it: ``Writer.finish``'s ``known``, with no pass
+  over the copy after decoding."""
+
+  def __init__(self, train_path: pathlib.Path, offset: int, n_train: int, first):
+    self._fd, self._offset, self._row_bytes = os.open(train_path, os.O_RDONLY), offset, first.nbytes
+    self._pending, self._next, self._n_train = {}, 0, n_train
+    self.checksums = ({}, {})  # by file: first row -> its blocks' CRC-32s
+    self.fingerprint = Fingerprint()
+    self.fingerprint.begin((n_train, *first.shape), first.dtype)
+
+  def chunk(self, file: int, first: int, count: int, checksums: list[int]) -> None:
+    self.checksums[file][first] = checksums
+    if file == 0:
+      self._pending[first] = count
+      while self._next in self._pending:  # the rows written so far, in order
+        count = self._pending.pop(self._next)
+        self.fingerprint.update(os.pread(self._fd, count * self._row_bytes,
+                                         self._offset + self._next * self._row_bytes))
+        self._next += count
+
+  def known(self, labels: dict, test_path: pathlib.Path, pixel_sum: np.ndarray
+            ) -> dict | None:
+    """``Writer.finish``'s ``known``; None if a train row was not hashed (then it reads
+    the copy back)."""
+    if self._next != self._n_train:
+      return None
+    train_labels, test_labels = hashed_labels(labels["train"], labels["test"])
+    self.fingerprint.add(train_labels)
+    self.fingerprint.add(rows.Rows(test_path))
+    self.fingerprint.add(test_labels)
+    return {"fingerprint": self.fingerprint.hexdigest(), "pixel_sum": pixel_sum,
+            "checksums": {s: np.asarray([c for _, cs in sorted(self.checksums[f].items())
+                                         for c in cs], np.uint32)
+                          for f, s in enumerate(SPLITS)}}
+
+  def close(self) -> None:
+    os.close(self._fd)
+
+
 def _prepare(folder: pathlib.Path, files: list[list], test_fraction: float, options: dict,
              skip: bool):
   """``Request.prepare`` of a folder: splits and labels ``files``, then decodes every
@@ -179,12 +221,17 @@ def _prepare(folder: pathlib.Path, files: list[list], test_fraction: float, opti
     writer.labels.update(found.labels)
     items = [(f, row, folder / name, size, mtime) for f, split in enumerate(SPLITS)
              for row, (name, size, mtime) in enumerate(found.files[split])]
+    chunks = decode.chunks_of(items, rows.block_rows(first.nbytes))
+    hashing = _Hashing(writer.path("train"), offsets[0], len(found.files["train"]), first)
     try:
-      unreadable = decode.decode_into(
-          [writer.path(s) for s in SPLITS], offsets, items, shape=first.shape,
-          dtype=first.dtype, options=at_depth, what=f"folder:{folder}", skip_unreadable=skip)
+      unreadable, pixel_sum = decode.decode_into(
+          [writer.path(s) for s in SPLITS], offsets, chunks, shape=first.shape,
+          dtype=first.dtype, options=at_depth, what=f"folder:{folder}",
+          on_chunk=hashing.chunk, skip_unreadable=skip)
     except decode.Reported as report:
       raise _error(report, path_of(report.file, report.row), first_path, first) from None
+    finally:
+      hashing.close()
     details = {"image_size": options["image_size"], "channels": options["channels"],
                "bit_depth": 16 if first.dtype == np.uint16 else 8,
                "split": found.split, "classes": found.classes}
@@ -200,7 +247,10 @@ def _prepare(folder: pathlib.Path, files: list[list], test_fraction: float, opti
       writer.skipped = [path_of(f, row).relative_to(folder).as_posix()
                         for f, row, _ in sorted(unreadable)]
       details["skipped_unreadable"] = len(writer.skipped)
-    return {"source": "folder", "location": str(folder), "details": details}
+    record = {"source": "folder", "location": str(folder), "details": details}
+    if not unreadable:  # every row as written: what the workers measured holds
+      record["known"] = hashing.known(found.labels, writer.path("test"), pixel_sum)
+    return record
 
   return prepare
 

@@ -152,25 +152,31 @@ class Writer:
       f.write(rows_lib.npy_header((to, *shape[1:]), dtype, offset))
     self.labels[split] = self.labels[split][keep]
 
-  def finish(self, record: dict) -> dict:
+  def finish(self, record: dict, known: dict | None = None) -> dict:
     """Fingerprint, checksums and pixel mean, in one pass over the splits read back in
-    pieces; then ``meta.json``, the copy's last file. ``record``: name, source,
-    location, details, manifest."""
+    pieces, unless ``known`` gives them (``fingerprint``, ``checksums`` by split,
+    ``pixel_sum``: the train split's float64 sum over rows, as the decoding workers
+    measured them while writing); then ``meta.json``, the copy's last file.
+    ``record``: name, source, location, details, manifest."""
     images = {s: rows_lib.Rows(self.path(s)) for s in SPLITS}
-    sums, total = {s: [] for s in SPLITS}, []
+    if known is None:
+      sums, total = {s: [] for s in SPLITS}, []
 
-    def on_piece(i: int, piece: np.ndarray) -> None:  # 0: train images, 2: test images
-      if i in (0, 2):
-        sums[SPLITS[i // 2]].append(rows_lib.checksums(piece))
-      if i == 0:
-        total.append(piece.sum(0, dtype=np.float64))
+      def on_piece(i: int, piece: np.ndarray) -> None:  # 0: train images, 2: test images
+        if i in (0, 2):
+          sums[SPLITS[i // 2]].append(rows_lib.checksums(piece))
+        if i == 0:
+          total.append(piece.sum(0, dtype=np.float64))
 
-    fingerprint = fingerprint_of((images["train"], self.labels["train"], images["test"],
-                                  self.labels["test"]), on_piece)
+      known = {"fingerprint": fingerprint_of((images["train"], self.labels["train"],
+                                              images["test"], self.labels["test"]), on_piece),
+               "checksums": {s: np.concatenate(c) for s, c in sums.items()},
+               "pixel_sum": sum(total)}
+    fingerprint = known["fingerprint"]
     for split in SPLITS:
       np.save(self.folder / f"{split}_labels.npy", self.labels[split])
-    np.savez(self.folder / "checksums.npz", **{s: np.concatenate(c) for s, c in sums.items()})
-    np.save(self.folder / "pixel_mean.npy", scaled_mean(sum(total), images["train"]))
+    np.savez(self.folder / "checksums.npz", **known["checksums"])
+    np.save(self.folder / "pixel_mean.npy", scaled_mean(known["pixel_sum"], images["train"]))
     with gzip.open(self.folder / MANIFEST, "wt") as f:
       json.dump(record.pop("manifest"), f)
     meta = {"format": FORMAT, **record, "skipped": self.skipped,
@@ -234,7 +240,8 @@ class Request:
   ``what``: the data, for log lines (``'folder:pictures'``); ``identity``: what names
   the copy (its kind, resolved location, reader options); ``manifest``: the source's
   files as they are now (``manifest``); ``prepare(writer)`` writes the copy (through
-  ``writer``) and returns ``record`` fields (``source``, ``location``, ``details``);
+  ``writer``) and returns ``record`` fields (``source``, ``location``, ``details``,
+  and ``known``: ``Writer.finish``'s, when it measured them while writing);
   ``skip_unreadable``: a copy that left files out may be used.
   """
   what: str
@@ -343,8 +350,9 @@ def _prepare(request: Request, folder: pathlib.Path, entries: list[list]) -> Non
     tmp.mkdir()
     writer = Writer(tmp)
     record = request.prepare(writer)
+    known = record.pop("known", None)  # what preparing measured already, if anything
     meta = writer.finish({**record, "name": request.what, "manifest": entries,
-                          "manifest_digest": _digest(entries)})
+                          "manifest_digest": _digest(entries)}, known)
     if folder.exists():
       old = folder.parent / f".{folder.name}.{os.getpid()}.old"
       folder.rename(old)
