@@ -72,27 +72,30 @@ def _test_sums(encode_fn, decode_fn, variables, images, mask, mean_image):
   return jax.lax.scan(body, zeros, (images, mask))[0]
 
 
-# An on-disk train set (``aejax.data.rows``) is read this many batches at a time.
-PIECE_BATCHES = 64
+# An on-disk train set (``aejax.data.rows``) is read about this many bytes at a time.
+PIECE_BYTES = 32 << 20
 
 
 def _fired_over(encode_fn, variables, train_images_u8, batch_size: int) -> np.ndarray:
   """Whether each code unit fires on some training image: in one compiled pass for
-  images in memory; for images on disk, a pass per piece of ``PIECE_BATCHES``
-  batches (each padded to that size, so one shape compiles), never all in memory."""
+  images in memory; for images on disk, a pass per piece of whole batches, about
+  ``PIECE_BYTES`` (each padded to that size, so one shape compiles), never all in
+  memory."""
   if isinstance(train_images_u8, np.ndarray):
     return np.asarray(jax.device_get(_fired_units(encode_fn, variables,
                                                   *chunked(train_images_u8, batch_size))))
   size = min(batch_size, len(train_images_u8))
-  piece = size * PIECE_BATCHES
+  row_bytes = int(np.prod(train_images_u8.shape[1:])) * np.dtype(train_images_u8.dtype).itemsize
+  batches = max(1, min(PIECE_BYTES // (size * row_bytes), -(-len(train_images_u8) // size)))
+  piece = size * batches
   fired = None
   for start in range(0, len(train_images_u8), piece):
     images = train_images_u8[start:start + piece]
     padded = np.zeros((piece, *images.shape[1:]), images.dtype)
     padded[:len(images)] = images
-    mask = (np.arange(piece) < len(images)).reshape(PIECE_BATCHES, size)
+    mask = (np.arange(piece) < len(images)).reshape(batches, size)
     part = np.asarray(jax.device_get(_fired_units(
-        encode_fn, variables, padded.reshape(PIECE_BATCHES, size, *images.shape[1:]), mask)))
+        encode_fn, variables, padded.reshape(batches, size, *images.shape[1:]), mask)))
     fired = part if fired is None else fired | part
   return fired
 
