@@ -57,7 +57,14 @@ def manager(workdir: str | pathlib.Path, max_to_keep: int = 2) -> ocp.Checkpoint
   options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True,
                                          enable_async_checkpointing=False,
                                          cleanup_tmp_directories=True)
-  return ocp.CheckpointManager(directory, options=options, item_names=ITEMS)
+  mngr = ocp.CheckpointManager(directory, options=options, item_names=ITEMS)
+  # orbax removes those folders in a thread of its own, which close() does not wait
+  # for: a run that stops at once (data it refuses) would exit while it runs, and the
+  # interpreter's shutdown print that thread's traceback after the run's one line.
+  pending = getattr(mngr, "_cleanup_tmp_directory_future", None)
+  if pending is not None:
+    pending.result()
+  return mngr
 
 
 # ------------------------------------------------------------------ digests

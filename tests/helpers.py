@@ -123,7 +123,9 @@ def _child(argv: list[str]) -> None:
   checkpoint's write begins (the steps since the last one trained, not saved; all
   three sleep until killed);
   'chunk:N' after the Nth chunk of steps inside an epoch (the run's checks of it
-  done, the next chunk not started), until the marker is deleted; 'none' never."""
+  done, the next chunk not started), until the marker is deleted; 'prepare' while it
+  prepares its data's copy (decoded, under the copy's lock, not yet finished), until
+  the marker is deleted; 'none' never."""
   point, marker = argv[0], pathlib.Path(argv[1])
   sys.argv = [sys.argv[0], *argv[2:]]
   name, _, epoch = point.partition(":")
@@ -185,6 +187,15 @@ def _child(argv: list[str]) -> None:
 
     for kind in (inputs.DeviceInput, inputs.StreamInput):
       kind.chunks = paused(kind.chunks)
+  elif name == "prepare":  # the copy written under its temporary name, not finished
+    from aejax.data import prepared
+    finish = prepared.Writer.finish
+
+    def paused_finish(self, *args, **kwargs):
+      pause_until_released()
+      return finish(self, *args, **kwargs)
+
+    prepared.Writer.finish = paused_finish
   from absl import app
   from experiments import main
   app.run(main.main, flags_parser=main.parse_flags)

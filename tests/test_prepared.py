@@ -42,13 +42,16 @@ def results(workdir) -> dict:
 
 
 def only_line(stderr: str) -> str:
-  (line,) = [l for l in stderr.splitlines() if l and not ABSL_LINE.match(l)]
-  return line
+  """The one line besides absl's log lines (the test fails, showing them, otherwise)."""
+  lines = [l for l in stderr.splitlines() if l and not ABSL_LINE.match(l)]
+  assert len(lines) == 1, stderr[-3000:]
+  return lines[0]
 
 
 def copies(tfds: pathlib.Path) -> list[str]:
+  """The finished copies' folders (not the locks, not a copy under its temporary name)."""
   return sorted(p.name for p in (tfds / prepared.ROOT_NAME).iterdir()
-                if not p.name.endswith(".lock"))
+                if not p.name.endswith(".lock") and not p.name.startswith("."))
 
 
 def test_a_folder_is_prepared_once_reused_and_prepared_again_when_it_changes(tmp_path, cli):
@@ -100,52 +103,41 @@ def test_a_damaged_copy_is_set_aside_never_trained_on_and_prepared_again(tmp_pat
   assert results(tmp_path / "truncated")["test"] == results(tmp_path / "straight")["test"]
 
 
-def prepare_in_background(folder, tfds) -> subprocess.Popen:
-  code = ("import sys; from absl import logging; logging.set_verbosity('info'); "
-          "from aejax.data import folders; "
-          "print(folders.read_folder(sys.argv[1]).fingerprint)")
-  return subprocess.Popen([sys.executable, "-c", code, str(folder)],
-                          env={**os.environ, "TFDS_DATA_DIR": str(tfds)},
-                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-
-
-@pytest.mark.slow
-def test_two_preparers_take_turns_and_a_killed_one_leaves_no_half_copy(tmp_path, monkeypatch,
-                                                                       caplog):
+def test_two_runs_preparing_one_folder_take_turns_and_a_killed_one_leaves_no_half_copy(
+    tmp_path, cli):
+  """Through the command line: a run paused while it prepares (its copy written under
+  a temporary name, the lock held) is SIGKILLed; the next run removes the half copy
+  and prepares it whole while a third, started meanwhile, waits for it, then reuses
+  its copy."""
   folder, tfds = tmp_path / "pictures", tmp_path / "tfds"
-  write_folder(folder, 1000, size=32)  # seconds of decoding on two cores
-  monkeypatch.setenv("TFDS_DATA_DIR", str(tfds))
-
-  # SIGKILL a preparer while it decodes: its temporary folder stays behind, and the
-  # next preparer removes it and prepares the whole copy.
-  killed = prepare_in_background(folder, tfds)
-  deadline = time.monotonic() + 120
-  while not list((tfds / prepared.ROOT_NAME).glob(".*.tmp")) if (
-      tfds / prepared.ROOT_NAME).exists() else True:
-    assert killed.poll() is None and time.monotonic() < deadline
-    time.sleep(0.01)
+  write_folder(folder, 40)
+  env, root = {"TFDS_DATA_DIR": str(tfds)}, tfds / prepared.ROOT_NAME
+  marker = tmp_path / "preparing"
+  killed = cli.start_child(tmp_path / "killed", "prepare", marker, *args(folder), env=env)
+  cli.wait_for(marker, killed)
   killed.kill()
   killed.wait()
-  assert list((tfds / prepared.ROOT_NAME).glob(".*.tmp"))  # a half copy, under its tmp name
+  marker.unlink()
+  assert list(root.glob(".*.tmp"))  # the half copy, under its temporary name
 
-  # Two at once: one prepares, the other waits for it and reuses its copy.
-  first = prepare_in_background(folder, tfds)
-  lock = None
-  deadline = time.monotonic() + 120
-  while lock is None or lock.read_text().strip() != str(first.pid):  # it holds the lock
-    assert first.poll() is None and time.monotonic() < deadline
-    found = list((tfds / prepared.ROOT_NAME).glob("*.lock"))
-    lock = found[0] if found else None
-    time.sleep(0.01)
-  with caplog.at_level("INFO", logger="absl"):  # absl's own level too
-    second = folders.read_folder(folder)
-  out, err = first.communicate(timeout=300)
-  assert first.returncode == 0, err[-2000:]
-  assert f"Waiting for process {first.pid}, which is preparing" in caplog.text
-  assert "Preparing" not in caplog.text  # it reused the first one's copy
-  assert second.fingerprint == out.strip()
-  assert not list((tfds / prepared.ROOT_NAME).glob(".*"))  # no half copy, no leftovers
-  assert np.asarray(second.train_images).shape == (second.n_train, 32, 32, 3)
+  first = cli.start_child(tmp_path / "one", "prepare", marker, *args(folder), env=env,
+                          output=True)
+  cli.wait_for(marker, first)  # preparing, the lock held
+  log = tmp_path / "two.log"
+  second = cli.start(tmp_path / "two", *args(folder), env=env, log=log)
+  deadline = time.monotonic() + 300
+  while f"Waiting for process {first.pid}, which is preparing" not in log.read_text():
+    assert second.poll() is None, log.read_text()[-3000:]
+    assert time.monotonic() < deadline
+    time.sleep(0.05)
+  assert copies(tfds) == []  # nothing finished to read yet: it waits, not reads
+  marker.unlink()  # the first goes on and finishes its copy
+  _, first_err = first.communicate(timeout=300)
+  assert first.returncode == 0 and second.wait(timeout=300) == 0, log.read_text()[-3000:]
+  assert "Preparing folder:" in first_err and "Preparing" not in log.read_text()
+  fingerprint = lambda w: results(tmp_path / w)["dataset"]["fingerprint"]
+  assert fingerprint("one") == fingerprint("two")
+  assert not list(root.glob(".*"))  # no half copy, no leftovers
 
 
 def test_a_file_that_changes_while_it_is_prepared_is_one_line_and_leaves_no_copy(
@@ -164,7 +156,7 @@ def test_a_file_that_changes_while_it_is_prepared_is_one_line_and_leaves_no_copy
   with pytest.raises(folders.DataError, match=r"0003\.png changed while it was being "
                      r"prepared; launch again"):
     folders.read_folder(folder)
-  assert copies(tfds) == []  # nothing half-written stays
+  assert copies(tfds) == [] and not list((tfds / prepared.ROOT_NAME).glob(".*"))  # no half copy
   monkeypatch.setattr(decode, "decode_into", decode_into)
   assert folders.read_folder(folder).n_train > 0
 
