@@ -77,7 +77,7 @@ def time_torch(name: str, config, images: np.ndarray, test_images: np.ndarray
                      "--compute_dtype=float32.")
   device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
   torch.manual_seed(config.seed)
-  net = build(config.model, pixel_mean=data.pixel_mean(images)).to(device)
+  net = build(config.model, pixel_mean=data.core.mean_of(images)).to(device)
   optimizer = torch.optim.Adam(net.parameters(), lr=config.learning_rate,
                                betas=(config.adam_b1, config.adam_b2), eps=config.adam_eps)
   to_tensor = lambda x: torch.from_numpy(

@@ -50,12 +50,6 @@ class DataError(Exception):
   """Data that was asked for cannot be read; the message says what to do."""
 
 
-def pixel_mean(images: np.ndarray) -> np.ndarray:
-  """The mean of uint8 or uint16 images ``[N, H, W, C]``: float ``[H, W, C]`` in
-  [0, 1] (over the dtype's maximum, as ``aejax.images.to_float`` scales them)."""
-  return images.mean(0, dtype=np.float64) / np.iinfo(images.dtype).max
-
-
 def labels_fit_uint8(labels: np.ndarray) -> bool:
   """Whether every label lies in [0, 255]: the labels a uint8 array held before labels
   were int32, hashed as uint8 so that such data keeps its fingerprint."""
@@ -128,7 +122,7 @@ class Dataset:
             **self.details}
 
 
-def _pieces(array, rows: int = 8192):
+def pieces(array, rows: int = 8192):
   """An in-memory array whole; an array on disk (``rows.Rows``, anything with
   ``blocks``) in consecutive pieces, so that one pass never holds it in memory."""
   if isinstance(array, np.ndarray):
@@ -155,7 +149,7 @@ class Fingerprint:
   def add(self, array, on_piece=None) -> None:
     """A whole array (an array on disk in pieces, each also given to ``on_piece``)."""
     self.begin(array.shape, array.dtype)
-    for piece in _pieces(array):
+    for piece in pieces(array):
       self.update(np.ascontiguousarray(piece).data)
       if on_piece is not None:
         on_piece(piece)
@@ -189,9 +183,10 @@ def fingerprint_of(arrays, on_piece=None) -> str:
 
 def mean_of(images) -> np.ndarray:
   """The mean over axis 0 (``Dataset.pixel_mean``), arrays on disk read in pieces: of
-  uint8 or uint16 images, float ``[H, W, C]`` in [0, 1] (``pixel_mean``: a float64
-  sum of integers, exact however it is cut); of float vectors, float32 ``[D]``."""
-  return scaled_mean(sum(piece.sum(0, dtype=np.float64) for piece in _pieces(images)),
+  uint8 or uint16 images, float ``[H, W, C]`` in [0, 1] (over the dtype's maximum, as
+  ``aejax.images.to_float`` scales them; a float64 sum of integers, exact however it
+  is cut); of float vectors, float32 ``[D]``."""
+  return scaled_mean(sum(piece.sum(0, dtype=np.float64) for piece in pieces(images)),
                       images)
 
 

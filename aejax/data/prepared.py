@@ -45,7 +45,7 @@ import numpy as np
 from absl import logging
 
 from aejax.data import rows as rows_lib
-from aejax.data.core import DataError, Dataset, fingerprint_of, scaled_mean
+from aejax.data.core import DataError, Dataset, fingerprint_of, pieces, scaled_mean
 
 FORMAT = 1  # the copy's layout; a copy of another format is prepared again
 ROOT_NAME = "aejax_prepared"
@@ -128,7 +128,7 @@ class Writer:
     offset = self.allocate(split, len(images), tuple(images.shape[1:]), images.dtype)
     with open(self.path(split), "r+b") as f:
       f.seek(offset)
-      for piece in rows_lib.in_pieces(images):
+      for piece in pieces(images):
         f.write(np.ascontiguousarray(piece).data)
     self.labels[split] = np.asarray(labels)
 

@@ -225,17 +225,6 @@ def checksums(array: np.ndarray) -> np.ndarray:
   return np.array([zlib.crc32(raw[s:s + per]) for s in range(0, len(array), per)], np.uint32)
 
 
-def in_pieces(array, rows: int = 8192):
-  """``array``'s consecutive pieces of at most ``rows`` rows (whole-block pieces of a
-  ``Rows``): one pass over data that need not fit in memory."""
-  if isinstance(array, (Rows, Shards)):
-    for start, stop in array.blocks(rows):
-      yield array[start:stop]
-  else:
-    for start in range(0, len(array), rows):
-      yield array[start:start + rows]
-
-
 class Shards:
   """Several ``Rows`` of one row shape and dtype, end to end, as one array."""
 

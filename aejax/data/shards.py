@@ -39,7 +39,7 @@ from aejax.data import prepared, rows as rows_lib
 from aejax.data.core import DataError, Dataset
 
 FORMAT = 1  # the statistics file's layout; another is measured again
-PIECE_ROWS = 8192  # rows a piece of the pass (as core._pieces reads a Rows)
+PIECE_ROWS = 8192  # rows a piece of the pass (as core.pieces reads a Rows)
 FLOATS = (np.float16, np.float32, np.float64)
 LABEL_DTYPE = np.uint8  # the labels, all 0, as fingerprint_of hashes labels that fit uint8
 
